@@ -1,0 +1,390 @@
+"""Manifests: one row per image of a dataset, in a stable order, with its ImageNet-1k label.
+
+``data/manifests/{dataset}.parquet`` has columns ``index`` (int32, 0..n-1), ``path`` (string,
+relative to the dataset's root folder) and ``label`` (int16: ImageNet-1k class index in sorted-wnid
+order, -1 for OOD sets). Its schema metadata key ``clip_robustness`` holds JSON: ``dataset``,
+``title``, ``root``, ``layout``, ``manifest_hash``, ``n_images``, ``label_space`` (the
+:class:`~clip_robustness.label_space.LabelSpace` as a JSON object), ``border_crop_px`` (pixels to crop
+from each side when loading an image: ObjectNet 1), ``n_skipped`` and, for ObjectNet,
+``class_mapping`` (folder -> ObjectNet class, ImageNet indices, group).
+
+Recipes (``layout`` in the registry, :data:`LAYOUTS`):
+
+- ``imagenet_val``: ``ILSVRC2012_val_XXXXXXXX.JPEG`` files (flat, or in wnid folders); labels from
+  the ``filename_label.csv`` that ships in the ``imagenet-x`` package (wnid folders cross-checked).
+- ``wnid_folders``: ``<wnid>/<image>``; label = the wnid's index (ImageNet-R/A/Sketch/C).
+- ``class_index_folders``: ``<k>/<image>`` with k in 0..999 the class index (ImageNet-V2); the
+  folders are ordered as integers (2 before 10), never as strings.
+- ``objectnet``: ``images/<folder>/<image>`` with the class mapping from ``mappings/``; only images
+  of classes mapped to ImageNet are listed; label = the smallest mapped ImageNet index.
+- ``ood_images``: every image below the folder, recursively; label -1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from clip_robustness import PIPELINE_VERSION
+from clip_robustness.datasets.errors import CorruptImageError, ManifestError
+from clip_robustness.datasets.label_spaces import (
+    imagenet_synsets,
+    label_space_named,
+    objectnet_mapping,
+    package_file,
+    wnid_to_index,
+)
+from clip_robustness.datasets.registry import DatasetEntry
+from clip_robustness.label_space import LabelSpace
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = b"clip_robustness"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SKIPPED_COLUMNS = ["path", "reason"]
+SCHEMA = pa.schema([("index", pa.int32()), ("path", pa.string()), ("label", pa.int16())])
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A dataset's manifest. ``table``: DataFrame ``index, path, label`` (see module docstring);
+    ``metadata``: the decoded ``clip_robustness`` JSON."""
+
+    table: pd.DataFrame
+    metadata: dict[str, Any]
+
+    @property
+    def dataset(self) -> str:
+        return str(self.metadata["dataset"])
+
+    @property
+    def root(self) -> Path:
+        """Folder that ``path`` is relative to (relative roots are relative to the workflow directory)."""
+        return Path(self.metadata["root"])
+
+    @cached_property
+    def label_space(self) -> LabelSpace:
+        """The classes this dataset is scored on (1000 for ImageNet/V2/Sketch/C and OOD sets)."""
+        return LabelSpace.from_json(json.dumps(self.metadata["label_space"]))
+
+    @property
+    def file_names(self) -> list[str]:
+        """Base file name of each row (e.g. ``ILSVRC2012_val_00000001.JPEG``), in row order."""
+        return [p.rsplit("/", 1)[-1] for p in self.table["path"]]
+
+    @property
+    def manifest_hash(self) -> str:
+        return str(self.metadata["manifest_hash"])
+
+    @property
+    def border_crop_px(self) -> int:
+        """Pixels to crop from every side of an image when loading it (ObjectNet: 1)."""
+        return int(self.metadata.get("border_crop_px", 0))
+
+    def image_path(self, row: int) -> Path:
+        """Absolute-or-workdir-relative path of row ``row``'s image."""
+        return self.root / self.table["path"].iat[row]
+
+    def open_image(self, row: int) -> Image.Image:
+        """Row ``row``'s image as RGB, with the dataset's border crop applied."""
+        with Image.open(self.image_path(row)) as img:
+            img = img.convert("RGB")
+        b = self.border_crop_px
+        return img.crop((b, b, img.width - b, img.height - b)) if b else img
+
+
+def manifest_hash(table: pd.DataFrame) -> str:
+    """sha256 (hex) of the ``path`` and ``label`` columns: of the UTF-8 text ``f"{path}\\t{label}\\n"``
+    of every row, in row order. Identifies a manifest's content in the logits cache's metadata."""
+    digest = hashlib.sha256()
+    for path, label in zip(table["path"].tolist(), table["label"].tolist()):
+        digest.update(f"{path}\t{int(label)}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read ``data/manifests/{dataset}.parquet``; :class:`ManifestError` names the file if it is not a
+    manifest or its rows do not match its recorded hash."""
+    path = Path(path)
+    try:
+        pa_table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ManifestError(f"cannot read manifest {path}: {err}") from None
+    raw = (pa_table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ManifestError(f"{path} is not a manifest: no {METADATA_KEY.decode()!r} schema metadata")
+    metadata = json.loads(raw)
+    table = pa_table.to_pandas()
+    if manifest_hash(table) != metadata.get("manifest_hash"):
+        raise ManifestError(f"manifest {path}: rows do not match the recorded manifest_hash (file edited?); rebuild it")
+    return Manifest(table, metadata)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _images_in(folder: Path, root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in folder.iterdir() if p.is_file() and _is_image(p))
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+@lru_cache(maxsize=1)
+def imagenet_val_labels() -> dict[str, int]:
+    """ImageNet val file name -> ImageNet-1k label, for all 50,000 images, from ``filename_label.csv``
+    shipped in the ``imagenet-x`` package."""
+    frame = pd.read_csv(package_file("imagenet_x", "annotations/filename_label.csv"))
+    return dict(zip(frame["file_name"].astype(str), frame["label"].astype(int)))
+
+
+@dataclass
+class _Listing:
+    paths: list[str]
+    labels: list[int]
+    label_space: LabelSpace
+    extra: dict[str, Any]
+
+
+def _list_imagenet_val(entry: DatasetEntry, root: Path) -> _Listing:
+    labels_of = imagenet_val_labels()
+    folders = _subfolders(root)
+    paths, labels = [], []
+    if folders:  # wnid folders (e.g. after valprep.sh)
+        index = wnid_to_index()
+        for folder in sorted(folders, key=lambda p: p.name):
+            if folder.name not in index:
+                raise ManifestError(f"dataset {entry.id}: folder {folder} is not an ImageNet-1k wnid (layout imagenet_val)")
+            for rel in _images_in(folder, root):
+                name = rel.rsplit("/", 1)[-1]
+                if name in labels_of and labels_of[name] != index[folder.name]:
+                    raise ManifestError(
+                        f"dataset {entry.id}: {root / rel} is in folder {folder.name} (class {index[folder.name]}) but "
+                        f"imagenet-x filename_label.csv gives class {labels_of[name]}"
+                    )
+                paths.append(rel)
+                labels.append(index[folder.name])
+    for rel in _images_in(root, root):
+        if rel not in labels_of:
+            raise ManifestError(
+                f"dataset {entry.id}: {root / rel} is not an ImageNet val file name (ILSVRC2012_val_XXXXXXXX.JPEG) "
+                "listed in imagenet-x's filename_label.csv"
+            )
+        paths.append(rel)
+        labels.append(labels_of[rel])
+    order = sorted(range(len(paths)), key=lambda i: (paths[i].rsplit("/", 1)[-1], paths[i]))
+    return _Listing([paths[i] for i in order], [labels[i] for i in order], label_space_named(entry.label_space), {})
+
+
+def _list_wnid_folders(entry: DatasetEntry, root: Path) -> _Listing:
+    index = wnid_to_index()
+    space = label_space_named(entry.label_space)
+    allowed = set(space.class_indices.tolist())
+    paths, labels = [], []
+    for folder in sorted(_subfolders(root), key=lambda p: p.name):
+        if folder.name not in index:
+            raise ManifestError(f"dataset {entry.id}: folder {folder} is not an ImageNet-1k wnid (layout wnid_folders)")
+        label = index[folder.name]
+        if label not in allowed:
+            raise ManifestError(f"dataset {entry.id}: class folder {folder.name} (index {label}) is outside the "
+                                f"{space.name} label space")
+        for rel in _images_in(folder, root):
+            paths.append(rel)
+            labels.append(label)
+    return _Listing(paths, labels, space, {})
+
+
+def _list_class_index_folders(entry: DatasetEntry, root: Path) -> _Listing:
+    numbered = []
+    for folder in _subfolders(root):
+        if not folder.name.isdigit() or not 0 <= int(folder.name) < len(imagenet_synsets()):
+            raise ManifestError(f"dataset {entry.id}: folder {folder} is not a class index 0..999 (layout class_index_folders)")
+        numbered.append((int(folder.name), folder))
+    paths, labels = [], []
+    for label, folder in sorted(numbered):  # integer order: 2 before 10
+        for rel in _images_in(folder, root):
+            paths.append(rel)
+            labels.append(label)
+    return _Listing(paths, labels, label_space_named(entry.label_space), {})
+
+
+def _list_objectnet(entry: DatasetEntry, root: Path) -> _Listing:
+    mapping = objectnet_mapping(root / "mappings")
+    images = root / "images"
+    if not images.is_dir():
+        raise ManifestError(f"dataset {entry.id}: {images} does not exist (layout objectnet: images/<class folder>/)")
+    paths, labels, excluded = [], [], 0
+    present = set()
+    for folder in sorted(_subfolders(images), key=lambda p: p.name):
+        files = _images_in(folder, root)
+        if folder.name not in mapping.folder_to_indices:
+            excluded += len(files)
+            continue
+        present.add(folder.name)
+        label = mapping.label_of_folder(folder.name)
+        paths += files
+        labels += [label] * len(files)
+    absent = sorted(set(mapping.folder_to_indices) - present)
+    if absent:
+        log.warning("dataset %s: mapped ObjectNet classes without an image folder: %s", entry.id, absent)
+    class_mapping = {
+        f: {"objectnet_class": mapping.folder_to_label[f], "imagenet_indices": list(mapping.folder_to_indices[f]),
+            "group": mapping.group_of_folder[f]}
+        for f in sorted(mapping.folder_to_indices)
+    }
+    return _Listing(paths, labels, mapping.label_space(), {"class_mapping": class_mapping, "n_excluded_unmapped": excluded})
+
+
+def _list_ood_images(entry: DatasetEntry, root: Path) -> _Listing:
+    paths = sorted(
+        Path(dirpath, name).relative_to(root).as_posix()
+        for dirpath, dirnames, filenames in os.walk(root)
+        for name in filenames
+        if _is_image(Path(name)) and not any(part.startswith(".") for part in Path(dirpath).relative_to(root).parts)
+    )
+    return _Listing(paths, [-1] * len(paths), label_space_named("ood"), {})
+
+
+LAYOUTS: dict[str, Callable[[DatasetEntry, Path], _Listing]] = {
+    "imagenet_val": _list_imagenet_val,
+    "wnid_folders": _list_wnid_folders,
+    "class_index_folders": _list_class_index_folders,
+    "objectnet": _list_objectnet,
+    "ood_images": _list_ood_images,
+}
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def check_image(path: str | Path) -> str | None:
+    """``None`` if ``path`` opens as an image (header parsed and verified by PIL), else the reason."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return None
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
+        return f"{type(err).__name__}: {err}"
+
+
+@dataclass(frozen=True)
+class ManifestBuild:
+    """A built manifest before writing: ``table`` (index, path, label), ``metadata``, ``skipped``
+    (DataFrame ``path, reason`` of unreadable images left out)."""
+
+    table: pd.DataFrame
+    metadata: dict[str, Any]
+    skipped: pd.DataFrame
+
+
+def build_manifest(
+    entry: DatasetEntry,
+    root: str | Path,
+    *,
+    skip_corrupt: bool = False,
+    check_images: bool = True,
+    workers: int = 4,
+) -> ManifestBuild:
+    """List the images of ``entry`` under ``root`` (the folder its ``subdir`` names inside the extracted
+    archive, or a user's folder) following its ``layout``, with ImageNet-1k labels.
+
+    Every image is opened and verified (``check_images``); an unreadable one stops the build with
+    :class:`CorruptImageError` naming it, unless ``skip_corrupt`` (config
+    ``downloads.skip_corrupt_images``), which leaves it out and lists it in ``skipped``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ManifestError(f"dataset {entry.id}: folder {root} does not exist (layout {entry.layout}, subdir {entry.subdir!r})")
+    if entry.layout not in LAYOUTS:
+        raise ManifestError(f"dataset {entry.id}: unknown layout {entry.layout!r}; known: {sorted(LAYOUTS)}")
+    listing = LAYOUTS[entry.layout](entry, root)
+    if not listing.paths:
+        raise ManifestError(f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
+                            f"(layout {entry.layout}); is subdir {entry.subdir!r} right?")
+    reasons: list[str | None] = [None] * len(listing.paths)
+    if check_images:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            reasons = list(pool.map(check_image, (root / p for p in listing.paths), chunksize=64))
+    bad = [(p, r) for p, r in zip(listing.paths, reasons) if r is not None]
+    if bad and not skip_corrupt:
+        shown = "; ".join(f"{root / p} ({r})" for p, r in bad[:20])
+        more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise CorruptImageError(
+            f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. Replace them (re-download the archive), "
+            "or set downloads.skip_corrupt_images: true to leave them out and list them in "
+            f"data/manifests/{entry.id}.skipped.csv"
+        )
+    keep = [i for i, r in enumerate(reasons) if r is None]
+    table = pd.DataFrame({
+        "index": np.arange(len(keep), dtype=np.int32),
+        "path": pd.Series([listing.paths[i] for i in keep], dtype=object),
+        "label": np.asarray([listing.labels[i] for i in keep], dtype=np.int16),
+    })
+    if entry.n_images is not None and len(table) != entry.n_images:
+        log.warning("dataset %s: %d images, the published count is %d", entry.id, len(table), entry.n_images)
+    metadata = {
+        "dataset": entry.id,
+        "title": entry.title,
+        "root": str(root),
+        "layout": entry.layout,
+        "manifest_hash": manifest_hash(table),
+        "n_images": int(len(table)),
+        "label_space": json.loads(listing.label_space.to_json()),
+        "border_crop_px": entry.border_crop_px,
+        "n_skipped": len(bad),
+        "registry_entry": entry.to_dict(),
+        "pipeline_version": PIPELINE_VERSION,
+        **listing.extra,
+    }
+    skipped = pd.DataFrame(bad, columns=SKIPPED_COLUMNS)
+    return ManifestBuild(table, metadata, skipped)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_manifest(build: ManifestBuild, path: str | Path, skipped_path: str | Path) -> None:
+    """Write the manifest parquet and its skipped-images CSV (header only when nothing was skipped),
+    each atomically (temp file in the same folder, then rename)."""
+    table = pa.Table.from_pandas(build.table, schema=SCHEMA, preserve_index=False)
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(build.metadata).encode("utf-8")})
+    _atomic_write(Path(skipped_path), lambda tmp: build.skipped.to_csv(tmp, index=False))
+    _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def dataset_root(entry: DatasetEntry, extracted_dir: str | Path = "data/extracted", local_folder: str | Path | None = None) -> Path:
+    """The folder ``entry``'s images are read from: the user's ``local_folder`` (config
+    ``downloads.local_folders[dataset]``) as given, else ``{extracted_dir}/{first archive}/{subdir}``."""
+    if local_folder is not None:
+        return Path(local_folder).expanduser()
+    return Path(extracted_dir) / entry.archives[0] / entry.subdir
+

@@ -1,0 +1,108 @@
+"""What the datasets rules need from the registry and the config: paths, params, parse-time checks.
+
+The named input functions in ``workflow/rules/common.smk`` are one-line calls into this module, so
+the logic is importable and tested. Paths are relative to the workflow directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from clip_robustness.datasets.download import USER_SUPPLIED_DIR, missing_user_archive_message
+from clip_robustness.datasets.errors import MissingUserArchiveError
+from clip_robustness.datasets.manifest import dataset_root
+from clip_robustness.datasets.registry import DatasetRegistry
+
+ARCHIVES_DIR = Path("data/archives")
+REJECTED_DIR = ARCHIVES_DIR / "rejected"
+EXTRACTED_DIR = Path("data/extracted")
+MANIFESTS_DIR = Path("data/manifests")
+PINNED_PATH = Path("data/checksums/pinned.tsv")
+
+
+def archive_path(archive: str) -> str:
+    """``data/archives/{archive}``."""
+    return str(ARCHIVES_DIR / archive)
+
+
+def extraction_marker(archive: str) -> str:
+    """``data/extracted/{archive}.complete``: written last by a complete extraction."""
+    return str(EXTRACTED_DIR / f"{archive}.complete")
+
+
+def manifest_path(dataset: str) -> str:
+    """``data/manifests/{dataset}.parquet``."""
+    return str(MANIFESTS_DIR / f"{dataset}.parquet")
+
+
+def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
+    """Params of ``download_archive`` for ``archive`` (plain data; a change reruns the download)."""
+    return {
+        "archive": registry.archive(archive).to_dict(),
+        "local_path": (downloads.get("local_archives") or {}).get(archive),
+        "retries": int(downloads["retries"]),
+        "timeout_s": float(downloads["timeout_s"]),
+        "pinned_path": str(PINNED_PATH),
+        "rejected_dir": str(REJECTED_DIR),
+        "user_dir": str(USER_SUPPLIED_DIR),
+        "datasets": registry.datasets_using(archive),
+    }
+
+
+def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
+    """Params of ``extract_archive``: destination folder and zip password (ObjectNet)."""
+    return {"dest": str(EXTRACTED_DIR / archive), "password": registry.archive(archive).password}
+
+
+def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Inputs of ``build_manifest``: the extraction markers of the dataset's archives, or nothing when
+    ``downloads.local_folders`` gives a folder for it."""
+    if dataset in (downloads.get("local_folders") or {}):
+        return {}
+    return {"extracted": [extraction_marker(a) for a in registry.resolve(dataset).archives]}
+
+
+def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
+    """Params of ``build_manifest``: the registry entry, the image root folder, the corrupt-image policy."""
+    entry = registry.resolve(dataset)
+    local = (downloads.get("local_folders") or {}).get(dataset)
+    return {
+        "entry": entry.to_dict(),
+        "root": str(dataset_root(entry, EXTRACTED_DIR, local)),
+        "skip_corrupt": bool(downloads.get("skip_corrupt_images", False)),
+    }
+
+
+def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
+                                 workdir: str | Path = ".") -> None:
+    """Stop before any job if a dataset needs an archive the pipeline never fetches (ImageNet val) and
+    the user has not provided it: not in ``data/archives/``, not in ``data/user_supplied/``, not in
+    ``downloads.local_archives``, and no ``downloads.local_folders`` entry or existing manifest for
+    the dataset. Raises :class:`MissingUserArchiveError` naming the exact files and the folder."""
+    workdir = Path(workdir)
+    local_archives = downloads.get("local_archives") or {}
+    local_folders = downloads.get("local_folders") or {}
+    problems: list[str] = []
+    for dataset in dataset_ids:
+        if dataset in local_folders:
+            folder = Path(local_folders[dataset]).expanduser()
+            if not (folder if folder.is_absolute() else workdir / folder).is_dir():
+                problems.append(f"downloads.local_folders[{dataset!r}] is {folder}, which is not a folder.")
+            continue
+        if (workdir / manifest_path(dataset)).exists():
+            continue
+        for name in registry.resolve(dataset).archives:
+            entry = registry.archive(name)
+            if not entry.user_supplied or (workdir / archive_path(name)).exists():
+                continue
+            if name in local_archives:
+                given = Path(local_archives[name]).expanduser()
+                if not (given if given.is_absolute() else workdir / given).is_file():
+                    problems.append(f"downloads.local_archives[{name!r}] is {given}, which is not a file.")
+                continue
+            if not (workdir / USER_SUPPLIED_DIR / name).is_file():
+                problems.append(missing_user_archive_message(entry, [dataset]))
+    if problems:
+        raise MissingUserArchiveError("Before any job runs: " + " ".join(problems))

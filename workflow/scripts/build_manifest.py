@@ -1,0 +1,17 @@
+"""Rule build_manifest: list one dataset's images with ImageNet-1k labels into data/manifests/{dataset}.parquet."""
+
+import logging
+
+from clip_robustness.datasets.manifest import build_manifest, write_manifest
+from clip_robustness.datasets.registry import DatasetEntry
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+p = snakemake.params.manifest
+try:
+    build = build_manifest(DatasetEntry.from_dict(p["entry"]), p["root"], skip_corrupt=p["skip_corrupt"],
+                           workers=snakemake.threads)
+    write_manifest(build, snakemake.output.manifest, snakemake.output.skipped)
+    logging.info("%s: %d images, %d skipped", p["entry"]["id"], len(build.table), len(build.skipped))
+except Exception:
+    logging.exception("build_manifest failed")
+    raise

@@ -1,0 +1,24 @@
+"""Rule download_archive: put a verified copy of one archive at data/archives/{archive}."""
+
+import logging
+
+from clip_robustness.datasets.download import obtain_archive
+from clip_robustness.datasets.registry import ArchiveEntry
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+p = snakemake.params.download
+try:
+    obtain_archive(
+        ArchiveEntry.from_dict(p["archive"]),
+        snakemake.output.archive,
+        pinned_path=p["pinned_path"],
+        rejected_dir=p["rejected_dir"],
+        local_path=p["local_path"],
+        user_dir=p["user_dir"],
+        retries=p["retries"],
+        timeout_s=p["timeout_s"],
+        datasets=p["datasets"],
+    )
+except Exception:
+    logging.exception("download_archive failed")
+    raise

@@ -1,0 +1,284 @@
+"""The model registry: one row per model of the study, read from ``config/models.tsv``.
+
+The registry is data, not code: adding a model is adding a row. Columns (tab-separated, in order):
+
+=====================  ======================================================================
+``model_id``           filesystem-safe unique id, used in paths ``results/logits/{model_id}/``;
+                       convention ``openclip__{architecture}__{pretrained}`` and
+                       ``timm__{architecture}.{pretrained}`` (see :func:`model_id_for`)
+``library``            ``open_clip`` or ``timm``
+``architecture``       open_clip config name (``-quickgelu`` config where the tag was trained with
+                       QuickGELU) or timm model name without the tag
+``pretrained``         open_clip pretrained tag, or the timm tag (after the dot)
+``group``              ``clip_zeroshot``, ``clip_ft``, ``standard``, ``more_data``, ``adversarial``
+``training_source``    (pre)training data: ``WIT-400M``, ``LAION-2B``, ``ImageNet-1k``, ``JFT-300M``, ...
+``training_size``      number of training images of that source (int > 0; nominal published size)
+``finetune_route``     supervised fine-tuning stages after that source: ``none``, ``in1k``,
+                       ``in12k->in1k``, ``in22k->in1k``
+``architecture_family``  ResNet, ViT, ConvNeXt, EfficientNet, ...
+``resolution``         input size in pixels (int > 0), the side of the square crop the model sees
+``weights_file``       empty: weights come through the library's loader; else a local weights path
+=====================  ======================================================================
+
+This module imports neither torch, open_clip nor timm (the Snakefile reads the registry at every
+invocation); :func:`check_registry_against_libraries` imports the libraries when called. CLI::
+
+    python -m clip_robustness.models.registry check config/models.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import difflib
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REGISTRY_COLUMNS: tuple[str, ...] = (
+    "model_id", "library", "architecture", "pretrained", "group", "training_source", "training_size",
+    "finetune_route", "architecture_family", "resolution", "weights_file",
+)
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"weights_file"})
+INTEGER_COLUMNS: tuple[str, ...] = ("training_size", "resolution")
+LIBRARIES: tuple[str, ...] = ("open_clip", "timm")
+GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
+ZERO_SHOT_GROUP = "clip_zeroshot"
+
+_ID_PREFIX = {"open_clip": "openclip", "timm": "timm"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+class RegistryError(ValueError):
+    """The registry file is unreadable or invalid; the message names the file, row and column."""
+
+
+class UnknownModelError(LookupError):
+    """A model id that is not in the registry; the message names it and the closest known ids."""
+
+    def __init__(self, model_id: str, known: Iterable[str], source: str | Path | None = None):
+        self.model_id = model_id
+        self.close_matches = difflib.get_close_matches(model_id, list(known), n=3, cutoff=0.6)
+        where = f" in {source}" if source else ""
+        hint = f"; did you mean {', '.join(self.close_matches)}?" if self.close_matches else ""
+        super().__init__(f"unknown model id {model_id!r}{where}{hint}")
+
+    def __str__(self) -> str:  # LookupError would quote the message like a KeyError
+        return self.args[0]
+
+
+def model_id_for(library: str, architecture: str, pretrained: str) -> str:
+    """The conventional model id of a (library, architecture, pretrained tag) triple.
+
+    ``open_clip`` -> ``openclip__{architecture}__{pretrained}``; ``timm`` -> ``timm__{architecture}.{pretrained}``
+    (timm's own ``arch.tag`` name). Reversed by :func:`parse_model_id`.
+    """
+    if library == "open_clip":
+        return f"openclip__{architecture}__{pretrained}"
+    if library == "timm":
+        return f"timm__{architecture}.{pretrained}"
+    raise ValueError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
+
+
+def parse_model_id(model_id: str) -> tuple[str, str, str]:
+    """(library, architecture, pretrained) of an id written by :func:`model_id_for`."""
+    prefix, sep, rest = model_id.partition("__")
+    if sep and prefix == "openclip" and "__" in rest:
+        architecture, _, pretrained = rest.partition("__")
+        return "open_clip", architecture, pretrained
+    if sep and prefix == "timm" and "." in rest:
+        architecture, _, pretrained = rest.partition(".")
+        return "timm", architecture, pretrained
+    raise ValueError(f"model id {model_id!r} does not follow openclip__ARCH__TAG or timm__ARCH.TAG")
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """The validated registry. ``table`` is indexed 0..n-1 in file order, columns as in the file,
+    ``training_size`` and ``resolution`` as int64, ``weights_file`` an empty string when unset."""
+
+    path: Path
+    table: pd.DataFrame
+
+    @property
+    def ids(self) -> list[str]:
+        """All model ids, in file order."""
+        return self.table["model_id"].tolist()
+
+    def _position(self, model_id: str) -> int:
+        positions = self._index
+        if model_id not in positions:
+            raise UnknownModelError(model_id, positions, self.path)
+        return positions[model_id]
+
+    @property
+    def _index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index_cache")
+        if cached is None:
+            cached = {model_id: i for i, model_id in enumerate(self.table["model_id"])}
+            object.__setattr__(self, "_index_cache", cached)
+        return cached
+
+    def row(self, model_id: str) -> dict:
+        """The registry columns of one model, as plain Python values (ints for the integer columns)."""
+        record = self.table.iloc[self._position(model_id)].to_dict()
+        for column in INTEGER_COLUMNS:
+            record[column] = int(record[column])
+        return record
+
+    def is_zero_shot(self, model_id: str) -> bool:
+        """True for zero-shot CLIP models (group ``clip_zeroshot``), which need a text head."""
+        return self.table.at[self._position(model_id), "group"] == ZERO_SHOT_GROUP
+
+    def select(self, ids_or_all: str | Iterable[str]) -> list[str]:
+        """The ids a config asks for: ``"all"`` (file order) or a list (its order, duplicates dropped).
+
+        Raises :class:`UnknownModelError` for the first id not in the registry.
+        """
+        if isinstance(ids_or_all, str):
+            if ids_or_all == "all":
+                return self.ids
+            ids_or_all = [ids_or_all]
+        selected: list[str] = []
+        for model_id in ids_or_all:
+            self._position(model_id)
+            if model_id not in selected:
+                selected.append(model_id)
+        return selected
+
+
+def load_model_registry(path: str | Path) -> ModelRegistry:
+    """Read and validate a registry TSV.
+
+    Raises :class:`RegistryError` naming the file (and the line and column where it applies) for:
+    a missing file or column, an empty required field, a duplicate or non-filesystem-safe id,
+    an unknown library or group, a non-integer or non-positive ``training_size``/``resolution``.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            header = next(reader, None)
+            records = [(line, fields) for line, fields in enumerate(reader, start=2) if any(f.strip() for f in fields)]
+    except OSError as error:
+        raise RegistryError(f"model registry {path}: cannot read it ({error.strerror or error})") from error
+    if header is None:
+        raise RegistryError(f"model registry {path}: the file is empty; expected a header with {', '.join(REGISTRY_COLUMNS)}")
+    header = [name.strip() for name in header]
+    missing = [name for name in REGISTRY_COLUMNS if name not in header]
+    if missing:
+        raise RegistryError(f"model registry {path}: missing column(s) {', '.join(missing)} "
+                            f"(expected tab-separated columns {', '.join(REGISTRY_COLUMNS)})")
+
+    rows: list[dict[str, str]] = []
+    first_line: dict[str, int] = {}
+    for line, fields in records:
+        if len(fields) > len(header):
+            raise RegistryError(f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}")
+        row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
+        label = f"model registry {path}, line {line} (model_id {row['model_id']!r})"
+        for name in REGISTRY_COLUMNS:
+            if name not in OPTIONAL_COLUMNS and not row[name]:
+                raise RegistryError(f"{label}: column {name!r} is empty")
+        model_id = row["model_id"]
+        if not _SAFE_ID.match(model_id):
+            raise RegistryError(f"{label}: model_id must be filesystem-safe (letters, digits, '.', '_', '+', '-', "
+                                f"not starting with '.' or '-')")
+        if model_id in first_line:
+            raise RegistryError(f"{label}: duplicate model_id, first defined on line {first_line[model_id]}")
+        first_line[model_id] = line
+        if row["library"] not in LIBRARIES:
+            raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(LIBRARIES)}")
+        if row["group"] not in GROUPS:
+            raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
+        for name in INTEGER_COLUMNS:
+            if not row[name].isdigit() or int(row[name]) <= 0:
+                raise RegistryError(f"{label}: column {name!r} must be a positive integer, got {row[name]!r}")
+        rows.append(row)
+
+    table = pd.DataFrame(rows, columns=header)
+    for name in INTEGER_COLUMNS:
+        table[name] = table[name].astype("int64")
+    return ModelRegistry(path=path, table=table)
+
+
+def check_registry_against_libraries(registry: ModelRegistry) -> list[str]:
+    """Problems of a registry against the installed open_clip and timm, as messages (empty: all good).
+
+    Checked without downloading anything: every (architecture, pretrained) pair is in
+    ``open_clip.list_pretrained()`` or every ``architecture.pretrained`` in ``timm.list_pretrained()``;
+    open_clip tags trained with QuickGELU use a ``-quickgelu`` config; the registry's resolution is the
+    library's input size. Rows with a ``weights_file`` only need an existing architecture and file.
+    """
+    import open_clip
+    import timm
+
+    open_clip_pairs = {tuple(pair) for pair in open_clip.list_pretrained()}
+    timm_names = set(timm.list_pretrained())
+    problems: list[str] = []
+    for record in registry.table.to_dict("records"):
+        model_id, arch, tag = record["model_id"], record["architecture"], record["pretrained"]
+        where = f"{registry.path}: {model_id}"
+        if record["library"] == "open_clip":
+            model_cfg = open_clip.get_model_config(arch)
+            if model_cfg is None:
+                problems.append(f"{where}: open_clip {open_clip.__version__} has no model config {arch!r}")
+                continue
+            if record["weights_file"]:
+                pass
+            elif (arch, tag) not in open_clip_pairs:
+                problems.append(f"{where}: ({arch!r}, {tag!r}) is not in open_clip {open_clip.__version__} "
+                                "list_pretrained()")
+                continue
+            else:
+                quick_gelu = open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False)
+                if quick_gelu and not (arch.endswith("-quickgelu") or model_cfg.get("quick_gelu", False)):
+                    problems.append(f"{where}: tag {tag!r} was trained with QuickGELU; use the config "
+                                    f"{arch + '-quickgelu'!r}")
+            size = model_cfg["vision_cfg"]["image_size"]
+            size = size if isinstance(size, int) else size[-1]
+        else:
+            if record["weights_file"]:
+                if not timm.is_model(arch):
+                    problems.append(f"{where}: timm {timm.__version__} has no model {arch!r}")
+                    continue
+                size = timm.models.get_pretrained_cfg(arch).input_size[-1] if timm.models.get_pretrained_cfg(arch) else None
+            elif f"{arch}.{tag}" not in timm_names:
+                problems.append(f"{where}: {arch}.{tag} is not in timm {timm.__version__} list_pretrained()")
+                continue
+            else:
+                size = timm.models.get_pretrained_cfg(f"{arch}.{tag}").input_size[-1]
+        if size is not None and int(size) != int(record["resolution"]):
+            problems.append(f"{where}: resolution {record['resolution']} but the library's input size is {size}")
+        if record["weights_file"] and not Path(record["weights_file"]).is_file():
+            problems.append(f"{where}: weights_file {record['weights_file']!r} does not exist")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``check PATH`` validates a registry against the installed libraries; exit status 1 on problems."""
+    parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.registry",
+                                     description="Model registry tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="validate a registry TSV against the installed open_clip and timm")
+    check.add_argument("path", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        registry = load_model_registry(args.path)
+    except RegistryError as error:
+        print(error, file=sys.stderr)
+        return 1
+    problems = check_registry_against_libraries(registry)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    counts = ", ".join(f"{group} {n}" for group, n in registry.table["group"].value_counts(sort=False).items())
+    print(f"{args.path}: {len(registry.ids)} models ({counts}); {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   -- creates .venv with the pinned dependencies, runs the whole pipeline on the embedded demo
+#   make test   -- runs the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+CORES ?= 2
+DEMO := --configfile config/demo.yaml
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+## The upstream servers of the demo: generated archives, their registry and tiny trained models.
+demo-data: venv data/demo/upstream/datasets.yaml
+
+data/demo/upstream/datasets.yaml: src/clip_robustness/demo.py src/clip_robustness/datasets/synthetic.py
+	$(PY) -m clip_robustness.demo data/demo/upstream
+
+## The whole pipeline on the demo, then its HTML report.
+demo: demo-data
+	$(SNAKEMAKE) $(DEMO) --cores $(CORES) --scheduler greedy
+	$(MAKE) demo-report
+
+demo-report: demo-data
+	$(SNAKEMAKE) $(DEMO) --cores $(CORES) --report results/report.html
+
+## Figures and tables only, from cached metrics (no GPU, no logits job).
+figures: venv
+	$(SNAKEMAKE) --cores $(CORES) figures
+
+## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.
+## Touches no other model's jobs. Example: make rerun-model MODEL=timm__resnet50.a1_in1k SNAKEMAKE_ARGS="--profile profiles/slurm"
+SNAKEMAKE_ARGS ?= --cores $(CORES)
+rerun-model:
+	@test -n "$(MODEL)" || { echo "usage: make rerun-model MODEL=<model_id from the model registry> [SNAKEMAKE_ARGS=...]" >&2; exit 2; }
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits compute_model_metrics -- results/metrics/models/$(MODEL).parquet
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
+
+dry-run: venv
+	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: demo-data
+	$(SNAKEMAKE) $(DEMO) --lint
+
+clean-demo:
+	rm -rf data/demo results .snakemake

@@ -1,0 +1,263 @@
+"""The embedded demo: generated datasets in the real on-disk layouts and tiny trained models.
+
+``python -m clip_robustness.demo data/demo/upstream`` plays the part of the internet for the demo:
+it writes real archives (in the layouts of ImageNet val, ImageNet-V2, ImageNet-R, ImageNet-A and
+two OOD sets), a dataset registry with their ``file://`` URLs and sha256, and local weight files of
+three timm classifiers and one tiny open_clip model trained for a few seconds on generated images.
+The pipeline then obtains all of it through its ordinary download, checksum and local-weights
+paths (``config/demo.yaml``).
+
+Images are drawn per class: a class has a hue and a stripe orientation and frequency. The shifted
+sets keep the stripes and perturb the rest (noise, hue, occlusion, grey scale), so accuracy drops
+under shift by different amounts per model and the OOD sets (no stripes of any class) are
+separable from ImageNet val by confidence: the demo's figures show real variation, not noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import logging
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 64
+N_DEMO_CLASSES = 10
+
+#: Image domains: clean ImageNet-like renders, and the perturbations that stand in for each shift.
+DOMAINS = ("clean", "v2", "rendition", "adversarial", "sketch", "ood_texture", "ood_scene")
+
+
+def demo_classes(n_classes: int = N_DEMO_CLASSES) -> list[int]:
+    """ImageNet-1k indices of the demo classes: evenly spaced over the classes that are in both the
+    ImageNet-A and the ImageNet-R 200-class subsets (timm's shipped files), so every demo set applies."""
+    from clip_robustness.datasets.label_spaces import imagenet_a_indices, imagenet_r_indices
+
+    shared = sorted(set(imagenet_a_indices()) & set(imagenet_r_indices()))
+    positions = np.linspace(0, len(shared) - 1, n_classes).round().astype(int)
+    return [shared[p] for p in positions]
+
+
+def _class_style(label: int, classes: Sequence[int]) -> tuple[float, float, float]:
+    """(hue in [0, 1), stripe angle in radians, stripe frequency in cycles per image) of a class."""
+    k = list(classes).index(label)
+    n = len(classes)
+    return k / n, np.pi * ((k * 3) % n) / n, 2.0 + (k % 3)
+
+
+def render_image(label: int, rng: np.random.Generator, *, classes: Sequence[int], domain: str) -> Image.Image:
+    """One RGB image of class ``label`` (ImageNet-1k index; -1 for OOD domains) in ``domain``."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown demo domain {domain!r}; known: {DOMAINS}")
+    size = IMAGE_SIZE
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    if domain.startswith("ood"):
+        if domain == "ood_texture":  # checkerboards and dots of random colours: no class stripes
+            cells = rng.integers(3, 9)
+            board = ((np.floor(xx * cells) + np.floor(yy * cells)) % 2)[..., None]
+            c1, c2 = rng.random(3), rng.random(3)
+            rgb = board * c1 + (1 - board) * c2
+        else:  # smooth scene-like gradients
+            corners = rng.random((2, 2, 3))
+            rgb = (
+                corners[0, 0] * ((1 - xx) * (1 - yy))[..., None]
+                + corners[0, 1] * (xx * (1 - yy))[..., None]
+                + corners[1, 0] * ((1 - xx) * yy)[..., None]
+                + corners[1, 1] * (xx * yy)[..., None]
+            )
+        rgb = rgb + rng.normal(0, 0.05, rgb.shape)
+    else:
+        hue, angle, freq = _class_style(label, classes)
+        hue_jitter = {"clean": 0.02, "v2": 0.04, "rendition": 0.25, "adversarial": 0.04, "sketch": 0.0}[domain]
+        noise = {"clean": 0.06, "v2": 0.1, "rendition": 0.06, "adversarial": 0.25, "sketch": 0.06}[domain]
+        hue = (hue + rng.normal(0, hue_jitter)) % 1.0
+        angle = angle + rng.normal(0, 0.08)
+        phase = rng.uniform(0, 2 * np.pi)
+        stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+        base = np.array(colorsys.hsv_to_rgb(hue, 0.75, 0.85))
+        rgb = stripes[..., None] * base + (1 - stripes[..., None]) * base * 0.25
+        if domain == "rendition":  # posterised, like a cartoon or a painting
+            rgb = np.round(rgb * 3) / 3
+        if domain == "adversarial":  # an occluder of a random colour
+            x0, y0 = rng.integers(0, size // 2, 2)
+            rgb[y0 : y0 + size // 2, x0 : x0 + size // 2] = rng.random(3)
+        rgb = rgb + rng.normal(0, noise, rgb.shape)
+        if domain == "sketch":
+            rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+    pixels = (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def renderer(domain: str, classes: Sequence[int]) -> Callable[[int, np.random.Generator], Image.Image]:
+    """``render(label, rng) -> PIL image`` for one domain, as the synthetic archive writers take it."""
+    return partial(render_image, classes=tuple(classes), domain=domain)
+
+
+# ----------------------------------------------------------------------------- tiny trained models
+
+
+#: SGD steps each demo architecture is trained for (a few seconds each on 2 cores). Different
+#: budgets give different accuracies, so the demo's accuracy axes are not a single point.
+DEMO_TRAIN_STEPS = {"test_resnet": 40, "test_convnext": 25, "test_vit": 120, "clip_tiny_demo": 150}
+
+#: The demo model registry (committed): which models to train and where their weights go.
+DEMO_MODEL_REGISTRY = Path("config/demo/models.tsv")
+
+#: Textures of the demo's DTD archive (real DTD category names).
+DEMO_TEXTURES = ("banded", "chequered", "dotted", "grid", "zigzagged")
+
+
+def _training_batch(
+    transform: Callable, classes: Sequence[int], rng: np.random.Generator, batch_size: int, domains: Sequence[str]
+):
+    import torch
+
+    labels = rng.choice(classes, size=batch_size)
+    images = [transform(render_image(int(y), rng, classes=classes, domain=str(rng.choice(domains)))) for y in labels]
+    return torch.stack(images), torch.as_tensor(labels)
+
+
+def train_timm_classifier(architecture: str, classes: Sequence[int], steps: int, seed: int) -> dict:
+    """Train a timm test model for ``steps`` SGD steps on clean demo images; returns its state dict."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False, num_classes=1000)
+    config = timm.data.resolve_model_data_config(model)
+    transform = timm.data.create_transform(**config, is_training=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for step in range(steps):
+        images, labels = _training_batch(transform, classes, rng, 32, ("clean",))
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 0:
+            log.info("%s step %d loss %.3f", architecture, step, loss.item())
+    return model.state_dict()
+
+
+def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps: int, seed: int) -> dict:
+    """Train the image tower of a tiny random-weight open_clip model so that its zero-shot head
+    (open_clip's class names x the simple templates, text tower frozen) classifies clean demo images.
+
+    Returns the full CLIP state dict (text tower unchanged), for the pipeline's local-weights path.
+    """
+    import open_clip
+    import torch
+
+    from clip_robustness.models.build import register_open_clip_configs
+
+    register_open_clip_configs()
+    torch.manual_seed(seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None)
+    tokenizer = open_clip.get_tokenizer(architecture)
+    names = [open_clip.IMAGENET_CLASSNAMES[c] for c in classes]
+    with torch.no_grad():
+        head = open_clip.build_zero_shot_classifier(
+            model, tokenizer, names, open_clip.SIMPLE_IMAGENET_TEMPLATES, num_classes_per_batch=10, device="cpu"
+        )
+    for p in model.transformer.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.visual.parameters()] + [model.logit_scale]
+    optimizer = torch.optim.AdamW(params, lr=2e-3)
+    rng = np.random.default_rng(seed)
+    class_position = {c: i for i, c in enumerate(classes)}
+    model.train()
+    for step in range(steps):
+        images, labels = _training_batch(preprocess, classes, rng, 32, ("clean",))
+        targets = torch.as_tensor([class_position[int(y)] for y in labels])
+        features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        logits = model.logit_scale.exp() * features @ head
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 0:
+            log.info("%s step %d loss %.3f", architecture, step, loss.item())
+    return model.state_dict()
+
+
+def save_state_dict(state_dict: dict, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+    return path
+
+
+def write_demo_archives(out: Path, classes: Sequence[int], seed: int) -> Path:
+    """Write the demo's archives in their real layouts and a dataset registry naming them by
+    ``file://`` URL and sha256; returns the registry path (``out/datasets.yaml``)."""
+    from clip_robustness.datasets import synthetic
+
+    archive_dir = out / "archives"
+    archives = [
+        synthetic.write_imagenet_val_tar(archive_dir, classes, 30, renderer("clean", classes), seed=seed + 1),
+        synthetic.write_imagenet_v2_tar(archive_dir, "threshold0.7", classes, 10, renderer("v2", classes), seed=seed + 2),
+        synthetic.write_imagenet_sketch_zip(archive_dir, classes, 10, renderer("sketch", classes), seed=seed + 3),
+        synthetic.write_hendrycks_tar(archive_dir, "imagenet-r", classes, 10, renderer("rendition", classes), seed=seed + 4),
+        synthetic.write_hendrycks_tar(archive_dir, "imagenet-a", classes, 10, renderer("adversarial", classes), seed=seed + 5),
+        synthetic.write_dtd_tar(archive_dir, DEMO_TEXTURES, 12, renderer("ood_texture", classes), seed=seed + 6),
+        synthetic.write_mos_ood_tar(archive_dir, "iNaturalist", 60, renderer("ood_scene", classes), seed=seed + 7),
+    ]
+    datasets = synthetic.registry_datasets(
+        "imagenet_val", "imagenet_v2_threshold07", "imagenet_sketch", "imagenet_r", "imagenet_a", "textures", "inaturalist"
+    )
+    for entry in datasets.values():
+        entry.pop("n_images", None)  # the real sets' sizes; the demo's are smaller
+    entries = {
+        path.name: synthetic.archive_entry(path, user_supplied=False, source="generated by clip_robustness.demo")
+        for path in archives
+    }
+    return synthetic.write_dataset_registry(out / "datasets.yaml", entries, datasets)
+
+
+def train_demo_models(registry_path: Path, classes: Sequence[int], seed: int) -> list[Path]:
+    """Train every model of the demo registry and save it at its ``weights_file``."""
+    import pandas as pd
+
+    written = []
+    for k, row in enumerate(pd.read_csv(registry_path, sep="\t").itertuples()):
+        steps = DEMO_TRAIN_STEPS[row.architecture]
+        log.info("training %s (%s) for %d steps", row.model_id, row.architecture, steps)
+        if row.library == "timm":
+            state = train_timm_classifier(row.architecture, classes, steps, seed + k)
+        else:
+            state = train_open_clip_image_tower(row.architecture, classes, steps, seed + k)
+        written.append(save_state_dict(state, Path(row.weights_file)))
+    return written
+
+
+def generate_demo(out: Path, seed: int = 0, registry_path: Path = DEMO_MODEL_REGISTRY) -> Path:
+    """Everything the demo fetches: archives + dataset registry under ``out``, and the weights named
+    in the demo model registry. Deterministic for a seed. Returns the dataset registry's path."""
+    classes = demo_classes()
+    log.info("demo classes (ImageNet-1k indices): %s", classes)
+    registry = write_demo_archives(out, classes, seed)
+    train_demo_models(registry_path, classes, seed)
+    return registry
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder that plays the upstream servers (archives, registry, weights)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    generate_demo(args.out, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Running a model over a manifest: data loading, precision, progress, and out-of-memory back-off.
+
+:func:`compute_logits` streams a dataset through a model in manifest order and returns float32 logits.
+On an out-of-memory error (CUDA's ``OutOfMemoryError``, or any allocator "out of memory" / "can't
+allocate memory" error) it halves the batch size and redoes only the failed batch; finished batches
+are kept. :func:`cache_dataset_logits` is the whole cache job: build the model, run it, write the parquet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+#: Config ``inference.precision`` values -> autocast dtype on GPU (``None``: no autocast, float32).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+#: Substrings of allocator errors that mean "this batch did not fit" (CUDA and CPU allocators).
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+class UnreadableImageError(RuntimeError):
+    """An image listed in the manifest cannot be opened or decoded."""
+
+
+class InferenceOOMError(RuntimeError):
+    """A batch of one image still does not fit in memory."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass runs: ``amp_dtype`` (autocast dtype, ``None`` for plain float32) and TF32."""
+
+    amp_dtype: torch.dtype | None
+    allow_tf32: bool
+
+    @property
+    def amp_dtype_name(self) -> str:
+        """``bfloat16``, ``float16`` or ``float32`` (no autocast), as recorded in the cache metadata."""
+        return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+
+
+def resolve_precision(name: str, allow_tf32: bool, device: str | torch.device) -> Precision:
+    """The precision for config ``inference.precision`` = ``name`` on ``device``; CPU always runs float32."""
+    if name not in AMP_DTYPES:
+        raise ValueError(f"inference.precision must be one of {sorted(AMP_DTYPES)}, got {name!r}")
+    if torch.device(device).type != "cuda":
+        return Precision(amp_dtype=None, allow_tf32=False)
+    return Precision(amp_dtype=AMP_DTYPES[name], allow_tf32=bool(allow_tf32))
+
+
+def apply_tf32(precision: Precision) -> None:
+    """Set torch's global TF32 switches (matmul and cuDNN) to ``precision.allow_tf32``."""
+    torch.backends.cuda.matmul.allow_tf32 = precision.allow_tf32
+    torch.backends.cudnn.allow_tf32 = precision.allow_tf32
+
+
+@contextlib.contextmanager
+def job_log(path: str | os.PathLike) -> Iterator[logging.Logger]:
+    """Send a rule script's logging, warnings and stderr (the tqdm bar) to its Snakemake log file.
+
+    An exception raised inside is logged with its traceback, then re-raised so the job fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+        saved_stderr, sys.stderr = sys.stderr, stream
+        try:
+            yield logging.getLogger("clip_robustness.job")
+        except BaseException:
+            logging.getLogger("clip_robustness.job").exception("job failed")
+            raise
+        finally:
+            sys.stderr = saved_stderr
+            root.removeHandler(handler)
+
+
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name for a CUDA device, else ``"cpu"``."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+class ManifestImageDataset(Dataset):
+    """The images of a manifest in manifest order, each as ``preprocess(PIL RGB image)``.
+
+    ``root``: folder the manifest paths are relative to; ``paths``: one relative path per manifest row;
+    ``border_crop_px``: pixels cropped from every side before ``preprocess`` (ObjectNet: 1, else 0).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        paths: Sequence[str],
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        border_crop_px: int = 0,
+    ):
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.border_crop_px = int(border_crop_px)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        path = self.root / self.paths[position]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise UnreadableImageError(
+                f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
+                "manifest with downloads.skip_corrupt_images: true to skip it."
+            ) from exc
+        b = self.border_crop_px
+        if b:
+            image = image.crop((b, b, image.width - b, image.height - b))
+        return self.preprocess(image)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocator failure: ``torch.OutOfMemoryError`` or a RuntimeError saying memory ran out."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
+
+
+def _free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def compute_logits(
+    model_fn: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    device: str | torch.device,
+    precision: Precision,
+    progress_desc: str = "logits",
+) -> np.ndarray:
+    """Run ``model_fn`` over every item of ``dataset`` in order; float32 ``[len(dataset), n_outputs]``.
+
+    ``model_fn`` maps a ``[b, 3, H, W]`` batch on ``device`` to ``[b, n_outputs]`` logits. Runs under no_grad,
+    with autocast to ``precision.amp_dtype`` on CUDA. On out-of-memory the batch size is halved and the
+    failed batch redone from where it failed; the loader then continues at the smaller size. Raises
+    :class:`InferenceOOMError` when one image does not fit. A tqdm bar reports progress on stderr (the job log).
+    """
+    device = torch.device(device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty: there is nothing to compute logits for")
+    out: np.ndarray | None = None
+    autocast_enabled = device.type == "cuda" and precision.amp_dtype is not None
+
+    def forward(images: torch.Tensor) -> np.ndarray:
+        images = images.to(device, non_blocking=True)
+        with torch.no_grad(), torch.autocast(
+            device_type=device.type, dtype=precision.amp_dtype or torch.float32, enabled=autocast_enabled
+        ):
+            logits = model_fn(images)
+        return logits.float().cpu().numpy()
+
+    def run_loaded_batch(images: torch.Tensor, start: int, size: int) -> int:
+        """Forward an already-loaded batch in chunks of ``size``, halving on OOM; returns the size that worked."""
+        nonlocal out
+        done = 0
+        while done < len(images):
+            chunk = images[done : done + size]
+            try:
+                logits = forward(chunk)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                logits = None  # handled below, once the traceback (and the tensors it holds) is released
+            if logits is None:
+                _free_memory(device)
+                if size == 1:
+                    raise InferenceOOMError(
+                        f"out of memory at batch size 1 (image {start + done}) on {device}: the model does not fit; "
+                        "use a device with more memory"
+                    ) from None
+                size //= 2
+                log.warning("out of memory at image %d; halving the batch size to %d", start + done, size)
+                continue
+            if out is None:
+                out = np.empty((n, logits.shape[1]), dtype=np.float32)
+            out[start + done : start + done + len(chunk)] = logits
+            done += len(chunk)
+        return size
+
+    start = 0
+    with tqdm(total=n, desc=progress_desc, unit="img", mininterval=10.0, dynamic_ncols=False) as bar:
+        while start < n:
+            remaining = Subset(dataset, range(start, n))
+            loader = DataLoader(
+                remaining,
+                batch_size=batch_size,
+                shuffle=False,
+                num_workers=num_workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+            for images in loader:
+                size = run_loaded_batch(images, start, batch_size)
+                start += len(images)
+                bar.update(len(images))
+                if size < batch_size:
+                    batch_size = size  # restart the loader at the smaller size
+                    break
+    assert out is not None
+    return out
+
+
+def cache_dataset_logits(
+    row: Mapping[str, Any],
+    manifest: Any,
+    output: str | os.PathLike,
+    *,
+    head_path: str | os.PathLike | None,
+    prompt_set: str | None,
+    batch_size: int,
+    num_workers: int,
+    precision_name: str,
+    allow_tf32: bool,
+    device: str | None = None,
+) -> Path:
+    """The cache job for one (model, dataset): build the model, run it over the manifest, write the parquet.
+
+    ``row``: model-registry row; ``manifest``: a :class:`clip_robustness.datasets.manifest.Manifest` (``.table``
+    with ``index``, ``path``, ``label``; ``.metadata`` with ``dataset``, ``manifest_hash`` and optionally
+    ``border_crop_px``; ``.root``);
+    ``head_path``: the model's saved zero-shot head (open_clip models only);
+    ``prompt_set``: the head's expected prompt set; ``device``: ``None`` picks CUDA when available, else CPU.
+    Weights are checked before anything is computed; the output is written atomically.
+    """
+    from clip_robustness.logits_cache import cache_metadata, write_logits
+    from clip_robustness.models.build import build_model, library_version, select_device
+    from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
+
+    model_id, library = str(row["model_id"]), str(row["library"])
+    device = device or select_device()
+    precision = resolve_precision(precision_name, allow_tf32, device)
+    head = None
+    if library == "open_clip":  # cheap checks first: the head must be this model's, for this prompt set
+        if head_path is None:
+            raise ValueError(f"model {model_id!r} is zero-shot CLIP: its zero-shot head file is required")
+        head = load_head(head_path, model_id=model_id, prompt_set=prompt_set)
+    else:
+        prompt_set = None
+    model, preprocess, preprocessing = build_model(row, device)
+    model_fn: Callable[[torch.Tensor], torch.Tensor] = model if head is None else ZeroShotClassifier(model, head).eval()
+    table = manifest.table
+    dataset_id = str(manifest.metadata["dataset"])
+    dataset = ManifestImageDataset(
+        manifest.root, table["path"].tolist(), preprocess, int(manifest.metadata.get("border_crop_px", 0))
+    )
+    metadata = cache_metadata(
+        row=row,
+        library_version=library_version(library),
+        preprocessing=preprocessing,
+        logit_scale=None if head is None else head.logit_scale,
+        prompt_set=prompt_set,
+        amp_dtype=precision.amp_dtype_name,
+        allow_tf32=precision.allow_tf32,
+        gpu_name=device_name(device),
+        dataset=dataset_id,
+        manifest_hash=str(manifest.metadata["manifest_hash"]),
+        n_images=len(dataset),
+    )
+    apply_tf32(precision)
+    log.info("%s on %s: %d images, batch %d, %d workers, %s", model_id, dataset_id, len(dataset), batch_size, num_workers, precision)
+    logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision, progress_desc=f"{model_id}/{dataset_id}")
+    return write_logits(output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata)

@@ -1,0 +1,287 @@
+"""The logits cache: one parquet file per (model, dataset), the contract of SPEC section 3.
+
+Columns: ``index`` (int32, row position in the dataset's manifest), ``label`` (int16, ImageNet-1k index,
+-1 for OOD images), ``logits`` (``fixed_size_list<float32>[1000]``: the model's 1000 ImageNet-1k class
+logits, in the library's class order). zstd compression, byte-stream-split encoding on the floats. The
+schema metadata key ``clip_robustness`` holds a JSON object describing how the logits were made
+(:func:`cache_metadata`). Rows are in manifest order.
+
+Writes are atomic (temp file in the same folder, then :func:`os.replace`): a killed job never leaves a
+plausible file. Reads check the metadata against what the caller expects (:class:`StaleCacheError`) and
+turn an unreadable file into a :class:`CorruptCacheError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_robustness import PIPELINE_VERSION
+
+#: Schema metadata key holding the JSON metadata.
+METADATA_KEY = "clip_robustness"
+
+#: Logits per row: the ImageNet-1k classes.
+N_CLASSES = 1000
+
+#: The Arrow schema of a cache file (without its metadata).
+LOGITS_SCHEMA = pa.schema(
+    [
+        pa.field("index", pa.int32(), nullable=False),
+        pa.field("label", pa.int16(), nullable=False),
+        pa.field("logits", pa.list_(pa.field("element", pa.float32(), nullable=False), N_CLASSES), nullable=False),
+    ]
+)
+
+#: Metadata keys downstream readers compare to decide whether a cache is stale.
+STALENESS_KEYS = ("model_id", "dataset", "manifest_hash", "prompt_set")
+
+
+class CacheError(RuntimeError):
+    """Base class of logits-cache errors."""
+
+
+class StaleCacheError(CacheError):
+    """A cache file was written for a different model, dataset, manifest, prompt set or preprocessing."""
+
+
+class CorruptCacheError(CacheError):
+    """A cache file cannot be read as a logits cache (truncated, not parquet, wrong schema)."""
+
+
+@dataclass(frozen=True)
+class CachedLogits:
+    """The contents of one cache file.
+
+    ``index``: int32 ``[n]``, manifest row of each cached row (rows are in manifest order).
+    ``labels``: int16 ``[n]``, ImageNet-1k class index, -1 for OOD images.
+    ``logits``: float32 ``[n, 1000]``, the model's unnormalised ImageNet-1k class scores (zero-shot CLIP:
+    already multiplied by the model's logit scale, recorded as ``metadata["logit_scale"]``).
+    ``metadata``: the JSON metadata (see :func:`cache_metadata`).
+    """
+
+    index: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+    metadata: dict
+
+
+def cache_metadata(
+    *,
+    row: Mapping[str, Any],
+    library_version: str,
+    preprocessing: Mapping[str, Any],
+    logit_scale: float | None,
+    prompt_set: str | None,
+    amp_dtype: str,
+    allow_tf32: bool,
+    gpu_name: str,
+    dataset: str,
+    manifest_hash: str,
+    n_images: int,
+) -> dict:
+    """The metadata dict written with a cache file.
+
+    ``row``: the model-registry row. ``logit_scale``: the multiplier applied to the cosine similarities of
+    a zero-shot CLIP model (``exp`` of the model's learnt log-scale, about 100), ``None`` for classifiers.
+    ``prompt_set``: zero-shot template set id (``openai`` | ``simple``), ``None`` for classifiers.
+    ``amp_dtype``: the autocast dtype the forward ran in (``bfloat16``, ``float16``, ``float32``);
+    ``allow_tf32``: whether TF32 matmuls were allowed. ``gpu_name``: the GPU's name, or ``"cpu"``.
+    ``dataset``/``manifest_hash``: the manifest the rows index into.
+    """
+    import torch
+
+    def text(key: str) -> str:
+        value = row.get(key)
+        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+    return {
+        "model_id": text("model_id"),
+        "library": text("library"),
+        "library_version": library_version,
+        "architecture": text("architecture"),
+        "pretrained": text("pretrained"),
+        "weights_file": text("weights_file"),
+        "preprocessing": dict(preprocessing),
+        "logit_scale": None if logit_scale is None else float(logit_scale),
+        "prompt_set": prompt_set,
+        "precision": {"amp_dtype": amp_dtype, "allow_tf32": bool(allow_tf32)},
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,  # the CUDA torch was built for (None for CPU-only builds)
+        "gpu_name": gpu_name,
+        "python_version": platform.python_version(),
+        "dataset": dataset,
+        "manifest_hash": manifest_hash,
+        "n_images": int(n_images),
+        "n_classes": N_CLASSES,
+        "pipeline_version": PIPELINE_VERSION,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def expected_metadata(
+    row: Mapping[str, Any], dataset: str, manifest_hash: str, prompt_set: str | None
+) -> dict:
+    """What a reader expects of the cache of ``row`` on ``dataset`` (the ``expect`` of :func:`read_logits`).
+
+    Covers the model (id, library, architecture, pretrained tag: together they fix the preprocessing; a
+    changed local weights file is caught by Snakemake, which has it as an input), the manifest (dataset id and hash) and, for zero-shot CLIP (``library == "open_clip"``),
+    the prompt set; classifiers expect ``prompt_set`` ``None``.
+    """
+    def text(key: str) -> str:
+        value = row.get(key)
+        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+    return {
+        "model_id": text("model_id"),
+        "library": text("library"),
+        "architecture": text("architecture"),
+        "pretrained": text("pretrained"),
+        "dataset": dataset,
+        "manifest_hash": manifest_hash,
+        "prompt_set": prompt_set if text("library") == "open_clip" else None,
+    }
+
+
+def logits_table(index: np.ndarray, labels: np.ndarray, logits: np.ndarray, metadata: Mapping[str, Any]) -> pa.Table:
+    """The Arrow table of a cache file; validates shapes and dtypes (``ValueError`` naming the problem)."""
+    index = np.asarray(index)
+    labels = np.asarray(labels)
+    logits = np.asarray(logits)
+    n = len(index)
+    if logits.ndim != 2 or logits.shape[1] != N_CLASSES:
+        raise ValueError(f"logits must have shape [n, {N_CLASSES}], got {list(logits.shape)}")
+    if index.ndim != 1 or labels.shape != (n,) or logits.shape[0] != n:
+        raise ValueError(f"index ({index.shape}), labels ({labels.shape}) and logits ({logits.shape}) disagree in rows")
+    for name, values, dtype in (("index", index, np.int32), ("label", labels, np.int16)):
+        if not np.issubdtype(values.dtype, np.integer) or (
+            n and (values.min() < np.iinfo(dtype).min or values.max() > np.iinfo(dtype).max)
+        ):
+            raise ValueError(f"{name} must be integers that fit {np.dtype(dtype).name}")
+    flat = pa.array(np.ascontiguousarray(logits, dtype=np.float32).reshape(-1), type=pa.float32())
+    columns = [
+        pa.array(index.astype(np.int32, copy=False), type=pa.int32()),
+        pa.array(labels.astype(np.int16, copy=False), type=pa.int16()),
+        pa.FixedSizeListArray.from_arrays(flat, type=LOGITS_SCHEMA.field("logits").type),
+    ]
+    schema = LOGITS_SCHEMA.with_metadata({METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)})
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_logits(
+    path: str | os.PathLike,
+    index: np.ndarray,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    metadata: Mapping[str, Any],
+) -> Path:
+    """Write one cache file atomically (temp file in the same folder, then rename); returns the path.
+
+    ``index``/``labels``/``logits``: see :class:`CachedLogits`; ``metadata``: JSON-serialisable dict,
+    normally from :func:`cache_metadata`. If writing fails, no file (and no temp file) is left at ``path``;
+    temp files of an earlier job killed mid-write are removed.
+    """
+    path = Path(path)
+    table = logits_table(index, labels, logits, metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a job killed (SIGKILL) mid-write
+        leftover.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(
+            table,
+            tmp_name,
+            compression="zstd",
+            use_dictionary=["index", "label"],
+            column_encoding={"logits.list.element": "BYTE_STREAM_SPLIT"},
+        )
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _corrupt(path: Path, reason: str) -> CorruptCacheError:
+    return CorruptCacheError(
+        f"{path}: not a readable logits cache ({reason}). Delete this file and rerun snakemake to recompute it."
+    )
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a cache file, reading only the parquet footer."""
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise _corrupt(path, str(exc)) from exc
+    raw = (schema.metadata or {}).get(METADATA_KEY.encode())
+    if raw is None:
+        raise _corrupt(path, f"no {METADATA_KEY!r} schema metadata")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _corrupt(path, f"metadata is not JSON: {exc}") from exc
+
+
+def check_expected(path: str | os.PathLike, metadata: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+    """Raise :class:`StaleCacheError` naming every key of ``expect`` whose value differs in ``metadata``."""
+    missing = object()
+    mismatches = []
+    for key, expected in expect.items():
+        found = metadata.get(key, missing)
+        if found is missing or found != expected:
+            shown = "<absent>" if found is missing else repr(found)
+            mismatches.append(f"{key}: expected {expected!r}, found {shown}")
+    if mismatches:
+        raise StaleCacheError(
+            f"{path}: stale logits cache, written for something else ({'; '.join(mismatches)}). "
+            "Delete it (or run snakemake with --forcerun cache_logits) to recompute it."
+        )
+
+
+def read_logits(path: str | os.PathLike, expect: Mapping[str, Any] | None = None) -> CachedLogits:
+    """Read one cache file; with ``expect``, first check its metadata (:class:`StaleCacheError` on mismatch).
+
+    ``expect`` maps metadata keys to required values, typically
+    ``{"model_id": ..., "dataset": ..., "manifest_hash": ..., "prompt_set": ...}``.
+    A truncated, non-parquet or wrongly shaped file raises :class:`CorruptCacheError`.
+    ``logits`` is a zero-copy view of the Arrow buffer when the file has one row group.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    if expect:
+        check_expected(path, metadata, expect)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _corrupt(path, str(exc)) from exc
+    if not table.schema.remove_metadata().equals(LOGITS_SCHEMA, check_metadata=False):
+        # nullable flags are not round-tripped by every writer: compare names and types only
+        got = [(f.name, f.type) for f in table.schema]
+        want = [(f.name, f.type) for f in LOGITS_SCHEMA]
+        if got != want:
+            raise _corrupt(path, f"schema {got} is not {want}")
+    logits_column = table.column("logits").combine_chunks()
+    if logits_column.null_count or logits_column.values.null_count:
+        raise _corrupt(path, "null logits")
+    logits = logits_column.flatten().to_numpy(zero_copy_only=True).reshape(-1, N_CLASSES)
+    return CachedLogits(
+        index=table.column("index").to_numpy(),
+        labels=table.column("label").to_numpy(),
+        logits=logits,
+        metadata=metadata,
+    )

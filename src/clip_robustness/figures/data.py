@@ -1,0 +1,150 @@
+"""Reading and selecting the inputs of the figures: the tidy metrics table and the model registry.
+
+The tidy metrics table (docs/architecture.md, "Metrics") has one row per model x dataset x metric
+[x factor | x OOD score]: columns ``model, dataset, metric, value, factor, score``. Units of ``value``:
+accuracies (``top1``, ``factor_accuracy``) and ``auroc``/``fpr95`` are fractions in [0, 1]; ``ece`` and
+``ece_ts`` are percent in [0, 100]; ``nll``/``nll_ts`` are nats; ``error_ratio`` is a ratio (1 = as good
+as on the whole annotated set); ``effective_robustness`` is a difference of accuracies (fraction).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+METRIC_COLUMNS: tuple[str, ...] = ("model", "dataset", "metric", "value", "factor", "score")
+REGISTRY_COLUMNS: tuple[str, ...] = ("model_id", "group", "training_source")
+
+#: The 10 ImageNet-X factors of the paper, in its order.
+FACTORS: tuple[str, ...] = (
+    "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory", "texture", "larger",
+)
+
+#: The ImageNet-X annotated, prototype-filtered subset of ImageNet val (rows: top1, per-factor metrics).
+IMAGENET_X = "imagenet_x"
+
+#: The whole ImageNet val set (accuracy axis of the OOD figure) and the calibration ID test half.
+IMAGENET_VAL = "imagenet_val"
+ID_TEST_HALF = "imagenet_val_id_test"
+
+
+class FigureInputError(ValueError):
+    """A metrics table or model registry that the figures cannot use; the message names file and problem."""
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """The tidy metrics table at ``path`` (``.parquet`` or ``.csv``), checked by :func:`check_metrics`."""
+    path = Path(path)
+    if not path.exists():
+        raise FigureInputError(f"metrics table {path} does not exist: run the metric rules first (snakemake results/metrics/metrics.parquet)")
+    table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    return check_metrics(table, source=str(path))
+
+
+def check_metrics(metrics: pd.DataFrame, *, source: str = "metrics table") -> pd.DataFrame:
+    """``metrics`` with the tidy columns typed (``value`` float, the others string/NaN); raises on missing columns."""
+    missing = [c for c in METRIC_COLUMNS if c not in metrics.columns]
+    if missing:
+        raise FigureInputError(f"{source}: missing column(s) {missing}; expected {list(METRIC_COLUMNS)}")
+    out = metrics.loc[:, list(METRIC_COLUMNS)].copy()
+    for column in ("model", "dataset", "metric", "factor", "score"):
+        out[column] = out[column].astype("object").where(out[column].notna(), None)
+    try:
+        out["value"] = pd.to_numeric(out["value"]).astype(float)
+    except (TypeError, ValueError) as error:
+        raise FigureInputError(f"{source}: column 'value' is not numeric ({error})") from error
+    return out
+
+
+def check_registry(registry: pd.DataFrame, *, source: str = "model registry") -> pd.DataFrame:
+    """``registry`` after checking it has the columns the figures need and unique ``model_id`` values."""
+    missing = [c for c in REGISTRY_COLUMNS if c not in registry.columns]
+    if missing:
+        raise FigureInputError(f"{source}: missing column(s) {missing}; the figures need {list(REGISTRY_COLUMNS)}")
+    duplicated = registry["model_id"][registry["model_id"].duplicated()].unique().tolist()
+    if duplicated:
+        raise FigureInputError(f"{source}: duplicated model_id(s) {duplicated}")
+    return registry
+
+
+def check_models_known(metrics: pd.DataFrame, registry: pd.DataFrame) -> None:
+    """Raise naming the models of ``metrics`` that ``registry`` does not list (a stale metrics table,
+    or a registry that lost rows): rerun the metric rules, or restore the registry rows."""
+    unknown = sorted(set(metrics["model"].dropna()) - set(registry["model_id"]))
+    if unknown:
+        raise FigureInputError(
+            f"metrics table has {len(unknown)} model(s) the model registry does not list: {unknown[:10]}; "
+            "rerun the metric rules (snakemake results/metrics/metrics.parquet) or restore the registry rows"
+        )
+
+
+def select(
+    metrics: pd.DataFrame,
+    metric: str,
+    *,
+    dataset: str | None = None,
+    factor: str | None = None,
+    score: str | None = None,
+) -> pd.Series:
+    """Values of one metric, indexed by model.
+
+    ``dataset``/``score``: ``None`` means "any" for the dataset and "rows without a score" for the score.
+    ``factor``: ``None`` keeps rows without a factor. Several rows for one model are an error (a table
+    assembled twice), reported with the model names.
+    """
+    rows = metrics[metrics["metric"] == metric]
+    if dataset is not None:
+        rows = rows[rows["dataset"] == dataset]
+    rows = rows[rows["factor"].isna()] if factor is None else rows[rows["factor"] == factor]
+    rows = rows[rows["score"].isna()] if score is None else rows[rows["score"] == score]
+    duplicated = rows["model"][rows["model"].duplicated()].unique().tolist()
+    if duplicated:
+        raise FigureInputError(
+            f"metrics table: several rows for metric={metric!r} dataset={dataset!r} factor={factor!r} "
+            f"score={score!r} and model(s) {duplicated[:5]}"
+        )
+    return rows.set_index("model")["value"].astype(float)
+
+
+def points(registry: pd.DataFrame, x: pd.Series, y: pd.Series) -> pd.DataFrame:
+    """One row per model with both values: columns ``model, group, training_source, x, y``.
+
+    Models of the metrics table that the registry does not list are an error naming them (a stale
+    metrics table, or a registry that lost rows).
+    """
+    joined = pd.concat({"x": x, "y": y}, axis=1).dropna()
+    check_models_known(pd.DataFrame({"model": joined.index}), registry)
+    meta = registry.set_index("model_id")[["group", "training_source"]]
+    out = joined.join(meta, how="left")
+    out.index.name = "model"
+    return out.reset_index()[["model", "group", "training_source", "x", "y"]]
+
+
+def factor_names(metrics: pd.DataFrame) -> list[str]:
+    """The ImageNet-X factors present in the table, in the paper's order (unknown ones appended, sorted)."""
+    present = set(metrics.loc[metrics["factor"].notna(), "factor"])
+    return [f for f in FACTORS if f in present] + sorted(present - set(FACTORS))
+
+
+def imagenet_x_accuracy(metrics: pd.DataFrame) -> pd.Series:
+    """Accuracy (fraction) of each model on the whole filtered ImageNet-X annotated set, indexed by model.
+
+    Taken from the ``top1`` rows of dataset ``imagenet_x``. For a model without such a row it is
+    recovered from its factor rows through error_ratio = (1 - acc_factor) / (1 - acc_all), i.e.
+    acc_all = 1 - (1 - acc_factor) / error_ratio (median over factors; error_ratio 0 is skipped).
+    """
+    direct = select(metrics, "top1", dataset=IMAGENET_X)
+    acc = metrics[(metrics["metric"] == "factor_accuracy") & metrics["factor"].notna()]
+    ratio = metrics[(metrics["metric"] == "error_ratio") & metrics["factor"].notna()]
+    both = acc.merge(ratio, on=["model", "dataset", "factor"], suffixes=("_acc", "_ratio"))
+    both = both[both["value_ratio"] > 0]
+    both = both.assign(acc_all=1.0 - (1.0 - both["value_acc"]) / both["value_ratio"])
+    derived = both.groupby("model")["acc_all"].median().astype(float)
+    return pd.concat([direct, derived[~derived.index.isin(direct.index)]]).rename("value")
+
+
+def expand_imagenet_c(corruptions: list[str], severities: list[int]) -> list[str]:
+    """Dataset ids ``imagenet_c_{corruption}_{severity}`` of an ImageNet-C config block."""
+    return [f"imagenet_c_{c}_{s}" for c in corruptions for s in severities]
+

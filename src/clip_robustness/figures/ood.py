@@ -1,0 +1,111 @@
+"""Out-of-distribution detection vs ImageNet accuracy (SPEC section 5, third bullet).
+
+One column per OOD set, two rows: AUROC (ImageNet val positive; 0.5 = chance, 1 = perfect) and
+FPR@95TPR (fraction of OOD images scored at or above the threshold keeping 95% of ImageNet val
+images; lower is better), both against top-1 accuracy on the whole ImageNet val (fraction).
+One least-squares trend line per trend set: each training source of the zero-shot CLIP models, and
+each other model group; the legend of each panel gives Pearson's r of accuracy and the OOD metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import cycle
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+
+from clip_robustness.figures.data import IMAGENET_VAL, points, select
+from clip_robustness.figures.panels import (
+    accuracy_axis,
+    empty_panel,
+    figure_legend,
+    group_and_source_handles,
+    linear_trend,
+    new_figure,
+    scatter_models,
+)
+from clip_robustness.figures.style import Style, dataset_title, group_label
+
+#: OOD sets of the paper in its order; sets found only in the table are appended, sorted.
+OOD_ORDER: tuple[str, ...] = ("inaturalist", "sun", "places", "textures", "imagenet_o")
+OOD_METRICS: dict[str, str] = {"auroc": "AUROC (ID positive)", "fpr95": "FPR@95TPR (ID positive)"}
+LINESTYLES: tuple = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def trend_sets(pts: pd.DataFrame) -> pd.Series:
+    """Trend-set name of each row of ``pts``: ``"CLIP: <source>"`` for zero-shot CLIP, the group's legend name otherwise."""
+    names = [f"CLIP: {s}" if g == "clip_zeroshot" else group_label(g) for g, s in zip(pts["group"], pts["training_source"])]
+    return pd.Series(names, index=pts.index)
+
+
+def ood_sets_in(metrics: pd.DataFrame) -> list[str]:
+    """OOD sets with AUROC rows in the table, paper's sets first."""
+    present = set(metrics.loc[metrics["metric"] == "auroc", "dataset"].dropna())
+    return [d for d in OOD_ORDER if d in present] + sorted(present - set(OOD_ORDER))
+
+
+def plot_ood_detection(
+    metrics: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    ood_sets: Sequence[str] | None = None,
+    score: str = "msp",
+    id_dataset: str = IMAGENET_VAL,
+) -> Figure:
+    """AUROC and FPR@95 of OOD ``score`` (``msp``, ``mcm`` or ``max_logit``) vs ImageNet accuracy, one column per OOD set.
+
+    ``ood_sets``: the columns (default: every OOD set of the table); a set without rows gets an empty panel.
+    ``id_dataset``: the in-distribution set whose whole-set top-1 is the x axis.
+    """
+    sets = list(ood_sets) if ood_sets is not None else ood_sets_in(metrics)
+    if not sets:
+        sets = list(OOD_ORDER)
+    accuracy = select(metrics, "top1", dataset=id_dataset)
+    fig, axes = new_figure(2 * len(sets), ncols=len(sets), panel_size=(1.9, 1.8))
+    plotted = []
+    for row, (metric, label) in enumerate(OOD_METRICS.items()):
+        for col, dataset in enumerate(sets):
+            ax = axes[row * len(sets) + col]
+            title = f"{dataset_title(dataset)}"
+            pts = points(registry, accuracy, select(metrics, metric, dataset=dataset, score=score))
+            if pts.empty:
+                empty_panel(ax, title, f"no {metric} ({score}) rows\nor no {id_dataset} top-1 rows")
+                continue
+            scatter_models(ax, pts, style, size=14, alpha=0.7)
+            _trend_lines(ax, pts, style)
+            accuracy_axis(ax, style, axis="x")
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))  # a rate, never logit-scaled
+            ax.set_title(title)
+            plotted.append(pts)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == 1:
+                ax.set_xlabel("ImageNet accuracy")
+    handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
+    figure_legend(fig, handles)
+    fig.suptitle(f"OOD detection ({score.upper()} score) vs ImageNet accuracy; lines: least-squares fit per training source / group, r = Pearson")
+    return fig
+
+
+def _trend_lines(ax, pts: pd.DataFrame, style: Style) -> None:
+    """One line per trend set with >= 2 points; the panel legend names each set with its Pearson r."""
+    sets = trend_sets(pts)
+    styles_per_group: dict[str, cycle] = {}
+    handles = []
+    for name in sorted(sets.unique()):
+        members = pts[sets == name]
+        group = members["group"].iloc[0]
+        linestyle = next(styles_per_group.setdefault(group, cycle(LINESTYLES)))
+        color = style.color(group)
+        r = linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=color, linestyle=linestyle, logit_x=style.logit_scaled)
+        if len(members) < 2:
+            continue
+        marker = style.marker(group, members["training_source"].iloc[0])
+        text = f"{name}: r={r:.2f}" if r is not None else f"{name} (n={len(members)})"
+        handles.append(Line2D([], [], color=color, linestyle=linestyle, marker=marker, markersize=3, label=text))
+    if handles:
+        ax.legend(handles=handles, fontsize=4.2, loc="best", frameon=True, framealpha=0.7, handlelength=2.2, borderpad=0.3, labelspacing=0.2)

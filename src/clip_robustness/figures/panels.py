@@ -1,0 +1,154 @@
+"""Drawing helpers shared by the figures: scatter of models, trend lines, accuracy axes, legends, saving."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter, PercentFormatter
+from scipy import stats
+
+from clip_robustness.figures.style import DEFAULT_MARKER, OTHER_COLOR, Style, group_label
+
+#: Accuracies are clipped to [EPS, 1 - EPS] before a logit transform (0 and 1 have no logit).
+EPS = 1e-4
+
+#: Fewest points a group needs for a trend line, and for a correlation coefficient in its legend.
+MIN_POINTS_TREND = 2
+MIN_POINTS_R = 3
+
+
+def logit(p: np.ndarray | pd.Series) -> np.ndarray:
+    """log(p / (1 - p)) of accuracies (fractions), clipped to [EPS, 1 - EPS]."""
+    p = np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def expit(z: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`logit`."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def new_figure(n_panels: int, *, ncols: int, panel_size: tuple[float, float] = (1.45, 1.35), sharey: bool | str = False) -> tuple[Figure, np.ndarray]:
+    """A figure with ``n_panels`` axes on a grid of ``ncols`` columns (extra grid cells removed).
+
+    Returns the figure and a flat array of its ``n_panels`` axes. No pyplot state is touched.
+    """
+    ncols = max(1, min(ncols, n_panels))
+    nrows = max(1, -(-n_panels // ncols))
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows + 0.7), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)).ravel()
+    for ax in axes[n_panels:]:
+        ax.remove()
+    return fig, axes[:n_panels]
+
+
+def accuracy_axis(ax: Axes, style: Style, *, axis: str = "x", label: str | None = None) -> None:
+    """Make ``ax``'s ``axis`` an accuracy axis: percent ticks, logit scale when ``style.logit_scaled``."""
+    set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if style.logit_scaled:
+        set_scale("logit", nonpositive="clip")
+        target.set_minor_formatter(NullFormatter())
+    target.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    if label is not None:
+        (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label)
+
+
+def empty_panel(ax: Axes, title: str, note: str) -> None:
+    """A panel with a title and a centred note saying why it holds no data."""
+    ax.set_title(title)
+    ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, fontsize=6, color=OTHER_COLOR, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 16, alpha: float = 0.85) -> None:
+    """One point per model of ``pts`` (columns ``group, training_source, x, y``): colour = group, marker = source."""
+    if pts.empty:
+        return
+    # Draw in reverse legend order so CLIP models (first in the legend) lie on top of the crowd.
+    rank = {g: i for i, g in enumerate(style.groups)}
+    frame = pts.assign(
+        _marker=[style.marker(g, s) for g, s in zip(pts["group"], pts["training_source"])],
+        _rank=[-rank.get(g, len(rank)) for g in pts["group"]],
+    ).sort_values("_rank", kind="stable")
+    markers = {m: m for m in frame["_marker"].unique()}
+    palette = {g: style.color(g) for g in frame["group"].unique()}
+    sns.scatterplot(
+        data=frame, x="x", y="y", hue="group", palette=palette, style="_marker", markers=markers,
+        s=size, alpha=alpha, linewidth=0.3, edgecolor="white", legend=False, ax=ax,
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+
+
+def logit_trend(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """Slope and intercept of logit(y) = a * logit(x) + b by least squares; ``None`` below MIN_POINTS_TREND points
+    or when all x are equal."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < MIN_POINTS_TREND or np.ptp(logit(x)) == 0:
+        return None
+    slope, intercept = np.polyfit(logit(x), logit(y), 1)
+    return float(slope), float(intercept)
+
+
+def draw_logit_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str = OTHER_COLOR, label: str | None = None) -> bool:
+    """Draw the logit-space linear fit of accuracies ``y`` on ``x`` over the range of ``x``; False when too few points."""
+    fit = logit_trend(x, y)
+    if fit is None:
+        return False
+    grid = expit(np.linspace(logit(np.min(x)), logit(np.max(x)), 100))
+    ax.plot(grid, expit(fit[0] * logit(grid) + fit[1]), color=color, linestyle="--", linewidth=1.0, label=label, zorder=3)
+    return True
+
+
+def linear_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyle: str = "-", logit_x: bool = False) -> float | None:
+    """Draw the least-squares line of ``y`` on ``x`` (on logit(x) when ``logit_x``) and return Pearson's r of x and y.
+
+    Nothing is drawn below MIN_POINTS_TREND points or for constant x; r is ``None`` below MIN_POINTS_R points.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    u = logit(x) if logit_x else x
+    if len(x) < MIN_POINTS_TREND or np.ptp(u) == 0:
+        return None
+    slope, intercept = np.polyfit(u, y, 1)
+    grid = np.linspace(u.min(), u.max(), 50)
+    ax.plot(expit(grid) if logit_x else grid, slope * grid + intercept, color=color, linestyle=linestyle, linewidth=0.9, zorder=3)
+    if len(x) < MIN_POINTS_R or np.ptp(y) == 0:
+        return None
+    return float(stats.pearsonr(x, y).statistic)
+
+
+def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
+    """Legend handles naming every group (colour) and zero-shot CLIP training source (marker) in ``pts``."""
+    handles = []
+    present_groups = set(pts["group"])
+    for group in style.groups:
+        if group in present_groups:
+            handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.color(group), label=group_label(group)))
+    clip_sources = set(pts.loc[pts["group"] == "clip_zeroshot", "training_source"].dropna().astype(str))
+    for source, marker in style.source_markers.items():
+        if source in clip_sources:
+            handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color("clip_zeroshot"), label=f"CLIP: {source}"))
+    return handles
+
+
+def figure_legend(fig: Figure, handles: Sequence[Line2D], *, ncols: int = 6) -> None:
+    """Put ``handles`` in one legend below the panels of ``fig``."""
+    if handles:
+        fig.legend(handles=list(handles), loc="outside lower center", ncols=min(ncols, len(handles)), frameon=False)
+
+
+def save(fig: Figure, png: str | Path, pdf: str | Path) -> None:
+    """Write ``fig`` as PNG and PDF (parent folders created)."""
+    for path in (png, pdf):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)

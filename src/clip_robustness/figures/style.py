@@ -1,0 +1,179 @@
+"""One visual vocabulary for every figure: a colour per model group, a marker per CLIP training source.
+
+Every figure builds its :class:`Style` from the *whole* model registry (never from the subset it
+happens to plot), so a group keeps its colour and a training source keeps its marker across figures.
+Sizes are chosen for the paper's page: text is legible when a figure is printed at ``PAPER_WIDTH_IN``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import matplotlib as mpl
+import pandas as pd
+import seaborn as sns
+
+#: Model groups of the registry (column ``group``), in legend order.
+GROUP_ORDER: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
+
+#: Legend names of the groups (the paper's wording).
+GROUP_LABELS: dict[str, str] = {
+    "clip_zeroshot": "CLIP (zero-shot)",
+    "clip_ft": "CLIP-FT",
+    "standard": "Standard (IN-1k)",
+    "more_data": "More data",
+    "adversarial": "Adversarial",
+}
+
+_COLORBLIND = sns.color_palette("colorblind", 10).as_hex()
+
+#: One colour per group (seaborn's colour-blind palette); used by every figure.
+GROUP_PALETTE: dict[str, str] = {
+    "clip_zeroshot": _COLORBLIND[3],  # vermilion
+    "clip_ft": _COLORBLIND[4],  # purple
+    "standard": _COLORBLIND[0],  # blue
+    "more_data": _COLORBLIND[2],  # green
+    "adversarial": _COLORBLIND[5],  # brown
+}
+
+#: Colour of anything outside the known groups, and of reference (trend) lines of standard models.
+OTHER_COLOR = "#7f7f7f"
+
+#: Marker of every point that is not a zero-shot CLIP model (those get their training source's marker).
+DEFAULT_MARKER = "o"
+
+#: Markers of the CLIP training sources named in SPEC section 1 / MODELS.md, keyed by normalised name
+#: (see :func:`normalise_source`). Sources not listed here get the next free marker of ``SPARE_MARKERS``
+#: in sorted order of their names over the whole registry.
+SOURCE_MARKERS: dict[str, str] = {
+    "wit400m": "*",  # OpenAI WIT-400M
+    "yfcc15m": "v",
+    "cc12m": "<",
+    "laion400m": "s",
+    "laion2b": "D",
+    "laionaesthetic": "d",
+    "datacomp": "^",
+    "datacomp1b": "^",  # DataComp variants by pool size: same family, one marker per quantity
+    "datacompl": ">",
+    "datacompm": "h",
+    "datacomps": "p",
+    "merged2b": "P",  # EVA-CLIP's Merged-2B
+}
+SPARE_MARKERS: tuple[str, ...] = ("X", "H", "8", "1", "2", "3", "4", "+", "x")
+
+#: Display names of dataset ids used in panel titles; unknown ids are shown as they are.
+DATASET_TITLES: dict[str, str] = {
+    "imagenet_val": "ImageNet",
+    "imagenet_val_id_test": "ImageNet (ID test half)",
+    "imagenet_v2_threshold07": "ImageNet-V2-A",
+    "imagenet_v2_matched_frequency": "ImageNet-V2-B",
+    "imagenet_v2_top_images": "ImageNet-V2-C",
+    "imagenet_sketch": "ImageNet-Sketch",
+    "imagenet_r": "ImageNet-R",
+    "imagenet_a": "ImageNet-A",
+    "objectnet": "ObjectNet",
+    "imagenet_c": "ImageNet-C",
+    "inaturalist": "iNaturalist",
+    "sun": "SUN",
+    "places": "Places",
+    "textures": "Textures",
+    "imagenet_o": "ImageNet-O",
+}
+
+#: Width of a full-width figure in the paper (NeurIPS text width, inches).
+PAPER_WIDTH_IN = 5.5 * 1.3
+
+#: matplotlib settings for all figures (sizes in points at the figure's print size).
+PAPER_RC: dict[str, object] = {
+    "font.size": 7,
+    "axes.titlesize": 7.5,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 6,
+    "ytick.labelsize": 6,
+    "legend.fontsize": 6,
+    "legend.title_fontsize": 6.5,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 4,
+    "axes.linewidth": 0.6,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.5,
+    "savefig.dpi": 200,
+    "pdf.fonttype": 42,  # embed TrueType: text stays text in the PDF
+}
+
+
+def normalise_source(source: object) -> str:
+    """Registry spelling of a training source -> lookup key (lower case, letters and digits only).
+
+    ``"LAION-2B"``, ``"laion2b"`` and ``"LAION 2B"`` all become ``"laion2b"``; a missing value becomes ``""``.
+    """
+    if source is None or (isinstance(source, float) and pd.isna(source)):
+        return ""
+    return re.sub(r"[^0-9a-z]", "", str(source).lower())
+
+
+def dataset_title(dataset_id: str) -> str:
+    """Human-readable title of a dataset id (the id itself when unknown)."""
+    return DATASET_TITLES.get(dataset_id, dataset_id)
+
+
+def group_label(group: str) -> str:
+    """Legend name of a registry group (the group id itself when unknown)."""
+    return GROUP_LABELS.get(group, group)
+
+
+@dataclass(frozen=True)
+class Style:
+    """Colours of the model groups and markers of the CLIP training sources of one model registry.
+
+    ``group_colors``: registry group -> hex colour. ``source_markers``: training source as spelled in
+    the registry -> matplotlib marker; only sources of zero-shot CLIP models are listed.
+    ``logit_scaled``: accuracy axes on a logit scale (config ``figures.logit_scaled_accuracy``).
+    """
+
+    group_colors: Mapping[str, str]
+    source_markers: Mapping[str, str]
+    logit_scaled: bool = False
+    groups: tuple[str, ...] = field(default=GROUP_ORDER)
+
+    @classmethod
+    def from_registry(cls, registry: pd.DataFrame, *, logit_scaled: bool = False) -> "Style":
+        """The style of a registry table (columns ``group`` and ``training_source``)."""
+        present = [g for g in registry["group"].dropna().unique()]
+        groups = tuple(g for g in GROUP_ORDER if g in present) + tuple(sorted(g for g in present if g not in GROUP_ORDER))
+        colors = {g: GROUP_PALETTE.get(g, OTHER_COLOR) for g in groups}
+        clip = registry.loc[registry["group"] == "clip_zeroshot", "training_source"].dropna()
+        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups)
+
+    def color(self, group: str) -> str:
+        """Colour of a group (grey for a group the registry does not have)."""
+        return self.group_colors.get(group, OTHER_COLOR)
+
+    def marker(self, group: str, training_source: object) -> str:
+        """Marker of one model: its training source's for zero-shot CLIP, ``DEFAULT_MARKER`` otherwise."""
+        if group == "clip_zeroshot":
+            return self.source_markers.get(str(training_source), DEFAULT_MARKER)
+        return DEFAULT_MARKER
+
+
+def assign_source_markers(sources: Iterable[object]) -> dict[str, str]:
+    """Marker of each training source: the pinned one of ``SOURCE_MARKERS``, else the next spare one.
+
+    Spare markers go to unknown sources in sorted order of their names, so the assignment depends only
+    on the set of sources (the whole registry), not on which models a figure shows.
+    """
+    names = sorted({str(s) for s in sources if normalise_source(s)})
+    markers: dict[str, str] = {}
+    spare = iter(m for m in SPARE_MARKERS)
+    for name in names:
+        pinned = SOURCE_MARKERS.get(normalise_source(name))
+        markers[name] = pinned if pinned is not None else next(spare, DEFAULT_MARKER)
+    return markers
+
+
+def paper_context() -> mpl.rc_context:
+    """A context manager that applies :data:`PAPER_RC` (use around figure construction and saving)."""
+    return mpl.rc_context(PAPER_RC)

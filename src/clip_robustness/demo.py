@@ -105,7 +105,7 @@ def renderer(domain: str, classes: Sequence[int]) -> Callable[[int, np.random.Ge
 
 #: SGD steps each demo architecture is trained for (a few seconds each on 2 cores). Different
 #: budgets give different accuracies, so the demo's accuracy axes are not a single point.
-DEMO_TRAIN_STEPS = {"test_resnet": 40, "test_convnext": 25, "test_vit": 120, "clip_tiny_demo": 150}
+DEMO_TRAIN_STEPS = {"test_resnet": 40, "test_convnext": 25, "test_vit": 120, "clip_tiny_demo": 200}
 
 #: The demo model registry (committed): which models to train and where their weights go.
 DEMO_MODEL_REGISTRY = Path("config/demo/models.tsv")
@@ -148,38 +148,37 @@ def train_timm_classifier(architecture: str, classes: Sequence[int], steps: int,
 
 
 def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps: int, seed: int) -> dict:
-    """Train the image tower of a tiny random-weight open_clip model so that its zero-shot head
-    (open_clip's class names x the simple templates, text tower frozen) classifies clean demo images.
+    """Train the image tower of a tiny random-weight open_clip model against the zero-shot head the
+    pipeline itself builds (open_clip's 1000 ImageNet class names x the 80 OpenAI templates, text
+    tower frozen), on clean demo images, with cross-entropy over all 1000 classes.
 
-    Returns the full CLIP state dict (text tower unchanged), for the pipeline's local-weights path.
+    Returns the full CLIP state dict (text tower unchanged), for the pipeline's local-weights path:
+    the pipeline's ``build_zero_shot_head`` then rebuilds the very head trained against.
     """
     import open_clip
     import torch
 
     from clip_robustness.models.build import register_open_clip_configs
+    from clip_robustness.models.zero_shot import build_zero_shot_head
 
     register_open_clip_configs()
     torch.manual_seed(seed)
     model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None)
-    tokenizer = open_clip.get_tokenizer(architecture)
-    names = [open_clip.IMAGENET_CLASSNAMES[c] for c in classes]
-    with torch.no_grad():
-        head = open_clip.build_zero_shot_classifier(
-            model, tokenizer, names, open_clip.SIMPLE_IMAGENET_TEMPLATES, num_classes_per_batch=10, device="cpu"
-        )
-    for p in model.transformer.parameters():
+    model.eval()
+    head = build_zero_shot_head(model, open_clip.get_tokenizer(architecture), architecture, prompt_set="openai").weights
+    for p in model.parameters():
         p.requires_grad_(False)
-    params = [p for p in model.visual.parameters()] + [model.logit_scale]
-    optimizer = torch.optim.AdamW(params, lr=2e-3)
+    params = [*model.visual.parameters(), model.logit_scale]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
     rng = np.random.default_rng(seed)
-    class_position = {c: i for i, c in enumerate(classes)}
     model.train()
     for step in range(steps):
         images, labels = _training_batch(preprocess, classes, rng, 32, ("clean",))
-        targets = torch.as_tensor([class_position[int(y)] for y in labels])
         features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
         logits = model.logit_scale.exp() * features @ head
-        loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

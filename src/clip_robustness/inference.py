@@ -4,6 +4,13 @@
 On an out-of-memory error (CUDA's ``OutOfMemoryError``, or any allocator "out of memory" / "can't
 allocate memory" error) it halves the batch size and redoes only the failed batch; finished batches
 are kept. :func:`cache_dataset_logits` is the whole cache job: build the model, run it, write the parquet.
+
+Two input paths feed the model (recorded as ``input_pipeline`` in the cache metadata):
+
+- ``reference``: each job decodes the manifest's images with the model's own transform (PIL, CPU workers);
+- ``decoded``: the job streams a shared uint8 array decoded once per preprocessing geometry
+  (:mod:`clip_robustness.decoded_images`), pinned and copied asynchronously to the device, where it is
+  normalised. On CPU its logits are bit-identical to the reference path's.
 """
 
 from __future__ import annotations
@@ -157,6 +164,7 @@ def compute_logits(
     device: str | torch.device,
     precision: Precision,
     progress_desc: str = "logits",
+    collate_fn: Callable[[Any], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Run ``model_fn`` over every item of ``dataset`` in order; float32 ``[len(dataset), n_outputs]``.
 
@@ -164,6 +172,8 @@ def compute_logits(
     with autocast to ``precision.amp_dtype`` on CUDA. On out-of-memory the batch size is halved and the
     failed batch redone from where it failed; the loader then continues at the smaller size. Raises
     :class:`InferenceOOMError` when one image does not fit. A tqdm bar reports progress on stderr (the job log).
+    ``collate_fn``: the DataLoader's (default: torch's ``default_collate``); batches are pinned on CUDA and copied
+    with ``non_blocking=True``, so the next batch loads while the device computes.
     """
     device = torch.device(device)
     if batch_size < 1:
@@ -221,6 +231,8 @@ def compute_logits(
                 num_workers=num_workers,
                 pin_memory=device.type == "cuda",
                 persistent_workers=False,
+                collate_fn=collate_fn,
+                prefetch_factor=4 if num_workers > 0 else None,
             )
             for images in loader:
                 size = run_loaded_batch(images, start, batch_size)
@@ -245,6 +257,8 @@ def cache_dataset_logits(
     precision_name: str,
     allow_tf32: bool,
     device: str | None = None,
+    decoded: str | os.PathLike | None = None,
+    channels_last: bool | None = None,
 ) -> Path:
     """The cache job for one (model, dataset): build the model, run it over the manifest, write the parquet.
 
@@ -253,6 +267,11 @@ def cache_dataset_logits(
     ``border_crop_px``; ``.root``);
     ``head_path``: the model's saved zero-shot head (open_clip models only);
     ``prompt_set``: the head's expected prompt set; ``device``: ``None`` picks CUDA when available, else CPU.
+    ``decoded``: the manifest's decoded uint8 array (``data/decoded/{dataset}/{key}.npy``, its JSON sidecar beside
+    it) for the fast path; ``None`` runs the reference path (JPEG decoding in this job). The array must hold this
+    model's preprocessing geometry and this manifest (:class:`~clip_robustness.decoded_images.StaleDecodedCacheError`
+    otherwise, before any image is computed). ``channels_last``: feed NHWC tensors and convert the model to
+    channels-last memory order (default: on CUDA only; the decoded path only).
     Weights are checked before anything is computed; the output is written atomically.
     """
     from clip_robustness.logits_cache import cache_metadata, write_logits
@@ -269,13 +288,29 @@ def cache_dataset_logits(
         head = load_head(head_path, model_id=model_id, prompt_set=prompt_set)
     else:
         prompt_set = None
+    decoded_metadata = None
+    if decoded is not None:  # cheap checks first: the array must be this manifest's
+        from clip_robustness.decoded_images import check_decoded, read_decoded_metadata
+
+        decoded = Path(decoded)
+        decoded_metadata = read_decoded_metadata(decoded.with_suffix(".json"))
+        check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
+                      manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
     model, preprocess, preprocessing = build_model(row, device)
     model_fn: Callable[[torch.Tensor], torch.Tensor] = model if head is None else ZeroShotClassifier(model, head).eval()
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
-    dataset = ManifestImageDataset(
-        manifest.root, table["path"].tolist(), preprocess, int(manifest.metadata.get("border_crop_px", 0))
-    )
+    collate_fn = None
+    if decoded_metadata is None:
+        dataset: Dataset = ManifestImageDataset(
+            manifest.root, table["path"].tolist(), preprocess, int(manifest.metadata.get("border_crop_px", 0))
+        )
+        pipeline: dict[str, Any] = {"path": "reference"}
+    else:
+        model_fn, dataset, pipeline = _decoded_input(
+            model_id, model, model_fn, preprocess, decoded, decoded_metadata, device, channels_last
+        )
+        collate_fn = _stack_uint8
     metadata = cache_metadata(
         row=row,
         library_version=library_version(library),
@@ -289,7 +324,64 @@ def cache_dataset_logits(
         manifest_hash=str(manifest.metadata["manifest_hash"]),
         n_images=len(dataset),
     )
+    metadata["input_pipeline"] = pipeline
     apply_tf32(precision)
-    log.info("%s on %s: %d images, batch %d, %d workers, %s", model_id, dataset_id, len(dataset), batch_size, num_workers, precision)
-    logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision, progress_desc=f"{model_id}/{dataset_id}")
+    log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
+             num_workers, precision, pipeline)
+    logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision,
+                            progress_desc=f"{model_id}/{dataset_id}", collate_fn=collate_fn)
     return write_logits(output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata)
+
+
+def _stack_uint8(batch: Any) -> torch.Tensor:
+    from clip_robustness.decoded_images import stack_uint8
+
+    return stack_uint8(batch)
+
+
+def _decoded_input(
+    model_id: str,
+    model: torch.nn.Module,
+    model_fn: Callable[[torch.Tensor], torch.Tensor],
+    preprocess: Callable,
+    decoded: Path,
+    decoded_metadata: Mapping[str, Any],
+    device: str | torch.device,
+    channels_last: bool | None,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Dataset, dict]:
+    """The fast path's model function (uint8 NHWC in, normalised on the device), dataset and metadata record.
+
+    Checks that the built model's own transform has the decoded array's geometry (:class:`StaleDecodedCacheError`
+    naming the model, the file and both keys otherwise).
+    """
+    from clip_robustness.decoded_images import (
+        DecodedImages,
+        NormalizedModel,
+        StaleDecodedCacheError,
+        split_transform,
+        geometry_key,
+    )
+
+    geometry, mean, std = split_transform(preprocess, model_id)
+    key = geometry_key(geometry)
+    if key != decoded_metadata.get("key"):
+        raise StaleDecodedCacheError(
+            f"model {model_id!r}: its transform's geometry is {key}, but {decoded} holds {decoded_metadata.get('key')}. "
+            "The key derived when the DAG was built disagrees with the built model; set inference.decoded_cache: false "
+            "to run this model through the reference path, and report the model."
+        )
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    dataset = DecodedImages(decoded)
+    pipeline = {
+        "path": "decoded",
+        "decoded_key": key,
+        "decoded_file": str(decoded),
+        "decoded_created_utc": decoded_metadata.get("created_utc"),
+        "normalize_on_device": True,
+        "channels_last": bool(channels_last),
+    }
+    return NormalizedModel(model_fn, mean, std, channels_last=channels_last).eval(), dataset, pipeline

@@ -14,6 +14,8 @@ rule download_archive:
         download=get_download_params,
     log:
         "results/logs/datasets/download_archive/{archive}.log",
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/download_archive.py"
 
@@ -27,6 +29,8 @@ rule extract_archive:
         extract=get_extract_params,
     log:
         "results/logs/datasets/extract_archive/{archive}.log",
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/extract_archive.py"
 
@@ -45,5 +49,7 @@ rule build_manifest:
         runtime=60,
     log:
         "results/logs/datasets/build_manifest/{dataset}.log",
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/build_manifest.py"

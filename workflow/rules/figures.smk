@@ -26,6 +26,8 @@ rule plot_factor_robustness:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_factor_robustness.py"
 
@@ -45,6 +47,8 @@ rule plot_factor_effective_robustness:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_factor_effective_robustness.py"
 
@@ -64,6 +68,8 @@ rule plot_factor_robustness_by_source:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_factor_robustness_by_source.py"
 
@@ -83,6 +89,8 @@ rule plot_factor_robustness_by_finetuning:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_factor_robustness_by_finetuning.py"
 
@@ -102,6 +110,8 @@ rule plot_ood_detection:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_ood_detection.py"
 
@@ -121,6 +131,8 @@ rule plot_calibration:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_calibration.py"
 
@@ -140,6 +152,8 @@ rule plot_calibration_shift:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/plot_calibration_shift.py"
 
@@ -161,5 +175,7 @@ rule make_tables:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/make_tables.py"

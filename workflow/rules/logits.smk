@@ -18,6 +18,39 @@
 #   set-resources: {cache_logits: {gpu: 1, cpus_per_gpu: 8, batch_size: 512, workers: 7},
 #                   build_zero_shot_head: {gpu: 1}}
 # Without a GPU everything runs on CPU in float32 (slow: ~30 images/s for ViT-B-32).
+#
+# Fast path (config inference.decoded_cache, default true; docs/performance.md): decode_images decodes a
+# dataset once per preprocessing geometry (resize, crop, interpolation; key e.g. 224x224-bicubic-22a5df8d59)
+# into a uint8 array on CPU workers; every cache_logits job of a model with that geometry streams it and
+# normalises on the device, so the GPU is not left waiting on JPEG decoding. The arrays are temp() files
+# (deleted after their last consumer) unless inference.keep_decoded. With decoded_cache false, each
+# cache_logits job decodes its images itself (the reference path); the cache metadata records which ran.
+
+
+rule decode_images:
+    input:
+        manifest="data/manifests/{dataset}.parquet",
+    output:
+        npy=decoded_output("data/decoded/{dataset}/{preprocessing}.npy"),
+        metadata=decoded_output("data/decoded/{dataset}/{preprocessing}.json"),
+    params:
+        spec=get_decode_params,
+    wildcard_constraints:
+        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
+    log:
+        "results/logs/decode_images/{dataset}/{preprocessing}.log",
+    benchmark:
+        "results/benchmarks/decode_images/{dataset}/{preprocessing}.tsv"
+    threads: 4
+    resources:
+        workers=get_decode_workers,
+        batch_size=64,
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/decode_images.py"
 
 
 rule build_zero_shot_head:

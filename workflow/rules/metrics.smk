@@ -24,6 +24,8 @@ rule compute_model_metrics:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/compute_model_metrics.py"
 
@@ -47,5 +49,7 @@ rule aggregate_metrics:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/aggregate_metrics.py"

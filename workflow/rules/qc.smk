@@ -20,5 +20,7 @@ rule qc_published_accuracy:
         reference_dir=QC_REFERENCE_DIR,
     log:
         "results/logs/qc/published_accuracy.log",
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/qc_published_accuracy.py"

@@ -17,5 +17,6 @@ with job_log(snakemake.log[0]) as log:
         num_workers=int(snakemake.resources.workers),
         precision_name=snakemake.params.precision,
         allow_tf32=snakemake.params.allow_tf32,
+        decoded=snakemake.input.get("decoded"),  # None: the reference path (inference.decoded_cache false)
     )
     log.info("wrote %s", path)

@@ -87,7 +87,7 @@ def plot_ood_detection(
                 ax.set_xlabel("ImageNet accuracy")
     handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
     figure_legend(fig, handles)
-    fig.suptitle(f"OOD detection ({score.upper()} score) vs ImageNet accuracy; lines: least-squares fit per training source / group, r = Pearson")
+    fig.suptitle(f"OOD detection ({score.upper()} score) vs ImageNet accuracy")
     return fig
 
 

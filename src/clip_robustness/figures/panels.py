@@ -151,4 +151,4 @@ def save(fig: Figure, png: str | Path, pdf: str | Path) -> None:
     """Write ``fig`` as PNG and PDF (parent folders created)."""
     for path in (png, pdf):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        fig.savefig(path, bbox_inches="tight", pad_inches=0.05)

@@ -1,0 +1,217 @@
+"""Throughput of the logits cache (a command, not a test): forward alone, reference path, decoded fast path.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_throughput.py --model openclip__ViT-B-32__laion2b_s34b_b79k \\
+        --device cpu --n-images 256 [--manifest data/manifests/imagenet_val.parquet] [--batch-size 64] [--workers 1]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_throughput.py --library timm --architecture resnet50 --device cuda
+
+The model is built by the real open_clip / timm constructor with random weights (zero-shot CLIP models get a
+random unit-norm 1000-class head, so no text tower runs). The dataset is a manifest, or N generated ImageNet-like
+JPEGs (500x375, noisy, ~80-130 KB) in the real ImageNet val layout (``ILSVRC2012_val_XXXXXXXX.JPEG``, labels
+from imagenet-x), listed by the pipeline's own manifest builder. Measured, in images per second:
+
+- ``forward``: the model on synthetic float tensors already on the device (the ceiling);
+- ``reference``: the cache job with JPEG decoding in the job (read, decode, preprocess, forward, write);
+- ``decoded (decode excluded)``: the cache job streaming the decoded uint8 array (fast path, the array exists);
+- ``decode``: building that array (``decode_images``, CPU workers), and ``decoded (decode included)``: both,
+  i.e. the fast path when the array serves a single model.
+
+Each end-to-end figure excludes model building (reported separately). Prints a table and writes JSON to
+``benchmarks/out/throughput_{model}_{device}.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generate_imagenet_like(folder: Path, n: int, seed: int = 0) -> Path:
+    """``n`` noisy 500x375 JPEGs named like ImageNet val files in ``folder``; returns the manifest path."""
+    from PIL import Image
+
+    from clip_robustness.datasets.manifest import build_manifest, imagenet_val_labels, write_manifest
+    from clip_robustness.datasets.registry import load_dataset_registry
+    from clip_robustness.demo import demo_classes, render_image
+
+    images = folder / "val"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = sorted(imagenet_val_labels())[:n]
+    classes = demo_classes()
+    for i, name in enumerate(names):
+        base = render_image(classes[i % len(classes)], rng, classes=classes, domain="clean").resize((500, 375), Image.BICUBIC)
+        pixels = np.asarray(base, dtype=np.int16) + rng.normal(0, 12, (375, 500, 3)).astype(np.int16)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / name, quality=90)
+    entry = load_dataset_registry(REPO / "config" / "datasets.yaml").resolve("imagenet_val")
+    build = build_manifest(entry, images, check_images=False)
+    path = folder / "imagenet_val.parquet"
+    write_manifest(build, path, folder / "imagenet_val.skipped.csv")
+    return path
+
+
+def model_row(args: argparse.Namespace) -> dict:
+    """The registry row of ``--model`` (random weights: pretrained tag and weights file dropped), or one from
+    ``--library``/``--architecture``."""
+    if args.model:
+        from clip_robustness.models.registry import load_model_registry
+
+        row = dict(load_model_registry(args.registry).row(args.model))
+    else:
+        row = {"model_id": f"{args.library}__{args.architecture}", "library": args.library, "architecture": args.architecture}
+    return {**row, "pretrained": "", "weights_file": ""}
+
+
+def random_head(row: dict, folder: Path) -> Path | None:
+    """A random zero-shot head (unit-norm columns, logit scale 100) for an open_clip model; None for timm."""
+    if row["library"] != "open_clip":
+        return None
+    import open_clip
+
+    from clip_robustness.models.zero_shot import ZeroShotHead, save_head
+
+    embed_dim = int(open_clip.get_model_config(row["architecture"])["embed_dim"])
+    weights = torch.nn.functional.normalize(torch.randn(embed_dim, 1000), dim=0)
+    head = ZeroShotHead(weights=weights, logit_scale=100.0, prompt_set="openai", n_templates=80, model_id=row["model_id"])
+    return save_head(head, folder / "head.pt")
+
+
+def forward_throughput(row: dict, head_path: Path | None, device: str, precision_name: str, batch_size: int,
+                       batches: int) -> tuple[float, float]:
+    """Images/s of the model (with its zero-shot head) on random float batches already on ``device``; and build s."""
+    from clip_robustness.inference import apply_tf32, resolve_precision
+    from clip_robustness.models.build import build_model
+    from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
+
+    start = time.perf_counter()
+    model, _, info = build_model(row, device)
+    build_s = time.perf_counter() - start
+    if head_path is not None:
+        model = ZeroShotClassifier(model, load_head(head_path)).eval()
+    precision = resolve_precision(precision_name, True, device)
+    apply_tf32(precision)
+    x = torch.randn(batch_size, *info["input_size"], device=device)
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=precision.amp_dtype or torch.float32,
+                              enabled=precision.amp_dtype is not None)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad(), autocast:
+        model(x)  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x).float()
+        sync()
+    return batches * batch_size / (time.perf_counter() - start), build_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--model", help="model id from the registry (random weights are used)")
+    who.add_argument("--architecture", help="library architecture name, with --library")
+    parser.add_argument("--library", choices=["open_clip", "timm"], default="timm")
+    parser.add_argument("--registry", default=str(REPO / "config" / "models.tsv"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--manifest", type=Path, help="an existing manifest (default: generate --n-images images)")
+    parser.add_argument("--n-images", type=int, default=256, help="images to generate when no --manifest (default 256)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 1, 1), help="loader/decoder processes")
+    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16", help="autocast on CUDA (CPU: fp32)")
+    parser.add_argument("--forward-batches", type=int, default=5, help="batches timed for the forward figure")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--workdir", type=Path, default=None, help="folder for generated data (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from clip_robustness.datasets.manifest import read_manifest
+    from clip_robustness.decoded_images import decode_dataset, decode_spec_for_row
+    from clip_robustness.inference import cache_dataset_logits
+    from clip_robustness.logits_cache import read_logits
+
+    row = model_row(args)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        manifest_path = args.manifest or generate_imagenet_like(tmp / "data", args.n_images)
+        generate_s = time.perf_counter() - start if args.manifest is None else 0.0
+        manifest = read_manifest(manifest_path)
+        n = len(manifest.table)
+        head_path = random_head(row, tmp)
+        forward, build_s = forward_throughput(row, head_path, args.device, args.precision, args.batch_size,
+                                              args.forward_batches)
+        common = dict(head_path=head_path, prompt_set="openai" if head_path else None, batch_size=args.batch_size,
+                      num_workers=args.workers, precision_name=args.precision, allow_tf32=True, device=args.device)
+
+        torch.manual_seed(0)  # the same random weights in every build
+        start = time.perf_counter()
+        cache_dataset_logits(row, manifest, tmp / "reference.parquet", **common)
+        reference_s = time.perf_counter() - start - build_s
+
+        spec = decode_spec_for_row(row)
+        npy = tmp / "decoded" / f"{spec.key}.npy"
+        start = time.perf_counter()
+        decode_dataset(manifest, spec, npy, npy.with_suffix(".json"), batch_size=64, num_workers=args.workers)
+        decode_s = time.perf_counter() - start
+
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        cache_dataset_logits(row, manifest, tmp / "decoded.parquet", decoded=npy, **common)
+        decoded_s = time.perf_counter() - start - build_s
+
+        reference, fast = read_logits(tmp / "reference.parquet"), read_logits(tmp / "decoded.parquet")
+        agreement = float(np.mean(reference.logits.argmax(1) == fast.logits.argmax(1)))
+        max_abs = float(np.max(np.abs(reference.logits - fast.logits)))
+        jpeg_kb = statistics.mean((manifest.root / p).stat().st_size for p in manifest.table["path"][:200]) / 1024
+        decoded_gib = npy.stat().st_size / 2**30
+
+    rates = {
+        "forward": forward,
+        "reference": n / reference_s,
+        "decoded (decode excluded)": n / decoded_s,
+        "decode only": n / decode_s,
+        "decoded (decode included)": n / (decode_s + decoded_s),
+    }
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
+    result = {
+        "model": row["model_id"], "library": row["library"], "architecture": row["architecture"],
+        "device": args.device, "device_name": device_name, "torch_threads": torch.get_num_threads(),
+        "n_images": n, "mean_jpeg_kb": jpeg_kb, "batch_size": args.batch_size, "workers": args.workers,
+        "precision": args.precision if args.device == "cuda" else "fp32", "preprocessing_key": spec.key,
+        "decoded_gib": decoded_gib, "model_build_s": build_s, "generate_s": generate_s,
+        "images_per_s": rates, "ratio_to_forward": {k: v / forward for k, v in rates.items() if k != "forward"},
+        "top1_agreement_fast_vs_reference": agreement, "max_abs_logit_diff_fast_vs_reference": max_abs,
+        "command": "benchmarks/bench_throughput.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+    }
+    print(f"{row['model_id']} on {args.device} ({device_name}), {n} images ({jpeg_kb:.0f} KB JPEGs), batch "
+          f"{args.batch_size}, {args.workers} workers, key {spec.key}")
+    print(f"{'path':28s} {'img/s':>10s} {'x forward':>10s}")
+    for name, rate in rates.items():
+        print(f"{name:28s} {rate:10.1f} {rate / forward:10.2f}")
+    print(f"fast vs reference: top-1 agreement {agreement:.4f}, max |logit diff| {max_abs:.2e}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"throughput_{row['model_id']}_{args.device}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

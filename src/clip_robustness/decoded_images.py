@@ -1,0 +1,524 @@
+"""The decoded-image cache: each dataset decoded once per preprocessing geometry, shared by every model using it.
+
+A model's evaluation transform (timm's ``create_transform``, open_clip's ``image_transform_v2``) is a
+*geometry* (resize, crop: PIL image -> PIL image of the model's input size) followed by ``ToTensor`` and
+``Normalize(mean, std)``. Many models share the geometry and differ only in mean/std. The fast path
+therefore decodes every image of a dataset once per geometry into a uint8 array
+
+    ``data/decoded/{dataset}/{key}.npy``: ``[n, H, W, 3]`` uint8 RGB pixels (0..255), manifest row order,
+
+with a JSON sidecar ``{key}.json`` (:func:`decoded_metadata`), and each logits job streams uint8 batches to
+the device, where :class:`NormalizedModel` applies ``/255``, mean and std (the same float operations as
+``ToTensor`` + ``Normalize``, so on CPU the logits are bit-identical to the reference path's).
+
+The key (:func:`geometry_key`, e.g. ``224x224-bicubic-1f0e9c2d3b``) is a digest of the geometric steps'
+class names and parameters; it is derived from a model-registry row without building the model
+(:func:`decode_spec_for_row`: timm's pretrained config, open_clip's preprocess config), so the workflow
+knows it when the DAG is built. The logits job checks that the model it built has the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from clip_robustness import PIPELINE_VERSION
+
+log = logging.getLogger(__name__)
+
+#: Layout of the decoded array: images x rows x columns x RGB channels, uint8 0..255.
+DECODED_LAYOUT = "NHWC-uint8-RGB"
+
+#: Pixel value scale of ``ToTensor``: uint8 pixels are divided by this to give [0, 1] floats.
+PIXEL_SCALE = 255.0
+
+
+class UnsupportedPreprocessingError(ValueError):
+    """A model's transform is not "geometry, ToTensor, Normalize": it cannot use the decoded cache."""
+
+
+class StaleDecodedCacheError(RuntimeError):
+    """A decoded array was made for another manifest or geometry than the one asked for."""
+
+
+# ----------------------------------------------------------------------------- the geometry of a transform
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """The preprocessing geometry of a model, as the decoded cache needs it.
+
+    ``key``: filesystem-safe id of the geometry (``{H}x{W}-{interpolation}-{digest}``);
+    ``input_size``: ``(H, W)`` pixels of the decoded images; ``steps``: JSON description of each geometric
+    step (class and parameters); ``mean``/``std``: per-channel normalisation on [0, 1] pixel values (not
+    part of the key: applied on the device); ``library``/``recipe``: the library transform's keyword
+    arguments, enough to rebuild the geometry (:func:`geometry_from_recipe`).
+    """
+
+    key: str
+    input_size: tuple[int, int]
+    steps: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    library: str
+    recipe: Mapping[str, Any]
+
+    def recipe_params(self) -> dict:
+        """``{"library": ..., "recipe": ...}``: plain JSON-able values for a rule's ``params``."""
+        return {"library": self.library, "recipe": json.loads(json.dumps(dict(self.recipe)))}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able form of a transform parameter (enums by value, tensors and tuples as lists)."""
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def describe_step(step: Any) -> str:
+    """JSON text naming a transform step's class and every public parameter (``fill`` included, which
+    some transforms leave out of their repr)."""
+    params = {
+        k: _plain(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"
+    }
+    return json.dumps({"type": f"{type(step).__module__}.{type(step).__qualname__}", "params": params}, sort_keys=True)
+
+
+def _is_rgb_conversion(step: Any) -> bool:
+    name = getattr(step, "__name__", type(step).__name__)
+    return name in ("_convert_to_rgb", "MaybeConvertMode", "convert_to_rgb")
+
+
+def _is_to_tensor(step: Any) -> bool:
+    return type(step).__name__ in ("ToTensor", "MaybeToTensor")
+
+
+def split_transform(transform: Any, model_id: str = "") -> tuple[list[Callable], tuple[float, ...], tuple[float, ...]]:
+    """Split an evaluation transform into ``(geometry steps, mean, std)``.
+
+    ``transform``: a torchvision ``Compose`` of geometric PIL steps, optional RGB conversion, ``ToTensor`` (or
+    timm's/open_clip's ``MaybeToTensor``) and ``Normalize``, as timm and open_clip build them for evaluation.
+    Raises :class:`UnsupportedPreprocessingError` naming ``model_id`` for anything else.
+    """
+    steps = list(getattr(transform, "transforms", []))
+    who = f"model {model_id!r}: " if model_id else ""
+    hint = "; set inference.decoded_cache: false to run it through the reference path"
+    if len(steps) < 2 or not _is_to_tensor(steps[-2]) or type(steps[-1]).__name__ != "Normalize":
+        raise UnsupportedPreprocessingError(
+            f"{who}transform {transform!r} does not end in ToTensor, Normalize: the decoded cache cannot hold it{hint}"
+        )
+    geometry = [s for s in steps[:-2] if not _is_rgb_conversion(s)]
+    for step in geometry:
+        if _is_to_tensor(step) or type(step).__name__ == "Normalize":
+            raise UnsupportedPreprocessingError(f"{who}transform {transform!r} has {step!r} before its geometry ends{hint}")
+    normalize = steps[-1]
+    mean = tuple(float(v) for v in torch.as_tensor(normalize.mean).flatten().tolist())
+    std = tuple(float(v) for v in torch.as_tensor(normalize.std).flatten().tolist())
+    return geometry, mean, std
+
+
+def _input_size(geometry: Sequence[Any]) -> tuple[int, int]:
+    """``(H, W)`` of a geometry's output: the size of its last crop (or resize to an explicit (h, w))."""
+    for step in reversed(geometry):
+        size = getattr(step, "size", None)
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            return int(size[0]), int(size[1])
+        if isinstance(size, (tuple, list)) and len(size) == 1:
+            return int(size[0]), int(size[0])
+    raise UnsupportedPreprocessingError(f"geometry {geometry!r} fixes no output size (no crop or (h, w) resize)")
+
+
+def geometry_key(geometry: Sequence[Any]) -> str:
+    """The filesystem-safe key of a geometry: ``{H}x{W}-{interpolation}-{first 10 hex of sha256}``.
+
+    Two geometries have the same key exactly when their steps have the same classes and parameters.
+    """
+    h, w = _input_size(geometry)
+    description = [describe_step(s) for s in geometry]
+    digest = hashlib.sha256("\n".join(description).encode()).hexdigest()[:10]
+    interpolations = {str(_plain(getattr(s, "interpolation"))) for s in geometry if hasattr(s, "interpolation")}
+    interp = "-".join(sorted(i.replace(" ", "") for i in interpolations)) or "none"
+    return f"{h}x{w}-{interp}-{digest}"
+
+
+def spec_from_transform(transform: Any, library: str, recipe: Mapping[str, Any], model_id: str = "") -> DecodeSpec:
+    """The :class:`DecodeSpec` of an evaluation transform built by ``library`` from ``recipe``."""
+    geometry, mean, std = split_transform(transform, model_id)
+    return DecodeSpec(
+        key=geometry_key(geometry),
+        input_size=_input_size(geometry),
+        steps=tuple(describe_step(s) for s in geometry),
+        mean=mean,
+        std=std,
+        library=library,
+        recipe=dict(recipe),
+    )
+
+
+# ----------------------------------------------------------------------------- specs without building models
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _timm_recipe(architecture: str, tag: str) -> dict:
+    import timm
+    from timm.data import resolve_data_config
+
+    name = architecture
+    if tag:
+        try:  # the same choice as clip_robustness.models.build: a tag timm does not know builds the bare architecture
+            known = timm.models.get_pretrained_cfg(f"{architecture}.{tag}", allow_unregistered=False) is not None
+        except RuntimeError:
+            known = False
+        name = f"{architecture}.{tag}" if known else architecture
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise UnsupportedPreprocessingError(f"timm has no pretrained config for {name!r}")
+    data_config = resolve_data_config(pretrained_cfg=cfg.to_dict())
+    return {k: _plain(v) for k, v in data_config.items()}
+
+
+def _open_clip_recipe(architecture: str, tag: str, weights_file: str) -> dict:
+    from dataclasses import asdict
+
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    # Mirrors open_clip.create_model_and_transforms as clip_robustness.models.build calls it: defaults, then the
+    # tag's config (when the tag itself is loaded), the visual tower's image size, then build's overrides.
+    tag_cfg = dict(open_clip.get_pretrained_cfg(architecture, tag) or {}) if tag else {}
+    cfg = asdict(PreprocessCfg())
+    if tag_cfg and not weights_file:
+        cfg = merge_preprocess_dict(cfg, tag_cfg)
+    model_cfg = open_clip.get_model_config(architecture)
+    if model_cfg is None:
+        raise UnsupportedPreprocessingError(f"open_clip has no model config {architecture!r}")
+    size = model_cfg.get("vision_cfg", {}).get("image_size", cfg["size"])
+    cfg["size"] = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    if weights_file:
+        cfg = merge_preprocess_dict(cfg, {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
+    return {k: _plain(v) for k, v in cfg.items()}
+
+
+def transform_from_recipe(library: str, recipe: Mapping[str, Any]) -> Any:
+    """The library's own evaluation transform for ``recipe`` (timm data config or open_clip preprocess config)."""
+    if library == "timm":
+        from timm.data import create_transform
+
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+        return create_transform(**kwargs, is_training=False)
+    if library == "open_clip":
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+        return image_transform_v2(PreprocessCfg(**kwargs), is_train=False)
+    raise UnsupportedPreprocessingError(f"unknown library {library!r}; expected open_clip or timm")
+
+
+def geometry_from_recipe(library: str, recipe: Mapping[str, Any]) -> list[Callable]:
+    """The geometric steps (PIL -> PIL) of the library transform built from ``recipe``."""
+    return split_transform(transform_from_recipe(library, recipe))[0]
+
+
+@lru_cache(maxsize=None)
+def _spec_cached(library: str, architecture: str, tag: str, weights_file: str, model_id: str) -> DecodeSpec:
+    import clip_robustness.models.build  # noqa: F401  (registers the shipped tiny open_clip configs)
+
+    if library == "timm":
+        recipe = _timm_recipe(architecture, tag)
+    elif library == "open_clip":
+        recipe = _open_clip_recipe(architecture, tag, weights_file)
+    else:
+        raise UnsupportedPreprocessingError(f"model {model_id!r}: unknown library {library!r}")
+    return spec_from_transform(transform_from_recipe(library, recipe), library, recipe, model_id)
+
+
+def decode_spec_for_row(row: Mapping[str, Any]) -> DecodeSpec:
+    """The preprocessing geometry of a model-registry row, from the libraries' configs, without building it.
+
+    Cached per process (the workflow asks once per model while building the DAG; ~1 ms per model after
+    timm and open_clip are imported). Raises :class:`UnsupportedPreprocessingError` naming the model when its
+    transform is not "geometry, ToTensor, Normalize".
+    """
+    return _spec_cached(
+        _text(row, "library"), _text(row, "architecture"), _text(row, "pretrained"), _text(row, "weights_file"),
+        _text(row, "model_id"),
+    )
+
+
+# ----------------------------------------------------------------------------- decoding a dataset
+
+
+class GeometryImages(Dataset):
+    """The images of a manifest in row order, each as a ``[H, W, 3]`` uint8 array after ``geometry``.
+
+    ``root``/``paths``: the manifest's root folder and relative paths; ``border_crop_px``: pixels cut from every
+    side first (ObjectNet: 1); ``input_size``: the ``(H, W)`` every image must come out at.
+    """
+
+    def __init__(self, root: str | os.PathLike, paths: Sequence[str], geometry: Sequence[Callable],
+                 input_size: tuple[int, int], border_crop_px: int = 0):
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.geometry = list(geometry)
+        self.input_size = tuple(input_size)
+        self.border_crop_px = int(border_crop_px)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        from clip_robustness.inference import UnreadableImageError
+
+        path = self.root / self.paths[position]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise UnreadableImageError(
+                f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
+                "manifest with downloads.skip_corrupt_images: true to skip it."
+            ) from exc
+        b = self.border_crop_px
+        if b:
+            image = image.crop((b, b, image.width - b, image.height - b))
+        for step in self.geometry:
+            image = step(image)
+        pixels = np.asarray(image, dtype=np.uint8)
+        if pixels.shape != (*self.input_size, 3):
+            raise UnsupportedPreprocessingError(
+                f"manifest row {position} ({path}): the geometry made a {pixels.shape} image, not {(*self.input_size, 3)}"
+            )
+        return pixels
+
+
+def _stack(batch: list[np.ndarray]) -> np.ndarray:
+    return np.stack(batch)
+
+
+def decoded_metadata(spec: DecodeSpec, manifest_metadata: Mapping[str, Any], n_images: int) -> dict:
+    """The JSON sidecar of a decoded array: geometry (``key``, ``steps``, ``library``/``recipe``, ``input_size``),
+    layout, the manifest it indexes (``dataset``, ``manifest_hash``, ``n_images``, ``border_crop_px``) and the
+    versions of the decoders (Pillow, torchvision), which can change pixels."""
+    from importlib.metadata import version
+
+    return {
+        "key": spec.key,
+        "input_size": list(spec.input_size),
+        "steps": list(spec.steps),
+        "library": spec.library,
+        "recipe": json.loads(json.dumps(dict(spec.recipe))),
+        "layout": DECODED_LAYOUT,
+        "dataset": str(manifest_metadata["dataset"]),
+        "manifest_hash": str(manifest_metadata["manifest_hash"]),
+        "border_crop_px": int(manifest_metadata.get("border_crop_px", 0)),
+        "n_images": int(n_images),
+        "pillow_version": version("pillow"),
+        "torchvision_version": version("torchvision"),
+        "pipeline_version": PIPELINE_VERSION,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _atomic_json(path: Path, payload: Mapping[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as stream:
+            json.dump(payload, stream, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def decode_dataset(
+    manifest: Any,
+    spec: DecodeSpec,
+    output: str | os.PathLike,
+    metadata_output: str | os.PathLike,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> Path:
+    """Decode every image of ``manifest`` through ``spec``'s geometry into ``output`` (``.npy``, ``[n, H, W, 3]``
+    uint8, row order) and write its JSON sidecar ``metadata_output``; returns ``output``.
+
+    ``manifest``: a :class:`clip_robustness.datasets.manifest.Manifest`; ``num_workers``: decoding processes.
+    The array is written to a temp file in the same folder, its disk blocks reserved first (a full disk fails at
+    once with an ``OSError`` naming the file and the bytes needed), then renamed; the sidecar is written after
+    it. A failure leaves neither file behind.
+    """
+    output, metadata_output = Path(output), Path(metadata_output)
+    geometry = geometry_from_recipe(spec.library, spec.recipe)
+    if geometry_key(geometry) != spec.key:
+        raise StaleDecodedCacheError(
+            f"{output}: the {spec.library} recipe {dict(spec.recipe)} gives geometry {geometry_key(geometry)}, not {spec.key}"
+        )
+    table = manifest.table
+    dataset = GeometryImages(manifest.root, table["path"].tolist(), geometry, spec.input_size,
+                             int(manifest.metadata.get("border_crop_px", 0)))
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{output}: the manifest of {manifest.metadata.get('dataset')!r} has no images")
+    h, w = spec.input_size
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in output.parent.glob(f".{output.name}.*.tmp"):  # from a job killed mid-write
+        leftover.unlink(missing_ok=True)
+    metadata_output.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+        n_bytes = tmp.stat().st_size
+        with open(tmp, "r+b") as stream:  # reserve the blocks: a full disk must fail here, not as SIGBUS mid-write
+            try:
+                os.posix_fallocate(stream.fileno(), 0, n_bytes)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{output}: cannot reserve {n_bytes / 2**30:.2f} GiB for {n} decoded "
+                                         f"{h}x{w} images ({exc.strerror}); free disk space or set "
+                                         "inference.decoded_cache: false") from exc
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_stack)
+        start = 0
+        with tqdm(total=n, desc=f"decode {spec.key}", unit="img", mininterval=10.0) as bar:
+            for batch in loader:
+                array[start : start + len(batch)] = batch
+                start += len(batch)
+                bar.update(len(batch))
+        array.flush()
+        del array
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        _atomic_json(metadata_output, decoded_metadata(spec, manifest.metadata, n))
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    log.info("decoded %d images to %s (%.2f GiB)", n, output, output.stat().st_size / 2**30)
+    return output
+
+
+def decoded_size_bytes(n_images: int, input_size: tuple[int, int]) -> int:
+    """Bytes of a decoded array of ``n_images`` images of ``input_size`` (H, W) pixels (uint8 RGB), header excluded."""
+    return int(n_images) * int(input_size[0]) * int(input_size[1]) * 3
+
+
+# ----------------------------------------------------------------------------- reading it back
+
+
+def read_decoded_metadata(path: str | os.PathLike) -> dict:
+    """The JSON sidecar of a decoded array (``{key}.json`` beside ``{key}.npy``)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StaleDecodedCacheError(f"{path}: not a readable decoded-cache sidecar ({exc}); delete it and rerun") from exc
+
+
+def check_decoded(metadata: Mapping[str, Any], path: str | os.PathLike, *, key: str, manifest_hash: str, n_images: int) -> None:
+    """Raise :class:`StaleDecodedCacheError` naming ``path`` and both values when the decoded array was made for
+    another geometry ``key``, another manifest, or holds another number of images."""
+    problems = [
+        f"{name}: expected {want!r}, found {metadata.get(name)!r}"
+        for name, want in (("key", key), ("manifest_hash", manifest_hash), ("n_images", n_images), ("layout", DECODED_LAYOUT))
+        if metadata.get(name) != want
+    ]
+    if problems:
+        raise StaleDecodedCacheError(
+            f"{path}: stale decoded images ({'; '.join(problems)}). Delete it (snakemake rebuilds it) or rerun with "
+            "--forcerun decode_images."
+        )
+
+
+class DecodedImages(Dataset):
+    """A decoded array read back in batches: ``dataset[i]`` is a ``[H, W, 3]`` uint8 tensor; a DataLoader with
+    ``collate_fn=stack_uint8`` gets ``[b, H, W, 3]`` uint8 batches read as one slice of the memory map."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        header = np.load(self.path, mmap_mode="r")
+        if header.ndim != 4 or header.shape[-1] != 3 or header.dtype != np.uint8:
+            raise StaleDecodedCacheError(f"{self.path}: expected a [n, H, W, 3] uint8 array, got {header.shape} {header.dtype}")
+        self.shape = tuple(header.shape)
+        self._array: np.ndarray | None = None  # opened lazily, once per loader worker
+
+    def _data(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self._data()[position]))
+
+    def __getitems__(self, positions: Sequence[int]) -> torch.Tensor:
+        positions = list(positions)
+        first, last = positions[0], positions[-1]
+        if last - first + 1 == len(positions) and positions == list(range(first, last + 1)):
+            return torch.from_numpy(np.array(self._data()[first : last + 1]))
+        return torch.from_numpy(self._data()[np.asarray(positions)])
+
+
+def stack_uint8(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """Collate for :class:`DecodedImages`: a batch already read as one tensor passes through."""
+    return batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))
+
+
+class NormalizedModel(torch.nn.Module):
+    """``model`` fed with uint8 ``[b, H, W, 3]`` pixels: converts on the device to normalised float ``[b, 3, H, W]``
+    exactly as ``ToTensor`` + ``Normalize(mean, std)`` do (``x / 255``, ``- mean``, ``/ std``, float32), then calls
+    ``model``. ``channels_last``: keep the NHWC memory order (faster convolutions on GPU) instead of a contiguous
+    NCHW copy (what the reference path feeds, hence bit-identical results on CPU)."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], mean: Sequence[float], std: Sequence[float],
+                 channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1), persistent=False)
+        self.channels_last = bool(channels_last)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected uint8 [b, H, W, 3] pixels, got {pixels.dtype} {list(pixels.shape)}")
+        x = pixels.permute(0, 3, 1, 2)
+        if not self.channels_last:
+            x = x.contiguous()
+        x = x.to(torch.float32).div(PIXEL_SCALE)
+        x = x.sub(self.mean.to(x.device)).div(self.std.to(x.device))
+        return self.model(x)

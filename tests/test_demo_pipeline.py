@@ -1,0 +1,193 @@
+"""Integration: the real DAG on the embedded demo, in a temporary copy of the workflow.
+
+One module-scoped run (generate the demo's upstream archives and models, run every rule, build the
+report) serves all tests here; each test checks contents, not just existence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from clip_robustness.datasets.manifest import read_manifest
+from clip_robustness.logits_cache import read_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ["--configfile", "config/demo.yaml"]
+
+pytestmark = pytest.mark.integration
+
+
+def _copy_workflow(dest: Path) -> None:
+    """The files a user's checkout holds that the workflow reads (not data/ or results/)."""
+    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
+    shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
+    for folder in ("workflow", "config", "envs"):
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "snakemake", *DEMO_CONFIG, "--cores", "2", *args]
+    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result
+
+
+def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> number of jobs from Snakemake's 'Job stats' table."""
+    counts: dict[str, int] = {}
+    lines = result.stderr.splitlines()
+    if "Job stats:" not in lines:
+        return counts
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo")
+    _copy_workflow(workdir)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "clip_robustness.demo", "data/demo/upstream"], cwd=workdir, env=env, check=True,
+        capture_output=True,
+    )
+    started = time.monotonic()
+    snakemake(workdir, "--scheduler", "greedy")
+    (workdir / "demo_seconds.txt").write_text(f"{time.monotonic() - started:.1f}\n")
+    snakemake(workdir, "--report", "results/report.html")
+    return workdir
+
+
+def _study(workdir: Path):
+    models = pd.read_csv(workdir / "config/demo/models.tsv", sep="\t")["model_id"].tolist()
+    datasets = sorted(p.stem for p in (workdir / "data/manifests").glob("*.parquet"))
+    return models, datasets
+
+
+def test_every_model_and_dataset_has_a_logits_file_matching_its_manifest(demo_run):
+    models, datasets = _study(demo_run)
+    assert len(models) == 4 and len(datasets) >= 6
+    for dataset in datasets:
+        manifest = read_manifest(demo_run / f"data/manifests/{dataset}.parquet")
+        for model in models:
+            path = demo_run / f"results/logits/{model}/{dataset}.parquet"
+            schema = pq.read_schema(path)
+            assert str(schema.field("index").type) == "int32"
+            assert str(schema.field("label").type) == "int16"
+            logits_type = schema.field("logits").type
+            assert pa.types.is_fixed_size_list(logits_type) and logits_type.list_size == 1000
+            assert logits_type.value_type == pa.float32()
+            cached = read_logits(path, expect={"model_id": model, "manifest_hash": manifest.metadata["manifest_hash"]})
+            assert len(cached.index) == len(manifest.table)
+            np.testing.assert_array_equal(cached.index, manifest.table["index"].to_numpy())
+            np.testing.assert_array_equal(cached.labels, manifest.table["label"].to_numpy())
+            assert np.isfinite(cached.logits).all()
+            assert cached.metadata["dataset"] == dataset
+
+
+def test_labels_are_imagenet_indices_or_minus_one_for_ood(demo_run):
+    models, datasets = _study(demo_run)
+    for dataset in datasets:
+        labels = read_manifest(demo_run / f"data/manifests/{dataset}.parquet").table["label"].to_numpy()
+        if dataset in ("textures", "inaturalist"):
+            assert (labels == -1).all()
+        else:
+            assert labels.min() >= 0 and labels.max() < 1000
+
+
+def test_zero_shot_model_records_its_logit_scale_and_prompt_set(demo_run):
+    meta = read_logits(demo_run / "results/logits/openclip__clip_tiny_demo__demo/imagenet_val.parquet").metadata
+    assert meta["prompt_set"] == "openai"
+    assert meta["logit_scale"] > 0
+
+
+def test_metrics_table_shows_real_variation(demo_run):
+    metrics = pd.read_parquet(demo_run / "results/metrics/metrics.parquet")
+    assert {"model", "dataset", "metric", "value"} <= set(metrics.columns)
+    top1 = metrics[(metrics.metric == "top1")].set_index(["model", "dataset"])["value"]
+    models, _ = _study(demo_run)
+    # Trained demo models: well above chance (10 demo classes out of 1000) on clean ImageNet val...
+    for model in models:
+        assert top1[(model, "imagenet_val")] > 0.3, model
+    # ...and accuracy drops under the sketch shift (colour removed) for every model.
+    for model in models:
+        assert top1[(model, "imagenet_sketch")] < top1[(model, "imagenet_val")], model
+    auroc = metrics[(metrics.metric == "auroc") & (metrics.score == "msp")]["value"]
+    assert len(auroc) == len(models) * 2
+    assert (abs(auroc - 0.5) > 0.05).any()
+
+
+def test_figures_are_non_empty_images(demo_run):
+    figures = sorted((demo_run / "results/figures").glob("*.png"))
+    assert len(figures) >= 5
+    for path in figures:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert min(pixels.shape) > 200, path.name
+        assert pixels.std() > 5, f"{path.name} is blank"
+        assert (path.with_suffix(".pdf")).stat().st_size > 1000
+
+
+def test_report_holds_every_figure(demo_run):
+    report = demo_run / "results/report.html"
+    assert report.stat().st_size > 10_000
+    text = report.read_text(errors="replace")
+    for path in (demo_run / "results/figures").glob("*.png"):
+        assert path.name in text, path.name
+
+
+def test_demo_finishes_within_ten_minutes(demo_run):
+    # Not a timing assertion on a benchmark: the issue's acceptance criterion for the demo on 2 cores.
+    assert float((demo_run / "demo_seconds.txt").read_text()) < 600
+
+
+def test_figures_only_rerun_touches_no_cache_or_metric_job(demo_run):
+    for path in (demo_run / "results/figures").glob("*"):
+        path.unlink()
+    result = snakemake(demo_run, "figures")
+    ran = jobs_run(result)
+    assert ran, result.stderr[-2000:]
+    assert all(rule.startswith("plot_") or rule in ("figures",) for rule in ran), ran
+    assert len(list((demo_run / "results/figures").glob("*.png"))) >= 5
+
+
+def test_rerun_one_model_runs_only_that_models_jobs(demo_run):
+    model = "timm__test_convnext.demo"
+    before = {p: p.stat().st_mtime_ns for p in (demo_run / "results/logits").glob("*/*.parquet")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        ["make", "-f", str(ROOT / "Makefile"), "rerun-model", f"MODEL={model}", f"SNAKEMAKE={sys.executable} -m snakemake",
+         "SNAKEMAKE_ARGS=--configfile config/demo.yaml --cores 2"],
+        cwd=demo_run, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    changed = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}
+    assert changed, "no logits file of the model was recomputed"
+    assert {p.parent.name for p in changed} == {model}
+    _, datasets = _study(demo_run)
+    assert len(changed) == len(datasets)
+
+
+def test_lint_is_clean(demo_run):
+    result = snakemake(demo_run, "--lint", check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,19 +22,12 @@ from PIL import Image
 
 from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.logits_cache import read_logits
+from conftest import make_demo_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ["--configfile", "config/demo.yaml"]
 
 pytestmark = pytest.mark.integration
-
-
-def _copy_workflow(dest: Path) -> None:
-    """The files a user's checkout holds that the workflow reads (not data/ or results/)."""
-    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
-    shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
-    for folder in ("workflow", "config", "envs"):
-        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -63,14 +55,8 @@ def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo")
-    _copy_workflow(workdir)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "clip_robustness.demo", "data/demo/upstream"], cwd=workdir, env=env, check=True,
-        capture_output=True,
-    )
+def demo_run(tmp_path_factory, demo_upstream) -> Path:
+    workdir = make_demo_workdir(tmp_path_factory.mktemp("demo"), demo_upstream)
     started = time.monotonic()
     snakemake(workdir, "--scheduler", "greedy")
     (workdir / "demo_seconds.txt").write_text(f"{time.monotonic() - started:.1f}\n")

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -305,3 +306,51 @@ def test_failing_job_is_resubmitted_as_many_times_as_the_profile_retries(toy, te
     # The job's exit status is that of Snakemake inside it (1), which failed because the rule did.
     assert all(records[j]["ExitCode"] != "0:0" for j in jobs if jobs[j] == "rule_always_fails")
     assert (toy / "faults/fails_once.txt").read_text() == "attempt 2\n"
+
+
+# ------------------------------------------------------------------------------------------ the demo
+
+# The demo through SLURM, cut to what exercises every stage and every kind of SLURM job at the lowest
+# cost on the 2-core test node: one zero-shot CLIP model (zero-shot head job) and one timm classifier,
+# ImageNet val (ID), ImageNet-R (a shift with a 200-class mask) and DTD (OOD).
+DEMO_UNDER_SLURM = {
+    "models": ["openclip__clip_tiny_demo__demo", "timm__test_convnext.demo"],
+    "datasets": {
+        "in_distribution": "imagenet_val",
+        "test_conditions": ["imagenet_r"],
+        "imagenet_c": {"corruptions": [], "severities": []},
+        "ood": ["textures"],
+    },
+}
+
+
+def test_demo_runs_under_slurm_and_every_job_completes(test_profile, node, demo_upstream, tmp_path):
+    from conftest import make_demo_workdir
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    workdir = make_demo_workdir(checkout, demo_upstream)
+    config = yaml.safe_load((workdir / "config/demo.yaml").read_text())
+    config.update(DEMO_UNDER_SLURM)
+    (workdir / "config/demo-slurm.yaml").write_text(yaml.safe_dump(config))
+
+    status, log = run_snakemake(workdir, test_profile, "--configfile", "config/demo-slurm.yaml", timeout=900)
+    assert status == 0, log[-6000:]
+
+    jobs = submitted_jobs(log)
+    records = records_of(jobs)
+    assert records and all(r["JobState"] == "COMPLETED" and r["ExitCode"] == "0:0" for r in records.values()), records
+    kinds = set(jobs.values())
+    # Every stage ran as SLURM jobs: manifests, the zero-shot head, one cache group job per model (in the
+    # GPU partition), the metrics group, the aggregate and the figures group.
+    assert {"rule_build_manifest", "rule_build_zero_shot_head", "rule_aggregate_metrics"} <= kinds, kinds
+    cache_jobs = [j for j, kind in jobs.items() if kind.startswith("group_cache_")]
+    assert len(cache_jobs) == 2 and all(records[j]["Partition"] == "gpu" for j in cache_jobs)
+    assert any(kind.startswith("group_metrics") for kind in kinds) and any(kind.startswith("group_figures") for kind in kinds)
+    # Downloads and extraction stayed on the submitting host (localrules): no SLURM job for them.
+    assert not any("download_archive" in kind or "extract_archive" in kind for kind in kinds)
+
+    metrics = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
+    assert set(metrics["model"]) == set(DEMO_UNDER_SLURM["models"])
+    assert {"imagenet_val", "imagenet_r", "textures"} <= set(metrics["dataset"])
+    assert len(list((workdir / "results/figures").glob("*.png"))) >= 5

@@ -8,9 +8,9 @@
 # - Model load is cheap next to inference (seconds from the local hub cache; ~30 s for ViT-bigG-14)
 #   against minutes to hours of images per dataset; the text head, the one costly per-model step
 #   (1000 classes x 80 prompts), is built once per model by build_zero_shot_head and reused.
-# - On the cluster, the profile may bundle a model's jobs into one SLURM allocation with
-#   `groups: cache_logits=logits` and `group-components: logits=8`, which saves queueing and
-#   Snakemake start-up per job (each job still loads its model).
+# - On the cluster, profiles/slurm bundles all cache jobs of one model into one GPU job
+#   (`groups: cache_logits: "cache_{model}"`), which saves queueing and Snakemake start-up per job
+#   (each member still loads its model): 210 GPU jobs for the study instead of 18,480 (docs/cluster.md).
 #
 # Compute knobs are resources (changing them reruns nothing): batch_size (first try; halved on
 # out-of-memory), workers (DataLoader processes), mem_mb, runtime. GPUs are requested by the cluster

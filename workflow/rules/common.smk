@@ -75,12 +75,13 @@ def get_extract_params(wildcards):
 
 
 def get_manifest_inputs(wildcards):
-    """build_manifest: extraction markers of the dataset's archives (none for a local folder)."""
+    """build_manifest: extraction markers of the dataset's archives (none for a local folder), and of the
+    ImageNet devkit when supplied."""
     return datasets_workflow.manifest_inputs(DATASET_REGISTRY, wildcards.dataset, config["downloads"])
 
 
 def get_manifest_params(wildcards):
-    """build_manifest: registry entry, image root folder, corrupt-image policy."""
+    """build_manifest: registry entry, image root folder, corrupt-image policy (ImageNet val: devkit folder)."""
     return datasets_workflow.manifest_params(DATASET_REGISTRY, wildcards.dataset, config["downloads"])
 
 

@@ -11,7 +11,9 @@ from each side when loading an image: ObjectNet 1), ``n_skipped`` and, for Objec
 Recipes (``layout`` in the registry, :data:`LAYOUTS`):
 
 - ``imagenet_val``: ``ILSVRC2012_val_XXXXXXXX.JPEG`` files (flat, or in wnid folders); labels from
-  the ``filename_label.csv`` that ships in the ``imagenet-x`` package (wnid folders cross-checked).
+  the sources in the entry's ``labels_from``: the ``filename_label.csv`` that ships in the
+  ``imagenet-x`` package, and/or the official devkit (:mod:`clip_robustness.datasets.devkit`) when
+  it is given; every available source (and wnid folders) cross-checked.
 - ``wnid_folders``: ``<wnid>/<image>``; label = the wnid's index (ImageNet-R/A/Sketch/C).
 - ``class_index_folders``: ``<k>/<image>`` with k in 0..999 the class index (ImageNet-V2); the
   folders are ordered as integers (2 before 10), never as strings.
@@ -40,6 +42,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from clip_robustness import PIPELINE_VERSION
+from clip_robustness.datasets.devkit import compare_val_labels, imagenet_val_labels_from_devkit
 from clip_robustness.datasets.errors import CorruptImageError, ManifestError
 from clip_robustness.datasets.label_spaces import (
     imagenet_synsets,
@@ -168,34 +171,64 @@ class _Listing:
     extra: dict[str, Any]
 
 
-def _list_imagenet_val(entry: DatasetEntry, root: Path) -> _Listing:
-    labels_of = imagenet_val_labels()
-    folders = _subfolders(root)
+#: How the ImageNet val label sources are named in messages.
+VAL_LABEL_SOURCE_NAMES = {"devkit": "the ImageNet devkit", "imagenet_x": "imagenet-x filename_label.csv"}
+
+
+def imagenet_val_label_sources(entry: DatasetEntry, devkit_root: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """The available label sources of an ``imagenet_val`` entry: source (``devkit`` first, then
+    ``imagenet_x``) -> file name -> label. ``devkit_root``: the extracted devkit (or its tar), or
+    ``None`` when the user supplied none; the devkit is required only when it is the entry's sole source."""
+    sources: dict[str, dict[str, int]] = {}
+    if devkit_root is not None:
+        if "devkit" not in entry.labels_from:
+            raise ManifestError(f"dataset {entry.id}: an ImageNet devkit ({devkit_root}) was given, but the registry entry "
+                                f"takes labels from {list(entry.labels_from)} only (add devkit to labels_from)")
+        sources["devkit"] = imagenet_val_labels_from_devkit(devkit_root)
+    elif "imagenet_x" not in entry.labels_from:
+        raise ManifestError(f"dataset {entry.id}: labels_from is {list(entry.labels_from)}, but no ImageNet devkit "
+                            f"({entry.devkit_archive}) was given")
+    if "imagenet_x" in entry.labels_from:
+        sources["imagenet_x"] = imagenet_val_labels()
+    return sources
+
+
+def _list_imagenet_val(entry: DatasetEntry, root: Path, devkit_root: str | Path | None = None) -> _Listing:
+    sources = imagenet_val_label_sources(entry, devkit_root)
+    (primary, labels_of), *others = sources.items()
+    index = wnid_to_index()
+    files: list[tuple[str, str | None]] = []  # (relative path, wnid folder or None)
+    for folder in sorted(_subfolders(root), key=lambda p: p.name):  # wnid folders (e.g. after valprep.sh)
+        if folder.name not in index:
+            raise ManifestError(f"dataset {entry.id}: folder {folder} is not an ImageNet-1k wnid (layout imagenet_val)")
+        files += [(rel, folder.name) for rel in _images_in(folder, root)]
+    files += [(rel, None) for rel in _images_in(root, root)]
+    names = [rel.rsplit("/", 1)[-1] for rel, _ in files]
+    for other, other_labels in others:
+        compare_val_labels(labels_of, other_labels, names, first_source=VAL_LABEL_SOURCE_NAMES[primary],
+                           second_source=VAL_LABEL_SOURCE_NAMES[other], dataset=entry.id)
     paths, labels = [], []
-    if folders:  # wnid folders (e.g. after valprep.sh)
-        index = wnid_to_index()
-        for folder in sorted(folders, key=lambda p: p.name):
-            if folder.name not in index:
-                raise ManifestError(f"dataset {entry.id}: folder {folder} is not an ImageNet-1k wnid (layout imagenet_val)")
-            for rel in _images_in(folder, root):
-                name = rel.rsplit("/", 1)[-1]
-                if name in labels_of and labels_of[name] != index[folder.name]:
+    for (rel, wnid), name in zip(files, names):
+        if wnid is None:
+            if name not in labels_of:
+                raise ManifestError(
+                    f"dataset {entry.id}: {root / rel} is not an ImageNet val file name (ILSVRC2012_val_XXXXXXXX.JPEG) "
+                    f"listed in {VAL_LABEL_SOURCE_NAMES[primary]}"
+                )
+            label = labels_of[name]
+        else:
+            label = index[wnid]
+            for source, source_labels in sources.items():
+                if name in source_labels and source_labels[name] != label:
                     raise ManifestError(
-                        f"dataset {entry.id}: {root / rel} is in folder {folder.name} (class {index[folder.name]}) but "
-                        f"imagenet-x filename_label.csv gives class {labels_of[name]}"
+                        f"dataset {entry.id}: {root / rel} is in folder {wnid} (class {label}) but "
+                        f"{VAL_LABEL_SOURCE_NAMES[source]} gives class {source_labels[name]}"
                     )
-                paths.append(rel)
-                labels.append(index[folder.name])
-    for rel in _images_in(root, root):
-        if rel not in labels_of:
-            raise ManifestError(
-                f"dataset {entry.id}: {root / rel} is not an ImageNet val file name (ILSVRC2012_val_XXXXXXXX.JPEG) "
-                "listed in imagenet-x's filename_label.csv"
-            )
         paths.append(rel)
-        labels.append(labels_of[rel])
+        labels.append(label)
     order = sorted(range(len(paths)), key=lambda i: (paths[i].rsplit("/", 1)[-1], paths[i]))
-    return _Listing([paths[i] for i in order], [labels[i] for i in order], label_space_named(entry.label_space), {})
+    return _Listing([paths[i] for i in order], [labels[i] for i in order], label_space_named(entry.label_space),
+                    {"label_sources": list(sources)})
 
 
 def _list_wnid_folders(entry: DatasetEntry, root: Path) -> _Listing:
@@ -306,6 +339,7 @@ def build_manifest(
     skip_corrupt: bool = False,
     check_images: bool = True,
     workers: int = 4,
+    devkit_root: str | Path | None = None,
 ) -> ManifestBuild:
     """List the images of ``entry`` under ``root`` (the folder its ``subdir`` names inside the extracted
     archive, or a user's folder) following its ``layout``, with ImageNet-1k labels.
@@ -313,13 +347,20 @@ def build_manifest(
     Every image is opened and verified (``check_images``); an unreadable one stops the build with
     :class:`CorruptImageError` naming it, unless ``skip_corrupt`` (config
     ``downloads.skip_corrupt_images``), which leaves it out and lists it in ``skipped``.
+    ``devkit_root`` (layout ``imagenet_val``): the extracted ImageNet devkit when the user supplied
+    one (see :func:`imagenet_val_label_sources`).
     """
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"dataset {entry.id}: folder {root} does not exist (layout {entry.layout}, subdir {entry.subdir!r})")
     if entry.layout not in LAYOUTS:
         raise ManifestError(f"dataset {entry.id}: unknown layout {entry.layout!r}; known: {sorted(LAYOUTS)}")
-    listing = LAYOUTS[entry.layout](entry, root)
+    if entry.layout == "imagenet_val":
+        listing = _list_imagenet_val(entry, root, devkit_root)
+    elif devkit_root is not None:
+        raise ManifestError(f"dataset {entry.id}: an ImageNet devkit is only read for layout imagenet_val, not {entry.layout}")
+    else:
+        listing = LAYOUTS[entry.layout](entry, root)
     if not listing.paths:
         raise ManifestError(f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
                             f"(layout {entry.layout}); is subdir {entry.subdir!r} right?")

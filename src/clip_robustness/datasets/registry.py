@@ -23,6 +23,15 @@ The registry is data (``config/datasets.yaml``), not code: a new dataset is one 
         subdir: imagenet-r             # folder inside the extracted archive that holds the images
         label_space: imagenet_r        # imagenet1k | imagenet_r | imagenet_a | objectnet | ood
         n_images: 30000                # expected image count (documentation; a mismatch is logged)
+      imagenet_val:                    # ...title, archives, layout: imagenet_val, ...; and only for that layout:
+        labels_from: [devkit, imagenet_x]  # label sources (default [imagenet_x]); see below
+        devkit_archive: ILSVRC2012_devkit_t12.tar.gz  # the archive of the ``devkit`` source
+
+``labels_from`` (layout ``imagenet_val``): where the val labels come from. ``imagenet_x``: the
+``filename_label.csv`` shipped in the imagenet-x package (always available). ``devkit``: the official
+devkit ``devkit_archive`` (user-supplied, like the val tar): used when the user supplies it, and
+required only when it is the sole source. Every available source is read; when several are, they
+must agree on every file of the dataset (the manifest build fails naming the files otherwise).
 
 A ``template`` entry expands to several dataset ids (ImageNet-C): ``id_format`` with ``{corruption}``
 and ``{severity}``, ``corruption_archives`` (corruption -> archive), ``severities``, and a ``subdir``
@@ -48,8 +57,13 @@ LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "
 LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood")
 
 _ARCHIVE_KEYS = {"url", "mirrors", "sha256", "md5", "size_bytes", "source", "user_supplied", "password", "notes"}
-_DATASET_KEYS = {"title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source"}
-_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives"}) | {"template", "id_format", "corruption_archives", "severities"}
+_DATASET_KEYS = {"title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source",
+                 "labels_from", "devkit_archive"}
+_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive"}) | {
+    "template", "id_format", "corruption_archives", "severities"}
+#: Label sources of layout ``imagenet_val`` (``labels_from``); the default is the first.
+VAL_LABEL_SOURCES = ("imagenet_x", "devkit")
+_DEFAULT_LABELS_FROM = ("imagenet_x",)
 _HEX = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "md5": re.compile(r"^[0-9a-f]{32}$")}
 
 
@@ -106,6 +120,8 @@ class DatasetEntry:
     ``label_space``: ``imagenet1k``, ``imagenet_r``, ``imagenet_a``, ``objectnet`` or ``ood``
     (OOD sets carry label -1). ``n_images``: the published image count, or ``None``.
     ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 1).
+    ``labels_from`` / ``devkit_archive`` (layout ``imagenet_val``): the label sources and the devkit
+    archive (see the module docstring).
     """
 
     id: str
@@ -117,6 +133,19 @@ class DatasetEntry:
     n_images: int | None = None
     border_crop_px: int = 0
     notes: str = ""
+    labels_from: tuple[str, ...] = _DEFAULT_LABELS_FROM
+    devkit_archive: str | None = None
+
+    @property
+    def label_archives(self) -> tuple[str, ...]:
+        """Archives read for labels only (the ImageNet devkit), beside ``archives``: optional unless
+        :attr:`label_archives_required`."""
+        return (self.devkit_archive,) if "devkit" in self.labels_from and self.devkit_archive else ()
+
+    @property
+    def label_archives_required(self) -> bool:
+        """True when the devkit is the only label source (then it must be supplied)."""
+        return bool(self.label_archives) and "imagenet_x" not in self.labels_from
 
     @property
     def is_ood(self) -> bool:
@@ -135,11 +164,15 @@ class DatasetEntry:
             "n_images": self.n_images,
             "border_crop_px": self.border_crop_px,
             "notes": self.notes,
+            # only when set, so that the other datasets' rule params (and manifests) stay as they were
+            **({"labels_from": list(self.labels_from)} if self.labels_from != _DEFAULT_LABELS_FROM else {}),
+            **({"devkit_archive": self.devkit_archive} if self.devkit_archive else {}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DatasetEntry":
-        return cls(**{**data, "archives": tuple(data["archives"])})
+        return cls(**{**data, "archives": tuple(data["archives"]),
+                      "labels_from": tuple(data.get("labels_from", _DEFAULT_LABELS_FROM))})
 
 
 @dataclass(frozen=True)
@@ -223,8 +256,9 @@ class DatasetRegistry:
             ) from None
 
     def datasets_using(self, archive: str) -> list[str]:
-        """Dataset ids whose entry needs ``archive`` (for error messages)."""
-        return [d for d in self.known_ids() if archive in self.resolve(d).archives]
+        """Dataset ids whose entry needs ``archive``, for images or labels (for error messages)."""
+        return [d for d in self.known_ids()
+                if archive in self.resolve(d).archives or archive in self.resolve(d).label_archives]
 
 
 def _fail(path: Path, where: str, what: str) -> RegistryError:
@@ -275,6 +309,24 @@ def _check_dataset_fields(path: Path, where: str, data: Mapping[str, Any]) -> No
         raise _fail(path, f"{where}.label_space", f"{data['label_space']!r} is not one of {list(LABEL_SPACES)}")
 
 
+def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]) -> tuple[str, ...]:
+    """``labels_from`` and ``devkit_archive`` of a dataset entry, validated; the label sources."""
+    if "labels_from" not in data and "devkit_archive" not in data:
+        return _DEFAULT_LABELS_FROM
+    if data["layout"] != "imagenet_val":
+        raise _fail(path, where, f"labels_from/devkit_archive apply to layout imagenet_val only, not {data['layout']!r}")
+    sources = data.get("labels_from", list(_DEFAULT_LABELS_FROM))
+    if (not isinstance(sources, list) or not sources or len(set(map(str, sources))) != len(sources)
+            or any(s not in VAL_LABEL_SOURCES for s in sources)):
+        raise _fail(path, f"{where}.labels_from", f"{sources!r} is not a non-empty list of distinct items of {list(VAL_LABEL_SOURCES)}")
+    devkit = data.get("devkit_archive")
+    if ("devkit" in sources) != (devkit is not None):
+        raise _fail(path, where, "devkit_archive must be given exactly when labels_from lists devkit")
+    if devkit is not None and devkit not in archives:
+        raise _fail(path, f"{where}.devkit_archive", f"unknown archive {devkit!r}; known: {sorted(archives)}")
+    return tuple(sources)
+
+
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
 
@@ -321,6 +373,7 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
             continue
         _check_keys(path, where, data, _DATASET_KEYS, ["title", "archives", "layout", "label_space"])
         _check_dataset_fields(path, where, data)
+        labels_from = _check_label_sources(path, where, data, archives)
         for archive in data["archives"]:
             if archive not in archives:
                 raise _fail(path, f"{where}.archives", f"unknown archive {archive!r}; known: {sorted(archives)}")
@@ -334,6 +387,8 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
             n_images=data.get("n_images"),
             border_crop_px=int(data.get("border_crop_px", 0)),
             notes=str(data.get("notes") or ""),
+            labels_from=labels_from,
+            devkit_archive=data.get("devkit_archive"),
         )
     registry = DatasetRegistry(path, archives, datasets, templates)
     ids = registry.known_ids()

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from clip_robustness.datasets.devkit import DEVKIT_ARCHIVE, META_MAT, N_VAL_IMAGES, SYNSET_FIELDS, VAL_GROUND_TRUTH
 from clip_robustness.datasets.label_spaces import imagenet_descriptions, imagenet_synsets
 from clip_robustness.datasets.manifest import imagenet_val_labels
 
@@ -183,6 +185,75 @@ def write_imagenet_val_tar(out_dir: str | Path, classes: Sequence[int], images_p
     return _write_tar(Path(out_dir) / "ILSVRC2012_img_val.tar", members, gz=False)
 
 
+#: Inner (non-leaf) WordNet synsets written into the synthetic devkit's meta.mat after the 1000 leaves:
+#: wnid, words, and how many leaves (the first ones of the ID order) they list as children.
+_DEVKIT_INNER_SYNSETS = (("n00001740", "entity", 0), ("n00002684", "object, physical object", 1),
+                         ("n00015388", "animal, animate being, beast, brute, creature, fauna", 2),
+                         ("n00021939", "artifact, artefact", 3))
+_VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: Thu Jan  1 00:00:00 1970 (clip_robustness synthetic)"
+
+
+def _devkit_meta_mat(id_order: Sequence[int]) -> bytes:
+    """meta.mat bytes: struct array ``synsets`` (fields :data:`SYNSET_FIELDS`), leaf ILSVRC2012_ID k
+    (1-based) = class ``id_order[k - 1]``, then the inner synsets of :data:`_DEVKIT_INNER_SYNSETS`
+    with IDs above 1000 and ``num_children`` > 0. The header's creation time is fixed (determinism)."""
+    from scipy.io import savemat
+
+    wnids, words = imagenet_synsets(), imagenet_descriptions()
+    n_leaves = len(id_order)
+    rows = []
+    for k, c in enumerate(id_order, start=1):
+        rows.append((float(k), wnids[c], words[c], f"synthetic gloss of {wnids[c]}", 0.0, np.zeros((1, 0)), 0.0, 1300.0))
+    for j, (wnid, text, depth) in enumerate(_DEVKIT_INNER_SYNSETS):
+        children = np.arange(1, 2 + depth, dtype=np.float64).reshape(1, -1) if depth else np.array([[n_leaves + 2.0]])
+        rows.append((float(n_leaves + 1 + j), wnid, text, f"synthetic gloss of {wnid}", float(children.size),
+                     children, float(depth + 1), 0.0))
+    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in SYNSET_FIELDS])
+    for i, row in enumerate(rows):
+        synsets[i, 0] = row
+    buf = io.BytesIO()
+    savemat(buf, {"synsets": synsets}, format="5", do_compression=False)
+    data = bytearray(buf.getvalue())
+    data[:116] = _MAT_HEADER.ljust(116, b" ")
+    return bytes(data)
+
+
+def write_imagenet_devkit_tar(out_dir: str | Path, file_labels: Mapping[str, int], seed: int = 0) -> Path:
+    """``ILSVRC2012_devkit_t12.tar.gz`` in the real layout: ``ILSVRC2012_devkit_t12/data/meta.mat`` (struct
+    array ``synsets`` with the real field names; the 1000 leaves with ``num_children`` 0 and
+    ``ILSVRC2012_ID`` 1..1000, plus a few inner WordNet synsets with IDs above 1000 and
+    ``num_children`` > 0), ``data/ILSVRC2012_validation_ground_truth.txt`` (50,000 lines: line i = the
+    ILSVRC2012_ID of ``ILSVRC2012_val_{i:08d}.JPEG``), ``data/ILSVRC2012_validation_blacklisted.txt``,
+    ``readme.txt`` and ``COPYING``.
+
+    ``file_labels``: val file name -> ImageNet-1k label (sorted-wnid index); their lines hold the ID of
+    that label, every other line a seeded random valid ID. The ILSVRC2012_ID order is a seeded
+    permutation of the sorted wnids: the real order is not the sorted one either, but the real
+    ID <-> wnid mapping cannot be shipped here, so this permutation stands in for it (a reader that
+    skipped the ID -> wnid step would get wrong labels).
+    """
+    rng = np.random.default_rng(seed)
+    id_order = rng.permutation(len(imagenet_synsets()))  # ILSVRC2012_ID k+1 <-> class id_order[k]
+    id_of_class = {int(c): k + 1 for k, c in enumerate(id_order)}
+    ids = rng.integers(1, len(id_order) + 1, size=N_VAL_IMAGES)
+    for name, label in file_labels.items():
+        match = _VAL_NAME.match(name)
+        if match is None or not 1 <= int(match[1]) <= N_VAL_IMAGES:
+            raise ValueError(f"{name!r} is not an ImageNet val file name ILSVRC2012_val_XXXXXXXX.JPEG (1..{N_VAL_IMAGES})")
+        ids[int(match[1]) - 1] = id_of_class[int(label)]
+    blacklisted = sorted(rng.choice(N_VAL_IMAGES, size=20, replace=False) + 1)
+    top = META_MAT.split("/", 1)[0]
+    members: list[Member] = [
+        (f"{top}/COPYING", b"Synthetic stand-in for the ILSVRC2012 devkit license.\n"),
+        (META_MAT, _devkit_meta_mat([int(c) for c in id_order])),
+        (VAL_GROUND_TRUTH, "".join(f"{i}\n" for i in ids).encode()),
+        (f"{top}/data/ILSVRC2012_validation_blacklisted.txt", "".join(f"{i}\n" for i in blacklisted).encode()),
+        (f"{top}/readme.txt", b"Miniature synthetic copy in the layout of the real devkit.\n"),
+    ]
+    return _write_tar(Path(out_dir) / DEVKIT_ARCHIVE, members, gz=True)
+
+
 def write_imagenet_c_tar(out_dir: str | Path, group: str, classes: Sequence[int], images_per_class: int,
                          render: Renderer, seed: int = 0, corruptions: Sequence[str] | None = None,
                          severities: Sequence[int] = (1, 2, 3, 4, 5)) -> Path:
@@ -301,9 +372,16 @@ def write_dataset_registry(path: str | Path, archives: Mapping[str, Mapping[str,
 REAL_REGISTRY = Path(__file__).resolve().parents[3] / "config" / "datasets.yaml"
 
 
-def registry_datasets(*ids: str, registry_path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+def registry_datasets(*ids: str, registry_path: str | Path | None = None, with_devkit: bool = False) -> dict[str, dict[str, Any]]:
     """The ``datasets`` entries of ``ids`` copied from the real registry (default: the repository's
     ``config/datasets.yaml``) -- layout, subdir, label space -- for a generated registry whose archives
-    mimic the real ones."""
+    mimic the real ones. Unless ``with_devkit``, ImageNet val's devkit label source (``labels_from``,
+    ``devkit_archive``) is dropped, so the entry needs no devkit archive in the generated registry
+    (labels from imagenet-x only)."""
     raw = yaml.safe_load(Path(registry_path or REAL_REGISTRY).read_text())["datasets"]
-    return {i: dict(raw[i]) for i in ids}
+    entries = {i: dict(raw[i]) for i in ids}
+    if not with_devkit:
+        for entry in entries.values():
+            entry.pop("labels_from", None)
+            entry.pop("devkit_archive", None)
+    return entries

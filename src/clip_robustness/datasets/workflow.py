@@ -56,23 +56,57 @@ def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
     return {"dest": str(EXTRACTED_DIR / archive), "password": registry.archive(archive).password}
 
 
-def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Inputs of ``build_manifest``: the extraction markers of the dataset's archives, or nothing when
-    ``downloads.local_folders`` gives a folder for it."""
-    if dataset in (downloads.get("local_folders") or {}):
-        return {}
-    return {"extracted": [extraction_marker(a) for a in registry.resolve(dataset).archives]}
+def archive_supplied(archive: str, downloads: Mapping[str, Any], workdir: str | Path = ".") -> bool:
+    """True when the user has provided ``archive`` (a user-supplied one such as the ImageNet devkit):
+    already in ``data/archives/``, in ``data/user_supplied/``, or named in ``downloads.local_archives``
+    (a missing file there is reported by :func:`check_user_supplied_archives`)."""
+    workdir = Path(workdir)
+    return (archive in (downloads.get("local_archives") or {})
+            or (workdir / archive_path(archive)).exists() or (workdir / USER_SUPPLIED_DIR / archive).is_file())
 
 
-def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
-    """Params of ``build_manifest``: the registry entry, the image root folder, the corrupt-image policy."""
+def supplied_label_archives(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
+                            workdir: str | Path = ".") -> list[str]:
+    """The dataset's label-only archives (the ImageNet devkit) to read: all of them when required (the
+    devkit as the sole label source), else those available: supplied by the user (see
+    :func:`archive_supplied`) or, for an archive that is not user-supplied, downloadable."""
+    entry = registry.resolve(dataset)
+    if entry.label_archives_required:
+        return list(entry.label_archives)
+    return [a for a in entry.label_archives
+            if not registry.archive(a).user_supplied or archive_supplied(a, downloads, workdir)]
+
+
+def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
+                    workdir: str | Path = ".") -> dict[str, list[str]]:
+    """Inputs of ``build_manifest``: the extraction markers of the dataset's archives (none when
+    ``downloads.local_folders`` gives a folder for it), and under ``labels`` those of the label
+    archives it reads (the ImageNet devkit, when supplied)."""
+    inputs = {}
+    if dataset not in (downloads.get("local_folders") or {}):
+        inputs["extracted"] = [extraction_marker(a) for a in registry.resolve(dataset).archives]
+    labels = supplied_label_archives(registry, dataset, downloads, workdir)
+    if labels:
+        inputs["labels"] = [extraction_marker(a) for a in labels]
+    return inputs
+
+
+def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
+                    workdir: str | Path = ".") -> dict[str, Any]:
+    """Params of ``build_manifest``: the registry entry, the image root folder, the corrupt-image
+    policy, and for an entry with a devkit label source ``devkit_root``: its extraction folder when
+    supplied, else ``None``."""
     entry = registry.resolve(dataset)
     local = (downloads.get("local_folders") or {}).get(dataset)
-    return {
+    params = {
         "entry": entry.to_dict(),
         "root": str(dataset_root(entry, EXTRACTED_DIR, local)),
         "skip_corrupt": bool(downloads.get("skip_corrupt_images", False)),
     }
+    if entry.label_archives:  # only then, so the other datasets' params stay as they were
+        supplied = supplied_label_archives(registry, dataset, downloads, workdir)
+        params["devkit_root"] = str(EXTRACTED_DIR / supplied[0]) if supplied else None
+    return params
 
 
 def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
@@ -80,7 +114,8 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
     """Stop before any job if a dataset needs an archive the pipeline never fetches (ImageNet val) and
     the user has not provided it: not in ``data/archives/``, not in ``data/user_supplied/``, not in
     ``downloads.local_archives``, and no ``downloads.local_folders`` entry or existing manifest for
-    the dataset. Raises :class:`MissingUserArchiveError` naming the exact files and the folder."""
+    the dataset. The ImageNet devkit (a label-only archive) is required only when it is the sole label
+    source. Raises :class:`MissingUserArchiveError` naming the exact files and the folder."""
     workdir = Path(workdir)
     local_archives = downloads.get("local_archives") or {}
     local_folders = downloads.get("local_folders") or {}
@@ -90,10 +125,13 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
             folder = Path(local_folders[dataset]).expanduser()
             if not (folder if folder.is_absolute() else workdir / folder).is_dir():
                 problems.append(f"downloads.local_folders[{dataset!r}] is {folder}, which is not a folder.")
-            continue
         if (workdir / manifest_path(dataset)).exists():
             continue
-        for name in registry.resolve(dataset).archives:
+        dataset_entry = registry.resolve(dataset)
+        names = [] if dataset in local_folders else list(dataset_entry.archives)
+        # label-only archives (the ImageNet devkit): checked when required, or when named in local_archives
+        names += [a for a in dataset_entry.label_archives if dataset_entry.label_archives_required or a in local_archives]
+        for name in names:
             entry = registry.archive(name)
             if not entry.user_supplied or (workdir / archive_path(name)).exists():
                 continue

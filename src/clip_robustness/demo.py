@@ -110,6 +110,9 @@ DEMO_TRAIN_STEPS = {"test_resnet": 40, "test_convnext": 25, "test_vit": 120, "cl
 #: The demo model registry (committed): which models to train and where their weights go.
 DEMO_MODEL_REGISTRY = Path("config/demo/models.tsv")
 
+#: Images per class in the demo's ImageNet val (real val file names of the demo classes).
+DEMO_VAL_IMAGES_PER_CLASS = 30
+
 #: Textures of the demo's DTD archive (real DTD category names).
 DEMO_TEXTURES = ("banded", "chequered", "dotted", "grid", "zigzagged")
 
@@ -199,10 +202,17 @@ def write_demo_archives(out: Path, classes: Sequence[int], seed: int) -> Path:
     """Write the demo's archives in their real layouts and a dataset registry naming them by
     ``file://`` URL and sha256; returns the registry path (``out/datasets.yaml``)."""
     from clip_robustness.datasets import synthetic
+    from clip_robustness.datasets.manifest import imagenet_val_labels
 
     archive_dir = out / "archives"
+    val_labels = imagenet_val_labels()
+    val_files = synthetic.imagenet_val_file_names(classes, DEMO_VAL_IMAGES_PER_CLASS)
     archives = [
-        synthetic.write_imagenet_val_tar(archive_dir, classes, 30, renderer("clean", classes), seed=seed + 1),
+        synthetic.write_imagenet_val_tar(
+            archive_dir, classes, DEMO_VAL_IMAGES_PER_CLASS, renderer("clean", classes), seed=seed + 1
+        ),
+        # The official devkit's labels, cross-checked by the manifest step against imagenet-x's.
+        synthetic.write_imagenet_devkit_tar(archive_dir, {name: val_labels[name] for name in val_files}, seed=seed),
         synthetic.write_imagenet_v2_tar(archive_dir, "threshold0.7", classes, 10, renderer("v2", classes), seed=seed + 2),
         synthetic.write_imagenet_sketch_zip(archive_dir, classes, 10, renderer("sketch", classes), seed=seed + 3),
         synthetic.write_hendrycks_tar(archive_dir, "imagenet-r", classes, 10, renderer("rendition", classes), seed=seed + 4),
@@ -211,7 +221,8 @@ def write_demo_archives(out: Path, classes: Sequence[int], seed: int) -> Path:
         synthetic.write_mos_ood_tar(archive_dir, "iNaturalist", 60, renderer("ood_scene", classes), seed=seed + 7),
     ]
     datasets = synthetic.registry_datasets(
-        "imagenet_val", "imagenet_v2_threshold07", "imagenet_sketch", "imagenet_r", "imagenet_a", "textures", "inaturalist"
+        "imagenet_val", "imagenet_v2_threshold07", "imagenet_sketch", "imagenet_r", "imagenet_a", "textures", "inaturalist",
+        with_devkit=True,
     )
     for entry in datasets.values():
         entry.pop("n_images", None)  # the real sets' sizes; the demo's are smaller

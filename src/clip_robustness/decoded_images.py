@@ -296,20 +296,9 @@ class GeometryImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, position: int) -> np.ndarray:
-        from clip_robustness.inference import UnreadableImageError
+        from clip_robustness.inference import open_manifest_image
 
-        path = self.root / self.paths[position]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise UnreadableImageError(
-                f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
-                "manifest with downloads.skip_corrupt_images: true to skip it."
-            ) from exc
-        b = self.border_crop_px
-        if b:
-            image = image.crop((b, b, image.width - b, image.height - b))
+        image = open_manifest_image(self.root / self.paths[position], position, self.border_crop_px)
         for step in self.geometry:
             image = step(image)
         pixels = np.asarray(image, dtype=np.uint8)

@@ -117,36 +117,46 @@ DEMO_VAL_IMAGES_PER_CLASS = 30
 DEMO_TEXTURES = ("banded", "chequered", "dotted", "grid", "zigzagged")
 
 
-def _training_batch(
-    transform: Callable, classes: Sequence[int], rng: np.random.Generator, batch_size: int, domains: Sequence[str]
-):
+def _train_on_clean_images(
+    name: str,
+    model,
+    logits_of: Callable,
+    transform: Callable,
+    params: Sequence,
+    classes: Sequence[int],
+    steps: int,
+    seed: int,
+    lr: float,
+    weight_decay: float,
+) -> None:
+    """AdamW on ``params`` for ``steps`` batches of 32 clean demo images, cross-entropy of
+    ``logits_of(images)`` (1000 ImageNet classes) against the images' ImageNet labels."""
     import torch
 
-    labels = rng.choice(classes, size=batch_size)
-    images = [transform(render_image(int(y), rng, classes=classes, domain=str(rng.choice(domains)))) for y in labels]
-    return torch.stack(images), torch.as_tensor(labels)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    model.train()
+    for step in range(steps):
+        labels = rng.choice(classes, size=32)
+        images = torch.stack([transform(render_image(int(y), rng, classes=classes, domain="clean")) for y in labels])
+        loss = torch.nn.functional.cross_entropy(logits_of(images), torch.as_tensor(labels))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 0:
+            log.info("%s step %d loss %.3f", name, step, loss.item())
 
 
 def train_timm_classifier(architecture: str, classes: Sequence[int], steps: int, seed: int) -> dict:
-    """Train a timm test model for ``steps`` SGD steps on clean demo images; returns its state dict."""
+    """Train a timm test model for ``steps`` AdamW steps on clean demo images; returns its state dict."""
     import timm
     import torch
 
     torch.manual_seed(seed)
     model = timm.create_model(architecture, pretrained=False, num_classes=1000)
-    config = timm.data.resolve_model_data_config(model)
-    transform = timm.data.create_transform(**config, is_training=False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    model.train()
-    for step in range(steps):
-        images, labels = _training_batch(transform, classes, rng, 32, ("clean",))
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 20 == 0:
-            log.info("%s step %d loss %.3f", architecture, step, loss.item())
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+    _train_on_clean_images(architecture, model, model, transform, list(model.parameters()), classes, steps, seed,
+                           lr=2e-3, weight_decay=0.01)
     return model.state_dict()
 
 
@@ -162,7 +172,7 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
     import torch
 
     from clip_robustness.models.build import register_open_clip_configs
-    from clip_robustness.models.zero_shot import build_zero_shot_head
+    from clip_robustness.models.zero_shot import build_zero_shot_head, zero_shot_logits
 
     register_open_clip_configs()
     torch.manual_seed(seed)
@@ -174,19 +184,11 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
     params = [*model.visual.parameters(), model.logit_scale]
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    model.train()
-    for step in range(steps):
-        images, labels = _training_batch(preprocess, classes, rng, 32, ("clean",))
-        features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
-        logits = model.logit_scale.exp() * features @ head
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 20 == 0:
-            log.info("%s step %d loss %.3f", architecture, step, loss.item())
+
+    def logits_of(images):
+        return zero_shot_logits(model.encode_image(images), head, model.logit_scale.exp())
+
+    _train_on_clean_images(architecture, model, logits_of, preprocess, params, classes, steps, seed, lr=1e-2, weight_decay=0.0)
     return model.state_dict()
 
 

@@ -129,19 +129,24 @@ class ManifestImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, position: int) -> torch.Tensor:
-        path = self.root / self.paths[position]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise UnreadableImageError(
-                f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
-                "manifest with downloads.skip_corrupt_images: true to skip it."
-            ) from exc
-        b = self.border_crop_px
-        if b:
-            image = image.crop((b, b, image.width - b, image.height - b))
-        return self.preprocess(image)
+        return self.preprocess(open_manifest_image(self.root / self.paths[position], position, self.border_crop_px))
+
+
+def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> Image.Image:
+    """Manifest row ``position``'s image at ``path`` as RGB, with ``border_crop_px`` pixels cropped
+    from each side (ObjectNet's 1-pixel border); :class:`UnreadableImageError` names the file."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(
+            f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
+            "manifest with downloads.skip_corrupt_images: true to skip it."
+        ) from exc
+    b = border_crop_px
+    if b:
+        image = image.crop((b, b, image.width - b, image.height - b))
+    return image
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ rule plot_factor_robustness:
         pdf="results/figures/factor_robustness.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="factor_robustness",
         options=get_figure_options("factor_robustness"),
     log:
         "results/logs/figures/plot_factor_robustness.log",
@@ -29,7 +30,7 @@ rule plot_factor_robustness:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_factor_robustness.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_factor_effective_robustness:
@@ -41,6 +42,7 @@ rule plot_factor_effective_robustness:
         pdf="results/figures/factor_effective_robustness.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="factor_effective_robustness",
         options=get_figure_options("factor_effective_robustness"),
     log:
         "results/logs/figures/plot_factor_effective_robustness.log",
@@ -50,7 +52,7 @@ rule plot_factor_effective_robustness:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_factor_effective_robustness.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_factor_robustness_by_source:
@@ -62,6 +64,7 @@ rule plot_factor_robustness_by_source:
         pdf="results/figures/factor_robustness_by_source.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="factor_robustness_by_source",
         options=get_figure_options("factor_robustness_by_source"),
     log:
         "results/logs/figures/plot_factor_robustness_by_source.log",
@@ -71,7 +74,7 @@ rule plot_factor_robustness_by_source:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_factor_robustness_by_source.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_factor_robustness_by_finetuning:
@@ -83,6 +86,7 @@ rule plot_factor_robustness_by_finetuning:
         pdf="results/figures/factor_robustness_by_finetuning.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="factor_robustness_by_finetuning",
         options=get_figure_options("factor_robustness_by_finetuning"),
     log:
         "results/logs/figures/plot_factor_robustness_by_finetuning.log",
@@ -92,7 +96,7 @@ rule plot_factor_robustness_by_finetuning:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_factor_robustness_by_finetuning.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_ood_detection:
@@ -104,6 +108,7 @@ rule plot_ood_detection:
         pdf="results/figures/ood_detection.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="ood_detection",
         options=get_figure_options("ood_detection"),
     log:
         "results/logs/figures/plot_ood_detection.log",
@@ -113,7 +118,7 @@ rule plot_ood_detection:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_ood_detection.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_calibration:
@@ -125,6 +130,7 @@ rule plot_calibration:
         pdf="results/figures/calibration.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="calibration",
         options=get_figure_options("calibration"),
     log:
         "results/logs/figures/plot_calibration.log",
@@ -134,7 +140,7 @@ rule plot_calibration:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_calibration.py"
+        "../scripts/plot_figure.py"
 
 
 rule plot_calibration_shift:
@@ -146,6 +152,7 @@ rule plot_calibration_shift:
         pdf="results/figures/calibration_shift.pdf",
     params:
         logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
+        figure="calibration_shift",
         options=get_figure_options("calibration_shift"),
     log:
         "results/logs/figures/plot_calibration_shift.log",
@@ -155,7 +162,7 @@ rule plot_calibration_shift:
     conda:
         "../../envs/analysis.yaml"
     script:
-        "../scripts/plot_calibration_shift.py"
+        "../scripts/plot_figure.py"
 
 
 rule make_tables:

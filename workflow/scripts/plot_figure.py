@@ -1,4 +1,5 @@
-"""Rule plot_ood_detection: draw results/figures/ood_detection.png and .pdf from the metrics table and the model registry."""
+"""Rules plot_<figure>: draw results/figures/<figure>.png and .pdf from the metrics table and the model
+registry (``params.figure`` names the figure, ``params.options`` its options from common.smk)."""
 
 from clip_robustness.figures import render_figure
 from clip_robustness.figures.data import read_metrics
@@ -7,7 +8,7 @@ from clip_robustness.models.registry import load_model_registry
 
 with log_to(snakemake.log[0]):
     render_figure(
-        "ood_detection",
+        snakemake.params.figure,
         read_metrics(snakemake.input.metrics),
         load_model_registry(snakemake.input.registry).table,
         snakemake.output.png,

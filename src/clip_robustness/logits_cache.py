@@ -13,6 +13,8 @@ turn an unreadable file into a :class:`CorruptCacheError` that says what to do.
 
 from __future__ import annotations
 
+from functools import partial
+
 import json
 import os
 import platform
@@ -76,6 +78,12 @@ class CachedLogits:
     metadata: dict
 
 
+def _registry_text(row: Mapping[str, Any], key: str) -> str:
+    """A registry field as text: ``""`` for a missing or NaN value (an empty TSV cell)."""
+    value = row.get(key)
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
 def cache_metadata(
     *,
     row: Mapping[str, Any],
@@ -101,10 +109,7 @@ def cache_metadata(
     """
     import torch
 
-    def text(key: str) -> str:
-        value = row.get(key)
-        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-
+    text = partial(_registry_text, row)
     return {
         "model_id": text("model_id"),
         "library": text("library"),
@@ -138,10 +143,7 @@ def expected_metadata(
     changed local weights file is caught by Snakemake, which has it as an input), the manifest (dataset id and hash) and, for zero-shot CLIP (``library == "open_clip"``),
     the prompt set; classifiers expect ``prompt_set`` ``None``.
     """
-    def text(key: str) -> str:
-        value = row.get(key)
-        return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-
+    text = partial(_registry_text, row)
     return {
         "model_id": text("model_id"),
         "library": text("library"),

@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 ## The upstream servers of the demo: generated archives, their registry and tiny trained models.
 demo-data: venv data/demo/upstream/datasets.yaml
 
-data/demo/upstream/datasets.yaml: src/clip_robustness/demo.py src/clip_robustness/datasets/synthetic.py
+data/demo/upstream/datasets.yaml: src/clip_robustness/demo/generate.py src/clip_robustness/demo/archives.py
 	$(PY) -m clip_robustness.demo data/demo/upstream
 
 ## The whole pipeline on the demo, then its HTML report.
@@ -54,7 +54,10 @@ dry-run: venv
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## Code style is a check: ruff (Python), snakefmt (Snakemake files), snakemake --lint (workflow idioms).
 lint: demo-data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules/
 	$(SNAKEMAKE) $(DEMO) --lint
 
 clean-demo:

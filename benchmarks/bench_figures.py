@@ -13,8 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
+from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
 from clip_robustness.figures import FIGURE_NAMES, render_figure
-from clip_robustness.figures.synthetic import synthetic_metrics, synthetic_registry
 from clip_robustness.figures.tables import model_summary, registry_latex, registry_table
 
 

@@ -40,9 +40,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import imagenet_x
 
-    from clip_robustness.label_space import LabelSpace
-    from clip_robustness.logits_cache import read_logits, write_logits
-    from clip_robustness.metrics.calibration import calibration_split, expected_calibration_error, fit_temperature, predict
+    from clip_robustness.datasets.label_spaces import LabelSpace
+    from clip_robustness.logits.cache import read_logits, write_logits
+    from clip_robustness.metrics.calibration import (
+        calibration_split,
+        expected_calibration_error,
+        fit_temperature,
+        predict,
+    )
     from clip_robustness.metrics.imagenet_x import error_ratios, factor_accuracies, load_imagenet_x_annotations
     from clip_robustness.metrics.ood import auroc, fpr_at_tpr, ood_scores
     from clip_robustness.metrics.tables import DatasetLogits, MetricSettings, model_metrics_table

@@ -44,7 +44,7 @@ def generate_imagenet_like(folder: Path, n: int, seed: int = 0) -> Path:
 
     from clip_robustness.datasets.manifest import build_manifest, imagenet_val_labels, write_manifest
     from clip_robustness.datasets.registry import load_dataset_registry
-    from clip_robustness.demo import demo_classes, render_image
+    from clip_robustness.demo.generate import demo_classes, render_image
 
     images = folder / "val"
     images.mkdir(parents=True, exist_ok=True)
@@ -91,7 +91,7 @@ def random_head(row: dict, folder: Path) -> Path | None:
 def forward_throughput(row: dict, head_path: Path | None, device: str, precision_name: str, batch_size: int,
                        batches: int) -> tuple[float, float]:
     """Images/s of the model (with its zero-shot head) on random float batches already on ``device``; and build s."""
-    from clip_robustness.inference import apply_tf32, resolve_precision
+    from clip_robustness.logits.loop import apply_tf32, resolve_precision
     from clip_robustness.models.build import build_model
     from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
 
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from clip_robustness.datasets.manifest import read_manifest
-    from clip_robustness.decoded_images import decode_dataset, decode_spec_for_row
-    from clip_robustness.inference import cache_dataset_logits
-    from clip_robustness.logits_cache import read_logits
+    from clip_robustness.logits.cache import read_logits
+    from clip_robustness.logits.decoded import decode_dataset, decode_spec_for_row
+    from clip_robustness.logits.loop import cache_dataset_logits
 
     row = model_row(args)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from datasets_support import serve_folder
 
-from clip_robustness.datasets import synthetic
 from clip_robustness.datasets.download import obtain_archive, read_pinned
 from clip_robustness.datasets.errors import (
     ChecksumMismatchError,
@@ -26,7 +26,7 @@ from clip_robustness.datasets.extract import extract_archive, is_extracted
 from clip_robustness.datasets.manifest import build_manifest, read_manifest, write_manifest
 from clip_robustness.datasets.registry import ArchiveEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import check_user_supplied_archives
-from datasets_support import serve_folder
+from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 map ILSVRC2012_ID -> wnid -> sorted-wnid index, the ground-truth file gives each val image's ID; the
 devkit, when supplied, is cross-checked against imagenet-x's filename_label.csv.
 
-The devkits here are synthetic (clip_robustness.datasets.synthetic.write_imagenet_devkit_tar): the real
+The devkits here are synthetic (clip_robustness.demo.archives.write_imagenet_devkit_tar): the real
 file format, with a seeded permutation standing in for the real ID order (not shippable here)."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 from scipy.io import loadmat, savemat
 
-from clip_robustness.datasets import synthetic
 from clip_robustness.datasets.devkit import (
     META_MAT,
     VAL_GROUND_TRUTH,
@@ -37,6 +36,7 @@ from clip_robustness.datasets.workflow import (
     manifest_inputs,
     manifest_params,
 )
+from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_REGISTRY = REPO / "config" / "datasets.yaml"
@@ -125,7 +125,7 @@ def test_devkit_disagreeing_with_imagenet_x_fails_naming_the_files_and_both_labe
     assert "disagree on 1 of 12 file(s)" in message
     assert f"{wrong}: the ImageNet devkit {dk} ({wnids[dk]}), imagenet-x filename_label.csv {ix} ({wnids[ix]})" in message
     # many disagreements: counted, the first five named
-    many = {n: (l + 1) % 1000 for n, l in labels.items()}
+    many = {n: (label + 1) % 1000 for n, label in labels.items()}
     with pytest.raises(ManifestError, match=r"disagree on 12 of 12 file\(s\) \(first 5 shown\)") as err:
         build_manifest(entry, root, check_images=False,
                        devkit_root=synthetic.write_imagenet_devkit_tar(tmp_path / "all", many))

@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from datasets_support import serve_folder
 from PIL import Image
 
-from clip_robustness.datasets import synthetic
 from clip_robustness.datasets.download import obtain_archive
 from clip_robustness.datasets.extract import extract_archive
 from clip_robustness.datasets.label_spaces import imagenet_a_indices, imagenet_r_indices, imagenet_synsets, package_file
 from clip_robustness.datasets.manifest import build_manifest, read_manifest, write_manifest
 from clip_robustness.datasets.registry import ArchiveEntry, DatasetEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import download_params, extract_params, manifest_inputs, manifest_params
-from datasets_support import serve_folder
+from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_REGISTRY = REPO / "config" / "datasets.yaml"
@@ -93,7 +93,7 @@ def test_hendrycks_tars_get_wnid_labels_and_the_200_class_mask_from_timm(workdir
     assert manifest.label_space.name == dataset
     assert manifest.label_space.class_indices.tolist() == indices()
     assert len(manifest.label_space.class_indices) == 200
-    assert all(p.split("/")[0] == imagenet_synsets()[l] for p, l in zip(manifest.table["path"], manifest.table["label"]))
+    assert all(p.split("/")[0] == imagenet_synsets()[label] for p, label in zip(manifest.table["path"], manifest.table["label"]))
     assert_pixels_match_labels(manifest)  # README.txt in the tar is not an image row
 
 

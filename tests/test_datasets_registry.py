@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clip_robustness.datasets import synthetic
 from clip_robustness.datasets.extract import extract_archive
 from clip_robustness.datasets.label_spaces import (
     imagenet_a_indices,
@@ -22,6 +21,7 @@ from clip_robustness.datasets.label_spaces import (
 )
 from clip_robustness.datasets.manifest import imagenet_val_labels
 from clip_robustness.datasets.registry import load_dataset_registry
+from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "config" / "datasets.yaml"

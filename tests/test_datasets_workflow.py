@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-from clip_robustness.datasets import synthetic
-from clip_robustness.datasets.manifest import read_manifest
 from datasets_support import serve_folder
+
+from clip_robustness.datasets.manifest import read_manifest
+from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

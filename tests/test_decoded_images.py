@@ -22,8 +22,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.datasets.manifest import manifest_hash, read_manifest
-from clip_robustness.decoded_images import (
+from clip_robustness.demo.generate import render_image
+from clip_robustness.logits.cache import read_logits
+from clip_robustness.logits.decoded import (
     DecodedImages,
     NormalizedModel,
     StaleDecodedCacheError,
@@ -34,10 +37,8 @@ from clip_robustness.decoded_images import (
     spec_from_transform,
     split_transform,
 )
-from clip_robustness.demo import render_image
-from clip_robustness.inference import UnreadableImageError, cache_dataset_logits
-from clip_robustness.label_space import LabelSpace
-from clip_robustness.logits_cache import read_logits
+from clip_robustness.logits.images import UnreadableImageError
+from clip_robustness.logits.loop import cache_dataset_logits
 from clip_robustness.models.build import build_model
 from clip_robustness.models.zero_shot import build_head_for_row, save_head
 

@@ -6,7 +6,6 @@ report) serves all tests here; each test checks contents, not just existence.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import make_demo_workdir
 from PIL import Image
 
 from clip_robustness.datasets.manifest import read_manifest
-from clip_robustness.logits_cache import read_logits
-from conftest import make_demo_workdir
+from clip_robustness.logits.cache import read_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ["--configfile", "config/demo.yaml"]

@@ -32,6 +32,6 @@ def test_conda_env_pins_match_requirements(env_file):
 
 
 def test_every_requirement_is_pinned_exactly():
-    lines = [l.split("#")[0].strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
-    unpinned = [l for l in lines if l and "==" not in l]
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    unpinned = [line for line in lines if line and "==" not in line]
     assert not unpinned, f"requirements.txt has unpinned lines: {unpinned}"

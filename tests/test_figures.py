@@ -13,14 +13,21 @@ import pytest
 from matplotlib.colors import to_hex
 from scipy import stats
 
+from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
 from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES, figure_function, render_figure
 from clip_robustness.figures.calibration import condition_values, plot_calibration, shift_conditions
-from clip_robustness.figures.data import FigureInputError, check_metrics, imagenet_x_accuracy, points, read_metrics, select
+from clip_robustness.figures.data import (
+    FigureInputError,
+    check_metrics,
+    imagenet_x_accuracy,
+    points,
+    read_metrics,
+    select,
+)
 from clip_robustness.figures.factor import plot_factor_robustness
 from clip_robustness.figures.ood import plot_ood_detection
 from clip_robustness.figures.panels import expit, logit, logit_trend
 from clip_robustness.figures.style import GROUP_PALETTE, SOURCE_MARKERS, Style, assign_source_markers, paper_context
-from clip_robustness.figures.synthetic import synthetic_metrics, synthetic_registry
 from clip_robustness.figures.tables import model_summary, registry_latex, registry_table, summary_column
 from clip_robustness.models.registry import load_model_registry
 

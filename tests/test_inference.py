@@ -24,19 +24,18 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.datasets.manifest import Manifest, manifest_hash, read_manifest
-from clip_robustness.inference import (
+from clip_robustness.logits.cache import expected_metadata, read_logits
+from clip_robustness.logits.images import ManifestImageDataset, UnreadableImageError
+from clip_robustness.logits.loop import (
     InferenceOOMError,
-    ManifestImageDataset,
     Precision,
-    UnreadableImageError,
     cache_dataset_logits,
     compute_logits,
     is_out_of_memory,
     resolve_precision,
 )
-from clip_robustness.label_space import LabelSpace
-from clip_robustness.logits_cache import expected_metadata, read_logits
 from clip_robustness.models.build import MissingWeightsError, ModelBuildError, build_model, resolve_weights
 from clip_robustness.models.zero_shot import build_head_for_row, save_head
 
@@ -175,7 +174,7 @@ def test_out_of_memory_halves_the_batch_and_computes_every_image_once(tmp_path, 
     # 384 MiB per image under a 1 GiB margin: batches of 8 (3 GiB) and 4 (1.5 GiB) fail, 2 (768 MiB) fit
     model = WorkspaceModel(bytes_per_image=384 * 2**20).eval()
 
-    with caplog.at_level(logging.WARNING, logger="clip_robustness.inference"):
+    with caplog.at_level(logging.WARNING, logger="clip_robustness.logits.loop"):
         logits = compute_logits(model, dataset, 8, 0, "cpu", FP32)
 
     # the first batch of 8 is redone as 4 x 2; the loader then goes on at 2 for the last 2 images

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import clip_robustness
-from clip_robustness import logits_cache
-from clip_robustness.logits_cache import (
+from clip_robustness.logits import cache as logits_cache
+from clip_robustness.logits.cache import (
     LOGITS_SCHEMA,
     METADATA_KEY,
     STALENESS_KEYS,

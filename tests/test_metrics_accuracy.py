@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from clip_robustness.label_space import LabelSpace
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.accuracy import top1_accuracy, top1_correct
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_robustness.label_space import LabelSpace
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.calibration import (
     calibration_split,
     expected_calibration_error,

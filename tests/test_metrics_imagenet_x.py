@@ -1,11 +1,11 @@
 """ImageNet-X factor accuracy, error ratio and effective robustness, cross-checked with imagenet_x."""
 
+import imagenet_x
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-import imagenet_x
 from clip_robustness.metrics.imagenet_x import (
     IMAGENET_X_FACTORS,
     effective_robustness,

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.datasets.manifest import ManifestBuild, manifest_hash, write_manifest
-from clip_robustness.label_space import LabelSpace
-from clip_robustness.logits_cache import StaleCacheError, expected_metadata, write_logits
+from clip_robustness.logits.cache import StaleCacheError, expected_metadata, write_logits
 from clip_robustness.metrics.accuracy import top1_accuracy
 from clip_robustness.metrics.calibration import calibration_split, fit_temperature
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS, LOGIT_EPS, load_imagenet_x_annotations

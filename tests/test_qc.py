@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from clip_robustness.models.registry import load_model_registry
-from clip_robustness.qc import (
+from clip_robustness.qc.published_accuracy import (
     QC_COLUMNS,
     QC_DATASET_IDS,
     MetricsTableError,
@@ -186,7 +186,7 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
         'config["qc"] = {"tolerance_pp": 0.5}\n'
         f'QC_REFERENCE_DIR = {str(REFERENCE)!r}\n'
         "def get_published_reference_tables(wildcards):\n"
-        "    from clip_robustness.qc import reference_table_files\n"
+        "    from clip_robustness.qc.published_accuracy import reference_table_files\n"
         "    return [str(p) for p in reference_table_files(QC_REFERENCE_DIR)]\n"
         f'include: {str(ROOT / "workflow" / "rules" / "qc.smk")!r}\n'
     )

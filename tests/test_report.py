@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
 from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES
-from clip_robustness.figures.synthetic import synthetic_metrics, synthetic_registry
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "# ============================================================================ figures (owner: figures stage)"

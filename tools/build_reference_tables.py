@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from clip_robustness.models.registry import load_model_registry
-from clip_robustness.qc import OPEN_CLIP_FILE, OPEN_CLIP_KEY, QC_DATASETS
+from clip_robustness.qc.published_accuracy import OPEN_CLIP_FILE, OPEN_CLIP_KEY, QC_DATASETS
 
 TIMM_KEEP = ("model", "img_size", "top1", "crop_pct", "interpolation")
 METADATA_FILE = "timm-model_metadata-in1k.csv"

@@ -5,10 +5,13 @@ Sub-packages, in DAG order:
 
 - :mod:`clip_robustness.datasets` -- dataset registry, downloads, archives, manifests, label spaces;
 - :mod:`clip_robustness.models` -- model registry, model/transform construction, zero-shot heads;
-- :mod:`clip_robustness.logits_cache` -- the parquet contract of the logits cache (SPEC section 3);
-- :mod:`clip_robustness.inference` -- running a model over a manifest (batching, OOM back-off);
+- :mod:`clip_robustness.logits` -- running models over manifests and the parquet logits cache (SPEC section 3);
 - :mod:`clip_robustness.metrics` -- pure metric functions over arrays (SPEC section 4);
-- :mod:`clip_robustness.figures` -- figures and tables from tidy metric tables (SPEC section 5).
+- :mod:`clip_robustness.figures` -- figures and tables from tidy metric tables (SPEC section 5);
+- :mod:`clip_robustness.qc` -- our numbers against published ones.
+
+Beside them: :mod:`clip_robustness.workflow` (glue shared by the stages: the study, job logs, atomic writes)
+and :mod:`clip_robustness.demo` (the embedded demo and test fixtures, not production code).
 """
 
 __version__ = "0.1.0"

@@ -9,8 +9,7 @@ from snakemake.utils import validate
 
 from clip_robustness.datasets.registry import load_dataset_registry
 from clip_robustness.models.registry import load_model_registry
-from clip_robustness.study import Study
-
+from clip_robustness.workflow.study import Study
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -119,14 +118,14 @@ _DECODE_SPECS = {}
 
 
 def decode_spec(model):
-    """{model}'s preprocessing geometry (clip_robustness.decoded_images.DecodeSpec), or None for the reference path
+    """{model}'s preprocessing geometry (clip_robustness.logits.decoded.DecodeSpec), or None for the reference path
     (decoded_cache off, or a transform the decoded cache cannot hold: logged, and recorded in the cache metadata)."""
     if not DECODED_CACHE:
         return None
     if model not in _DECODE_SPECS:
         from snakemake.logging import logger
 
-        from clip_robustness.decoded_images import UnsupportedPreprocessingError, decode_spec_for_row
+        from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row
 
         try:
             _DECODE_SPECS[model] = decode_spec_for_row(model_row(model))
@@ -152,7 +151,9 @@ def get_decode_params(wildcards):
             if spec is not None:
                 _DECODE_RECIPES[spec.key] = spec.recipe_params()
     if wildcards.preprocessing not in _DECODE_RECIPES:
-        raise ValueError(f"no model of the study has preprocessing {wildcards.preprocessing!r}; known: {sorted(_DECODE_RECIPES)}")
+        raise ValueError(
+            f"no model of the study has preprocessing {wildcards.preprocessing!r}; known: {sorted(_DECODE_RECIPES)}"
+        )
     return _DECODE_RECIPES[wildcards.preprocessing]
 
 
@@ -256,7 +257,6 @@ def get_tables():
     return expand("results/tables/{file}", file=TABLE_FILES)
 
 
-
 # ============================================================================ qc (owner: qc stage)
 
 # Published top-1 tables the QC compares against (rows cut by tools/build_reference_tables.py).
@@ -265,6 +265,6 @@ QC_REFERENCE_DIR = "config/reference"
 
 def get_published_reference_tables(wildcards):
     """The shipped open_clip and timm result tables the published-accuracy QC reads."""
-    from clip_robustness.qc import reference_table_files
+    from clip_robustness.qc.published_accuracy import reference_table_files
 
     return [str(path) for path in reference_table_files(QC_REFERENCE_DIR)]

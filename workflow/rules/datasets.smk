@@ -10,12 +10,12 @@ localrules:
 rule download_archive:
     output:
         archive="data/archives/{archive}",
-    params:
-        download=get_download_params,
     log:
         "results/logs/datasets/download_archive/{archive}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        download=get_download_params,
     script:
         "../scripts/download_archive.py"
 
@@ -25,12 +25,12 @@ rule extract_archive:
         archive="data/archives/{archive}",
     output:
         marker="data/extracted/{archive}.complete",
-    params:
-        extract=get_extract_params,
     log:
         "results/logs/datasets/extract_archive/{archive}.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        extract=get_extract_params,
     script:
         "../scripts/extract_archive.py"
 
@@ -41,15 +41,15 @@ rule build_manifest:
     output:
         manifest="data/manifests/{dataset}.parquet",
         skipped="data/manifests/{dataset}.skipped.csv",
-    params:
-        manifest=get_manifest_params,
-    threads: 4
-    resources:
-        mem_mb=2000,
-        runtime=60,
     log:
         "results/logs/datasets/build_manifest/{dataset}.log",
     conda:
         "../../envs/analysis.yaml"
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        manifest=get_manifest_params,
     script:
         "../scripts/build_manifest.py"

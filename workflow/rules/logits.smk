@@ -1,6 +1,6 @@
 # Logits stage (SPEC section 3): each model's 1000 ImageNet logits on each dataset, cached as parquet.
 # Code: clip_robustness.models.build (models, transforms, weights), clip_robustness.models.zero_shot
-# (text heads), clip_robustness.inference (the loop), clip_robustness.logits_cache (the file contract).
+# (text heads), clip_robustness.logits.loop (the loop), clip_robustness.logits.cache (the file contract).
 #
 # How jobs are cut: one cache_logits job per (model, dataset).
 # - Rerun granularity: a new dataset, a rebuilt manifest or a failed job recomputes one file, never a
@@ -33,22 +33,22 @@ rule decode_images:
     output:
         npy=decoded_output("data/decoded/{dataset}/{preprocessing}.npy"),
         metadata=decoded_output("data/decoded/{dataset}/{preprocessing}.json"),
-    params:
-        spec=get_decode_params,
-    wildcard_constraints:
-        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     log:
         "results/logs/decode_images/{dataset}/{preprocessing}.log",
     benchmark:
         "results/benchmarks/decode_images/{dataset}/{preprocessing}.tsv"
+    wildcard_constraints:
+        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         workers=get_decode_workers,
         batch_size=64,
         mem_mb=4000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        spec=get_decode_params,
     script:
         "../scripts/decode_images.py"
 
@@ -58,19 +58,19 @@ rule build_zero_shot_head:
         weights=get_model_weights,
     output:
         "results/heads/{model}.pt",
-    params:
-        row=get_model_row,
-        prompt_set=config["zero_shot"]["prompt_set"],
     log:
         "results/logs/build_zero_shot_head/{model}.log",
     benchmark:
         "results/benchmarks/build_zero_shot_head/{model}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=16000,
         runtime=60,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        row=get_model_row,
+        prompt_set=config["zero_shot"]["prompt_set"],
     script:
         "../scripts/build_zero_shot_head.py"
 
@@ -80,22 +80,22 @@ rule cache_logits:
         unpack(get_cache_logits_input),
     output:
         "results/logits/{model}/{dataset}.parquet",
-    params:
-        row=get_model_row,
-        prompt_set=config["zero_shot"]["prompt_set"],
-        precision=config["inference"]["precision"],
-        allow_tf32=config["inference"].get("allow_tf32", True),
     log:
         "results/logs/cache_logits/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/cache_logits/{model}/{dataset}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 4
     resources:
         batch_size=256,
         workers=get_loader_workers,
         mem_mb=16000,
         runtime=240,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        row=get_model_row,
+        prompt_set=config["zero_shot"]["prompt_set"],
+        precision=config["inference"]["precision"],
+        allow_tf32=config["inference"].get("allow_tf32", True),
     script:
         "../scripts/cache_logits.py"

@@ -9,23 +9,23 @@ rule compute_model_metrics:
         manifests=get_metric_manifests,
     output:
         "results/metrics/models/{model}.parquet",
-    params:
-        roles=get_metric_roles,
-        model_row=get_metric_model_row,
-        settings=config["metrics"],
-        prompt_set=config["zero_shot"]["prompt_set"],
     log:
         "results/logs/metrics/compute_model_metrics/{model}.log",
     benchmark:
         "results/benchmarks/compute_model_metrics/{model}.tsv"
     group:
         "metrics"
+    conda:
+        "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        roles=get_metric_roles,
+        model_row=get_metric_model_row,
+        settings=config["metrics"],
+        prompt_set=config["zero_shot"]["prompt_set"],
     script:
         "../scripts/compute_model_metrics.py"
 
@@ -39,17 +39,17 @@ rule aggregate_metrics:
         csv="results/metrics/metrics.csv",
         settings="results/metrics/settings.json",
         correlations="results/metrics/ood_correlations.csv",
-    params:
-        roles=get_metric_roles,
-        settings=config["metrics"],
-        reference_group="standard",
     log:
         "results/logs/metrics/aggregate_metrics.log",
+    conda:
+        "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
+    params:
+        roles=get_metric_roles,
+        settings=config["metrics"],
+        reference_group="standard",
     script:
         "../scripts/aggregate_metrics.py"

@@ -15,12 +15,12 @@ rule qc_published_accuracy:
             category="Quality control",
             labels={"table": "published top-1 accuracy"},
         ),
-    params:
-        tolerance_pp=config["qc"]["tolerance_pp"],
-        reference_dir=QC_REFERENCE_DIR,
     log:
         "results/logs/qc/published_accuracy.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        tolerance_pp=config["qc"]["tolerance_pp"],
+        reference_dir=QC_REFERENCE_DIR,
     script:
         "../scripts/qc_published_accuracy.py"

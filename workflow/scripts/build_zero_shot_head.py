@@ -2,9 +2,9 @@
 
 import torch
 
-from clip_robustness.inference import job_log
 from clip_robustness.models.build import select_device
 from clip_robustness.models.zero_shot import build_head_for_row, save_head
+from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)

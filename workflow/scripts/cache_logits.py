@@ -3,7 +3,8 @@
 import torch
 
 from clip_robustness.datasets.manifest import read_manifest
-from clip_robustness.inference import cache_dataset_logits, job_log
+from clip_robustness.logits.loop import cache_dataset_logits
+from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)

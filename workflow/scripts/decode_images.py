@@ -3,8 +3,8 @@
 import torch
 
 from clip_robustness.datasets.manifest import read_manifest
-from clip_robustness.decoded_images import decode_dataset, spec_from_transform, transform_from_recipe
-from clip_robustness.inference import job_log
+from clip_robustness.logits.decoded import decode_dataset, spec_from_transform, transform_from_recipe
+from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(1)  # decoding runs in the loader's worker processes

@@ -5,7 +5,7 @@ import logging
 import pandas as pd
 
 from clip_robustness.models.registry import load_model_registry
-from clip_robustness.qc import load_reference_tables, published_accuracy_qc, qc_summary
+from clip_robustness.qc.published_accuracy import load_reference_tables, published_accuracy_qc, qc_summary
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 log = logging.getLogger("qc_published_accuracy")

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_robustness.datasets.errors import ManifestError
-from clip_robustness.datasets.label_spaces import imagenet_synsets, wnid_to_index
-from clip_robustness.label_space import N_IMAGENET_CLASSES
+from clip_robustness.datasets.label_spaces import N_IMAGENET_CLASSES, imagenet_synsets, wnid_to_index
 
 DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"

@@ -4,7 +4,7 @@
 relative to the dataset's root folder) and ``label`` (int16: ImageNet-1k class index in sorted-wnid
 order, -1 for OOD sets). Its schema metadata key ``clip_robustness`` holds JSON: ``dataset``,
 ``title``, ``root``, ``layout``, ``manifest_hash``, ``n_images``, ``label_space`` (the
-:class:`~clip_robustness.label_space.LabelSpace` as a JSON object), ``border_crop_px`` (pixels to crop
+:class:`~clip_robustness.datasets.label_spaces.LabelSpace` as a JSON object), ``border_crop_px`` (pixels to crop
 from each side when loading an image: ObjectNet 1), ``n_skipped`` and, for ObjectNet,
 ``class_mapping`` (folder -> ObjectNet class, ImageNet indices, group).
 
@@ -45,6 +45,7 @@ from clip_robustness import PIPELINE_VERSION
 from clip_robustness.datasets.devkit import compare_val_labels, imagenet_val_labels_from_devkit
 from clip_robustness.datasets.errors import CorruptImageError, ManifestError
 from clip_robustness.datasets.label_spaces import (
+    LabelSpace,
     imagenet_synsets,
     label_space_named,
     objectnet_mapping,
@@ -52,7 +53,7 @@ from clip_robustness.datasets.label_spaces import (
     wnid_to_index,
 )
 from clip_robustness.datasets.registry import DatasetEntry
-from clip_robustness.label_space import LabelSpace
+from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -404,13 +405,8 @@ def build_manifest(
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_manifest(build: ManifestBuild, path: str | Path, skipped_path: str | Path) -> None:

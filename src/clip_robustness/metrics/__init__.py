@@ -25,7 +25,15 @@ from clip_robustness.metrics.imagenet_x import (
     factor_accuracies,
     load_imagenet_x_annotations,
 )
-from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, max_logit, max_softmax_probability, mcm_score, ood_scores
+from clip_robustness.metrics.ood import (
+    OOD_SCORES,
+    auroc,
+    fpr_at_tpr,
+    max_logit,
+    max_softmax_probability,
+    mcm_score,
+    ood_scores,
+)
 
 __all__ = [
     "IMAGENET_X_FACTORS",

@@ -3,14 +3,14 @@
 Logits always hold the 1000 ImageNet-1k classes (the cache is label-space free). A dataset scored
 on a subset (ImageNet-A/R: 200 classes) restricts the argmax to that subset; ObjectNet also maps
 several ImageNet classes onto one ObjectNet class, and a prediction counts as correct when the
-predicted class falls in the true label's group (see :class:`clip_robustness.label_space.LabelSpace`).
+predicted class falls in the true label's group (see :class:`clip_robustness.datasets.label_spaces.LabelSpace`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from clip_robustness.label_space import N_IMAGENET_CLASSES, LabelSpace
+from clip_robustness.datasets.label_spaces import N_IMAGENET_CLASSES, LabelSpace
 
 
 def check_logits_and_labels(logits: np.ndarray, labels: np.ndarray, what: str = "logits") -> None:

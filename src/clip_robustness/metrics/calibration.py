@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from clip_robustness.label_space import LabelSpace
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.accuracy import check_logits_and_labels, predicted_groups, restrict_logits, true_groups
 
 #: Rows per float64 block: bounds the temporary memory (block x classes x 8 bytes) of one pass.
@@ -164,7 +164,6 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # searchsorted(side="left") returns i with edges[i-1] < c <= edges[i]: bin i-1 is (lo, hi].
     bin_of = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(bin_of, minlength=n_bins)
     gap = np.abs(np.bincount(bin_of, weights=correct, minlength=n_bins) - np.bincount(bin_of, weights=confidence, minlength=n_bins))
     # sum_b (n_b / n) * |acc_b - conf_b| = sum_b |sum correct_b - sum confidence_b| / n
     return float(100.0 * gap.sum() / len(confidence))

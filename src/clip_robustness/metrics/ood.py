@@ -17,7 +17,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from clip_robustness.label_space import N_IMAGENET_CLASSES
+from clip_robustness.datasets.label_spaces import N_IMAGENET_CLASSES
 
 #: Names of the OOD scores, in the order rows are written.
 OOD_SCORES = ("msp", "mcm", "max_logit")

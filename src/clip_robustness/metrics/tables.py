@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_robustness.label_space import LabelSpace
+from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.accuracy import check_logits_and_labels
 from clip_robustness.metrics.calibration import calibration_split, expected_calibration_error, fit_temperature, predict
 from clip_robustness.metrics.imagenet_x import (
@@ -49,6 +48,7 @@ from clip_robustness.metrics.imagenet_x import (
     label_disagreements,
 )
 from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, ood_scores
+from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,12 @@ def load_dataset_logits(
 
     The cache's metadata must name ``dataset`` and the manifest's hash and, given the model's
     ``registry_row`` (and the config's zero-shot ``prompt_set``), that model
-    (``clip_robustness.logits_cache.expected_metadata``); otherwise ``StaleCacheError``. Raises
+    (``clip_robustness.logits.cache.expected_metadata``); otherwise ``StaleCacheError``. Raises
     :class:`MetricsInputError` naming the file when the cache indexes rows the manifest lacks or
     disagrees with the manifest's labels.
     """
     from clip_robustness.datasets.manifest import read_manifest
-    from clip_robustness.logits_cache import expected_metadata, read_logits
+    from clip_robustness.logits.cache import expected_metadata, read_logits
 
     manifest = read_manifest(manifest_path)
     manifest_hash = manifest.metadata.get("manifest_hash")
@@ -375,15 +375,8 @@ def write_metrics_table(frame: pd.DataFrame, path: str | os.PathLike, metadata: 
     path = Path(path)
     table = pa.Table.from_pandas(tidy_frame(frame.to_dict("records")), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY.encode(): json.dumps(dict(metadata), sort_keys=True).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -13,12 +13,13 @@ per model and saved (:func:`save_head`) for every dataset's cache job.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from clip_robustness.workflow.io import atomic_path
 
 #: Prompt-set ids (config ``zero_shot.prompt_set``): the 80 OpenAI templates, or open_clip's simple set.
 PROMPT_SETS = ("openai", "simple")
@@ -107,15 +108,8 @@ def build_zero_shot_head(
 def save_head(head: ZeroShotHead, path: str | os.PathLike) -> Path:
     """``torch.save`` the head's dict (:meth:`ZeroShotHead.to_dict`) atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(head.to_dict(), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

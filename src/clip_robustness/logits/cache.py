@@ -13,14 +13,12 @@ turn an unreadable file into a :class:`CorruptCacheError` that says what to do.
 
 from __future__ import annotations
 
-from functools import partial
-
 import json
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_robustness import PIPELINE_VERSION
+from clip_robustness.workflow.io import atomic_path
 
 #: Schema metadata key holding the JSON metadata.
 METADATA_KEY = "clip_robustness"
@@ -195,23 +194,14 @@ def write_logits(
     """
     path = Path(path)
     table = logits_table(index, labels, logits, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # from a job killed (SIGKILL) mid-write
-        leftover.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(
             table,
-            tmp_name,
+            tmp,
             compression="zstd",
             use_dictionary=["index", "label"],
             column_encoding={"logits.list.element": "BYTE_STREAM_SPLIT"},
         )
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -33,11 +32,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clip_robustness import PIPELINE_VERSION
+from clip_robustness.logits.images import open_manifest_image
+from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +296,8 @@ class GeometryImages(Dataset):
         return len(self.paths)
 
     def __getitem__(self, position: int) -> np.ndarray:
-        from clip_robustness.inference import open_manifest_image
-
-        image = open_manifest_image(self.root / self.paths[position], position, self.border_crop_px)
+        path = self.root / self.paths[position]
+        image = open_manifest_image(path, position, self.border_crop_px)
         for step in self.geometry:
             image = step(image)
         pixels = np.asarray(image, dtype=np.uint8)
@@ -338,14 +337,8 @@ def decoded_metadata(spec: DecodeSpec, manifest_metadata: Mapping[str, Any], n_i
 
 
 def _atomic_json(path: Path, payload: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(payload, stream, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
 
 
 def decode_dataset(
@@ -378,14 +371,8 @@ def decode_dataset(
     if n == 0:
         raise ValueError(f"{output}: the manifest of {manifest.metadata.get('dataset')!r} has no images")
     h, w = spec.input_size
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in output.parent.glob(f".{output.name}.*.tmp"):  # from a job killed mid-write
-        leftover.unlink(missing_ok=True)
     metadata_output.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(output) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
         n_bytes = tmp.stat().st_size
         with open(tmp, "r+b") as stream:  # reserve the blocks: a full disk must fail here, not as SIGBUS mid-write
@@ -404,10 +391,6 @@ def decode_dataset(
                 bar.update(len(batch))
         array.flush()
         del array
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     try:
         _atomic_json(metadata_output, decoded_metadata(spec, manifest.metadata, n))
     except BaseException:

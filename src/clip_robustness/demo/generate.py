@@ -203,8 +203,8 @@ def save_state_dict(state_dict: dict, path: Path) -> Path:
 def write_demo_archives(out: Path, classes: Sequence[int], seed: int) -> Path:
     """Write the demo's archives in their real layouts and a dataset registry naming them by
     ``file://`` URL and sha256; returns the registry path (``out/datasets.yaml``)."""
-    from clip_robustness.datasets import synthetic
     from clip_robustness.datasets.manifest import imagenet_val_labels
+    from clip_robustness.demo import archives as synthetic
 
     archive_dir = out / "archives"
     val_labels = imagenet_val_labels()
@@ -270,6 +270,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     generate_demo(args.out, seed=args.seed)
 
-
-if __name__ == "__main__":
-    main()

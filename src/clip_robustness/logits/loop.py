@@ -9,25 +9,24 @@ Two input paths feed the model (recorded as ``input_pipeline`` in the cache meta
 
 - ``reference``: each job decodes the manifest's images with the model's own transform (PIL, CPU workers);
 - ``decoded``: the job streams a shared uint8 array decoded once per preprocessing geometry
-  (:mod:`clip_robustness.decoded_images`), pinned and copied asynchronously to the device, where it is
+  (:mod:`clip_robustness.logits.decoded`), pinned and copied asynchronously to the device, where it is
   normalised. On CPU its logits are bit-identical to the reference path's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
+
+from clip_robustness.logits.images import ManifestImageDataset
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +35,6 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": tor
 
 #: Substrings of allocator errors that mean "this batch did not fit" (CUDA and CPU allocators).
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
-
-
-class UnreadableImageError(RuntimeError):
-    """An image listed in the manifest cannot be opened or decoded."""
 
 
 class InferenceOOMError(RuntimeError):
@@ -74,79 +69,10 @@ def apply_tf32(precision: Precision) -> None:
     torch.backends.cudnn.allow_tf32 = precision.allow_tf32
 
 
-@contextlib.contextmanager
-def job_log(path: str | os.PathLike) -> Iterator[logging.Logger]:
-    """Send a rule script's logging, warnings and stderr (the tqdm bar) to its Snakemake log file.
-
-    An exception raised inside is logged with its traceback, then re-raised so the job fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", buffering=1) as stream:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        logging.captureWarnings(True)
-        saved_stderr, sys.stderr = sys.stderr, stream
-        try:
-            yield logging.getLogger("clip_robustness.job")
-        except BaseException:
-            logging.getLogger("clip_robustness.job").exception("job failed")
-            raise
-        finally:
-            sys.stderr = saved_stderr
-            root.removeHandler(handler)
-
-
 def device_name(device: str | torch.device) -> str:
     """The GPU's name for a CUDA device, else ``"cpu"``."""
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-class ManifestImageDataset(Dataset):
-    """The images of a manifest in manifest order, each as ``preprocess(PIL RGB image)``.
-
-    ``root``: folder the manifest paths are relative to; ``paths``: one relative path per manifest row;
-    ``border_crop_px``: pixels cropped from every side before ``preprocess`` (ObjectNet: 1, else 0).
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        paths: Sequence[str],
-        preprocess: Callable[[Image.Image], torch.Tensor],
-        border_crop_px: int = 0,
-    ):
-        self.root = Path(root)
-        self.paths = list(paths)
-        self.preprocess = preprocess
-        self.border_crop_px = int(border_crop_px)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, position: int) -> torch.Tensor:
-        return self.preprocess(open_manifest_image(self.root / self.paths[position], position, self.border_crop_px))
-
-
-def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> Image.Image:
-    """Manifest row ``position``'s image at ``path`` as RGB, with ``border_crop_px`` pixels cropped
-    from each side (ObjectNet's 1-pixel border); :class:`UnreadableImageError` names the file."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnreadableImageError(
-            f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
-            "manifest with downloads.skip_corrupt_images: true to skip it."
-        ) from exc
-    b = border_crop_px
-    if b:
-        image = image.crop((b, b, image.width - b, image.height - b))
-    return image
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -274,12 +200,12 @@ def cache_dataset_logits(
     ``prompt_set``: the head's expected prompt set; ``device``: ``None`` picks CUDA when available, else CPU.
     ``decoded``: the manifest's decoded uint8 array (``data/decoded/{dataset}/{key}.npy``, its JSON sidecar beside
     it) for the fast path; ``None`` runs the reference path (JPEG decoding in this job). The array must hold this
-    model's preprocessing geometry and this manifest (:class:`~clip_robustness.decoded_images.StaleDecodedCacheError`
+    model's preprocessing geometry and this manifest (:class:`~clip_robustness.logits.decoded.StaleDecodedCacheError`
     otherwise, before any image is computed). ``channels_last``: feed NHWC tensors and convert the model to
     channels-last memory order (default: on CUDA only; the decoded path only).
     Weights are checked before anything is computed; the output is written atomically.
     """
-    from clip_robustness.logits_cache import cache_metadata, write_logits
+    from clip_robustness.logits.cache import cache_metadata, write_logits
     from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
 
@@ -295,7 +221,7 @@ def cache_dataset_logits(
         prompt_set = None
     decoded_metadata = None
     if decoded is not None:  # cheap checks first: the array must be this manifest's
-        from clip_robustness.decoded_images import check_decoded, read_decoded_metadata
+        from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
 
         decoded = Path(decoded)
         decoded_metadata = read_decoded_metadata(decoded.with_suffix(".json"))
@@ -339,7 +265,7 @@ def cache_dataset_logits(
 
 
 def _stack_uint8(batch: Any) -> torch.Tensor:
-    from clip_robustness.decoded_images import stack_uint8
+    from clip_robustness.logits.decoded import stack_uint8
 
     return stack_uint8(batch)
 
@@ -359,12 +285,12 @@ def _decoded_input(
     Checks that the built model's own transform has the decoded array's geometry (:class:`StaleDecodedCacheError`
     naming the model, the file and both keys otherwise).
     """
-    from clip_robustness.decoded_images import (
+    from clip_robustness.logits.decoded import (
         DecodedImages,
         NormalizedModel,
         StaleDecodedCacheError,
-        split_transform,
         geometry_key,
+        split_transform,
     )
 
     geometry, mean, std = split_transform(preprocess, model_id)

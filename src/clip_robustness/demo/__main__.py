@@ -1,0 +1,3 @@
+from clip_robustness.demo.generate import main
+
+main()

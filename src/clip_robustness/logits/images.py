@@ -1,0 +1,58 @@
+"""Opening the images a manifest lists, for both input paths of the logits stage (reference and decoded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+
+class UnreadableImageError(RuntimeError):
+    """An image listed in the manifest cannot be opened or decoded."""
+
+
+class ManifestImageDataset(Dataset):
+    """The images of a manifest in manifest order, each as ``preprocess(PIL RGB image)``.
+
+    ``root``: folder the manifest paths are relative to; ``paths``: one relative path per manifest row;
+    ``border_crop_px``: pixels cropped from every side before ``preprocess`` (ObjectNet: 1, else 0).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        paths: Sequence[str],
+        preprocess: Callable[[Image.Image], torch.Tensor],
+        border_crop_px: int = 0,
+    ):
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.preprocess = preprocess
+        self.border_crop_px = int(border_crop_px)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        return self.preprocess(open_manifest_image(self.root / self.paths[position], position, self.border_crop_px))
+
+
+def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> Image.Image:
+    """Manifest row ``position``'s image at ``path`` as RGB, with ``border_crop_px`` pixels cropped
+    from each side (ObjectNet's 1-pixel border); :class:`UnreadableImageError` names the file."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(
+            f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
+            "manifest with downloads.skip_corrupt_images: true to skip it."
+        ) from exc
+    b = border_crop_px
+    if b:
+        image = image.crop((b, b, image.width - b, image.height - b))
+    return image

@@ -1,0 +1,1 @@
+"""QC stage (workflow/rules/qc.smk): our numbers against the numbers the libraries publish."""

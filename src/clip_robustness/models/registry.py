@@ -196,7 +196,7 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
         if row["group"] not in GROUPS:
             raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
         if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):
-            needs = "needs" if is_zero_shot(row) else "has no"
+            needs = "needs a" if is_zero_shot(row) else "has no"
             raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
                                 f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
         for name in INTEGER_COLUMNS:

@@ -145,39 +145,28 @@ def load_state_dict(path: str) -> dict:
 # ----------------------------------------------------------------------------- the final layer
 
 
-def float32_head_classifier(model: "torch.nn.Module") -> "torch.nn.Module":
-    """``model`` split at its features: ``forward_features`` runs under the ambient autocast (reduced precision
-    allowed), ``forward_head`` with autocast disabled on float32 features, so the logits come out of a float32
-    final layer. ``model`` must have timm's ``forward_features``/``forward_head`` pair."""
+def float32_final_layer(model: "torch.nn.Module") -> "torch.nn.Module":
+    """``model`` with a float32 final layer, whatever autocast is active around it.
+
+    A model with timm's ``forward_features``/``forward_head`` pair runs its features under the ambient autocast
+    (reduced precision allowed) and its head with autocast disabled on float32 features; any other model runs
+    whole with autocast disabled, float32 from input to logits.
+    """
     import torch
 
-    class Float32Head(torch.nn.Module):
+    split = callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
+
+    class Float32FinalLayer(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module):
             super().__init__()
             self.model = inner
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            features = self.model.forward_features(images)
-            with torch.autocast(device_type=features.device.type, enabled=False):
-                return self.model.forward_head(features.float())
-
-    return Float32Head(model).eval()
-
-
-def float32_classifier(model: "torch.nn.Module") -> "torch.nn.Module":
-    """``model`` run whole with autocast disabled: float32 from input to logits."""
-    import torch
-
-    class Float32Model(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module):
-            super().__init__()
-            self.model = inner
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            features = self.model.forward_features(images) if split else images
             with torch.autocast(device_type=images.device.type, enabled=False):
-                return self.model(images.float())
+                return (self.model.forward_head if split else self.model)(features.float())
 
-    return Float32Model(model).eval()
+    return Float32FinalLayer(model).eval()
 
 
 # ----------------------------------------------------------------------------- published accuracy (QC)
@@ -213,6 +202,8 @@ class ModelAdapter(ABC):
     distribution: ClassVar[str]
     #: First part of this library's model ids (``{id_prefix}__...``).
     id_prefix: ClassVar[str]
+    #: What separates the architecture from the pretrained tag in a model id (``{id_prefix}__{arch}{sep}{tag}``).
+    id_separator: ClassVar[str] = "__"
     #: True for zero-shot models: they output image features and need a text head (the zero-shot head)
     #: to give ImageNet logits. This is the one place that decides "zero-shot".
     needs_text_head: ClassVar[bool] = False
@@ -226,13 +217,14 @@ class ModelAdapter(ABC):
 
     # -- ids and registry rows
 
-    @abstractmethod
     def model_id(self, architecture: str, pretrained: str) -> str:
         """The conventional, filesystem-safe model id of ``(architecture, pretrained)``."""
+        return f"{self.id_prefix}__{architecture}{self.id_separator}{pretrained}"
 
-    @abstractmethod
     def parse_model_id(self, rest: str) -> tuple[str, str] | None:
         """``(architecture, pretrained)`` of an id's part after ``{id_prefix}__``; ``None`` if it is not this format."""
+        architecture, sep, pretrained = rest.partition(self.id_separator)
+        return (architecture, pretrained) if sep else None
 
     @abstractmethod
     def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
@@ -255,19 +247,46 @@ class ModelAdapter(ABC):
 
     # -- weights
 
-    @abstractmethod
+    def has_architecture(self, architecture: str) -> bool:
+        """Whether the installed library has ``architecture``."""
+        return True
+
     def check_architecture(self, row: Mapping[str, Any]) -> None:
         """Raise :class:`ModelBuildError` naming the model when the library lacks ``row``'s architecture."""
+        architecture = row_text(row, "architecture")
+        if not self.has_architecture(architecture):
+            raise ModelBuildError(
+                f"model {row_text(row, 'model_id')!r}: {self.name} {self.version(row)} has no architecture "
+                f"{architecture!r} (see {self.name}.list_models())"
+            )
 
-    @abstractmethod
     def weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
-        """Where ``row``'s weights come from, without downloading (:class:`ModelBuildError` for an unknown tag)."""
+        """Where ``row``'s weights come from, without downloading (:class:`ModelBuildError` for an unknown tag): the
+        registry's ``weights_file``, no weights (empty ``pretrained``), else :meth:`tag_weights_location`."""
+        if row_text(row, "weights_file"):
+            return WeightsLocation("local", row_text(row, "weights_file"))
+        if not row_text(row, "pretrained"):
+            return WeightsLocation("random")
+        return self.tag_weights_location(row)
 
     @abstractmethod
+    def tag_weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
+        """Where the library keeps the weights of ``row``'s pretrained tag (no local file named)."""
+
     def fetch_weights(self, row: Mapping[str, Any]) -> str | None:
-        """The local weights file of ``row`` (downloaded into the cache where the library itself would), or
-        ``None`` when the library loads them itself (or there are none). :class:`MissingWeightsError` naming the
-        model and the expected location when they cannot be had."""
+        """The local weights file of ``row`` (downloaded into the cache where the library itself would, by
+        :meth:`download_weights`), or ``None`` when the library or the factory loads them itself (or there are
+        none). :class:`MissingWeightsError` naming the model and the expected location when they cannot be had."""
+        location = self.weights_location(row)
+        if location.kind == "local":
+            return local_weights(row)
+        if location.kind in ("hub", "url"):
+            return self.download_weights(row, location)
+        return None
+
+    def download_weights(self, row: Mapping[str, Any], location: WeightsLocation) -> str | None:
+        """Fetch hub or url weights into the library's cache; the local file, or ``None`` when the library will."""
+        raise ModelBuildError(f"model {row_text(row, 'model_id')!r}: {self.name} downloads no {location.kind} weights")
 
     # -- model, transform, final layer
 

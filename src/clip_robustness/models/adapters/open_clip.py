@@ -28,7 +28,6 @@ from clip_robustness.models.adapters.base import (
     UnsupportedPreprocessingError,
     WeightsLocation,
     hub_cache_dir,
-    local_weights,
     missing_weights,
     plain_json,
     row_text,
@@ -84,15 +83,6 @@ class OpenClipAdapter(ModelAdapter):
     def prepare(self) -> None:
         register_open_clip_configs()
 
-    def model_id(self, architecture: str, pretrained: str) -> str:
-        return f"{self.id_prefix}__{architecture}__{pretrained}"
-
-    def parse_model_id(self, rest: str) -> tuple[str, str] | None:
-        if "__" not in rest:
-            return None
-        architecture, _, pretrained = rest.partition("__")
-        return architecture, pretrained
-
     def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
         open_clip = _open_clip()
         arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
@@ -108,12 +98,8 @@ class OpenClipAdapter(ModelAdapter):
         size = model_cfg["vision_cfg"]["image_size"]
         return size if isinstance(size, int) else size[-1]
 
-    def check_architecture(self, row: Mapping[str, Any]) -> None:
-        if row_text(row, "architecture") not in _open_clip().list_models():
-            raise ModelBuildError(
-                f"model {row_text(row, 'model_id')!r}: open_clip {self.version()} has no architecture "
-                f"{row_text(row, 'architecture')!r} (see open_clip.list_models())"
-            )
+    def has_architecture(self, architecture: str) -> bool:
+        return architecture in _open_clip().list_models()
 
     def _known_tag_cfg(self, row: Mapping[str, Any]) -> dict:
         arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
@@ -125,22 +111,13 @@ class OpenClipAdapter(ModelAdapter):
             )
         return cfg
 
-    def weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
-        if row_text(row, "weights_file"):
-            return WeightsLocation("local", row_text(row, "weights_file"))
-        if not row_text(row, "pretrained"):
-            return WeightsLocation("random")
+    def tag_weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
         cfg = self._known_tag_cfg(row)
         if cfg.get("hf_hub"):
             return WeightsLocation("hub", str(cfg["hf_hub"]))
         return WeightsLocation("url", str(cfg.get("url")))
 
-    def fetch_weights(self, row: Mapping[str, Any]) -> str | None:
-        location = self.weights_location(row)
-        if location.kind == "local":
-            return local_weights(row)
-        if location.kind == "random":
-            return None
+    def download_weights(self, row: Mapping[str, Any], location: WeightsLocation) -> str | None:
         cfg = self._known_tag_cfg(row)
         source = f"hf hub repo {location.where!r}" if location.kind == "hub" else f"url {location.where!r}"
         try:

@@ -32,10 +32,8 @@ from clip_robustness.models.adapters.base import (
     RowProblem,
     UnsupportedPreprocessingError,
     WeightsLocation,
-    float32_classifier,
-    float32_head_classifier,
+    float32_final_layer,
     load_state_dict,
-    local_weights,
     row_text,
 )
 
@@ -96,10 +94,10 @@ class PythonAdapter(ModelAdapter):
     def weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
         if row_text(row, "weights_file"):
             return WeightsLocation("local", row_text(row, "weights_file"))
-        return WeightsLocation("factory", row_text(row, "architecture"))
+        return self.tag_weights_location(row)
 
-    def fetch_weights(self, row: Mapping[str, Any]) -> str | None:
-        return local_weights(row)
+    def tag_weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
+        return WeightsLocation("factory", row_text(row, "architecture"))
 
     def build(self, row: Mapping[str, Any], device: Any, weights: str | None) -> tuple[Any, Callable, dict]:
         architecture, model_id = row_text(row, "architecture"), row_text(row, "model_id")
@@ -113,9 +111,7 @@ class PythonAdapter(ModelAdapter):
         return model.to(device).eval(), transform, info
 
     def classifier(self, model: Any, head: Any = None) -> Any:
-        if callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None)):
-            return float32_head_classifier(model)
-        return float32_classifier(model)
+        return float32_final_layer(model)
 
     def decode_recipe(self, row: Mapping[str, Any]) -> dict:
         return {"factory": row_text(row, "architecture")}

@@ -21,10 +21,9 @@ from clip_robustness.models.adapters.base import (
     RowProblem,
     UnsupportedPreprocessingError,
     WeightsLocation,
-    float32_head_classifier,
+    float32_final_layer,
     hub_cache_dir,
     hub_offline,
-    local_weights,
     missing_weights,
     plain_json,
     row_text,
@@ -49,16 +48,8 @@ class TimmAdapter(ModelAdapter):
     name = "timm"
     distribution = "timm"
     id_prefix = "timm"
+    id_separator = "."  # timm's own arch.tag name
     needs_text_head = False
-
-    def model_id(self, architecture: str, pretrained: str) -> str:
-        return f"{self.id_prefix}__{architecture}.{pretrained}"
-
-    def parse_model_id(self, rest: str) -> tuple[str, str] | None:
-        if "." not in rest:
-            return None
-        architecture, _, pretrained = rest.partition(".")
-        return architecture, pretrained
 
     def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
         import timm
@@ -73,14 +64,10 @@ class TimmAdapter(ModelAdapter):
             raise RowProblem(f"{arch}.{tag} is not in timm {timm.__version__} list_pretrained()")
         return timm.models.get_pretrained_cfg(f"{arch}.{tag}").input_size[-1]
 
-    def check_architecture(self, row: Mapping[str, Any]) -> None:
+    def has_architecture(self, architecture: str) -> bool:
         import timm
 
-        if not timm.is_model(row_text(row, "architecture")):
-            raise ModelBuildError(
-                f"model {row_text(row, 'model_id')!r}: timm {self.version()} has no architecture "
-                f"{row_text(row, 'architecture')!r} (see timm.list_models())"
-            )
+        return timm.is_model(architecture)
 
     def _tag_cfg(self, row: Mapping[str, Any]) -> dict:
         import timm
@@ -93,24 +80,15 @@ class TimmAdapter(ModelAdapter):
             )
         return timm.models.get_pretrained_cfg(f"{arch}.{tag}").to_dict()
 
-    def weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
-        if row_text(row, "weights_file"):
-            return WeightsLocation("local", row_text(row, "weights_file"))
-        if not row_text(row, "pretrained"):
-            return WeightsLocation("random")
+    def tag_weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
         cfg = self._tag_cfg(row)
         if not cfg.get("hf_hub_id"):
             return WeightsLocation("url", str(cfg.get("url")))
         files = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else ("model.safetensors", "pytorch_model.bin")
         return WeightsLocation("hub", cfg["hf_hub_id"], files)
 
-    def fetch_weights(self, row: Mapping[str, Any]) -> str | None:
+    def download_weights(self, row: Mapping[str, Any], location: WeightsLocation) -> str | None:
         model_id = row_text(row, "model_id")
-        location = self.weights_location(row)
-        if location.kind == "local":
-            return local_weights(row)
-        if location.kind == "random":
-            return None
         if location.kind == "url":
             if hub_offline():
                 raise missing_weights(model_id, f"timm url {location.where!r} in the torch hub cache")
@@ -153,7 +131,7 @@ class TimmAdapter(ModelAdapter):
         return model.to(device).eval(), preprocess, info
 
     def classifier(self, model: Any, head: Any = None) -> Any:
-        return float32_head_classifier(model)
+        return float32_final_layer(model)
 
     def decode_recipe(self, row: Mapping[str, Any]) -> dict:
         import timm

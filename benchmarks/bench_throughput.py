@@ -75,8 +75,10 @@ def model_row(args: argparse.Namespace) -> dict:
 
 
 def random_head(row: dict, folder: Path) -> Path | None:
-    """A random zero-shot head (unit-norm columns, logit scale 100) for an open_clip model; None for timm."""
-    if row["library"] != "open_clip":
+    """A random zero-shot head (unit-norm columns, logit scale 100) for a zero-shot (open_clip) model; None otherwise."""
+    from clip_robustness.models.adapters import is_zero_shot
+
+    if not is_zero_shot(row):
         return None
     import open_clip
 
@@ -90,16 +92,18 @@ def random_head(row: dict, folder: Path) -> Path | None:
 
 def forward_throughput(row: dict, head_path: Path | None, device: str, precision_name: str, batch_size: int,
                        batches: int) -> tuple[float, float]:
-    """Images/s of the model (with its zero-shot head) on random float batches already on ``device``; and build s."""
+    """Images/s of the model (with its float32 final layer or zero-shot head) on random float batches already on
+    ``device``; and build s."""
     from clip_robustness.logits.loop import apply_tf32, resolve_precision
+    from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model
-    from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
+    from clip_robustness.models.zero_shot import load_head
 
     start = time.perf_counter()
     model, _, info = build_model(row, device)
     build_s = time.perf_counter() - start
-    if head_path is not None:
-        model = ZeroShotClassifier(model, load_head(head_path)).eval()
+    # the pipeline's final-layer call: float32 head (zero-shot head for zero-shot models)
+    model = row_adapter(row).classifier(model, None if head_path is None else load_head(head_path))
     precision = resolve_precision(precision_name, True, device)
     apply_tf32(precision)
     x = torch.randn(batch_size, *info["input_size"], device=device)

@@ -277,3 +277,28 @@ def test_geometry_key_names_size_and_interpolation():
     key = geometry_key(geometry)
     assert key.startswith("224x224-bilinear-") and len(key.rsplit("-", 1)[1]) == 10
     assert geometry_key([transforms.Resize(256, interpolation=InterpolationMode.BICUBIC), transforms.CenterCrop(224)]) != key
+
+
+def test_key_derived_for_a_python_factory_is_the_built_models(tmp_path):
+    row = {"model_id": "p", "library": "python", "architecture": "clip_robustness.demo.models:tiny_convnet",
+           "pretrained": "demo", "weights_file": ""}
+    _, preprocess, _ = build_model(row, "cpu")
+    spec = decode_spec_for_row(row)
+    built = spec_from_transform(preprocess, "python", {})
+    assert (spec.key, spec.mean, spec.std, spec.input_size) == (built.key, built.mean, built.std, (32, 32))
+
+
+def test_python_fast_path_logits_match_the_reference_path(tmp_path, manifest):
+    from clip_robustness.demo.models import tiny_convnet
+
+    torch.manual_seed(5)
+    weights = tmp_path / "tiny.safetensors"
+    save_file(tiny_convnet()[0].state_dict(), str(weights))
+    row = {"model_id": "python__clip_robustness.demo.models.tiny_convnet__t", "library": "python",
+           "architecture": "clip_robustness.demo.models:tiny_convnet", "pretrained": "t", "weights_file": str(weights)}
+    npy = decode_for(row, manifest, tmp_path / "decoded")
+    fast, reference = tmp_path / "fast.parquet", tmp_path / "reference.parquet"
+    for output, decoded in ((fast, npy), (reference, None)):
+        cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=4, num_workers=0,
+                             precision_name="fp32", allow_tf32=False, device="cpu", decoded=decoded)
+    assert_same_predictions(read_logits(fast).logits, read_logits(reference).logits, atol=1e-4)

@@ -71,7 +71,7 @@ def _study(workdir: Path):
 
 def test_every_model_and_dataset_has_a_logits_file_matching_its_manifest(demo_run):
     models, datasets = _study(demo_run)
-    assert len(models) == 4 and len(datasets) >= 6
+    assert len(models) == 5 and len(datasets) >= 6
     for dataset in datasets:
         manifest = read_manifest(demo_run / f"data/manifests/{dataset}.parquet")
         for model in models:

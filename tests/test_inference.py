@@ -422,3 +422,140 @@ def test_cuda_runs_the_model_in_bf16_autocast_and_returns_float32(tmp_path):
     reference = compute_logits(Linear8x8().cuda().eval(), dataset, 4, 0, "cuda", FP32)
     assert model.output_dtypes == [torch.bfloat16] and logits.dtype == np.float32
     np.testing.assert_allclose(logits, reference, rtol=0.05, atol=0.05)  # bf16 keeps ~3 significant digits
+
+
+# ----------------------------------------------------------------------------- float32 final layer (CPU autocast)
+
+
+def bf16_representable(values: np.ndarray) -> np.ndarray:
+    """Which float32 values survive a round trip through bfloat16 unchanged."""
+    tensor = torch.from_numpy(np.array(values, dtype=np.float32))  # a writable copy
+    return (tensor.to(torch.bfloat16).float() == tensor).numpy()
+
+
+def timm_local_row(tmp_path: Path) -> dict:
+    torch.manual_seed(2)
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
+    return {"model_id": "timm__test_resnet.local", "library": "timm", "architecture": "test_resnet",
+            "pretrained": "demo", "weights_file": str(weights)}
+
+
+def test_cpu_autocast_is_honoured_on_cpu_only_when_asked():
+    assert resolve_precision("bf16", True, "cpu", cpu_autocast=True) == Precision(amp_dtype=torch.bfloat16, allow_tf32=False)
+    assert resolve_precision("bf16", True, "cpu", cpu_autocast=False).amp_dtype is None
+
+
+def test_timm_logits_under_bf16_autocast_come_from_a_float32_head_on_the_features(tmp_path):
+    row = timm_local_row(tmp_path)
+    manifest = make_manifest(tmp_path / "images", [0, 1, 2, 3, 4, 5, -1, -1])
+    output = tmp_path / "logits.parquet"
+
+    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=8, num_workers=0,
+                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+
+    cached = read_logits(output)
+    assert cached.metadata["precision"]["amp_dtype"] == "bfloat16" and cached.metadata["head_precision"] == "float32"
+    assert bf16_representable(cached.logits).mean() < 0.1  # a bf16 final layer would make every value representable
+    # independent computation: timm's own model and transform, features under bf16 autocast, head in float32
+    reference = timm.create_model("test_resnet", num_classes=1000)
+    reference.load_state_dict(load_file(row["weights_file"]))
+    reference.eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(reference))
+    images = torch.stack([transform(Image.open(manifest.root / p).convert("RGB")) for p in manifest.table["path"]])
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            features = reference.forward_features(images)
+        expected = reference.forward_head(features.float())
+    assert features.dtype == torch.bfloat16 and expected.dtype == torch.float32
+    np.testing.assert_allclose(cached.logits, expected.numpy(), rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_timm_forward_under_bf16_autocast_alone_would_quantise_the_logits_to_bf16(tmp_path):
+    row = timm_local_row(tmp_path)
+    model, preprocess, _ = build_model(row, "cpu")
+    images = torch.stack([preprocess(Image.new("RGB", (40, 40), (40 * i, 90, 200 - 30 * i))) for i in range(4)])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(images)
+    assert logits.dtype == torch.bfloat16 and bf16_representable(logits.float().numpy()).all()
+
+
+def test_zero_shot_logits_under_bf16_autocast_come_from_a_float32_head(tmp_path):
+    torch.manual_seed(0)
+    model, _, _ = open_clip.create_model_and_transforms("clip_tiny_demo", pretrained=None)
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    row = {"model_id": "openclip__clip_tiny_demo.local", "library": "open_clip", "architecture": "clip_tiny_demo",
+           "pretrained": "demo", "weights_file": str(weights)}
+    manifest = make_manifest(tmp_path / "images", [0, 417, 999, 1, -1, 417])
+    head_path = save_head(build_head_for_row(row, "simple", "cpu", progress=False), tmp_path / "head.pt")
+    output = tmp_path / "logits.parquet"
+
+    cache_dataset_logits(row, manifest, output, head_path=head_path, prompt_set="simple", batch_size=8, num_workers=0,
+                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+
+    cached = read_logits(output)
+    assert cached.metadata["precision"]["amp_dtype"] == "bfloat16" and cached.metadata["head_precision"] == "float32"
+    assert bf16_representable(cached.logits).mean() < 0.1
+
+
+# ----------------------------------------------------------------------------- the python adapter (one's own model)
+
+
+def python_row(tmp_path: Path, weights: bool = True) -> dict:
+    from clip_robustness.demo.models import tiny_convnet
+
+    torch.manual_seed(3)
+    model, _ = tiny_convnet()
+    path = tmp_path / "tiny_convnet.safetensors"
+    save_file(model.state_dict(), str(path))
+    return {"model_id": "python__clip_robustness.demo.models.tiny_convnet__local", "library": "python",
+            "architecture": "clip_robustness.demo.models:tiny_convnet", "pretrained": "local",
+            "weights_file": str(path) if weights else ""}
+
+
+def test_python_adapter_cache_job_gives_the_factory_models_logits_with_its_weights(tmp_path):
+    from clip_robustness.demo.models import tiny_convnet
+
+    row = python_row(tmp_path)
+    manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1])
+    output = tmp_path / "logits.parquet"
+
+    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set="openai", batch_size=2, num_workers=0,
+                         precision_name="fp32", allow_tf32=False, device="cpu")
+
+    cached = read_logits(output, expect=expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "openai"))
+    reference, transform = tiny_convnet()
+    reference.load_state_dict(load_file(row["weights_file"]))
+    images = torch.stack([transform(Image.open(manifest.root / p).convert("RGB")) for p in manifest.table["path"]])
+    with torch.no_grad():
+        expected = reference.eval()(images).numpy()
+    np.testing.assert_allclose(cached.logits, expected, rtol=1e-5, atol=1e-5)
+    assert cached.metadata["library"] == "python" and cached.metadata["prompt_set"] is None
+    assert cached.metadata["preprocessing"]["factory"] == row["architecture"]
+
+
+def test_python_adapter_logits_under_bf16_autocast_come_from_a_float32_head(tmp_path):
+    row = python_row(tmp_path)
+    manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1, 7])
+    output = tmp_path / "logits.parquet"
+
+    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=8, num_workers=0,
+                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+
+    assert bf16_representable(read_logits(output).logits).mean() < 0.1
+
+
+def test_python_adapter_refuses_an_unimportable_factory_naming_the_model():
+    row = {"model_id": "python__nowhere.f__x", "library": "python", "architecture": "nowhere_pkg.models:f",
+           "pretrained": "x", "weights_file": ""}
+    with pytest.raises(ModelBuildError, match="model 'python__nowhere.f__x': cannot import module 'nowhere_pkg.models'"):
+        resolve_weights(row)
+
+
+def test_python_adapter_refuses_weights_that_do_not_fit_the_model_naming_both(tmp_path):
+    weights = tmp_path / "other.safetensors"
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(weights))
+    row = dict(python_row(tmp_path), weights_file=str(weights))
+    with pytest.raises(ModelBuildError, match=f"{weights} does not fit clip_robustness.demo.models:tiny_convnet"):
+        build_model(row, "cpu")

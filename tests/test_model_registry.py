@@ -221,3 +221,41 @@ def test_local_weights_row_needs_an_existing_architecture_and_file(tmp_path):
     registry = load_model_registry(write_registry(tmp_path / "m.tsv", [local, gone]))
     problems = check_registry_against_libraries(registry)
     assert len(problems) == 1 and "timm__convnext_tiny.gone" in problems[0] and "does not exist" in problems[0]
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+@pytest.mark.parametrize(("library", "architecture", "pretrained"), [
+    ("open_clip", "ViT-B-32-quickgelu", "openai"),
+    ("timm", "convnext_tiny", "fb_in1k"),
+    ("python", "clip_robustness.demo.models:tiny_convnet", "demo"),
+])
+def test_every_adapters_model_id_is_filesystem_safe_and_parses_back(library, architecture, pretrained):
+    model_id = model_id_for(library, architecture, pretrained)
+    assert parse_model_id(model_id) == (library, architecture, pretrained)
+    assert "/" not in model_id and ":" not in model_id
+
+
+def test_zero_shot_group_and_a_library_without_text_head_are_refused_naming_the_line(tmp_path):
+    zero_shot_timm = list(ROWS["convnext"])
+    zero_shot_timm[REGISTRY_COLUMNS.index("group")] = "clip_zeroshot"
+    with pytest.raises(RegistryError, match=r"line 3 .*group 'clip_zeroshot' but a timm model has no zero-shot"):
+        load_model_registry(write_registry(tmp_path / "m.tsv", [ROWS["vitb32"], zero_shot_timm]))
+
+
+def test_open_clip_model_outside_the_zero_shot_group_is_refused(tmp_path):
+    clip_ft = list(ROWS["vitb32"])
+    clip_ft[REGISTRY_COLUMNS.index("group")] = "clip_ft"
+    with pytest.raises(RegistryError, match=r"line 2 .*group 'clip_ft' but a open_clip model needs a zero-shot"):
+        load_model_registry(write_registry(tmp_path / "m.tsv", [clip_ft]))
+
+
+def test_check_reports_a_python_factory_that_does_not_import(tmp_path):
+    good = ["python__clip_robustness.demo.models.tiny_convnet__demo", "python", "clip_robustness.demo.models:tiny_convnet",
+            "demo", "standard", "demo-clean", "1280", "none", "CNN", "32", ""]
+    bad = list(good)
+    bad[0], bad[2] = "python__clip_robustness.demo.models.nope__demo", "clip_robustness.demo.models:nope"
+    problems = check_registry_against_libraries(load_model_registry(write_registry(tmp_path / "m.tsv", [good, bad])))
+    assert len(problems) == 1
+    assert "python__clip_robustness.demo.models.nope__demo" in problems[0] and "no function 'nope'" in problems[0]

@@ -199,3 +199,11 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
     assert table[table["flagged"]][["model", "dataset"]].values.tolist() == [[CONVNEXT, "imagenet_val"]]
     log = (tmp_path / "results" / "logs" / "qc" / "published_accuracy.log").read_text()
     assert "1 deviate by more than 0.5 pp" in log and f"FLAGGED {CONVNEXT} on imagenet_val" in log
+
+
+def test_model_of_a_library_that_publishes_nothing_is_reported_missing_not_flagged(references):
+    row = {"model_id": "python__pkg.models.net__mine", "library": "python", "architecture": "pkg.models:net",
+           "pretrained": "mine", "resolution": 32}
+    published = published_top1(pd.DataFrame([row]), references)
+    assert len(published) == len(QC_DATASET_IDS) and published["published_pct"].isna().all()
+    assert published["source"].str.contains("the python library publishes no results").all()

@@ -15,7 +15,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 DATASET_REGISTRY = load_dataset_registry(
     config["dataset_registry"],
-    url_overrides=config["downloads"].get("url_overrides", {}),
+    url_overrides=config["downloads"]["url_overrides"],
 )
 MODEL_REGISTRY = load_model_registry(config["model_registry"])
 STUDY = Study.from_config(config, DATASET_REGISTRY, MODEL_REGISTRY)
@@ -87,89 +87,42 @@ def get_manifest_params(wildcards):
 # ============================================================================ logits (owner: logits stage)
 
 
-_MODEL_ROWS = {}
+from snakemake.logging import logger
 
+from clip_robustness.logits.workflow import LogitsPlan
 
-def model_row(model):
-    """The model-registry row of `model`, looked up once per process (a registry lookup costs ~0.3 ms, and the
-    input functions below run once per job: ~20k jobs in the full study)."""
-    if model not in _MODEL_ROWS:
-        _MODEL_ROWS[model] = MODEL_REGISTRY.row(model)
-    return dict(_MODEL_ROWS[model])
+# Registry rows, decoded-cache geometries and cache_logits inputs of the study's models, cached per process.
+# The fast path (config inference.decoded_cache, docs/performance.md): each dataset is decoded once per
+# preprocessing geometry into data/decoded/{dataset}/{preprocessing}.npy, shared by every model with that
+# geometry; each model's geometry key comes from its library adapter without building it.
+LOGITS_PLAN = LogitsPlan(
+    MODEL_REGISTRY, MODELS, decoded_cache=config["inference"]["decoded_cache"], warn=logger.warning
+)
 
 
 def get_model_row(wildcards):
     """The model-registry row of {model}: a dict of the registry columns (model_id, library, ...)."""
-    return model_row(wildcards.model)
+    return LOGITS_PLAN.row(wildcards.model)
 
 
 def get_model_weights(wildcards):
     """{model}'s local weights file when the registry names one (so Snakemake reruns on a new file), else []."""
-    weights = model_row(wildcards.model).get("weights_file") or ""
-    return [weights] if weights else []
-
-
-# The fast path (config inference.decoded_cache, docs/performance.md): each dataset is decoded once per
-# preprocessing geometry into data/decoded/{dataset}/{preprocessing}.npy, shared by every model with that
-# geometry. The geometry key of each model comes from timm's / open_clip's configs without building it.
-DECODED_CACHE = bool(config["inference"].get("decoded_cache", True))
-KEEP_DECODED = bool(config["inference"].get("keep_decoded", False))
-_DECODE_SPECS = {}
-
-
-def decode_spec(model):
-    """{model}'s preprocessing geometry (clip_robustness.logits.decoded.DecodeSpec), or None for the reference path
-    (decoded_cache off, or a transform the decoded cache cannot hold: logged, and recorded in the cache metadata)."""
-    if not DECODED_CACHE:
-        return None
-    if model not in _DECODE_SPECS:
-        from snakemake.logging import logger
-
-        from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row
-
-        try:
-            _DECODE_SPECS[model] = decode_spec_for_row(model_row(model))
-        except UnsupportedPreprocessingError as error:
-            logger.warning(f"{error}: {model} decodes its own images (reference path)")
-            _DECODE_SPECS[model] = None
-    return _DECODE_SPECS[model]
+    return LOGITS_PLAN.weights(wildcards.model)
 
 
 def decoded_output(path):
     """A decoded array is temporary (deleted once its last consumer in this run is done) unless inference.keep_decoded."""
-    return path if KEEP_DECODED else temp(path)
-
-
-_DECODE_RECIPES = {}
+    return path if config["inference"]["keep_decoded"] else temp(path)
 
 
 def get_decode_params(wildcards):
     """decode_images: the library and transform recipe of {preprocessing} (from the study's first model with it)."""
-    if not _DECODE_RECIPES:
-        for model in sorted(MODELS, reverse=True):  # the first model (sorted ids) with a key wins
-            spec = decode_spec(model)
-            if spec is not None:
-                _DECODE_RECIPES[spec.key] = spec.recipe_params()
-    if wildcards.preprocessing not in _DECODE_RECIPES:
-        raise ValueError(
-            f"no model of the study has preprocessing {wildcards.preprocessing!r}; known: {sorted(_DECODE_RECIPES)}"
-        )
-    return _DECODE_RECIPES[wildcards.preprocessing]
+    return LOGITS_PLAN.decode_params(wildcards.preprocessing)
 
 
 def get_cache_logits_input(wildcards):
-    """Inputs of cache_logits: the dataset's manifest, the model's zero-shot head (open_clip models, which
-    are the zero-shot CLIP models), its local weights file, if any, and, on the fast path, the dataset's decoded
-    array for the model's preprocessing geometry with its JSON sidecar."""
-    inputs = {"manifest": f"data/manifests/{wildcards.dataset}.parquet"}
-    if model_row(wildcards.model)["library"] == "open_clip":
-        inputs["head"] = f"results/heads/{wildcards.model}.pt"
-    inputs.update(zip(["weights"], get_model_weights(wildcards)))
-    spec = decode_spec(wildcards.model)
-    if spec is not None:
-        inputs["decoded"] = f"data/decoded/{wildcards.dataset}/{spec.key}.npy"
-        inputs["decoded_metadata"] = f"data/decoded/{wildcards.dataset}/{spec.key}.json"
-    return inputs
+    """Inputs of cache_logits: manifest, zero-shot head (zero-shot models), local weights, decoded array + sidecar."""
+    return LOGITS_PLAN.cache_logits_inputs(wildcards.model, wildcards.dataset)
 
 
 def get_loader_workers(wildcards, threads):

@@ -96,6 +96,7 @@ rule cache_logits:
         row=get_model_row,
         prompt_set=config["zero_shot"]["prompt_set"],
         precision=config["inference"]["precision"],
-        allow_tf32=config["inference"].get("allow_tf32", True),
+        allow_tf32=config["inference"]["allow_tf32"],
+        cpu_autocast=config["inference"]["cpu_autocast"],
     script:
         "../scripts/cache_logits.py"

@@ -19,5 +19,6 @@ with job_log(snakemake.log[0]) as log:
         precision_name=snakemake.params.precision,
         allow_tf32=snakemake.params.allow_tf32,
         decoded=snakemake.input.get("decoded"),  # None: the reference path (inference.decoded_cache false)
+        cpu_autocast=snakemake.params.cpu_autocast,
     )
     log.info("wrote %s", path)

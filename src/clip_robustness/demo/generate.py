@@ -3,7 +3,8 @@
 ``python -m clip_robustness.demo data/demo/upstream`` plays the part of the internet for the demo:
 it writes real archives (in the layouts of ImageNet val, ImageNet-V2, ImageNet-R, ImageNet-A and
 two OOD sets), a dataset registry with their ``file://`` URLs and sha256, and local weight files of
-three timm classifiers and one tiny open_clip model trained for a few seconds on generated images.
+three timm classifiers, one tiny open_clip model and one model of one's own (``python`` adapter,
+:mod:`clip_robustness.demo.models`) trained for a few seconds on generated images.
 The pipeline then obtains all of it through its ordinary download, checksum and local-weights
 paths (``config/demo.yaml``).
 
@@ -103,10 +104,6 @@ def renderer(domain: str, classes: Sequence[int]) -> Callable[[int, np.random.Ge
 # ----------------------------------------------------------------------------- tiny trained models
 
 
-#: SGD steps each demo architecture is trained for (a few seconds each on 2 cores). Different
-#: budgets give different accuracies, so the demo's accuracy axes are not a single point.
-DEMO_TRAIN_STEPS = {"test_resnet": 40, "test_convnext": 25, "test_vit": 120, "clip_tiny_demo": 200}
-
 #: The demo model registry (committed): which models to train and where their weights go.
 DEMO_MODEL_REGISTRY = Path("config/demo/models.tsv")
 
@@ -171,7 +168,7 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
     import open_clip
     import torch
 
-    from clip_robustness.models.build import register_open_clip_configs
+    from clip_robustness.models.adapters.open_clip import register_open_clip_configs
     from clip_robustness.models.zero_shot import build_zero_shot_head, zero_shot_logits
 
     register_open_clip_configs()
@@ -190,6 +187,31 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
 
     _train_on_clean_images(architecture, model, logits_of, preprocess, params, classes, steps, seed, lr=1e-2, weight_decay=0.0)
     return model.state_dict()
+
+
+def train_python_model(architecture: str, classes: Sequence[int], steps: int, seed: int) -> dict:
+    """Train a ``python``-adapter model (``pkg.module:function``) for ``steps`` AdamW steps on clean demo images;
+    returns its state dict."""
+    import torch
+
+    from clip_robustness.models.adapters.python import resolve_factory
+
+    torch.manual_seed(seed)
+    model, transform = resolve_factory(architecture)()
+    _train_on_clean_images(architecture, model, model, transform, list(model.parameters()), classes, steps, seed,
+                           lr=3e-3, weight_decay=0.01)
+    return model.state_dict()
+
+
+#: How each demo architecture is trained, and for how many AdamW steps (a few seconds each on 2 cores).
+#: Different budgets give different accuracies, so the demo's accuracy axes are not a single point.
+DEMO_TRAINING: dict[str, tuple[Callable[[str, Sequence[int], int, int], dict], int]] = {
+    "test_resnet": (train_timm_classifier, 40),
+    "test_convnext": (train_timm_classifier, 25),
+    "test_vit": (train_timm_classifier, 120),
+    "clip_tiny_demo": (train_open_clip_image_tower, 200),
+    "clip_robustness.demo.models:tiny_convnet": (train_python_model, 40),
+}
 
 
 def save_state_dict(state_dict: dict, path: Path) -> Path:
@@ -241,12 +263,9 @@ def train_demo_models(registry_path: Path, classes: Sequence[int], seed: int) ->
 
     written = []
     for k, row in enumerate(pd.read_csv(registry_path, sep="\t").itertuples()):
-        steps = DEMO_TRAIN_STEPS[row.architecture]
+        train, steps = DEMO_TRAINING[row.architecture]
         log.info("training %s (%s) for %d steps", row.model_id, row.architecture, steps)
-        if row.library == "timm":
-            state = train_timm_classifier(row.architecture, classes, steps, seed + k)
-        else:
-            state = train_open_clip_image_tower(row.architecture, classes, steps, seed + k)
+        state = train(row.architecture, classes, steps, seed + k)
         written.append(save_state_dict(state, Path(row.weights_file)))
     return written
 

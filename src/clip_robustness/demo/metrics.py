@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X, expand_imagenet_c
+from clip_robustness.models.adapters.open_clip import OpenClipAdapter
+from clip_robustness.models.adapters.timm import TimmAdapter
 
 #: The study's group sizes (SPEC section 1): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
 STUDY_GROUP_COUNTS: dict[str, int] = {"clip_zeroshot": 51, "clip_ft": 32, "standard": 87, "more_data": 40}
@@ -48,7 +50,7 @@ def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -
             source = CLIP_SOURCES[i % len(CLIP_SOURCES)] if clip else ("ImageNet-1k" if group == "standard" else "ImageNet-21k")
             rows.append({
                 "model_id": f"{group}_{i:03d}",
-                "library": "open_clip" if group == "clip_zeroshot" else "timm",
+                "library": OpenClipAdapter.name if group == "clip_zeroshot" else TimmAdapter.name,
                 "architecture": str(rng.choice(CLIP_ARCHITECTURES if clip else TIMM_ARCHITECTURES)),
                 "pretrained": f"tag{i}",
                 "group": group,

@@ -27,13 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_robustness import PIPELINE_VERSION
+from clip_robustness.models.adapters import is_zero_shot
+from clip_robustness.models.adapters.base import N_CLASSES, row_text
 from clip_robustness.workflow.io import atomic_path
 
 #: Schema metadata key holding the JSON metadata.
 METADATA_KEY = "clip_robustness"
-
-#: Logits per row: the ImageNet-1k classes.
-N_CLASSES = 1000
 
 #: The Arrow schema of a cache file (without its metadata).
 LOGITS_SCHEMA = pa.schema(
@@ -77,12 +76,6 @@ class CachedLogits:
     metadata: dict
 
 
-def _registry_text(row: Mapping[str, Any], key: str) -> str:
-    """A registry field as text: ``""`` for a missing or NaN value (an empty TSV cell)."""
-    value = row.get(key)
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-
-
 def cache_metadata(
     *,
     row: Mapping[str, Any],
@@ -108,7 +101,7 @@ def cache_metadata(
     """
     import torch
 
-    text = partial(_registry_text, row)
+    text = partial(row_text, row)
     return {
         "model_id": text("model_id"),
         "library": text("library"),
@@ -139,10 +132,11 @@ def expected_metadata(
     """What a reader expects of the cache of ``row`` on ``dataset`` (the ``expect`` of :func:`read_logits`).
 
     Covers the model (id, library, architecture, pretrained tag: together they fix the preprocessing; a
-    changed local weights file is caught by Snakemake, which has it as an input), the manifest (dataset id and hash) and, for zero-shot CLIP (``library == "open_clip"``),
-    the prompt set; classifiers expect ``prompt_set`` ``None``.
+    changed local weights file is caught by Snakemake, which has it as an input), the manifest (dataset id and hash)
+    and, for zero-shot models (:func:`~clip_robustness.models.adapters.is_zero_shot`), the prompt set; classifiers
+    expect ``prompt_set`` ``None``.
     """
-    text = partial(_registry_text, row)
+    text = partial(row_text, row)
     return {
         "model_id": text("model_id"),
         "library": text("library"),
@@ -150,7 +144,7 @@ def expected_metadata(
         "pretrained": text("pretrained"),
         "dataset": dataset,
         "manifest_hash": manifest_hash,
-        "prompt_set": prompt_set if text("library") == "open_clip" else None,
+        "prompt_set": prompt_set if is_zero_shot(row) else None,
     }
 
 

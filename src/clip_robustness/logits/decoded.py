@@ -13,14 +13,14 @@ the device, where :class:`NormalizedModel` applies ``/255``, mean and std (the s
 
 The key (:func:`geometry_key`, e.g. ``224x224-bicubic-1f0e9c2d3b``) is a digest of the geometric steps'
 class names and parameters; it is derived from a model-registry row without building the model
-(:func:`decode_spec_for_row`: timm's pretrained config, open_clip's preprocess config), so the workflow
+(:func:`decode_spec_for_row`: the adapter's ``decode_recipe``, e.g. timm's pretrained config, open_clip's
+preprocess config), so the workflow
 knows it when the DAG is built. The logits job checks that the model it built has the same key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import json
 import logging
@@ -37,6 +37,8 @@ from tqdm import tqdm
 
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.logits.images import open_manifest_image
+from clip_robustness.models.adapters import adapter_for, row_adapter
+from clip_robustness.models.adapters.base import UnsupportedPreprocessingError, plain_json, row_text
 from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,7 @@ DECODED_LAYOUT = "NHWC-uint8-RGB"
 PIXEL_SCALE = 255.0
 
 
-class UnsupportedPreprocessingError(ValueError):
-    """A model's transform is not "geometry, ToTensor, Normalize": it cannot use the decoded cache."""
+__all__ = ["UnsupportedPreprocessingError"]  # re-exported: raised by the adapters' recipes and by split_transform
 
 
 class StaleDecodedCacheError(RuntimeError):
@@ -83,26 +84,11 @@ class DecodeSpec:
         return {"library": self.library, "recipe": json.loads(json.dumps(dict(self.recipe)))}
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-able form of a transform parameter (enums by value, tensors and tuples as lists)."""
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
-
-
 def describe_step(step: Any) -> str:
     """JSON text naming a transform step's class and every public parameter (``fill`` included, which
     some transforms leave out of their repr)."""
     params = {
-        k: _plain(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"
+        k: plain_json(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"
     }
     return json.dumps({"type": f"{type(step).__module__}.{type(step).__qualname__}", "params": params}, sort_keys=True)
 
@@ -159,7 +145,7 @@ def geometry_key(geometry: Sequence[Any]) -> str:
     h, w = _input_size(geometry)
     description = [describe_step(s) for s in geometry]
     digest = hashlib.sha256("\n".join(description).encode()).hexdigest()[:10]
-    interpolations = {str(_plain(getattr(s, "interpolation"))) for s in geometry if hasattr(s, "interpolation")}
+    interpolations = {str(plain_json(getattr(s, "interpolation"))) for s in geometry if hasattr(s, "interpolation")}
     interp = "-".join(sorted(i.replace(" ", "") for i in interpolations)) or "none"
     return f"{h}x{w}-{interp}-{digest}"
 
@@ -181,66 +167,9 @@ def spec_from_transform(transform: Any, library: str, recipe: Mapping[str, Any],
 # ----------------------------------------------------------------------------- specs without building models
 
 
-def _text(row: Mapping[str, Any], key: str) -> str:
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def _timm_recipe(architecture: str, tag: str) -> dict:
-    import timm
-    from timm.data import resolve_data_config
-
-    name = architecture
-    if tag:
-        try:  # the same choice as clip_robustness.models.build: a tag timm does not know builds the bare architecture
-            known = timm.models.get_pretrained_cfg(f"{architecture}.{tag}", allow_unregistered=False) is not None
-        except RuntimeError:
-            known = False
-        name = f"{architecture}.{tag}" if known else architecture
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None:
-        raise UnsupportedPreprocessingError(f"timm has no pretrained config for {name!r}")
-    data_config = resolve_data_config(pretrained_cfg=cfg.to_dict())
-    return {k: _plain(v) for k, v in data_config.items()}
-
-
-def _open_clip_recipe(architecture: str, tag: str, weights_file: str) -> dict:
-    from dataclasses import asdict
-
-    import open_clip
-    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
-
-    # Mirrors open_clip.create_model_and_transforms as clip_robustness.models.build calls it: defaults, then the
-    # tag's config (when the tag itself is loaded), the visual tower's image size, then build's overrides.
-    tag_cfg = dict(open_clip.get_pretrained_cfg(architecture, tag) or {}) if tag else {}
-    cfg = asdict(PreprocessCfg())
-    if tag_cfg and not weights_file:
-        cfg = merge_preprocess_dict(cfg, tag_cfg)
-    model_cfg = open_clip.get_model_config(architecture)
-    if model_cfg is None:
-        raise UnsupportedPreprocessingError(f"open_clip has no model config {architecture!r}")
-    size = model_cfg.get("vision_cfg", {}).get("image_size", cfg["size"])
-    cfg["size"] = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
-    if weights_file:
-        cfg = merge_preprocess_dict(cfg, {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
-    return {k: _plain(v) for k, v in cfg.items()}
-
-
 def transform_from_recipe(library: str, recipe: Mapping[str, Any]) -> Any:
-    """The library's own evaluation transform for ``recipe`` (timm data config or open_clip preprocess config)."""
-    if library == "timm":
-        from timm.data import create_transform
-
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
-        return create_transform(**kwargs, is_training=False)
-    if library == "open_clip":
-        from open_clip.transform import PreprocessCfg, image_transform_v2
-
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
-        return image_transform_v2(PreprocessCfg(**kwargs), is_train=False)
-    raise UnsupportedPreprocessingError(f"unknown library {library!r}; expected open_clip or timm")
+    """The library's own evaluation transform for ``recipe`` (its adapter's :meth:`transform_from_recipe`)."""
+    return adapter_for(library).transform_from_recipe(recipe)
 
 
 def geometry_from_recipe(library: str, recipe: Mapping[str, Any]) -> list[Callable]:
@@ -250,15 +179,12 @@ def geometry_from_recipe(library: str, recipe: Mapping[str, Any]) -> list[Callab
 
 @lru_cache(maxsize=None)
 def _spec_cached(library: str, architecture: str, tag: str, weights_file: str, model_id: str) -> DecodeSpec:
-    import clip_robustness.models.build  # noqa: F401  (registers the shipped tiny open_clip configs)
-
-    if library == "timm":
-        recipe = _timm_recipe(architecture, tag)
-    elif library == "open_clip":
-        recipe = _open_clip_recipe(architecture, tag, weights_file)
-    else:
-        raise UnsupportedPreprocessingError(f"model {model_id!r}: unknown library {library!r}")
-    return spec_from_transform(transform_from_recipe(library, recipe), library, recipe, model_id)
+    row = {"model_id": model_id, "library": library, "architecture": architecture, "pretrained": tag,
+           "weights_file": weights_file}
+    adapter = row_adapter(row)
+    adapter.prepare()
+    recipe = adapter.decode_recipe(row)
+    return spec_from_transform(adapter.transform_from_recipe(recipe), library, recipe, model_id)
 
 
 def decode_spec_for_row(row: Mapping[str, Any]) -> DecodeSpec:
@@ -268,10 +194,7 @@ def decode_spec_for_row(row: Mapping[str, Any]) -> DecodeSpec:
     timm and open_clip are imported). Raises :class:`UnsupportedPreprocessingError` naming the model when its
     transform is not "geometry, ToTensor, Normalize".
     """
-    return _spec_cached(
-        _text(row, "library"), _text(row, "architecture"), _text(row, "pretrained"), _text(row, "weights_file"),
-        _text(row, "model_id"),
-    )
+    return _spec_cached(*(row_text(row, key) for key in ("library", "architecture", "pretrained", "weights_file", "model_id")))
 
 
 # ----------------------------------------------------------------------------- decoding a dataset

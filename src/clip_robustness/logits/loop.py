@@ -54,12 +54,17 @@ class Precision:
         return "float32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
 
 
-def resolve_precision(name: str, allow_tf32: bool, device: str | torch.device) -> Precision:
-    """The precision for config ``inference.precision`` = ``name`` on ``device``; CPU always runs float32."""
+def resolve_precision(name: str, allow_tf32: bool, device: str | torch.device, cpu_autocast: bool = False) -> Precision:
+    """The precision for config ``inference.precision`` = ``name`` on ``device``.
+
+    On CUDA: autocast to ``name``'s dtype, TF32 as ``allow_tf32``. On CPU: float32, unless ``cpu_autocast``
+    (config ``inference.cpu_autocast``) asks for CPU autocast to ``name``'s dtype (bf16 is what CPUs support
+    well); TF32 is a CUDA setting and stays off.
+    """
     if name not in AMP_DTYPES:
         raise ValueError(f"inference.precision must be one of {sorted(AMP_DTYPES)}, got {name!r}")
     if torch.device(device).type != "cuda":
-        return Precision(amp_dtype=None, allow_tf32=False)
+        return Precision(amp_dtype=AMP_DTYPES[name] if cpu_autocast else None, allow_tf32=False)
     return Precision(amp_dtype=AMP_DTYPES[name], allow_tf32=bool(allow_tf32))
 
 
@@ -100,7 +105,8 @@ def compute_logits(
     """Run ``model_fn`` over every item of ``dataset`` in order; float32 ``[len(dataset), n_outputs]``.
 
     ``model_fn`` maps a ``[b, 3, H, W]`` batch on ``device`` to ``[b, n_outputs]`` logits. Runs under no_grad,
-    with autocast to ``precision.amp_dtype`` on CUDA. On out-of-memory the batch size is halved and the
+    with autocast to ``precision.amp_dtype`` when it is set (:func:`resolve_precision` sets it on CPU only when
+    asked). On out-of-memory the batch size is halved and the
     failed batch redone from where it failed; the loader then continues at the smaller size. Raises
     :class:`InferenceOOMError` when one image does not fit. A tqdm bar reports progress on stderr (the job log).
     ``collate_fn``: the DataLoader's (default: torch's ``default_collate``); batches are pinned on CUDA and copied
@@ -113,7 +119,7 @@ def compute_logits(
     if n == 0:
         raise ValueError("the dataset is empty: there is nothing to compute logits for")
     out: np.ndarray | None = None
-    autocast_enabled = device.type == "cuda" and precision.amp_dtype is not None
+    autocast_enabled = precision.amp_dtype is not None
 
     def forward(images: torch.Tensor) -> np.ndarray:
         images = images.to(device, non_blocking=True)
@@ -190,30 +196,37 @@ def cache_dataset_logits(
     device: str | None = None,
     decoded: str | os.PathLike | None = None,
     channels_last: bool | None = None,
+    cpu_autocast: bool = False,
 ) -> Path:
     """The cache job for one (model, dataset): build the model, run it over the manifest, write the parquet.
 
     ``row``: model-registry row; ``manifest``: a :class:`clip_robustness.datasets.manifest.Manifest` (``.table``
     with ``index``, ``path``, ``label``; ``.metadata`` with ``dataset``, ``manifest_hash`` and optionally
     ``border_crop_px``; ``.root``);
-    ``head_path``: the model's saved zero-shot head (open_clip models only);
+    ``head_path``: the model's saved zero-shot head (zero-shot models only: :func:`~clip_robustness.models.adapters.is_zero_shot`);
     ``prompt_set``: the head's expected prompt set; ``device``: ``None`` picks CUDA when available, else CPU.
     ``decoded``: the manifest's decoded uint8 array (``data/decoded/{dataset}/{key}.npy``, its JSON sidecar beside
     it) for the fast path; ``None`` runs the reference path (JPEG decoding in this job). The array must hold this
     model's preprocessing geometry and this manifest (:class:`~clip_robustness.logits.decoded.StaleDecodedCacheError`
     otherwise, before any image is computed). ``channels_last``: feed NHWC tensors and convert the model to
-    channels-last memory order (default: on CUDA only; the decoded path only).
-    Weights are checked before anything is computed; the output is written atomically.
+    channels-last memory order (default: on CUDA only; the decoded path only). ``cpu_autocast``: honour
+    ``precision_name`` on CPU too (:func:`resolve_precision`).
+    The logits come out of the adapter's float32 final layer (:meth:`~clip_robustness.models.adapters.base.ModelAdapter.classifier`),
+    recorded as ``head_precision`` in the metadata. Weights are checked before anything is computed; the output is
+    written atomically.
     """
     from clip_robustness.logits.cache import cache_metadata, write_logits
+    from clip_robustness.models.adapters import row_adapter
+    from clip_robustness.models.adapters.base import HEAD_PRECISION
     from clip_robustness.models.build import build_model, library_version, select_device
-    from clip_robustness.models.zero_shot import ZeroShotClassifier, load_head
+    from clip_robustness.models.zero_shot import load_head
 
-    model_id, library = str(row["model_id"]), str(row["library"])
+    model_id = str(row["model_id"])
+    adapter = row_adapter(row)
     device = device or select_device()
-    precision = resolve_precision(precision_name, allow_tf32, device)
+    precision = resolve_precision(precision_name, allow_tf32, device, cpu_autocast)
     head = None
-    if library == "open_clip":  # cheap checks first: the head must be this model's, for this prompt set
+    if adapter.needs_text_head:  # cheap checks first: the head must be this model's, for this prompt set
         if head_path is None:
             raise ValueError(f"model {model_id!r} is zero-shot CLIP: its zero-shot head file is required")
         head = load_head(head_path, model_id=model_id, prompt_set=prompt_set)
@@ -228,7 +241,7 @@ def cache_dataset_logits(
         check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
                       manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
     model, preprocess, preprocessing = build_model(row, device)
-    model_fn: Callable[[torch.Tensor], torch.Tensor] = model if head is None else ZeroShotClassifier(model, head).eval()
+    model_fn: Callable[[torch.Tensor], torch.Tensor] = adapter.classifier(model, head)
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
     collate_fn = None
@@ -244,7 +257,7 @@ def cache_dataset_logits(
         collate_fn = _stack_uint8
     metadata = cache_metadata(
         row=row,
-        library_version=library_version(library),
+        library_version=library_version(row),
         preprocessing=preprocessing,
         logit_scale=None if head is None else head.logit_scale,
         prompt_set=prompt_set,
@@ -256,6 +269,7 @@ def cache_dataset_logits(
         n_images=len(dataset),
     )
     metadata["input_pipeline"] = pipeline
+    metadata["head_precision"] = HEAD_PRECISION
     apply_tf32(precision)
     log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
              num_workers, precision, pipeline)

@@ -4,12 +4,14 @@ The registry is data, not code: adding a model is adding a row. Columns (tab-sep
 
 =====================  ======================================================================
 ``model_id``           filesystem-safe unique id, used in paths ``results/logits/{model_id}/``;
-                       convention ``openclip__{architecture}__{pretrained}`` and
-                       ``timm__{architecture}.{pretrained}`` (see :func:`model_id_for`)
-``library``            ``open_clip`` or ``timm``
+                       convention set by the library's adapter: ``openclip__{architecture}__{pretrained}``,
+                       ``timm__{architecture}.{pretrained}``, ``python__{module}.{function}__{pretrained}``
+                       (see :func:`model_id_for`)
+``library``            a key of :data:`clip_robustness.models.adapters.ADAPTERS`: ``open_clip``, ``timm``
+                       or ``python`` (one's own ``module:function``)
 ``architecture``       open_clip config name (``-quickgelu`` config where the tag was trained with
-                       QuickGELU) or timm model name without the tag
-``pretrained``         open_clip pretrained tag, or the timm tag (after the dot)
+                       QuickGELU), timm model name without the tag, or ``pkg.module:function``
+``pretrained``         open_clip pretrained tag, the timm tag (after the dot), or one's own tag
 ``group``              ``clip_zeroshot``, ``clip_ft``, ``standard``, ``more_data``, ``adversarial``
 ``training_source``    (pre)training data: ``WIT-400M``, ``LAION-2B``, ``ImageNet-1k``, ``JFT-300M``, ...
 ``training_size``      number of training images of that source (int > 0; nominal published size)
@@ -19,6 +21,9 @@ The registry is data, not code: adding a model is adding a row. Columns (tab-sep
 ``resolution``         input size in pixels (int > 0), the side of the square crop the model sees
 ``weights_file``       empty: weights come through the library's loader; else a local weights path
 =====================  ======================================================================
+
+Zero-shot models (the group ``clip_zeroshot``) are exactly those whose library needs a text head
+(:func:`clip_robustness.models.adapters.is_zero_shot`); a row where the two disagree is refused.
 
 This module imports neither torch, open_clip nor timm (the Snakefile reads the registry at every
 invocation); :func:`check_registry_against_libraries` imports the libraries when called. CLI::
@@ -39,17 +44,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from clip_robustness.models.adapters import ADAPTERS, LIBRARIES, adapter_for, is_zero_shot
+
 REGISTRY_COLUMNS: tuple[str, ...] = (
     "model_id", "library", "architecture", "pretrained", "group", "training_source", "training_size",
     "finetune_route", "architecture_family", "resolution", "weights_file",
 )
 OPTIONAL_COLUMNS: frozenset[str] = frozenset({"weights_file"})
 INTEGER_COLUMNS: tuple[str, ...] = ("training_size", "resolution")
-LIBRARIES: tuple[str, ...] = ("open_clip", "timm")
 GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
 ZERO_SHOT_GROUP = "clip_zeroshot"
-
-_ID_PREFIX = {"open_clip": "openclip", "timm": "timm"}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -72,28 +76,23 @@ class UnknownModelError(LookupError):
 
 
 def model_id_for(library: str, architecture: str, pretrained: str) -> str:
-    """The conventional model id of a (library, architecture, pretrained tag) triple.
-
-    ``open_clip`` -> ``openclip__{architecture}__{pretrained}``; ``timm`` -> ``timm__{architecture}.{pretrained}``
-    (timm's own ``arch.tag`` name). Reversed by :func:`parse_model_id`.
-    """
-    if library == "open_clip":
-        return f"openclip__{architecture}__{pretrained}"
-    if library == "timm":
-        return f"timm__{architecture}.{pretrained}"
-    raise ValueError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
+    """The conventional model id of a (library, architecture, pretrained tag) triple, as the library's adapter
+    writes it (``openclip__{architecture}__{pretrained}``, ``timm__{architecture}.{pretrained}``: timm's own
+    ``arch.tag`` name, ...). Reversed by :func:`parse_model_id`."""
+    if library not in ADAPTERS:
+        raise ValueError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
+    return ADAPTERS[library].model_id(architecture, pretrained)
 
 
 def parse_model_id(model_id: str) -> tuple[str, str, str]:
     """(library, architecture, pretrained) of an id written by :func:`model_id_for`."""
     prefix, sep, rest = model_id.partition("__")
-    if sep and prefix == "openclip" and "__" in rest:
-        architecture, _, pretrained = rest.partition("__")
-        return "open_clip", architecture, pretrained
-    if sep and prefix == "timm" and "." in rest:
-        architecture, _, pretrained = rest.partition(".")
-        return "timm", architecture, pretrained
-    raise ValueError(f"model id {model_id!r} does not follow openclip__ARCH__TAG or timm__ARCH.TAG")
+    for library, adapter in ADAPTERS.items():
+        parsed = adapter.parse_model_id(rest) if sep and prefix == adapter.id_prefix else None
+        if parsed is not None:
+            return (library, *parsed)
+    formats = ", ".join(adapter.model_id("ARCH", "TAG") for adapter in ADAPTERS.values())
+    raise ValueError(f"model id {model_id!r} does not follow {formats}")
 
 
 @dataclass(frozen=True)
@@ -131,8 +130,9 @@ class ModelRegistry:
         return record
 
     def is_zero_shot(self, model_id: str) -> bool:
-        """True for zero-shot CLIP models (group ``clip_zeroshot``), which need a text head."""
-        return self.table.at[self._position(model_id), "group"] == ZERO_SHOT_GROUP
+        """True for zero-shot models (:func:`clip_robustness.models.adapters.is_zero_shot`: their library needs a
+        text head; the loader checks that they are the group ``clip_zeroshot``)."""
+        return is_zero_shot(self.row(model_id))
 
     def select(self, ids_or_all: str | Iterable[str]) -> list[str]:
         """The ids a config asks for: ``"all"`` (file order) or a list (its order, duplicates dropped).
@@ -195,6 +195,10 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
             raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(LIBRARIES)}")
         if row["group"] not in GROUPS:
             raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
+        if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):
+            needs = "needs a" if is_zero_shot(row) else "has no"
+            raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
+                                f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
         for name in INTEGER_COLUMNS:
             if not row[name].isdigit() or int(row[name]) <= 0:
                 raise RegistryError(f"{label}: column {name!r} must be a positive integer, got {row[name]!r}")
@@ -207,55 +211,18 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
 
 
 def check_registry_against_libraries(registry: ModelRegistry) -> list[str]:
-    """Problems of a registry against the installed open_clip and timm, as messages (empty: all good).
+    """Problems of a registry against the installed libraries, as messages (empty: all good).
 
-    Checked without downloading anything: every (architecture, pretrained) pair is in
-    ``open_clip.list_pretrained()`` or every ``architecture.pretrained`` in ``timm.list_pretrained()``;
-    open_clip tags trained with QuickGELU use a ``-quickgelu`` config; the registry's resolution is the
-    library's input size. Rows with a ``weights_file`` only need an existing architecture and file.
+    Checked by each row's adapter without downloading anything (:meth:`ModelAdapter.check_row`): open_clip,
+    every (architecture, pretrained) pair is in ``open_clip.list_pretrained()`` and tags trained with QuickGELU use
+    a ``-quickgelu`` config; timm, every ``architecture.pretrained`` is in ``timm.list_pretrained()``; python, the
+    ``module:function`` imports; the registry's resolution is the library's input size. Rows with a
+    ``weights_file`` only need an existing architecture and file.
     """
-    import open_clip
-    import timm
-
-    open_clip_pairs = {tuple(pair) for pair in open_clip.list_pretrained()}
-    timm_names = set(timm.list_pretrained())
     problems: list[str] = []
     for record in registry.table.to_dict("records"):
-        model_id, arch, tag = record["model_id"], record["architecture"], record["pretrained"]
-        where = f"{registry.path}: {model_id}"
-        if record["library"] == "open_clip":
-            model_cfg = open_clip.get_model_config(arch)
-            if model_cfg is None:
-                problems.append(f"{where}: open_clip {open_clip.__version__} has no model config {arch!r}")
-                continue
-            if record["weights_file"]:
-                pass
-            elif (arch, tag) not in open_clip_pairs:
-                problems.append(f"{where}: ({arch!r}, {tag!r}) is not in open_clip {open_clip.__version__} "
-                                "list_pretrained()")
-                continue
-            else:
-                quick_gelu = open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", False)
-                if quick_gelu and not (arch.endswith("-quickgelu") or model_cfg.get("quick_gelu", False)):
-                    problems.append(f"{where}: tag {tag!r} was trained with QuickGELU; use the config "
-                                    f"{arch + '-quickgelu'!r}")
-            size = model_cfg["vision_cfg"]["image_size"]
-            size = size if isinstance(size, int) else size[-1]
-        else:
-            if record["weights_file"]:
-                if not timm.is_model(arch):
-                    problems.append(f"{where}: timm {timm.__version__} has no model {arch!r}")
-                    continue
-                size = timm.models.get_pretrained_cfg(arch).input_size[-1] if timm.models.get_pretrained_cfg(arch) else None
-            elif f"{arch}.{tag}" not in timm_names:
-                problems.append(f"{where}: {arch}.{tag} is not in timm {timm.__version__} list_pretrained()")
-                continue
-            else:
-                size = timm.models.get_pretrained_cfg(f"{arch}.{tag}").input_size[-1]
-        if size is not None and int(size) != int(record["resolution"]):
-            problems.append(f"{where}: resolution {record['resolution']} but the library's input size is {size}")
-        if record["weights_file"] and not Path(record["weights_file"]).is_file():
-            problems.append(f"{where}: weights_file {record['weights_file']!r} does not exist")
+        where = f"{registry.path}: {record['model_id']}"
+        problems += [f"{where}: {problem}" for problem in adapter_for(record["library"]).check_row(record)]
     return problems
 
 
@@ -264,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.registry",
                                      description="Model registry tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a registry TSV against the installed open_clip and timm")
+    check = commands.add_parser("check", help="validate a registry TSV against the installed model libraries")
     check.add_argument("path", type=Path)
     args = parser.parse_args(argv)
     try:

@@ -163,13 +163,12 @@ class ZeroShotClassifier(torch.nn.Module):
 def build_head_for_row(
     row: Mapping[str, Any], prompt_set: str, device: str | torch.device, progress: bool = True
 ) -> ZeroShotHead:
-    """Build the zero-shot head of registry ``row`` (an open_clip model) with ``prompt_set``'s templates."""
-    import open_clip
-
+    """Build the zero-shot head of registry ``row`` (a zero-shot model, whose adapter needs a text head) with
+    ``prompt_set``'s templates. A classifier's row is refused (``ValueError`` naming the model and its library)."""
+    from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model
 
-    if row.get("library") != "open_clip":
-        raise ValueError(f"model {row.get('model_id')!r} is a {row.get('library')} classifier: it has no zero-shot head")
+    adapter = row_adapter(row)
+    tokenizer = adapter.tokenizer(row)  # refuses classifiers before anything is built
     model, _, _ = build_model(row, device)
-    tokenizer = open_clip.get_tokenizer(str(row["architecture"]))
     return build_zero_shot_head(model, tokenizer, str(row["model_id"]), prompt_set, device=device, progress=progress)

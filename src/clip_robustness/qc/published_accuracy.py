@@ -1,5 +1,8 @@
 """Published-accuracy QC: our top-1 against the numbers open_clip and timm publish for the same weights.
 
+Each model's adapter says where its library publishes it (:meth:`ModelAdapter.qc_reference_key`); models of
+a library that publishes nothing (``python``) are reported missing, never flagged.
+
 A deviation above a tolerance (percentage points) is how a user learns that a preprocessing, QuickGELU
 or label-space mismatch crept into the logits cache. The reference tables ship in ``config/reference/``
 (rows and columns of open_clip's ``docs/openclip_results.csv`` and timm's ``results/results-*.csv``;
@@ -22,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from clip_robustness.models.adapters import adapter_for
+from clip_robustness.models.adapters.base import OPEN_CLIP_RESULTS, TIMM_RESULTS, ReferenceKey
 
 
 @dataclass(frozen=True)
@@ -91,58 +97,63 @@ def load_reference_tables(directory: str | Path) -> ReferenceTables:
     return ReferenceTables(open_clip=open_clip, timm=timm, directory=directory)
 
 
-def _open_clip_row(table: pd.DataFrame, architecture: str, pretrained: str) -> pd.Series | None:
-    """The published row of an open_clip (config, tag) pair.
+def _open_clip_published(key: ReferenceKey, references: ReferenceTables) -> list[tuple[float, str]]:
+    """Published top-1 (percent) and source of ``key`` on each QC dataset, from open_clip's table (fractions).
 
-    Exact match first; a ``-quickgelu`` config falls back to its base name's row, since open_clip's
-    table lists the OpenAI weights (always loaded with QuickGELU) under the base name only.
+    The first of ``key.names`` with a (``name``, ``pretrained``) row wins (the adapter lists a ``-quickgelu``
+    config's base name after it, since open_clip's table lists the OpenAI weights under the base name only).
     """
-    candidates = [architecture]
-    if architecture.endswith("-quickgelu"):
-        candidates.append(architecture.removesuffix("-quickgelu"))
-    for name in candidates:
-        rows = table[(table["name"] == name) & (table["pretrained"] == pretrained)]
+    table = references.open_clip
+    for name in key.names:
+        rows = table[(table["name"] == name) & (table["pretrained"] == key.pretrained)]
         if len(rows):
-            return rows.iloc[0]
-    return None
+            row = rows.iloc[0]
+            return [(100.0 * float(row[qc.open_clip_column]), f"{OPEN_CLIP_FILE}: ({row['name']}, {key.pretrained}) "
+                     f"[{qc.open_clip_column}]") for qc in QC_DATASETS]
+    return [(np.nan, f"missing: no ({key.names[0]}, {key.pretrained}) row in {OPEN_CLIP_FILE}")] * len(QC_DATASETS)
+
+
+def _timm_published(key: ReferenceKey, references: ReferenceTables) -> list[tuple[float, str]]:
+    """Published top-1 (percent) and source of ``key`` on each QC dataset, from timm's tables at ``key.img_size``."""
+    name, size = key.names[0], key.img_size
+    out = []
+    for qc in QC_DATASETS:
+        if qc.timm_file is None:
+            out.append((np.nan, f"missing: timm publishes no {qc.dataset} results"))
+            continue
+        table = references.timm[qc.timm_file]
+        rows = table[table["model"] == name]
+        at_size = rows[rows["img_size"] == size]
+        if len(at_size):
+            out.append((float(at_size["top1"].iloc[0]), f"{qc.timm_file}: {name} @ {size}px"))
+        elif len(rows):
+            sizes = ", ".join(str(s) for s in sorted(rows["img_size"].unique()))
+            out.append((np.nan, f"missing: {qc.timm_file} has {name} only at img_size {sizes}, not {size}"))
+        else:
+            out.append((np.nan, f"missing: no {name} row in {qc.timm_file}"))
+    return out
+
+
+#: Reference-table family (an adapter's ``qc_reference_key().table``) -> its lookup.
+_PUBLISHED_LOOKUPS = {OPEN_CLIP_RESULTS: _open_clip_published, TIMM_RESULTS: _timm_published}
 
 
 def published_top1(registry_table: pd.DataFrame, references: ReferenceTables) -> pd.DataFrame:
     """Published top-1 (percent) of each registry model on each QC dataset.
 
-    ``registry_table``: the model registry (``model_id, library, architecture, pretrained, resolution``).
+    ``registry_table``: the model registry (``model_id, library, architecture, pretrained, resolution``); each
+    row's adapter says where its library publishes it (``qc_reference_key``).
     Returns one row per (model, QC dataset) with columns ``model, dataset, published_pct, source``;
     ``published_pct`` is NaN where nothing is published, and ``source`` then says what was looked for.
     """
     records = []
     for model in registry_table.to_dict("records"):
-        model_id, arch, tag = model["model_id"], model["architecture"], model["pretrained"]
-        if model["library"] == "open_clip":
-            row = _open_clip_row(references.open_clip, arch, tag)
-            for qc in QC_DATASETS:
-                if row is None:
-                    value, source = np.nan, f"missing: no ({arch}, {tag}) row in {OPEN_CLIP_FILE}"
-                else:
-                    value = 100.0 * float(row[qc.open_clip_column])
-                    source = f"{OPEN_CLIP_FILE}: ({row['name']}, {tag}) [{qc.open_clip_column}]"
-                records.append((model_id, qc.dataset, value, source))
+        key = adapter_for(model["library"], model["model_id"]).qc_reference_key(model)
+        if key is None:
+            found = [(np.nan, f"missing: the {model['library']} library publishes no results")] * len(QC_DATASETS)
         else:
-            name, size = f"{arch}.{tag}", int(model["resolution"])
-            for qc in QC_DATASETS:
-                if qc.timm_file is None:
-                    records.append((model_id, qc.dataset, np.nan, f"missing: timm publishes no {qc.dataset} results"))
-                    continue
-                table = references.timm[qc.timm_file]
-                rows = table[table["model"] == name]
-                at_size = rows[rows["img_size"] == size]
-                if len(at_size):
-                    value, source = float(at_size["top1"].iloc[0]), f"{qc.timm_file}: {name} @ {size}px"
-                elif len(rows):
-                    sizes = ", ".join(str(s) for s in sorted(rows["img_size"].unique()))
-                    value, source = np.nan, f"missing: {qc.timm_file} has {name} only at img_size {sizes}, not {size}"
-                else:
-                    value, source = np.nan, f"missing: no {name} row in {qc.timm_file}"
-                records.append((model_id, qc.dataset, value, source))
+            found = _PUBLISHED_LOOKUPS[key.table](key, references)
+        records += [(model["model_id"], qc.dataset, value, source) for qc, (value, source) in zip(QC_DATASETS, found)]
     return pd.DataFrame.from_records(records, columns=list(PUBLISHED_COLUMNS))
 
 

@@ -1,0 +1,207 @@
+"""The open_clip adapter: zero-shot CLIP models built by ``open_clip.create_model_and_transforms``.
+
+Registry rows: ``architecture`` is open_clip's config name (the ``-quickgelu`` config where the tag was
+trained with QuickGELU), ``pretrained`` its pretrained tag; ids are ``openclip__{architecture}__{tag}``.
+These models output image features: they need a zero-shot text head
+(:mod:`clip_robustness.models.zero_shot`), whose logits ``logit_scale * normalize(features) @ W`` are
+computed in float32 with autocast disabled (:func:`~clip_robustness.models.zero_shot.zero_shot_logits`),
+so the final layer is float32 whatever precision the image tower ran in.
+
+Importing the adapter's library (first use) registers the tiny open_clip configs shipped in
+``clip_robustness/resources/open_clip_configs/`` (used by the demo and the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from clip_robustness.models.adapters.base import (
+    OPEN_CLIP_RESULTS,
+    ModelAdapter,
+    ModelBuildError,
+    ReferenceKey,
+    RowProblem,
+    UnsupportedPreprocessingError,
+    WeightsLocation,
+    hub_cache_dir,
+    missing_weights,
+    plain_json,
+    row_text,
+    tuples,
+)
+
+#: Folder of the tiny open_clip model configs shipped with the package (``{name}.json``).
+OPEN_CLIP_CONFIG_DIR = Path(str(files("clip_robustness") / "resources" / "open_clip_configs"))
+
+#: The preprocessing keys of a known tag kept when its weights come from a local file.
+_TAG_PREPROCESSING_KEYS = ("mean", "std", "interpolation", "resize_mode")
+
+QUICKGELU_SUFFIX = "-quickgelu"
+
+
+def register_open_clip_configs(config_dir: Path = OPEN_CLIP_CONFIG_DIR) -> list[str]:
+    """Register the shipped tiny open_clip configs with ``open_clip.add_model_config``.
+
+    Returns the architecture names now available (the JSON file stems). Idempotent.
+    """
+    import open_clip
+
+    names = sorted(p.stem for p in config_dir.glob("*.json"))
+    if names and not set(names) <= set(open_clip.list_models()):
+        open_clip.add_model_config(config_dir)
+    return names
+
+
+def _open_clip() -> Any:
+    """open_clip, with the shipped configs registered."""
+    import open_clip
+
+    register_open_clip_configs()
+    return open_clip
+
+
+@lru_cache(maxsize=None)
+def _pretrained_pairs() -> frozenset[tuple[str, str]]:
+    return frozenset(tuple(pair) for pair in _open_clip().list_pretrained())
+
+
+def _tag_cfg(architecture: str, tag: str) -> dict:
+    """open_clip's pretrained config for ``(architecture, tag)``; ``{}`` when the tag is unknown or empty."""
+    return dict(_open_clip().get_pretrained_cfg(architecture, tag) or {}) if tag else {}
+
+
+class OpenClipAdapter(ModelAdapter):
+    name = "open_clip"
+    distribution = "open_clip_torch"
+    id_prefix = "openclip"
+    needs_text_head = True
+
+    def prepare(self) -> None:
+        register_open_clip_configs()
+
+    def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
+        open_clip = _open_clip()
+        arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise RowProblem(f"open_clip {open_clip.__version__} has no model config {arch!r}")
+        if not row_text(row, "weights_file"):
+            if (arch, tag) not in _pretrained_pairs():
+                raise RowProblem(f"({arch!r}, {tag!r}) is not in open_clip {open_clip.__version__} list_pretrained()")
+            quick_gelu = _tag_cfg(arch, tag).get("quick_gelu", False)
+            if quick_gelu and not (arch.endswith(QUICKGELU_SUFFIX) or model_cfg.get("quick_gelu", False)):
+                raise RowProblem(f"tag {tag!r} was trained with QuickGELU; use the config {arch + QUICKGELU_SUFFIX!r}")
+        size = model_cfg["vision_cfg"]["image_size"]
+        return size if isinstance(size, int) else size[-1]
+
+    def has_architecture(self, architecture: str) -> bool:
+        return architecture in _open_clip().list_models()
+
+    def _known_tag_cfg(self, row: Mapping[str, Any]) -> dict:
+        arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
+        cfg = _tag_cfg(arch, tag)
+        if not cfg:
+            raise ModelBuildError(
+                f"model {row_text(row, 'model_id')!r}: open_clip has no pretrained tag {tag!r} for {arch!r}; known "
+                f"tags: {_open_clip().list_pretrained_tags_by_model(arch)}"
+            )
+        return cfg
+
+    def tag_weights_location(self, row: Mapping[str, Any]) -> WeightsLocation:
+        cfg = self._known_tag_cfg(row)
+        if cfg.get("hf_hub"):
+            return WeightsLocation("hub", str(cfg["hf_hub"]))
+        return WeightsLocation("url", str(cfg.get("url")))
+
+    def download_weights(self, row: Mapping[str, Any], location: WeightsLocation) -> str | None:
+        cfg = self._known_tag_cfg(row)
+        source = f"hf hub repo {location.where!r}" if location.kind == "hub" else f"url {location.where!r}"
+        try:
+            return str(_open_clip().download_pretrained(cfg))
+        except Exception as exc:  # the loader's own errors: offline, 404, checksum mismatch
+            raise missing_weights(
+                row_text(row, "model_id"), f"open_clip {source} in the cache {hub_cache_dir()!r}", exc
+            ) from exc
+
+    @staticmethod
+    def _quick_gelu(architecture: str, tag_cfg: Mapping[str, Any]) -> bool:
+        return bool(tag_cfg.get("quick_gelu", False)) or architecture.endswith(QUICKGELU_SUFFIX)
+
+    def build(self, row: Mapping[str, Any], device: Any, weights: str | None) -> tuple[Any, Callable, dict]:
+        open_clip = _open_clip()
+        arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
+        tag_cfg = _tag_cfg(arch, tag)
+        quick_gelu = self._quick_gelu(arch, tag_cfg)
+        kwargs: dict[str, Any] = {"force_quick_gelu": quick_gelu}
+        if row_text(row, "weights_file"):
+            pretrained: str | None = weights
+            # A local file of a known tag keeps that tag's preprocessing (mean/std, interpolation, resize).
+            overrides = {k: tag_cfg[k] for k in _TAG_PREPROCESSING_KEYS if k in tag_cfg}
+            if overrides:
+                kwargs["force_preprocess_cfg"] = overrides
+        else:
+            pretrained = tag or None
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device, **kwargs)
+        cfg = dict(model.visual.preprocess_cfg)
+        size = cfg["size"]
+        size = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+        info = {
+            "library": self.name,
+            "input_size": [3, *size],
+            "resize_mode": cfg.get("resize_mode", "shortest"),
+            # open_clip's eval transform resizes the shortest side to the input size, then centre-crops.
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "interpolation": str(cfg["interpolation"]),
+            "mean": [float(v) for v in cfg["mean"]],
+            "std": [float(v) for v in cfg["std"]],
+            "quick_gelu": bool(quick_gelu),
+            "transform": repr(preprocess),
+        }
+        return model.eval(), preprocess, info
+
+    def classifier(self, model: Any, head: Any = None) -> Any:
+        from clip_robustness.models.zero_shot import ZeroShotClassifier
+
+        if head is None:
+            raise ValueError("an open_clip model needs its zero-shot head to give ImageNet logits")
+        return ZeroShotClassifier(model, head).eval()
+
+    def tokenizer(self, row: Mapping[str, Any]) -> Callable:
+        return _open_clip().get_tokenizer(row_text(row, "architecture"))
+
+    def decode_recipe(self, row: Mapping[str, Any]) -> dict:
+        from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+        open_clip = _open_clip()
+        arch, tag, weights_file = row_text(row, "architecture"), row_text(row, "pretrained"), row_text(row, "weights_file")
+        # Mirrors open_clip.create_model_and_transforms as build() calls it: defaults, then the tag's config (when
+        # the tag itself is loaded), the visual tower's image size, then build's overrides for a local file.
+        tag_cfg = _tag_cfg(arch, tag)
+        cfg = asdict(PreprocessCfg())
+        if tag_cfg and not weights_file:
+            cfg = merge_preprocess_dict(cfg, tag_cfg)
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise UnsupportedPreprocessingError(f"open_clip has no model config {arch!r}")
+        size = model_cfg.get("vision_cfg", {}).get("image_size", cfg["size"])
+        cfg["size"] = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+        if weights_file:
+            cfg = merge_preprocess_dict(cfg, {k: tag_cfg[k] for k in _TAG_PREPROCESSING_KEYS if k in tag_cfg})
+        return {k: plain_json(v) for k, v in cfg.items()}
+
+    def transform_from_recipe(self, recipe: Mapping[str, Any]) -> Callable:
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        return image_transform_v2(PreprocessCfg(**tuples(recipe)), is_train=False)
+
+    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
+        # open_clip's table lists the OpenAI weights (always loaded with QuickGELU) under the base config name only,
+        # so a -quickgelu config falls back to its base name's row.
+        arch = row_text(row, "architecture")
+        names = (arch, arch.removesuffix(QUICKGELU_SUFFIX)) if arch.endswith(QUICKGELU_SUFFIX) else (arch,)
+        return ReferenceKey(OPEN_CLIP_RESULTS, names, pretrained=row_text(row, "pretrained"))

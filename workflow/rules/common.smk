@@ -84,6 +84,15 @@ def get_manifest_params(wildcards):
     return datasets_workflow.manifest_params(DATASET_REGISTRY, wildcards.dataset, config["downloads"])
 
 
+# ============================================================================ models (owner: models stage)
+
+
+def get_model_weights_record(wildcards):
+    """{model}'s weights record (data/weights/{model}.json, rule fetch_model_weights on the login node): an input
+    of the model's GPU jobs, so a job never starts on an offline node before its weights are in the cache."""
+    return f"data/weights/{wildcards.model}.json"
+
+
 # ============================================================================ logits (owner: logits stage)
 
 
@@ -159,12 +168,13 @@ def get_decode_params(wildcards):
 
 def get_cache_logits_input(wildcards):
     """Inputs of cache_logits: the dataset's manifest, the model's zero-shot head (open_clip models, which
-    are the zero-shot CLIP models), its local weights file, if any, and, on the fast path, the dataset's decoded
+    are the zero-shot CLIP models), its local weights file, if any, its weights record, and, on the fast path, the dataset's decoded
     array for the model's preprocessing geometry with its JSON sidecar."""
     inputs = {"manifest": f"data/manifests/{wildcards.dataset}.parquet"}
     if model_row(wildcards.model)["library"] == "open_clip":
         inputs["head"] = f"results/heads/{wildcards.model}.pt"
     inputs.update(zip(["weights"], get_model_weights(wildcards)))
+    inputs["weights_record"] = get_model_weights_record(wildcards)
     spec = decode_spec(wildcards.model)
     if spec is not None:
         inputs["decoded"] = f"data/decoded/{wildcards.dataset}/{spec.key}.npy"

@@ -88,8 +88,8 @@ def get_manifest_params(wildcards):
 
 
 def get_model_weights_record(wildcards):
-    """{model}'s weights record (data/weights/{model}.json, rule fetch_model_weights on the login node): an input
-    of the model's GPU jobs, so a job never starts on an offline node before its weights are in the cache."""
+    """{model}'s weights record, data/weights/{model}.json, written by fetch_model_weights on the login node. An
+    input of the model's GPU jobs, so a job never starts on an offline node before its weights are in the cache."""
     return f"data/weights/{wildcards.model}.json"
 
 

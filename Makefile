@@ -11,7 +11,7 @@ DEMO := --configfile config/demo.yaml
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo
+.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,15 @@ rerun-model:
 	@test -n "$(MODEL)" || { echo "usage: make rerun-model MODEL=<model_id from the model registry> [SNAKEMAKE_ARGS=...]" >&2; exit 2; }
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits compute_model_metrics -- results/metrics/models/$(MODEL).parquet
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
+
+## Add your own model to the model registry (one validated row, study "own"); the next run computes only its branch.
+## Example: make add-model MODEL=timm:resnet50 WEIGHTS=my_resnet50.safetensors GROUP=standard SOURCE=ImageNet-1k SIZE=1281167
+## MODEL: timm:ARCH[.TAG], open_clip:ARCH[:TAG] or hf-hub:ORG/REPO; ARGS: further options
+## (python -m clip_robustness.models.add_model --help), e.g. ARGS="--registry config/demo/models.tsv".
+add-model: venv
+	@test -n "$(MODEL)" -a -n "$(GROUP)" -a -n "$(SOURCE)" || { echo "usage: make add-model MODEL=<timm:ARCH[.TAG] | open_clip:ARCH[:TAG] | hf-hub:ORG/REPO> GROUP=<group> SOURCE=<training source> [SIZE=<images>] [WEIGHTS=<file>] [ARGS=...]" >&2; exit 2; }
+	$(PY) -m clip_robustness.models.add_model "$(MODEL)" --group "$(GROUP)" --training-source "$(SOURCE)" \
+		$(if $(SIZE),--training-size $(SIZE)) $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(ARGS)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules

@@ -15,6 +15,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/models.smk"
 include: "workflow/rules/logits.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"

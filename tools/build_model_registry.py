@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_robustness.models.registry import REGISTRY_COLUMNS, model_id_for
+from clip_robustness.models.registry import MODEL_COLUMNS, model_id_for
 
 # --------------------------------------------------------------------------- training sources
 # Name -> number of training images: the nominal size its publication names the data set by.
@@ -322,7 +322,7 @@ def check_against_timm_metadata(rows: list[dict], metadata_csv: Path) -> list[st
 
 
 def build_registry(metadata_csv: Path) -> pd.DataFrame:
-    """The full registry table, columns in REGISTRY_COLUMNS order."""
+    """The full registry table, columns in MODEL_COLUMNS order (no ``study`` column: every row is the paper's)."""
     rows = (open_clip_rows() + timm_rows(CLIP_FT, "clip_ft")
             + timm_rows(STANDARD, "standard") + timm_rows(MORE_DATA, "more_data"))
     for row in rows:
@@ -337,7 +337,7 @@ def build_registry(metadata_csv: Path) -> pd.DataFrame:
     for row in rows:
         row["model_id"] = model_id_for(row["library"], row["architecture"], row["pretrained"])
         row["weights_file"] = ""
-    return pd.DataFrame(rows)[list(REGISTRY_COLUMNS)]
+    return pd.DataFrame(rows)[list(MODEL_COLUMNS)]
 
 
 def main(argv: list[str] | None = None) -> int:

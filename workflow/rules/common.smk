@@ -84,6 +84,15 @@ def get_manifest_params(wildcards):
     return datasets_workflow.manifest_params(DATASET_REGISTRY, wildcards.dataset, config["downloads"])
 
 
+# ============================================================================ models (owner: models stage)
+
+
+def get_model_weights_record(wildcards):
+    """{model}'s weights record, data/weights/{model}.json, written by fetch_model_weights on the login node. An
+    input of the model's GPU jobs, so a job never starts on an offline node before its weights are in the cache."""
+    return f"data/weights/{wildcards.model}.json"
+
+
 # ============================================================================ logits (owner: logits stage)
 
 
@@ -121,8 +130,11 @@ def get_decode_params(wildcards):
 
 
 def get_cache_logits_input(wildcards):
-    """Inputs of cache_logits: manifest, zero-shot head (zero-shot models), local weights, decoded array + sidecar."""
-    return LOGITS_PLAN.cache_logits_inputs(wildcards.model, wildcards.dataset)
+    """Inputs of cache_logits: manifest, zero-shot head (zero-shot models), local weights, the weights record
+    (rule fetch_model_weights), decoded array + sidecar."""
+    inputs = LOGITS_PLAN.cache_logits_inputs(wildcards.model, wildcards.dataset)
+    inputs["weights_record"] = get_model_weights_record(wildcards)
+    return inputs
 
 
 def get_loader_workers(wildcards, threads):

@@ -56,6 +56,7 @@ rule decode_images:
 rule build_zero_shot_head:
     input:
         weights=get_model_weights,
+        weights_record=get_model_weights_record,
     output:
         "results/heads/{model}.pt",
     log:

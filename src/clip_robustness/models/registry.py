@@ -20,10 +20,17 @@ The registry is data, not code: adding a model is adding a row. Columns (tab-sep
 ``architecture_family``  ResNet, ViT, ConvNeXt, EfficientNet, ...
 ``resolution``         input size in pixels (int > 0), the side of the square crop the model sees
 ``weights_file``       empty: weights come through the library's loader; else a local weights path
+``study``              optional: ``paper`` (the paper's models; also an empty cell or no column),
+                       ``own`` (a user's model, added by ``python -m clip_robustness.models.add_model``)
+                       or ``catalogue`` (a checkpoint of the libraries outside the paper's list,
+                       :mod:`clip_robustness.models.catalogue`). Not part of a model's definition:
+                       :meth:`ModelRegistry.row` leaves it out, :meth:`ModelRegistry.study` reads it.
 =====================  ======================================================================
 
 Zero-shot models (the group ``clip_zeroshot``) are exactly those whose library needs a text head
 (:func:`clip_robustness.models.adapters.is_zero_shot`); a row where the two disagree is refused.
+``group`` and ``training_source`` may be ``unknown`` (generated rows whose library does not state
+them); ``training_size`` is then ``0``, and only then.
 
 This module imports neither torch, open_clip nor timm (the Snakefile reads the registry at every
 invocation); :func:`check_registry_against_libraries` imports the libraries when called. CLI::
@@ -46,14 +53,21 @@ import pandas as pd
 
 from clip_robustness.models.adapters import ADAPTERS, LIBRARIES, adapter_for, is_zero_shot
 
-REGISTRY_COLUMNS: tuple[str, ...] = (
+#: The columns that define a model (what :meth:`ModelRegistry.row` returns).
+MODEL_COLUMNS: tuple[str, ...] = (
     "model_id", "library", "architecture", "pretrained", "group", "training_source", "training_size",
     "finetune_route", "architecture_family", "resolution", "weights_file",
 )
-OPTIONAL_COLUMNS: frozenset[str] = frozenset({"weights_file"})
+#: Every column, in file order: the model's definition, then which study it belongs to.
+REGISTRY_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "study")
+OPTIONAL_COLUMNS: frozenset[str] = frozenset({"weights_file", "study"})
 INTEGER_COLUMNS: tuple[str, ...] = ("training_size", "resolution")
-GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
+GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial", "unknown")
 ZERO_SHOT_GROUP = "clip_zeroshot"
+#: Value of ``group`` / ``training_source`` where the library does not state it.
+UNKNOWN = "unknown"
+#: Values of the ``study`` column; the first is the default (empty cell or no column).
+STUDIES: tuple[str, ...] = ("paper", "own", "catalogue")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -123,11 +137,17 @@ class ModelRegistry:
         return cached
 
     def row(self, model_id: str) -> dict:
-        """The registry columns of one model, as plain Python values (ints for the integer columns)."""
+        """The registry columns that define one model (all but ``study``), as plain Python values (ints for
+        the integer columns)."""
         record = self.table.iloc[self._position(model_id)].to_dict()
+        record.pop("study", None)
         for column in INTEGER_COLUMNS:
             record[column] = int(record[column])
         return record
+
+    def study(self, model_id: str) -> str:
+        """Which study the model belongs to: ``paper``, ``own`` or ``catalogue`` (see the ``study`` column)."""
+        return self.table.at[self._position(model_id), "study"]
 
     def is_zero_shot(self, model_id: str) -> bool:
         """True for zero-shot models (:func:`clip_robustness.models.adapters.is_zero_shot`: their library needs a
@@ -169,7 +189,7 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
     if header is None:
         raise RegistryError(f"model registry {path}: the file is empty; expected a header with {', '.join(REGISTRY_COLUMNS)}")
     header = [name.strip() for name in header]
-    missing = [name for name in REGISTRY_COLUMNS if name not in header]
+    missing = [name for name in REGISTRY_COLUMNS if name not in header and name not in OPTIONAL_COLUMNS]
     if missing:
         raise RegistryError(f"model registry {path}: missing column(s) {', '.join(missing)} "
                             f"(expected tab-separated columns {', '.join(REGISTRY_COLUMNS)})")
@@ -180,6 +200,8 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
         if len(fields) > len(header):
             raise RegistryError(f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}")
         row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
+        row = {**{name: "" for name in OPTIONAL_COLUMNS}, **row}
+        row["study"] = row["study"] or STUDIES[0]
         label = f"model registry {path}, line {line} (model_id {row['model_id']!r})"
         for name in REGISTRY_COLUMNS:
             if name not in OPTIONAL_COLUMNS and not row[name]:
@@ -199,12 +221,17 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
             needs = "needs a" if is_zero_shot(row) else "has no"
             raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
                                 f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
+        if row["study"] not in STUDIES:
+            raise RegistryError(f"{label}: unknown study {row['study']!r}; expected one of {', '.join(STUDIES)}")
         for name in INTEGER_COLUMNS:
-            if not row[name].isdigit() or int(row[name]) <= 0:
-                raise RegistryError(f"{label}: column {name!r} must be a positive integer, got {row[name]!r}")
+            unknown_size = name == "training_size" and row["training_source"] == UNKNOWN and row[name] == "0"
+            if not unknown_size and (not row[name].isdigit() or int(row[name]) <= 0):
+                hint = " (0 only with training_source unknown)" if name == "training_size" else ""
+                raise RegistryError(f"{label}: column {name!r} must be a positive integer{hint}, got {row[name]!r}")
         rows.append(row)
 
-    table = pd.DataFrame(rows, columns=header)
+    columns = header + [name for name in REGISTRY_COLUMNS if name not in header]
+    table = pd.DataFrame(rows, columns=columns)
     for name in INTEGER_COLUMNS:
         table[name] = table[name].astype("int64")
     return ModelRegistry(path=path, table=table)

@@ -1,0 +1,28 @@
+# Models stage: each model's weights fetched on the login node (localrules, like the downloads), so that
+# GPU jobs on compute nodes without internet never start without them. Code: clip_robustness.models.weights.
+#
+# fetch_model_weights fetches through open_clip's and timm's own loaders into the hub cache (HF_HOME /
+# HF_HUB_CACHE on the shared file system; HF_ENDPOINT for a mirror) and writes what it fetched (file,
+# size, sha256, source URL) to data/weights/{model}.json. That record is an input of the model's GPU jobs
+# (build_zero_shot_head, cache_logits: get_model_weights_record), so every needed fetch runs first. To fetch
+# everything that needs internet (archives and weights) before queueing any GPU job (docs/cluster.md):
+#   snakemake --cores 4 --profile slurm --until extract_archive fetch_model_weights
+
+
+localrules:
+    fetch_model_weights,
+
+
+rule fetch_model_weights:
+    input:
+        weights=get_model_weights,
+    output:
+        record="data/weights/{model}.json",
+    log:
+        "results/logs/fetch_model_weights/{model}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        row=get_model_row,
+    script:
+        "../scripts/fetch_model_weights.py"

@@ -14,7 +14,7 @@ from matplotlib.colors import to_hex
 from scipy import stats
 
 from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
-from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES, figure_function, render_figure
+from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES, figure_function, figure_spec, render_figure
 from clip_robustness.figures.calibration import condition_values, plot_calibration, shift_conditions
 from clip_robustness.figures.data import (
     FigureInputError,
@@ -68,12 +68,12 @@ def texts(fig):
 
 def test_every_figure_name_has_a_function_a_rule_and_a_caption():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
-    blocks = dict(re.findall(r"rule plot_(\w+):\n((?:    .*\n|\n)+?)(?=rule |\Z)", rules))
-    assert set(blocks) == set(FIGURE_NAMES)
+    # one rule definition, looped over the figure table, named plot_<figure>, with the figure's caption and script
+    assert "for figure in FIGURES:" in rules and 'f"plot_{figure.name}"' in rules
+    assert "caption=figure.caption" in rules and 'figure=figure.name,' in rules and '"../scripts/plot_figure.py"' in rules
     for name in FIGURE_NAMES:
         assert callable(figure_function(name))
-        assert f'caption="../report/{name}.rst"' in blocks[name]
-        assert f'figure="{name}",' in blocks[name] and '"../scripts/plot_figure.py"' in blocks[name]
+        assert figure_spec(name).caption == f"../report/{name}.rst"
         assert (REPO / f"workflow/report/{name}.rst").read_text().strip()
     for table in TABLE_FILES:
         assert f"results/tables/{table}" in rules
@@ -81,7 +81,7 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
 
 def test_figure_rules_read_only_the_metric_tables_and_the_registry():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
-    inputs = re.findall(r"input:\n((?:        .+\n)+)", rules)
+    inputs = [block for _, block in re.findall(r"^( *)input:\n((?:\1    .+\n)+)", rules, re.M)]
     allowed = {"metrics=METRICS_TABLE,", 'registry=config["model_registry"],', "ood_correlations=OOD_CORRELATIONS,",
                "get_figures(),", "get_tables(),"}
     assert {line.strip() for block in inputs for line in block.splitlines()} <= allowed
@@ -231,7 +231,7 @@ def test_imagenet_c_severity_condition_is_the_mean_over_corruptions():
     ])
     assert condition_values(metrics, "ece_ts", "imagenet_c_severity_1")["a"] == pytest.approx(3.0)  # (2 + 4) / 2
     assert shift_conditions(metrics, ["imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3"]) == [
-        "imagenet_val_id_test", "imagenet_r", "imagenet_c_severity_1", "imagenet_c_severity_3"]
+        "imagenet_val_id_test", "imagenet_r", "imagenet_c", "imagenet_c_severity_1", "imagenet_c_severity_3"]
 
 
 def test_metrics_table_without_a_column_is_refused_naming_file_and_column(tmp_path):

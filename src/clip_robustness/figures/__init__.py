@@ -144,6 +144,8 @@ def render_figure(
     from clip_robustness.figures.panels import save
     from clip_robustness.figures.style import Style, paper_context
 
+    for chatty in ("fontTools", "matplotlib", "PIL"):  # per-glyph subsetting chatter of PDF font embedding
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     draw = figure_function(name)
     metrics = check_metrics(metrics)
     registry = check_registry(registry)

@@ -15,6 +15,8 @@ import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
 
+from clip_robustness.workflow.study import ID_TEST_SUFFIX
+
 #: Model groups of the registry (column ``group``), in legend order.
 GROUP_ORDER: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
 
@@ -72,7 +74,6 @@ SPARE_MARKERS: tuple[str, ...] = ("X", "H", "8", "1", "2", "3", "4", "+", "x")
 #: Display names of dataset ids used in panel titles; unknown ids are shown as they are.
 DATASET_TITLES: dict[str, str] = {
     "imagenet_val": "ImageNet",
-    "imagenet_val_id_test": "ImageNet (ID test half)",
     "imagenet_v2_threshold07": "ImageNet-V2-A",
     "imagenet_v2_matched_frequency": "ImageNet-V2-B",
     "imagenet_v2_top_images": "ImageNet-V2-C",
@@ -122,7 +123,9 @@ def normalise_source(source: object) -> str:
 
 
 def dataset_title(dataset_id: str) -> str:
-    """Human-readable title of a dataset id (the id itself when unknown)."""
+    """Human-readable title of a dataset id (the id itself when unknown); ``<id>_id_test`` is the ID test half of ``<id>``."""
+    if dataset_id.endswith(ID_TEST_SUFFIX) and dataset_id not in DATASET_TITLES:
+        return f"{dataset_title(dataset_id[: -len(ID_TEST_SUFFIX)])} (ID test half)"
     return DATASET_TITLES.get(dataset_id, dataset_id)
 
 

@@ -14,7 +14,14 @@ from matplotlib.colors import to_hex
 from scipy import stats
 
 from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
-from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES, figure_function, figure_spec, render_figure
+from clip_robustness.figures import (
+    FIGURE_NAMES,
+    TABLE_FILES,
+    figure_function,
+    figure_options,
+    figure_spec,
+    render_figure,
+)
 from clip_robustness.figures.calibration import condition_values, plot_calibration, shift_conditions
 from clip_robustness.figures.data import (
     FigureInputError,
@@ -25,7 +32,7 @@ from clip_robustness.figures.data import (
     select,
 )
 from clip_robustness.figures.factor import plot_factor_robustness
-from clip_robustness.figures.ood import plot_ood_detection
+from clip_robustness.figures.ood import plot_ood_detection, score_values
 from clip_robustness.figures.panels import expit, logit, logit_trend
 from clip_robustness.figures.style import GROUP_PALETTE, SOURCE_MARKERS, Style, assign_source_markers, paper_context
 from clip_robustness.figures.tables import model_summary, registry_latex, registry_table, summary_column
@@ -156,6 +163,35 @@ def test_group_colour_and_source_marker_are_the_same_in_every_figure(mid_study):
         assert to_hex(entries["CLIP (zero-shot)"].get_color()) == clip_colour
         assert entries["CLIP: LAION-2B"].get_marker() == SOURCE_MARKERS["laion2b"]
         assert to_hex(entries["Standard (IN-1k)"].get_color()) == GROUP_PALETTE["standard"]
+
+
+def test_clip_ft_is_split_by_fine_tuning_route_with_one_colour_each(mid_study):
+    registry, metrics = mid_study  # CLIP-FT routes in1k and in12k->in1k
+    style = Style.from_registry(registry)
+    with paper_context():
+        fig = figure_function("factor_robustness_by_finetuning")(metrics, registry, style)
+    legend = fig.legends[0]
+    entries = {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert {"CLIP-FT (in1k)", "CLIP-FT (in12k->in1k)"} <= set(entries)
+    assert entries["CLIP-FT (in1k)"] != entries["CLIP-FT (in12k->in1k)"]
+    assert entries["CLIP-FT (in12k->in1k)"] == style.point_color("clip_ft", "in12k->in1k")
+
+
+def test_mcm_figure_scores_zero_shot_clip_by_mcm_and_the_other_models_by_msp(mid_study):
+    registry, metrics = mid_study
+    values = score_values(metrics, "auroc", "textures", "mcm")
+    mcm = select(metrics, "auroc", dataset="textures", score="mcm")
+    msp = select(metrics, "auroc", dataset="textures", score="msp")
+    clip = registry.loc[registry["group"] == "clip_zeroshot", "model_id"]
+    standard = registry.loc[registry["group"] == "standard", "model_id"]
+    assert values[clip].tolist() == mcm[clip].tolist()
+    assert values[standard].tolist() == msp[standard].tolist()
+    assert figure_options("ood_detection_mcm", "imagenet_val", [], ["textures"])["score"] == "mcm"
+    assert figure_options("ood_detection", "imagenet_val", [], ["textures"])["score"] == "msp"
+
+
+def test_calibration_figure_options_name_the_id_test_half_of_the_study():
+    assert figure_options("calibration", "imagenet_val", ["imagenet_r"], []) == {"id_test": "imagenet_val_id_test"}
 
 
 def test_source_markers_depend_on_the_whole_registry_not_on_the_plotted_subset():

@@ -118,7 +118,9 @@ def test_bootstrap_is_seeded_and_keeps_each_stratum_size():
 
     first = bootstrap_interval(frame, frame["g"], statistic, 200, seed=1)
     assert first == bootstrap_interval(frame, frame["g"], statistic, 200, seed=1)
-    assert set(sizes) == {(3, 7)}
+    # every resample keeps both group sizes; the only other calls are BCa's leave-one-out (jackknife) ones
+    assert sizes.count((3, 7)) >= 2 * 200
+    assert set(sizes) <= {(3, 7), (2, 7), (3, 6)}
     assert first[0] < frame["v"].mean() < first[1]
 
 

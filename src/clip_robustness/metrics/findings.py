@@ -4,8 +4,8 @@ Computed only from the aggregate tidy metrics table and the model registry table
 The statistic of each claim, its threshold and the verdict rules are written down in
 ``docs/assumptions.md`` (section 1); this module implements exactly that text.
 
-- Interval: percentile bootstrap over models, models resampled with replacement within each group
-  compared (strata), the whole statistic recomputed per resample; seeded.
+- Interval: BCa bootstrap over models (``scipy.stats.bootstrap``), models resampled with replacement
+  within each group compared (strata), the whole statistic recomputed per resample; seeded.
 - Verdict: ``undetermined`` when a group compared has fewer than ``min_models`` models, when the
   statistic cannot be computed, or when the interval straddles the threshold; ``supported`` when the
   whole interval lies on the claim's side of the threshold; ``not supported`` when it lies on the other side.
@@ -14,12 +14,14 @@ The statistic of each claim, its threshold and the verdict rules are written dow
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from clip_robustness.metrics.correlation import source_family
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS
@@ -115,26 +117,39 @@ def bootstrap_interval(
     seed: int,
     level: float = CONFIDENCE,
 ) -> tuple[float, float]:
-    """Percentile interval of ``statistic`` over ``samples`` resamples of the rows (models) of ``frame``.
+    """Bootstrap interval of ``statistic`` over ``samples`` resamples of the rows (models) of ``frame``.
 
-    Rows are resampled with replacement within each value of ``strata`` (one per row), so every group
-    keeps its size. NaN when more than 10% of the resamples give no finite value.
+    Rows are resampled with replacement within each value of ``strata`` (one per row), so every group keeps
+    its size (``scipy.stats.bootstrap`` with one sample per stratum). The interval is BCa (bias-corrected and
+    accelerated: a statistic such as a spread ratio is biased under resampling, and BCa corrects for it);
+    where BCa is undefined (every resample on one side of the estimate, or some resamples undefined) it falls
+    back to the basic interval ``2 * estimate - quantiles`` of the finite resamples, which corrects a constant
+    bias. NaN when more than 10% of the resamples give no finite value.
     """
     strata = np.asarray(list(strata), dtype=object)
     if len(strata) != len(frame):
         raise ValueError(f"bootstrap_interval: {len(strata)} strata for {len(frame)} rows")
-    rng = np.random.default_rng(seed)
-    positions = [np.flatnonzero(strata == s) for s in pd.unique(strata)]
-    values = np.empty(samples)
-    for b in range(samples):
-        take = np.concatenate([rng.choice(p, size=len(p), replace=True) for p in positions])
-        values[b] = statistic(frame.iloc[take])
+    positions = tuple(np.flatnonzero(strata == s) for s in pd.unique(strata))
+
+    def on_positions(*parts: np.ndarray) -> float:
+        return statistic(frame.iloc[np.concatenate(parts).astype(np.int64)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (stats.DegenerateDataWarning, RuntimeWarning))
+        result = stats.bootstrap(positions, on_positions, n_resamples=samples, vectorized=False, paired=False,
+                                 confidence_level=level, method="BCa", rng=np.random.default_rng(seed))
+    values = np.asarray(result.bootstrap_distribution, dtype=float)
     finite = values[np.isfinite(values)]
     if len(finite) == 0 or len(finite) < 0.9 * samples:
         return float("nan"), float("nan")
+    low, high = result.confidence_interval
+    if np.isfinite(low) and np.isfinite(high):
+        return float(low), float(high)
+    # BCa undefined (e.g. every resample lies above the estimate): the basic interval, which corrects a constant bias
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    q_low, q_high = np.quantile(finite, [alpha, 1.0 - alpha])
+    estimate = statistic(frame)
+    return float(2 * estimate - q_high), float(2 * estimate - q_low)
 
 
 # ---------------------------------------------------------------------------------------------- statistics

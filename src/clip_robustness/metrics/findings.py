@@ -242,6 +242,8 @@ class Claim:
     figure: str
     threshold: float
     side: str
+    #: The statistic's range (a count of factors, a share): an interval is clipped to it.
+    bounds: tuple[float, float] = (-np.inf, np.inf)
 
 
 def _row(claim: Claim, value: float, n_models: str, ci: tuple[float, float], reason: str = "") -> dict[str, Any]:
@@ -271,6 +273,7 @@ def _evaluate(
     if not np.isfinite(value):
         return _row(claim, value, n_models, (float("nan"), float("nan")), "the statistic cannot be computed from these rows")
     ci = bootstrap_interval(frame, strata, statistic, settings.bootstrap_samples, settings.seed)
+    ci = (float(np.clip(ci[0], *claim.bounds)), float(np.clip(ci[1], *claim.bounds)))
     if not np.isfinite(ci[0]):
         return _row(claim, value, n_models, ci, "most bootstrap resamples give no value")
     return _row(claim, value, n_models, ci)
@@ -312,7 +315,7 @@ def _factor_claims(metrics: pd.DataFrame, models: pd.DataFrame, settings: Findin
     rows = [
         _evaluate(Claim("1a", "Zero-shot CLIP is more robust than other ImageNet classifiers on 6 of the 10 ImageNet-X factors",
                         "number of factors where median effective robustness of zero-shot CLIP minus that of the standard "
-                        f"models is > 0 (of {len(factors)})", FIGURE_FACTOR, MAJORITY_OF_FACTORS, "at_least"),
+                        f"models is > 0 (of {len(factors)})", FIGURE_FACTOR, MAJORITY_OF_FACTORS, "at_least", (0.0, float(len(factors)))),
                   frame, frame["group"], count_better, settings, too_few, n_models),
         _evaluate(Claim("1b", "... and less robust on pose",
                         "median effective robustness on pose: zero-shot CLIP minus standard models (fraction)",
@@ -362,7 +365,7 @@ def _ood_claims(metrics: pd.DataFrame, models: pd.DataFrame, settings: FindingsS
     rows = [_evaluate(
         Claim("3", "Within a training source, zero-shot CLIP's ImageNet accuracy is strongly correlated with OOD detection",
               f"Pearson r of ImageNet accuracy vs AUROC ({settings.ood_score}) per training source and OOD set; median r",
-              FIGURE_OOD, STRONG_CORRELATION, "above"),
+              FIGURE_OOD, STRONG_CORRELATION, "above", (-1.0, 1.0)),
         clip, clip["source_family"], median_r, settings, too_few, _counts(clip["source_family"]),
     )]
 
@@ -421,7 +424,7 @@ def _calibration_claims(metrics: pd.DataFrame, models: pd.DataFrame, settings: F
     rows = [_evaluate(
         Claim("5", "CLIP models are not consistently better calibrated than other ImageNet classifiers",
               f"pre-TS ECE on {id_test}: share of standard models with ECE below the median zero-shot CLIP's",
-              FIGURE_CALIBRATION, SHARE_BETTER_CALIBRATED, "above"),
+              FIGURE_CALIBRATION, SHARE_BETTER_CALIBRATED, "above", (0.0, 1.0)),
         pair, pair["group"], share_standard_better, settings,
         _too_few(pair["group"], [ZERO_SHOT, STANDARD], settings.min_models), _counts(pair["group"]),
     )]

@@ -141,6 +141,22 @@ def test_report_holds_every_figure(demo_run):
         assert path.name in text, path.name
 
 
+def test_findings_table_tests_every_claim_and_is_undetermined_with_four_models(demo_run):
+    table = pd.read_csv(demo_run / "results/tables/findings.csv", keep_default_na=False)
+    assert list(table.columns) == ["claim_id", "claim", "statistic", "value", "n_models", "ci_low", "ci_high",
+                                   "threshold", "verdict", "reason", "figure"]
+    assert {"1a", "3", "5", "7"} <= set(table["claim_id"].astype(str))
+    # one zero-shot CLIP and two standard models: too few for any claim, and the table says why
+    assert set(table["verdict"]) == {"undetermined"}
+    assert all("fewer than" in reason or "no " in reason for reason in table["reason"])
+
+
+def test_report_opens_with_the_findings_category(demo_run):
+    text = (demo_run / "results/report.html").read_text(errors="replace")
+    assert "results/tables/findings.csv" in text
+    assert "1. Findings: the paper" in text
+
+
 def test_demo_finishes_within_ten_minutes(demo_run):
     # Not a timing assertion on a benchmark: the acceptance criterion for the demo on 2 cores.
     assert float((demo_run / "demo_seconds.txt").read_text()) < 600

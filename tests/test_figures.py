@@ -14,7 +14,14 @@ from matplotlib.colors import to_hex
 from scipy import stats
 
 from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
-from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES, figure_function, render_figure
+from clip_robustness.figures import (
+    FIGURE_NAMES,
+    TABLE_FILES,
+    figure_function,
+    figure_options,
+    figure_spec,
+    render_figure,
+)
 from clip_robustness.figures.calibration import condition_values, plot_calibration, shift_conditions
 from clip_robustness.figures.data import (
     FigureInputError,
@@ -25,7 +32,7 @@ from clip_robustness.figures.data import (
     select,
 )
 from clip_robustness.figures.factor import plot_factor_robustness
-from clip_robustness.figures.ood import plot_ood_detection
+from clip_robustness.figures.ood import plot_ood_detection, score_values
 from clip_robustness.figures.panels import expit, logit, logit_trend
 from clip_robustness.figures.style import GROUP_PALETTE, SOURCE_MARKERS, Style, assign_source_markers, paper_context
 from clip_robustness.figures.tables import model_summary, registry_latex, registry_table, summary_column
@@ -68,12 +75,12 @@ def texts(fig):
 
 def test_every_figure_name_has_a_function_a_rule_and_a_caption():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
-    blocks = dict(re.findall(r"rule plot_(\w+):\n((?:    .*\n|\n)+?)(?=rule |\Z)", rules))
-    assert set(blocks) == set(FIGURE_NAMES)
+    # one rule definition, looped over the figure table, named plot_<figure>, with the figure's caption and script
+    assert "for figure in FIGURES:" in rules and 'f"plot_{figure.name}"' in rules
+    assert "caption=figure.caption" in rules and 'figure=figure.name,' in rules and '"../scripts/plot_figure.py"' in rules
     for name in FIGURE_NAMES:
         assert callable(figure_function(name))
-        assert f'caption="../report/{name}.rst"' in blocks[name]
-        assert f'figure="{name}",' in blocks[name] and '"../scripts/plot_figure.py"' in blocks[name]
+        assert figure_spec(name).caption == f"../report/{name}.rst"
         assert (REPO / f"workflow/report/{name}.rst").read_text().strip()
     for table in TABLE_FILES:
         assert f"results/tables/{table}" in rules
@@ -81,7 +88,7 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
 
 def test_figure_rules_read_only_the_metric_tables_and_the_registry():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
-    inputs = re.findall(r"input:\n((?:        .+\n)+)", rules)
+    inputs = [block for _, block in re.findall(r"^( *)input:\n((?:\1    .+\n)+)", rules, re.M)]
     allowed = {"metrics=METRICS_TABLE,", 'registry=config["model_registry"],', "ood_correlations=OOD_CORRELATIONS,",
                "get_figures(),", "get_tables(),"}
     assert {line.strip() for block in inputs for line in block.splitlines()} <= allowed
@@ -158,6 +165,35 @@ def test_group_colour_and_source_marker_are_the_same_in_every_figure(mid_study):
         assert to_hex(entries["Standard (IN-1k)"].get_color()) == GROUP_PALETTE["standard"]
 
 
+def test_clip_ft_is_split_by_fine_tuning_route_with_one_colour_each(mid_study):
+    registry, metrics = mid_study  # CLIP-FT routes in1k and in12k->in1k
+    style = Style.from_registry(registry)
+    with paper_context():
+        fig = figure_function("factor_robustness_by_finetuning")(metrics, registry, style)
+    legend = fig.legends[0]
+    entries = {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert {"CLIP-FT (in1k)", "CLIP-FT (in12k->in1k)"} <= set(entries)
+    assert entries["CLIP-FT (in1k)"] != entries["CLIP-FT (in12k->in1k)"]
+    assert entries["CLIP-FT (in12k->in1k)"] == style.point_color("clip_ft", "in12k->in1k")
+
+
+def test_mcm_figure_scores_zero_shot_clip_by_mcm_and_the_other_models_by_msp(mid_study):
+    registry, metrics = mid_study
+    values = score_values(metrics, "auroc", "textures", "mcm")
+    mcm = select(metrics, "auroc", dataset="textures", score="mcm")
+    msp = select(metrics, "auroc", dataset="textures", score="msp")
+    clip = registry.loc[registry["group"] == "clip_zeroshot", "model_id"]
+    standard = registry.loc[registry["group"] == "standard", "model_id"]
+    assert values[clip].tolist() == mcm[clip].tolist()
+    assert values[standard].tolist() == msp[standard].tolist()
+    assert figure_options("ood_detection_mcm", "imagenet_val", [], ["textures"])["score"] == "mcm"
+    assert figure_options("ood_detection", "imagenet_val", [], ["textures"])["score"] == "msp"
+
+
+def test_calibration_figure_options_name_the_id_test_half_of_the_study():
+    assert figure_options("calibration", "imagenet_val", ["imagenet_r"], []) == {"id_test": "imagenet_val_id_test"}
+
+
 def test_source_markers_depend_on_the_whole_registry_not_on_the_plotted_subset():
     markers = assign_source_markers(["LAION-2B", "Acme-5B", "Zeta-1M", "WIT-400M"])
     assert markers["LAION-2B"] == SOURCE_MARKERS["laion2b"]
@@ -231,7 +267,7 @@ def test_imagenet_c_severity_condition_is_the_mean_over_corruptions():
     ])
     assert condition_values(metrics, "ece_ts", "imagenet_c_severity_1")["a"] == pytest.approx(3.0)  # (2 + 4) / 2
     assert shift_conditions(metrics, ["imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3"]) == [
-        "imagenet_val_id_test", "imagenet_r", "imagenet_c_severity_1", "imagenet_c_severity_3"]
+        "imagenet_val_id_test", "imagenet_r", "imagenet_c", "imagenet_c_severity_1", "imagenet_c_severity_3"]
 
 
 def test_metrics_table_without_a_column_is_refused_naming_file_and_column(tmp_path):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from clip_robustness.datasets.label_spaces import LabelSpace
+from clip_robustness.metrics.accuracy import top1_correct
 from clip_robustness.metrics.calibration import (
     calibration_split,
     expected_calibration_error,
@@ -75,21 +76,41 @@ def test_nll_on_a_subset_is_cross_entropy_over_the_subset_columns():
     assert negative_log_likelihood(logits, labels, space) == pytest.approx(expected, rel=1e-12)
 
 
-def test_grouped_nll_is_minus_log_of_the_true_groups_total_probability():
-    # classes 1, 2 form group 0 and class 5 group 1: p(group 0) = p(1) + p(2) within {1, 2, 5}
+def _grouped_case():
+    # classes 1, 2 form group 0 and class 5 group 1
     logits, _ = _overconfident(200, seed=4)
     space = LabelSpace("objectnet_like", np.array([1, 2, 5]), np.array([0, 0, 1]))
     labels = np.where(np.arange(200) % 2 == 0, 2, 5)
-    z = torch.from_numpy(logits[:, [1, 2, 5]]).double()
-    log_total = torch.logsumexp(z, dim=1)
-    log_group = torch.where(torch.from_numpy(labels == 2), torch.logsumexp(z[:, :2], dim=1), z[:, 2])
-    expected = (log_total - log_group).mean().item()
-    assert negative_log_likelihood(logits, labels, space) == pytest.approx(expected, rel=1e-12)
-    # confidence is the predicted group's total probability
-    probs = torch.softmax(z, dim=1).numpy()
-    group_probs = np.stack([probs[:, 0] + probs[:, 1], probs[:, 2]], axis=1)
-    predicted_group = np.where(np.argmax(logits[:, [1, 2, 5]], axis=1) < 2, 0, 1)
-    np.testing.assert_allclose(predict(logits, labels, space).confidence, group_probs[np.arange(200), predicted_group], rtol=1e-12)
+    return logits, labels, space, torch.from_numpy(logits[:, [1, 2, 5]]).double()
+
+
+def test_sum_probability_pooling_scores_top1_and_calibration_on_each_groups_total_probability():
+    logits, labels, space, z = _grouped_case()
+    log_groups = torch.stack([torch.logsumexp(z[:, :2], dim=1), z[:, 2]], dim=1)  # log p(group) up to the same constant
+    probs = torch.softmax(log_groups, dim=1).numpy()  # p(group 0) = p(1) + p(2) within {1, 2, 5}
+    truth = np.where(labels == 2, 0, 1)
+    out = predict(logits, labels, space, pooling="sum_probability")
+    np.testing.assert_allclose(out.nll, -np.log(probs[np.arange(200), truth]), rtol=1e-10)
+    np.testing.assert_allclose(out.confidence, probs.max(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(out.correct, np.argmax(probs, axis=1) == truth)
+
+
+def test_max_logit_pooling_predicts_the_group_of_the_top1_class_and_calibrates_that_same_outcome():
+    logits, labels, space, z = _grouped_case()
+    group_scores = torch.stack([z[:, :2].max(dim=1).values, z[:, 2]], dim=1)
+    probs = torch.softmax(group_scores, dim=1).numpy()
+    truth = np.where(labels == 2, 0, 1)
+    out = predict(logits, labels, space)  # max_logit is the default
+    np.testing.assert_array_equal(out.correct, top1_correct(logits, labels, space))
+    np.testing.assert_allclose(out.confidence, probs.max(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(out.nll, -np.log(probs[np.arange(200), truth]), rtol=1e-10)
+    assert negative_log_likelihood(logits, labels, space) == pytest.approx(out.nll.mean(), rel=1e-12)
+
+
+def test_unknown_pooling_is_refused_naming_the_choices():
+    logits, labels, space, _ = _grouped_case()
+    with pytest.raises(ValueError, match="sum_probability"):
+        predict(logits, labels, space, pooling="mean")
 
 
 def test_nll_stays_finite_when_the_true_class_probability_underflows():

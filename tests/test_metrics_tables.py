@@ -21,9 +21,11 @@ from clip_robustness.metrics.tables import (
     MetricsInputError,
     aggregate_from_files,
     aggregate_metrics,
+    imagenet_c_mean_rows,
     model_metrics_from_files,
     model_metrics_table,
     read_metrics_table,
+    tidy_frame,
     write_metrics_table,
 )
 
@@ -228,7 +230,7 @@ def test_aggregate_from_files_records_settings_and_refuses_tables_of_other_setti
     assert result.settings["settings"]["calibration_split_seed"] == 0
     assert result.settings["settings"]["ood_score"] == "msp"
     assert "numpy" in result.settings["library_versions"]
-    assert set(result.correlations["grouping"]) == {"group", "training_source"}
+    assert set(result.correlations["model_group"]) == set(registry["group"])
 
     other = MetricSettings(ece_bins=10)
     with pytest.raises(MetricsInputError, match=r"std_a\.parquet.*ece_bins"):
@@ -238,3 +240,15 @@ def test_aggregate_from_files_records_settings_and_refuses_tables_of_other_setti
 def test_settings_from_config_name_a_missing_key():
     with pytest.raises(MetricsInputError, match="ood_score"):
         MetricSettings.from_config({"ece_bins": 15, "calibration_split_seed": 0, "temperature_range": [0.01, 10]})
+
+
+def test_imagenet_c_condition_is_the_mean_over_every_corruption_and_severity():
+    rows = [(m, f"imagenet_c_{c}_{s}", "ece_ts", v) for m, base in (("a", 1.0), ("b", 5.0))
+            for (c, s), v in zip([("fog", 1), ("fog", 3), ("snow", 1), ("snow", 3)], [base, base + 1, base + 2, base + 5])]
+    rows.append(("c", "imagenet_c_fog_1", "ece_ts", 9.0))  # lacks three of the four datasets: no mean
+    frame = tidy_frame([{"model": m, "dataset": d, "metric": k, "value": v, "factor": None, "score": None} for m, d, k, v in rows])
+    means = imagenet_c_mean_rows(frame).set_index("model")
+    assert set(means["dataset"]) == {"imagenet_c"} and set(means["metric"]) == {"ece_ts"}
+    assert means.loc["a", "value"] == pytest.approx(np.mean([1.0, 2.0, 3.0, 6.0]))
+    assert means.loc["b", "value"] == pytest.approx(np.mean([5.0, 6.0, 7.0, 10.0]))
+    assert "c" not in means.index

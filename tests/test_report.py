@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
-from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES
+from clip_robustness.figures import CATEGORY_FINDINGS, FIGURE_NAMES, TABLE_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "# ============================================================================ figures (owner: figures stage)"
@@ -32,8 +32,10 @@ datasets:
   test_conditions: [imagenet_v2_threshold07, imagenet_r]
   imagenet_c: {corruptions: [fog], severities: [1]}
   ood: [textures, inaturalist]
-metrics: {ece_bins: 15, calibration_split_seed: 0, temperature_range: [0.01, 10.0], ood_score: msp}
+metrics: {ece_bins: 15, calibration_split_seed: 0, temperature_range: [0.01, 10.0], ood_score: msp,
+          objectnet_pooling: max_logit}
 figures: {logit_scaled_accuracy: false}
+findings: {bootstrap_samples: 200, seed: 0, min_models: 4}
 """
 
 # Stands in for the Snakefile + common.smk's other sections (which need downloaded dataset registries):
@@ -152,6 +154,21 @@ def test_report_holds_every_figure_and_table_with_a_rendered_caption(project):
     assert all(results[f"results/figures/{n}.png"]["mime_type"] == "image/png" for n in FIGURE_NAMES)
 
 
+def test_report_lists_the_findings_table_first_with_its_caption(project):
+    results = report_results((project / "report.html").read_text())
+    findings = results["results/tables/findings.csv"]
+    assert "verdict" in findings["caption"] and "docs/assumptions.md" in findings["caption"]
+    html = (project / "report.html").read_text()
+    match = re.search(r'<script id="categories">\s*var categories = (.*?);\s*</script>', html, re.S)
+    assert match, "no categories block in the report"
+    names = list(json.loads(match.group(1)))
+    assert CATEGORY_FINDINGS in names
+    # the report's menu sorts categories with localeCompare: the findings category sorts before every other one
+    assert sorted(names, key=str.casefold)[0] == CATEGORY_FINDINGS
+    table = pd.read_csv(project / "results/tables/findings.csv")
+    assert list(table.columns[:3]) == ["claim_id", "claim", "statistic"] and len(table) >= 7
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium")
 def test_report_renders_in_headless_chromium_and_every_figure_loads(project, tmp_path):
     html = (project / "report.html").read_text()
@@ -166,6 +183,7 @@ def test_report_renders_in_headless_chromium_and_every_figure_loads(project, tmp
     # the report's React app rendered its navigation (the loading screen is replaced by the app)
     for category in ("Factor robustness (ImageNet-X)", "OOD detection", "Calibration", "Tables"):
         assert category in dom
+    assert dom.index("1. Findings") < min(dom.index(c) for c in ("Calibration", "Factor robustness", "OOD detection"))
     match = re.search(r'<pre id="image-check">(.*?)</pre>', dom, re.S)
     assert match, "the image check did not run in the report page"
     checks = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))

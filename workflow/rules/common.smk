@@ -184,32 +184,32 @@ def get_model_metric_tables(wildcards):
 
 # ============================================================================ figures (owner: figures stage)
 
-from clip_robustness.figures import FIGURE_NAMES, TABLE_FILES  # cheap: plotting libraries load in the jobs
+from clip_robustness.figures import (  # cheap: the plotting libraries load in the jobs
+    CATEGORY_FINDINGS,
+    CATEGORY_TABLES,
+    FIGURE_NAMES,
+    FIGURES,
+    TABLE_FILES,
+    figure_options,
+)
 
 # Figure rules read only these three files, so deleting figures reruns no cache or metric job.
 METRICS_TABLE = "results/metrics/metrics.parquet"
 OOD_CORRELATIONS = "results/metrics/ood_correlations.csv"
 
-# Keyword options of each figure function (clip_robustness.figures.render_figure), from the config.
-FIGURE_OPTIONS = {
-    "ood_detection": {
-        "ood_sets": list(STUDY.ood_datasets),
-        "score": config["metrics"]["ood_score"],
-        "id_dataset": STUDY.in_distribution,
-    },
-    "calibration": {
-        "datasets": [f"{STUDY.in_distribution}_id_test", "imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
-    },
-    "calibration_shift": {
-        "test_conditions": list(STUDY.test_conditions),
-        "id_test": f"{STUDY.in_distribution}_id_test",
-    },
-}
-
 
 def get_figure_options(name):
-    """Keyword options of figure `name` (empty for figures that take none)."""
-    return FIGURE_OPTIONS.get(name, {})
+    """Keyword options of figure `name`'s function for this study (clip_robustness.figures.figure_options)."""
+    return figure_options(name, STUDY.in_distribution, STUDY.test_conditions, STUDY.ood_datasets)
+
+
+def get_findings_roles():
+    """Dataset ids by role, for the findings table: ID set, test conditions, OOD sets."""
+    return {
+        "in_distribution": STUDY.in_distribution,
+        "test_conditions": list(STUDY.test_conditions),
+        "ood": list(STUDY.ood_datasets),
+    }
 
 
 def get_figures():

@@ -1,7 +1,7 @@
 # Figures and tables (SPEC section 5): one rule per figure, each reading only the tidy metrics table and
 # the model registry, so `snakemake --cores 2 figures` after deleting results/figures/ reruns no cache
 # or metric job. Every output shown in the report has a caption under workflow/report/.
-# Target functions and FIGURE_OPTIONS live in the "figures" section of common.smk.
+# Target functions and figure options live in the "figures" section of common.smk.
 
 
 rule figures:
@@ -11,176 +11,51 @@ rule figures:
         get_tables(),
 
 
-rule plot_factor_robustness:
+# One rule per figure of clip_robustness.figures.FIGURES (name, report category, caption file, options): a new
+# figure is one entry there, one drawing function and one caption under workflow/report/.
+for figure in FIGURES:
+
+    rule:
+        name:
+            f"plot_{figure.name}"
+        input:
+            metrics=METRICS_TABLE,
+            registry=config["model_registry"],
+        output:
+            png=report(f"results/figures/{figure.name}.png", caption=figure.caption, category=figure.category),
+            pdf=f"results/figures/{figure.name}.pdf",
+        log:
+            f"results/logs/figures/plot_{figure.name}.log",
+        conda:
+            "../../envs/analysis.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            logit_scaled=config["figures"]["logit_scaled_accuracy"],
+            figure=figure.name,
+            options=get_figure_options(figure.name),
+        script:
+            "../scripts/plot_figure.py"
+
+
+rule tabulate_findings:
     input:
         metrics=METRICS_TABLE,
         registry=config["model_registry"],
     output:
-        png=report(
-            "results/figures/factor_robustness.png",
-            caption="../report/factor_robustness.rst",
-            category="Factor robustness (ImageNet-X)",
-        ),
-        pdf="results/figures/factor_robustness.pdf",
+        report("results/tables/findings.csv", caption="../report/findings.rst", category=CATEGORY_FINDINGS),
     log:
-        "results/logs/figures/plot_factor_robustness.log",
+        "results/logs/figures/tabulate_findings.log",
     conda:
         "../../envs/analysis.yaml"
     resources:
         mem_mb=2000,
-        runtime=10,
+        runtime=30,
     params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="factor_robustness",
-        options=get_figure_options("factor_robustness"),
+        roles=get_findings_roles(),
     script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_factor_effective_robustness:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report(
-            "results/figures/factor_effective_robustness.png",
-            caption="../report/factor_effective_robustness.rst",
-            category="Factor robustness (ImageNet-X)",
-        ),
-        pdf="results/figures/factor_effective_robustness.pdf",
-    log:
-        "results/logs/figures/plot_factor_effective_robustness.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="factor_effective_robustness",
-        options=get_figure_options("factor_effective_robustness"),
-    script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_factor_robustness_by_source:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report(
-            "results/figures/factor_robustness_by_source.png",
-            caption="../report/factor_robustness_by_source.rst",
-            category="Factor robustness (ImageNet-X)",
-        ),
-        pdf="results/figures/factor_robustness_by_source.pdf",
-    log:
-        "results/logs/figures/plot_factor_robustness_by_source.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="factor_robustness_by_source",
-        options=get_figure_options("factor_robustness_by_source"),
-    script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_factor_robustness_by_finetuning:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report(
-            "results/figures/factor_robustness_by_finetuning.png",
-            caption="../report/factor_robustness_by_finetuning.rst",
-            category="Factor robustness (ImageNet-X)",
-        ),
-        pdf="results/figures/factor_robustness_by_finetuning.pdf",
-    log:
-        "results/logs/figures/plot_factor_robustness_by_finetuning.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="factor_robustness_by_finetuning",
-        options=get_figure_options("factor_robustness_by_finetuning"),
-    script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_ood_detection:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report("results/figures/ood_detection.png", caption="../report/ood_detection.rst", category="OOD detection"),
-        pdf="results/figures/ood_detection.pdf",
-    log:
-        "results/logs/figures/plot_ood_detection.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="ood_detection",
-        options=get_figure_options("ood_detection"),
-    script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_calibration:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report("results/figures/calibration.png", caption="../report/calibration.rst", category="Calibration"),
-        pdf="results/figures/calibration.pdf",
-    log:
-        "results/logs/figures/plot_calibration.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="calibration",
-        options=get_figure_options("calibration"),
-    script:
-        "../scripts/plot_figure.py"
-
-
-rule plot_calibration_shift:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-    output:
-        png=report(
-            "results/figures/calibration_shift.png", caption="../report/calibration_shift.rst", category="Calibration"
-        ),
-        pdf="results/figures/calibration_shift.pdf",
-    log:
-        "results/logs/figures/plot_calibration_shift.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        logit_scaled=lookup(dpath="figures/logit_scaled_accuracy", within=config, default=False),
-        figure="calibration_shift",
-        options=get_figure_options("calibration_shift"),
-    script:
-        "../scripts/plot_figure.py"
+        "../scripts/tabulate_findings.py"
 
 
 rule make_tables:
@@ -190,12 +65,14 @@ rule make_tables:
         ood_correlations=OOD_CORRELATIONS,
     output:
         registry_csv=report(
-            "results/tables/model_registry.csv", caption="../report/model_registry.rst", category="Tables"
+            "results/tables/model_registry.csv", caption="../report/model_registry.rst", category=CATEGORY_TABLES
         ),
         registry_tex="results/tables/model_registry.tex",
-        summary=report("results/tables/model_summary.csv", caption="../report/model_summary.rst", category="Tables"),
+        summary=report(
+            "results/tables/model_summary.csv", caption="../report/model_summary.rst", category=CATEGORY_TABLES
+        ),
         ood_correlations=report(
-            "results/tables/ood_correlations.csv", caption="../report/ood_correlations.rst", category="Tables"
+            "results/tables/ood_correlations.csv", caption="../report/ood_correlations.rst", category=CATEGORY_TABLES
         ),
     log:
         "results/logs/figures/make_tables.log",

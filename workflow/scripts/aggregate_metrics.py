@@ -1,18 +1,13 @@
 """Rule aggregate_metrics: per-model tables -> results/metrics/{metrics.parquet,metrics.csv,settings.json,ood_correlations.csv}."""
 
 import json
-import logging
 
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
 from clip_robustness.metrics.tables import MetricSettings, aggregate_from_files, write_metrics_table
 from clip_robustness.models.registry import load_model_registry
+from clip_robustness.workflow.joblog import job_log
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
-log = logging.getLogger("aggregate_metrics")
-
-try:
+with job_log(snakemake.log[0]) as log:
     settings = MetricSettings.from_config(snakemake.params.settings)
     n_annotated = len(load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes))
     result = aggregate_from_files(
@@ -29,6 +24,3 @@ try:
     with open(snakemake.output.settings, "w") as handle:
         json.dump(result.settings, handle, indent=2, sort_keys=True)
     log.info("wrote %d metric rows of %d models", len(result.metrics), result.metrics["model"].nunique())
-except Exception:
-    log.exception("aggregate_metrics failed")
-    raise

@@ -1,16 +1,10 @@
 """Rule compute_model_metrics: one model's cached logits -> results/metrics/models/{model}.parquet."""
 
-import logging
-
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
 from clip_robustness.metrics.tables import MetricSettings, model_metrics_from_files, write_metrics_table
+from clip_robustness.workflow.joblog import job_log
 
-logging.basicConfig(
-    filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
-log = logging.getLogger("compute_model_metrics")
-
-try:
+with job_log(snakemake.log[0]) as log:
     model = snakemake.wildcards.model
     roles = snakemake.params.roles
     row = dict(snakemake.params.model_row)
@@ -32,6 +26,3 @@ try:
     )
     write_metrics_table(table, snakemake.output[0], {"model": model, "settings": settings.to_dict()})
     log.info("%s: wrote %d metric rows to %s", model, len(table), snakemake.output[0])
-except Exception:
-    log.exception("compute_model_metrics failed")
-    raise

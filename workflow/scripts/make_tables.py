@@ -6,11 +6,11 @@ import logging
 import pandas as pd
 
 from clip_robustness.figures.data import read_metrics
-from clip_robustness.figures.rule import log_to
 from clip_robustness.figures.tables import model_summary, ood_correlations_table, registry_latex, registry_table
 from clip_robustness.models.registry import load_model_registry
+from clip_robustness.workflow.joblog import job_log
 
-with log_to(snakemake.log[0]):
+with job_log(snakemake.log[0]):
     registry = load_model_registry(snakemake.input.registry).table
     appendix = registry_table(registry)
     appendix.to_csv(snakemake.output.registry_csv, index=False)

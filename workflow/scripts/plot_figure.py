@@ -3,10 +3,10 @@ registry (``params.figure`` names the figure, ``params.options`` its options fro
 
 from clip_robustness.figures import render_figure
 from clip_robustness.figures.data import read_metrics
-from clip_robustness.figures.rule import log_to
 from clip_robustness.models.registry import load_model_registry
+from clip_robustness.workflow.joblog import job_log
 
-with log_to(snakemake.log[0]):
+with job_log(snakemake.log[0]):
     render_figure(
         snakemake.params.figure,
         read_metrics(snakemake.input.metrics),

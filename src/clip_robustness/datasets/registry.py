@@ -119,7 +119,7 @@ class DatasetEntry:
     images are read from the first one's ``subdir``). ``layout``: the manifest recipe.
     ``label_space``: ``imagenet1k``, ``imagenet_r``, ``imagenet_a``, ``objectnet`` or ``ood``
     (OOD sets carry label -1). ``n_images``: the published image count, or ``None``.
-    ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 1).
+    ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 2, for its 1-pixel red border, as every reference loader).
     ``labels_from`` / ``devkit_archive`` (layout ``imagenet_val``): the label sources and the devkit
     archive (see the module docstring).
     """

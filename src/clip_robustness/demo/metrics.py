@@ -11,9 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X, expand_imagenet_c
+from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X
+from clip_robustness.metrics.tables import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
+from clip_robustness.workflow.study import imagenet_c_dataset_ids
 
 #: The study's group sizes (SPEC section 1): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
 STUDY_GROUP_COUNTS: dict[str, int] = {"clip_zeroshot": 51, "clip_ft": 32, "standard": 87, "more_data": 40}
@@ -80,7 +82,7 @@ def synthetic_metrics(
     Each model gets an ImageNet accuracy in [0.55, 0.88]; other values follow from it with noise.
     """
     rng = np.random.default_rng(seed)
-    conditions = [ID_TEST_HALF, *test_conditions, *expand_imagenet_c(list(corruptions), list(severities))]
+    conditions = [ID_TEST_HALF, *test_conditions, *imagenet_c_dataset_ids(list(corruptions), list(severities))]
     records: list[tuple] = []
     for model, group in zip(registry["model_id"], registry["group"]):
         clip = group == "clip_zeroshot"
@@ -117,4 +119,8 @@ def synthetic_metrics(
                 (model, IMAGENET_X, "effective_robustness", acc_f - (acc_x - 0.15), factor, None),
             ]
     table = pd.DataFrame.from_records(records, columns=["model", "dataset", "metric", "value", "factor", "score"])
-    return table.astype({"value": float})
+    table = table.astype({"value": float})
+    # the ImageNet-C condition (mean over corruptions and severities), as the aggregate rule adds it
+    extra = imagenet_c_mean_rows(table).astype(object).astype({"value": float})
+    extra = extra.where(extra.notna(), None)
+    return pd.concat([table, extra], ignore_index=True).astype({"value": float}) if len(extra) else table

@@ -1,8 +1,9 @@
 """Figures and tables of the study, drawn from the tidy metrics table and the model registry (SPEC section 5).
 
-Each figure is one function ``plot_<name>(metrics, registry, style, **options) -> matplotlib Figure``;
-:data:`FIGURE_NAMES` lists the stems of ``results/figures/{name}.png|pdf`` and :func:`render_figure`
-draws one by name and writes both files. Colours (model group) and markers (CLIP training source) come
+Each figure is one :class:`FigureSpec` of :data:`FIGURES` (name = stem of ``results/figures/{name}.png|pdf``,
+report category, caption file, options) and one drawing function ``(metrics, registry, style, **options) ->
+matplotlib Figure`` (:func:`figure_function`); workflow/rules/figures.smk makes one rule per entry, and
+:func:`render_figure` draws one by name and writes both files. Colours (model group) and markers (CLIP training source) come
 from :class:`clip_robustness.figures.style.Style`, built once from the whole registry.
 
 Importing this package is cheap (the Snakefile imports it to list targets): matplotlib, seaborn and
@@ -11,10 +12,11 @@ the figure modules load on first use.
 
 from __future__ import annotations
 
-import importlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,28 +26,103 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Figure name -> "module:function" drawing it. Names are the stems of results/figures/{name}.png and .pdf.
-FIGURE_FUNCTIONS: dict[str, str] = {
-    "factor_robustness": "factor:plot_factor_robustness",
-    "factor_effective_robustness": "factor:plot_factor_effective_robustness",
-    "factor_robustness_by_source": "factor:plot_factor_robustness_by_source",
-    "factor_robustness_by_finetuning": "factor:plot_factor_robustness_by_finetuning",
-    "ood_detection": "ood:plot_ood_detection",
-    "calibration": "calibration:plot_calibration",
-    "calibration_shift": "calibration:plot_calibration_shift",
-}
-FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_FUNCTIONS)
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the study, as the workflow sees it: ``results/figures/{name}.png|pdf``, shown in the report
+    under ``category`` with the caption ``workflow/report/{name}.rst``.
 
-#: Stems of the tables under results/tables/ (see clip_robustness.figures.tables).
-TABLE_FILES: tuple[str, ...] = ("model_registry.csv", "model_registry.tex", "model_summary.csv", "ood_correlations.csv")
+    ``study_options``: keyword options of the figure's function filled from the study (names of
+    :func:`study_options`: ``id_dataset``, ``id_test``, ``ood_sets``, ``test_conditions``).
+    ``fixed_options``: keyword options that make this figure a variant of its function (e.g. the OOD score).
+    """
+
+    name: str
+    category: str
+    study_options: tuple[str, ...] = ()
+    fixed_options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str:
+        """The caption file, relative to workflow/rules/."""
+        return f"../report/{self.name}.rst"
+
+
+CATEGORY_FACTOR = "Factor robustness (ImageNet-X)"
+CATEGORY_OOD = "OOD detection"
+CATEGORY_CALIBRATION = "Calibration"
+#: Report category of the findings table: the report lists categories alphabetically, the digit puts it first.
+CATEGORY_FINDINGS = "1. Findings: the paper's claims, tested"
+CATEGORY_TABLES = "Tables"
+
+#: Every figure, in report order. Drawing functions: :func:`figure_function` (same names).
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("factor_robustness", CATEGORY_FACTOR),
+    FigureSpec("factor_effective_robustness", CATEGORY_FACTOR),
+    FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR),
+    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR),
+    FigureSpec("ood_detection", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "msp"}),
+    FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}),
+    FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",)),
+    FigureSpec("calibration_shift", CATEGORY_CALIBRATION, ("test_conditions", "id_test")),
+)
+FIGURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIGURES)
+
+#: Stems of the tables under results/tables/ (see clip_robustness.figures.tables and clip_robustness.metrics.findings).
+TABLE_FILES: tuple[str, ...] = (
+    "model_registry.csv", "model_registry.tex", "model_summary.csv", "ood_correlations.csv", "findings.csv",
+)
+
+
+def figure_spec(name: str) -> FigureSpec:
+    """The :class:`FigureSpec` of figure ``name``; raises ``KeyError`` naming the known figures."""
+    for spec in FIGURES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown figure {name!r}; known figures: {list(FIGURE_NAMES)}")
+
+
+def study_options(in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str]) -> dict[str, object]:
+    """Every study-dependent figure option, by name (a :class:`FigureSpec` picks its ``study_options``)."""
+    from clip_robustness.workflow.study import id_test_dataset
+
+    return {
+        "id_dataset": in_distribution,
+        "id_test": id_test_dataset(in_distribution),
+        "ood_sets": list(ood_sets),
+        "test_conditions": list(test_conditions),
+    }
+
+
+def figure_options(name: str, in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str]) -> dict[str, object]:
+    """Keyword options of figure ``name``'s function for a study (its study options, then its fixed ones)."""
+    spec = figure_spec(name)
+    available = study_options(in_distribution, test_conditions, ood_sets)
+    return {**{key: available[key] for key in spec.study_options}, **dict(spec.fixed_options)}
+
+
+def _drawing_functions() -> dict[str, Callable[..., "Figure"]]:
+    # Imported here, not at module level: the Snakefile imports this package to list targets, and the plotting
+    # modules pull in matplotlib, seaborn and scipy (seconds per parse).
+    from clip_robustness.figures import calibration, factor, ood
+
+    return {
+        "factor_robustness": factor.plot_factor_robustness,
+        "factor_effective_robustness": factor.plot_factor_effective_robustness,
+        "factor_robustness_by_source": factor.plot_factor_robustness_by_source,
+        "factor_robustness_by_finetuning": factor.plot_factor_robustness_by_finetuning,
+        "ood_detection": ood.plot_ood_detection,
+        "ood_detection_mcm": ood.plot_ood_detection,
+        "calibration": calibration.plot_calibration,
+        "calibration_shift": calibration.plot_calibration_shift,
+    }
 
 
 def figure_function(name: str) -> Callable[..., "Figure"]:
-    """The function drawing figure ``name``; raises ``KeyError`` naming the known figures."""
-    if name not in FIGURE_FUNCTIONS:
-        raise KeyError(f"unknown figure {name!r}; known figures: {list(FIGURE_NAMES)}")
-    module, function = FIGURE_FUNCTIONS[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    """The function drawing figure ``name`` (``(metrics, registry, style, **options) -> Figure``), with the
+    figure's fixed options bound; raises ``KeyError`` naming the known figures."""
+    spec = figure_spec(name)
+    draw = _drawing_functions()[name]
+    return functools.partial(draw, **spec.fixed_options) if spec.fixed_options else draw
 
 
 def render_figure(
@@ -61,13 +138,14 @@ def render_figure(
     """Draw figure ``name`` from the tidy ``metrics`` table and the model ``registry`` table; write PNG and PDF.
 
     ``logit_scaled``: accuracy axes on a logit scale. ``options``: keyword arguments of that figure's
-    function (``ood_detection``: ``ood_sets``, ``score``; ``calibration``: ``datasets``;
-    ``calibration_shift``: ``test_conditions``).
+    function (:func:`figure_options`).
     """
     from clip_robustness.figures.data import check_metrics, check_models_known, check_registry
     from clip_robustness.figures.panels import save
     from clip_robustness.figures.style import Style, paper_context
 
+    for chatty in ("fontTools", "matplotlib", "PIL"):  # per-glyph subsetting chatter of PDF font embedding
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     draw = figure_function(name)
     metrics = check_metrics(metrics)
     registry = check_registry(registry)
@@ -83,8 +161,6 @@ def render_figure(
 
 def __getattr__(attribute: str):
     """``clip_robustness.figures.plot_<name>`` and ``FigureInputError``, imported on first use."""
-    if attribute.startswith("plot_") and attribute[5:] in FIGURE_FUNCTIONS:
-        return figure_function(attribute[5:])
     if attribute == "FigureInputError":
         from clip_robustness.figures.data import FigureInputError
 
@@ -92,4 +168,4 @@ def __getattr__(attribute: str):
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
-__all__ = ["FIGURE_FUNCTIONS", "FIGURE_NAMES", "TABLE_FILES", "figure_function", "render_figure"]
+__all__ = ["FIGURES", "FIGURE_NAMES", "TABLE_FILES", "FigureSpec", "figure_function", "figure_options", "figure_spec", "render_figure"]

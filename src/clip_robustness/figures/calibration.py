@@ -24,16 +24,17 @@ from clip_robustness.figures.panels import (
     scatter_models,
 )
 from clip_robustness.figures.style import Style, dataset_title
+from clip_robustness.workflow.study import IMAGENET_C_DATASET, IMAGENET_C_PATTERN
 
-#: The paper's Figure 4 columns: ID test half, ImageNet-V2-A, ImageNet-R, ImageNet-A.
-FIGURE4_DATASETS: tuple[str, ...] = (ID_TEST_HALF, "imagenet_v2_threshold07", "imagenet_r", "imagenet_a")
+#: The paper's Figure 4 columns after the ID test half: ImageNet-V2-A, ImageNet-R, ImageNet-A.
+FIGURE4_SHIFTS: tuple[str, ...] = ("imagenet_v2_threshold07", "imagenet_r", "imagenet_a")
 ROW_LABELS: dict[str, str] = {
     "ece": "ECE (%)",
     "ece_ts": "ECE after TS (%)",
     "nll": "NLL (nats)",
     "nll_ts": "NLL after TS (nats)",
 }
-IMAGENET_C = re.compile(r"^imagenet_c_(?P<corruption>.+)_(?P<severity>[1-5])$")
+IMAGENET_C = IMAGENET_C_PATTERN
 
 
 def plot_calibration(
@@ -41,13 +42,15 @@ def plot_calibration(
     registry: pd.DataFrame,
     style: Style,
     *,
-    datasets: Sequence[str] = FIGURE4_DATASETS,
+    id_test: str = ID_TEST_HALF,
+    datasets: Sequence[str] | None = None,
 ) -> Figure:
     """The paper's Figure 4: ECE and NLL, before and after temperature scaling, vs accuracy; one column per dataset.
 
-    Colour = model group; zero-shot CLIP models carry their training source's marker. A dataset without
-    rows gets empty panels with a note.
+    ``datasets``: the columns (default: the ID test half ``id_test``, then :data:`FIGURE4_SHIFTS`). Colour = model
+    group; CLIP models carry their training source's marker. A dataset without rows gets empty panels with a note.
     """
+    datasets = [id_test, *FIGURE4_SHIFTS] if datasets is None else list(datasets)
     metric_names = ("ece", "ece_ts", "nll", "nll_ts")
     fig, axes = new_figure(len(metric_names) * len(datasets), ncols=len(datasets), panel_size=(1.7, 1.35))
     plotted = []
@@ -69,8 +72,9 @@ def plot_calibration(
 def condition_values(metrics: pd.DataFrame, metric: str, condition: str) -> pd.Series:
     """Per-model values of ``metric`` on a test condition.
 
-    A condition is a dataset id, or ``imagenet_c_severity_{s}``: the mean over every ImageNet-C
-    corruption at severity ``s`` present in the table (means of accuracies, ECEs, NLLs).
+    A condition is a dataset id (``imagenet_c``: the metric stage's mean over every corruption and severity),
+    or ``imagenet_c_severity_{s}``: the mean over every ImageNet-C corruption at severity ``s`` present in the
+    table (means of accuracies, ECEs, NLLs).
     """
     match = re.fullmatch(r"imagenet_c_severity_([1-5])", condition)
     if match is None:
@@ -85,20 +89,24 @@ def shift_conditions(metrics: pd.DataFrame, test_conditions: Sequence[str] | Non
     """Panels of the calibration-under-shift figure: the ID test half ``id_test``, then each test condition.
 
     ``test_conditions``: dataset ids (config ``datasets.test_conditions`` plus the ImageNet-C ids);
-    default: every dataset with ``ece_ts`` rows except ImageNet val itself. ImageNet-C ids are folded
-    into one ``imagenet_c_severity_{s}`` condition per severity.
+    default: every dataset with ``ece_ts`` rows except ImageNet val itself. ImageNet-C ids become the one
+    ``imagenet_c`` condition (mean over corruptions and severities, the value the findings use), followed by
+    one ``imagenet_c_severity_{s}`` panel per severity.
     """
     if test_conditions is None:
         present = metrics.loc[metrics["metric"] == "ece_ts", "dataset"].dropna().unique()
-        test_conditions = sorted(d for d in present if d not in (IMAGENET_VAL, id_test))
-    plain = [d for d in test_conditions if not IMAGENET_C.match(d) and d != id_test]
+        test_conditions = sorted(d for d in present if d not in (IMAGENET_VAL, id_test, IMAGENET_C_DATASET))
+    plain = [d for d in test_conditions if not IMAGENET_C.match(d) and d not in (id_test, IMAGENET_C_DATASET)]
     severities = sorted({IMAGENET_C.match(d).group("severity") for d in test_conditions if IMAGENET_C.match(d)})
-    return [id_test, *plain, *(f"imagenet_c_severity_{s}" for s in severities)]
+    imagenet_c = [IMAGENET_C_DATASET] if severities else []
+    return [id_test, *plain, *imagenet_c, *(f"imagenet_c_severity_{s}" for s in severities)]
 
 
 def condition_title(condition: str) -> str:
     """Panel title of a condition id."""
     match = re.fullmatch(r"imagenet_c_severity_([1-5])", condition)
+    if condition == IMAGENET_C_DATASET:
+        return "ImageNet-C (mean, all)"
     return f"ImageNet-C s{match.group(1)} (mean)" if match else dataset_title(condition)
 
 
@@ -112,7 +120,8 @@ def plot_calibration_shift(
 ) -> Figure:
     """ECE and NLL after ImageNet temperature scaling vs accuracy under every test condition (one column each).
 
-    ImageNet-C is shown as one panel per severity, averaged over its corruptions. Lines: least-squares
+    ImageNet-C is shown as one condition (mean over corruptions and severities) and one panel per severity,
+    averaged over its corruptions. Lines: least-squares
     fit per model group (groups with >= 2 models), to show whether CLIP lies on its own trend.
     """
     conditions = shift_conditions(metrics, test_conditions, id_test=id_test)

@@ -13,20 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 
-METRIC_COLUMNS: tuple[str, ...] = ("model", "dataset", "metric", "value", "factor", "score")
+from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS as FACTORS  # the 10 factors, in the paper's order
+from clip_robustness.metrics.tables import IMAGENET_X_DATASET as IMAGENET_X  # annotated, prototype-filtered val subset
+from clip_robustness.metrics.tables import METRIC_COLUMNS
+from clip_robustness.workflow.study import id_test_dataset
+
 REGISTRY_COLUMNS: tuple[str, ...] = ("model_id", "group", "training_source")
 
-#: The 10 ImageNet-X factors of the paper, in its order.
-FACTORS: tuple[str, ...] = (
-    "pose", "background", "pattern", "color", "smaller", "shape", "partial_view", "subcategory", "texture", "larger",
-)
-
-#: The ImageNet-X annotated, prototype-filtered subset of ImageNet val (rows: top1, per-factor metrics).
-IMAGENET_X = "imagenet_x"
-
-#: The whole ImageNet val set (accuracy axis of the OOD figure) and the calibration ID test half.
+#: The whole ImageNet val set (default accuracy axis of the OOD figure) and its calibration ID test half.
 IMAGENET_VAL = "imagenet_val"
-ID_TEST_HALF = "imagenet_val_id_test"
+ID_TEST_HALF = id_test_dataset(IMAGENET_VAL)
 
 
 class FigureInputError(ValueError):
@@ -108,17 +104,20 @@ def select(
 
 
 def points(registry: pd.DataFrame, x: pd.Series, y: pd.Series) -> pd.DataFrame:
-    """One row per model with both values: columns ``model, group, training_source, x, y``.
+    """One row per model with both values: columns ``model, group, training_source, finetune_route, x, y``
+    (``finetune_route`` ``"none"`` when the registry has no such column or value).
 
     Models of the metrics table that the registry does not list are an error naming them (a stale
     metrics table, or a registry that lost rows).
     """
     joined = pd.concat({"x": x, "y": y}, axis=1).dropna()
     check_models_known(pd.DataFrame({"model": joined.index}), registry)
-    meta = registry.set_index("model_id")[["group", "training_source"]]
+    meta = registry.set_index("model_id")[["group", "training_source"]].copy()
+    route = registry["finetune_route"].to_numpy() if "finetune_route" in registry.columns else None
+    meta["finetune_route"] = "none" if route is None else pd.Series(route, index=meta.index).fillna("none").astype(str)
     out = joined.join(meta, how="left")
     out.index.name = "model"
-    return out.reset_index()[["model", "group", "training_source", "x", "y"]]
+    return out.reset_index()[["model", "group", "training_source", "finetune_route", "x", "y"]]
 
 
 def factor_names(metrics: pd.DataFrame) -> list[str]:
@@ -143,8 +142,4 @@ def imagenet_x_accuracy(metrics: pd.DataFrame) -> pd.Series:
     derived = both.groupby("model")["acc_all"].median().astype(float)
     return pd.concat([direct, derived[~derived.index.isin(direct.index)]]).rename("value")
 
-
-def expand_imagenet_c(corruptions: list[str], severities: list[int]) -> list[str]:
-    """Dataset ids ``imagenet_c_{corruption}_{severity}`` of an ImageNet-C config block."""
-    return [f"imagenet_c_{c}_{s}" for c in corruptions for s in severities]
 

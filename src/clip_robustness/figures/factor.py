@@ -107,6 +107,7 @@ def plot_factor_robustness_by_source(metrics: pd.DataFrame, registry: pd.DataFra
 
 
 def plot_factor_robustness_by_finetuning(metrics: pd.DataFrame, registry: pd.DataFrame, style: Style) -> Figure:
-    """Effective robustness per factor of zero-shot CLIP vs CLIP fine-tuned on ImageNet (CLIP-FT)."""
+    """Effective robustness per factor of zero-shot CLIP vs CLIP fine-tuned on ImageNet (CLIP-FT), CLIP-FT split by
+    fine-tuning route (colour) and pretraining source (marker)."""
     return _factor_figure(metrics, registry, style, y_metric="effective_robustness", groups={"clip_zeroshot", "clip_ft"},
-                          suptitle="ImageNet-X: zero-shot CLIP vs CLIP-FT")
+                          suptitle="ImageNet-X: zero-shot CLIP vs CLIP-FT (colour: fine-tuning route; marker: pretraining source)")

@@ -3,8 +3,13 @@
 One column per OOD set, two rows: AUROC (ImageNet val positive; 0.5 = chance, 1 = perfect) and
 FPR@95TPR (fraction of OOD images scored at or above the threshold keeping 95% of ImageNet val
 images; lower is better), both against top-1 accuracy on the whole ImageNet val (fraction).
-One least-squares trend line per trend set: each training source of the zero-shot CLIP models, and
-each other model group; the legend of each panel gives Pearson's r of accuracy and the OOD metric.
+One least-squares trend line per trend set: each training source of the zero-shot CLIP models, each
+(pretraining source, fine-tuning route) of the CLIP-FT models, and each other model group; the legend of
+each panel gives Pearson's r of accuracy and the OOD metric.
+
+Scores: ``msp`` for every model; ``mcm`` (MSP of the cosine similarities / logit scale) exists only for
+zero-shot CLIP, so the MCM figure scores zero-shot CLIP by MCM and every other model by MSP (the same
+values as the MSP figure).
 """
 
 from __future__ import annotations
@@ -36,9 +41,31 @@ LINESTYLES: tuple = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 
 
 def trend_sets(pts: pd.DataFrame) -> pd.Series:
-    """Trend-set name of each row of ``pts``: ``"CLIP: <source>"`` for zero-shot CLIP, the group's legend name otherwise."""
-    names = [f"CLIP: {s}" if g == "clip_zeroshot" else group_label(g) for g, s in zip(pts["group"], pts["training_source"])]
+    """Trend-set name of each row of ``pts``: ``"CLIP: <source>"`` for zero-shot CLIP, ``"CLIP-FT: <source> / <route>"``
+    for CLIP-FT (split by pretraining source and fine-tuning route), the group's legend name otherwise."""
+    routes = pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series("", index=pts.index)
+    names = [
+        f"CLIP: {s}" if g == "clip_zeroshot" else f"{group_label(g)}: {s} / {r}" if g == "clip_ft" else group_label(g)
+        for g, s, r in zip(pts["group"], pts["training_source"], routes)
+    ]
     return pd.Series(names, index=pts.index)
+
+
+def score_values(metrics: pd.DataFrame, metric: str, dataset: str, score: str) -> pd.Series:
+    """Per-model ``metric`` (``auroc``/``fpr95``) of ``dataset`` under OOD ``score``; with ``mcm``, models without
+    MCM rows (everything but zero-shot CLIP) keep their MSP value."""
+    values = select(metrics, metric, dataset=dataset, score=score)
+    if score != "mcm":
+        return values
+    msp = select(metrics, metric, dataset=dataset, score="msp")
+    return pd.concat([values, msp[~msp.index.isin(values.index)]])
+
+
+SCORE_TITLES: dict[str, str] = {
+    "msp": "MSP score",
+    "mcm": "MCM score for zero-shot CLIP, MSP for the other models",
+    "max_logit": "max-logit score",
+}
 
 
 def ood_sets_in(metrics: pd.DataFrame) -> list[str]:
@@ -71,7 +98,7 @@ def plot_ood_detection(
         for col, dataset in enumerate(sets):
             ax = axes[row * len(sets) + col]
             title = f"{dataset_title(dataset)}"
-            pts = points(registry, accuracy, select(metrics, metric, dataset=dataset, score=score))
+            pts = points(registry, accuracy, score_values(metrics, metric, dataset, score))
             if pts.empty:
                 empty_panel(ax, title, f"no {metric} ({score}) rows\nor no {id_dataset} top-1 rows")
                 continue
@@ -87,7 +114,7 @@ def plot_ood_detection(
                 ax.set_xlabel("ImageNet accuracy")
     handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
     figure_legend(fig, handles)
-    fig.suptitle(f"OOD detection ({score.upper()} score) vs ImageNet accuracy")
+    fig.suptitle(f"OOD detection ({SCORE_TITLES.get(score, score)}) vs ImageNet accuracy")
     return fig
 
 
@@ -100,7 +127,7 @@ def _trend_lines(ax, pts: pd.DataFrame, style: Style) -> None:
         members = pts[sets == name]
         group = members["group"].iloc[0]
         linestyle = next(styles_per_group.setdefault(group, cycle(LINESTYLES)))
-        color = style.color(group)
+        color = style.point_color(group, members["finetune_route"].iloc[0] if "finetune_route" in members.columns else None)
         r = linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=color, linestyle=linestyle, logit_x=style.logit_scaled)
         if len(members) < 2:
             continue

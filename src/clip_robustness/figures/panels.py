@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, PercentFormatter
 from scipy import stats
 
-from clip_robustness.figures.style import DEFAULT_MARKER, OTHER_COLOR, Style, group_label
+from clip_robustness.figures.style import CLIP_GROUPS, DEFAULT_MARKER, OTHER_COLOR, Style, group_label
 
 #: Accuracies are clipped to [EPS, 1 - EPS] before a logit transform (0 and 1 have no logit).
 EPS = 1e-4
@@ -71,19 +71,22 @@ def empty_panel(ax: Axes, title: str, note: str) -> None:
 
 
 def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 16, alpha: float = 0.85) -> None:
-    """One point per model of ``pts`` (columns ``group, training_source, x, y``): colour = group, marker = source."""
+    """One point per model of ``pts`` (columns ``group, training_source, x, y``, optional ``finetune_route``):
+    colour = group (CLIP-FT: its fine-tuning route), marker = (pre)training source of CLIP models."""
     if pts.empty:
         return
     # Draw in reverse legend order so CLIP models (first in the legend) lie on top of the crowd.
     rank = {g: i for i, g in enumerate(style.groups)}
+    routes = pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series(None, index=pts.index, dtype=object)
     frame = pts.assign(
         _marker=[style.marker(g, s) for g, s in zip(pts["group"], pts["training_source"])],
+        _color=[style.point_color(g, r) for g, r in zip(pts["group"], routes)],
         _rank=[-rank.get(g, len(rank)) for g in pts["group"]],
     ).sort_values("_rank", kind="stable")
     markers = {m: m for m in frame["_marker"].unique()}
-    palette = {g: style.color(g) for g in frame["group"].unique()}
+    palette = {c: c for c in frame["_color"].unique()}
     sns.scatterplot(
-        data=frame, x="x", y="y", hue="group", palette=palette, style="_marker", markers=markers,
+        data=frame, x="x", y="y", hue="_color", palette=palette, style="_marker", markers=markers,
         s=size, alpha=alpha, linewidth=0.3, edgecolor="white", legend=False, ax=ax,
     )
     ax.set_xlabel("")
@@ -128,13 +131,19 @@ def linear_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyl
 
 
 def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
-    """Legend handles naming every group (colour) and zero-shot CLIP training source (marker) in ``pts``."""
+    """Legend handles naming every group (colour; CLIP-FT once per fine-tuning route when it has several) and CLIP
+    training source (marker) in ``pts``."""
     handles = []
     present_groups = set(pts["group"])
+    ft_routes = sorted(set(pts.loc[pts["group"] == "clip_ft", "finetune_route"].dropna().astype(str))) if "finetune_route" in pts.columns else []
     for group in style.groups:
-        if group in present_groups:
+        if group == "clip_ft" and len(ft_routes) > 1:
+            for route in ft_routes:
+                handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.point_color(group, route),
+                                      label=f"{group_label(group)} ({route})"))
+        elif group in present_groups:
             handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.color(group), label=group_label(group)))
-    clip_sources = set(pts.loc[pts["group"] == "clip_zeroshot", "training_source"].dropna().astype(str))
+    clip_sources = set(pts.loc[pts["group"].isin(CLIP_GROUPS), "training_source"].dropna().astype(str))
     for source, marker in style.source_markers.items():
         if source in clip_sources:
             handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color("clip_zeroshot"), label=f"CLIP: {source}"))

@@ -15,6 +15,8 @@ import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
 
+from clip_robustness.workflow.study import ID_TEST_SUFFIX
+
 #: Model groups of the registry (column ``group``), in legend order.
 GROUP_ORDER: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
 
@@ -37,6 +39,12 @@ GROUP_PALETTE: dict[str, str] = {
     "more_data": _COLORBLIND[2],  # green
     "adversarial": _COLORBLIND[5],  # brown
 }
+
+#: Colours of the CLIP-FT fine-tuning routes after the first (which keeps the CLIP-FT colour), in sorted route order.
+SPARE_ROUTE_COLORS: tuple[str, ...] = (_COLORBLIND[6], _COLORBLIND[9], _COLORBLIND[8], _COLORBLIND[1])  # pink, sky, ...
+
+#: Groups whose models carry their (pre)training source's marker and are split by fine-tuning route.
+CLIP_GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft")
 
 #: Colour of anything outside the known groups, and of reference (trend) lines of standard models.
 OTHER_COLOR = "#7f7f7f"
@@ -66,7 +74,6 @@ SPARE_MARKERS: tuple[str, ...] = ("X", "H", "8", "1", "2", "3", "4", "+", "x")
 #: Display names of dataset ids used in panel titles; unknown ids are shown as they are.
 DATASET_TITLES: dict[str, str] = {
     "imagenet_val": "ImageNet",
-    "imagenet_val_id_test": "ImageNet (ID test half)",
     "imagenet_v2_threshold07": "ImageNet-V2-A",
     "imagenet_v2_matched_frequency": "ImageNet-V2-B",
     "imagenet_v2_top_images": "ImageNet-V2-C",
@@ -116,7 +123,9 @@ def normalise_source(source: object) -> str:
 
 
 def dataset_title(dataset_id: str) -> str:
-    """Human-readable title of a dataset id (the id itself when unknown)."""
+    """Human-readable title of a dataset id (the id itself when unknown); ``<id>_id_test`` is the ID test half of ``<id>``."""
+    if dataset_id.endswith(ID_TEST_SUFFIX) and dataset_id not in DATASET_TITLES:
+        return f"{dataset_title(dataset_id[: -len(ID_TEST_SUFFIX)])} (ID test half)"
     return DATASET_TITLES.get(dataset_id, dataset_id)
 
 
@@ -130,14 +139,16 @@ class Style:
     """Colours of the model groups and markers of the CLIP training sources of one model registry.
 
     ``group_colors``: registry group -> hex colour. ``source_markers``: training source as spelled in
-    the registry -> matplotlib marker; only sources of zero-shot CLIP models are listed.
-    ``logit_scaled``: accuracy axes on a logit scale (config ``figures.logit_scaled_accuracy``).
+    the registry -> matplotlib marker; only sources of CLIP models (zero-shot and fine-tuned) are listed.
+    ``route_colors``: CLIP-FT fine-tuning route -> colour (the first route in sorted order keeps the CLIP-FT
+    colour). ``logit_scaled``: accuracy axes on a logit scale (config ``figures.logit_scaled_accuracy``).
     """
 
     group_colors: Mapping[str, str]
     source_markers: Mapping[str, str]
     logit_scaled: bool = False
     groups: tuple[str, ...] = field(default=GROUP_ORDER)
+    route_colors: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_registry(cls, registry: pd.DataFrame, *, logit_scaled: bool = False) -> "Style":
@@ -145,16 +156,27 @@ class Style:
         present = [g for g in registry["group"].dropna().unique()]
         groups = tuple(g for g in GROUP_ORDER if g in present) + tuple(sorted(g for g in present if g not in GROUP_ORDER))
         colors = {g: GROUP_PALETTE.get(g, OTHER_COLOR) for g in groups}
-        clip = registry.loc[registry["group"] == "clip_zeroshot", "training_source"].dropna()
-        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups)
+        clip = registry.loc[registry["group"].isin(CLIP_GROUPS), "training_source"].dropna()
+        routes: list[str] = []
+        if "finetune_route" in registry.columns:
+            routes = sorted({str(r) for r in registry.loc[registry["group"] == "clip_ft", "finetune_route"].dropna() if str(r)})
+        spare = iter(SPARE_ROUTE_COLORS)
+        route_colors = {r: colors.get("clip_ft", OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR) for i, r in enumerate(routes)}
+        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors)
 
     def color(self, group: str) -> str:
         """Colour of a group (grey for a group the registry does not have)."""
         return self.group_colors.get(group, OTHER_COLOR)
 
+    def point_color(self, group: str, finetune_route: object = None) -> str:
+        """Colour of one model: its group's, except CLIP-FT models, coloured by fine-tuning route."""
+        if group == "clip_ft" and finetune_route is not None and str(finetune_route) in self.route_colors:
+            return self.route_colors[str(finetune_route)]
+        return self.color(group)
+
     def marker(self, group: str, training_source: object) -> str:
-        """Marker of one model: its training source's for zero-shot CLIP, ``DEFAULT_MARKER`` otherwise."""
-        if group == "clip_zeroshot":
+        """Marker of one model: its (pre)training source's for CLIP models, ``DEFAULT_MARKER`` otherwise."""
+        if group in CLIP_GROUPS:
             return self.source_markers.get(str(training_source), DEFAULT_MARKER)
         return DEFAULT_MARKER
 

@@ -49,7 +49,7 @@ def registry_latex(table: pd.DataFrame, *, caption: str = "Models of the study."
 def summary_column(metric: str, dataset: object, factor: object, score: object) -> str:
     """Column name of one metric in the summary: ``metric/dataset[/factor][/score]``."""
     parts = [metric, str(dataset)]
-    parts += [str(v) for v in (factor, score) if v is not None and not (isinstance(v, float) and pd.isna(v))]
+    parts += [str(v) for v in (factor, score) if v is not None and not pd.isna(v)]
     return "/".join(parts)
 
 

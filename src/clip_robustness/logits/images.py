@@ -19,7 +19,7 @@ class ManifestImageDataset(Dataset):
     """The images of a manifest in manifest order, each as ``preprocess(PIL RGB image)``.
 
     ``root``: folder the manifest paths are relative to; ``paths``: one relative path per manifest row;
-    ``border_crop_px``: pixels cropped from every side before ``preprocess`` (ObjectNet: 1, else 0).
+    ``border_crop_px``: pixels cropped from every side before ``preprocess`` (ObjectNet: 2, else 0).
     """
 
     def __init__(
@@ -43,7 +43,7 @@ class ManifestImageDataset(Dataset):
 
 def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> Image.Image:
     """Manifest row ``position``'s image at ``path`` as RGB, with ``border_crop_px`` pixels cropped
-    from each side (ObjectNet's 1-pixel border); :class:`UnreadableImageError` names the file."""
+    from each side (ObjectNet: 2 px for its 1-pixel red border); :class:`UnreadableImageError` names the file."""
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")

@@ -4,7 +4,8 @@
 - :mod:`~clip_robustness.metrics.calibration`: ECE, NLL, temperature fit, the calibration split;
 - :mod:`~clip_robustness.metrics.ood`: OOD scores (MSP, MCM, max-logit), AUROC, FPR@95;
 - :mod:`~clip_robustness.metrics.imagenet_x`: factor accuracy, error ratio, effective robustness;
-- :mod:`~clip_robustness.metrics.correlation`: accuracy vs AUROC correlations per group;
+- :mod:`~clip_robustness.metrics.correlation`: accuracy vs AUROC correlations per (group, source family[, route]);
+- :mod:`~clip_robustness.metrics.findings`: the paper's claims tested on the aggregate table (findings.csv);
 - :mod:`~clip_robustness.metrics.tables`: the tidy per-model and aggregate tables the rules write.
 """
 

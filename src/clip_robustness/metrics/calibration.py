@@ -3,8 +3,12 @@
 Conventions (pinned, recorded in ``settings.json`` by the aggregate rule):
 
 - Probabilities are the softmax of ``logits / T`` over the dataset's label space. When several
-  ImageNet classes count as one class (ObjectNet), the probability of an outcome is the summed
-  probability of its classes; the prediction is the group of the top-1 class (as for accuracy).
+  ImageNet classes count as one class (ObjectNet), the 1000-way output is pooled onto the groups
+  once, and top-1, confidence and NLL all come from the pooled output (config ``metrics.objectnet_pooling``,
+  :data:`POOLINGS`): ``max_logit`` (default) scores each group by its largest logit, so the prediction
+  is the group of the top-1 class (the reference ObjectNet top-1) and probabilities are the softmax over
+  the groups' scores; ``sum_probability`` gives each group the summed probability of its classes and
+  predicts the most probable group (that prediction can change with the temperature).
 - Confidence = the probability of the predicted outcome, so "correct" and "confidence" describe the
   same event. For plain label spaces this is the usual top-label confidence (maximum probability).
 - ECE: ``n_bins`` equal-width bins over confidence, bins ``(lo, hi]``, weighted mean of
@@ -25,6 +29,9 @@ from scipy.optimize import minimize_scalar
 
 from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.accuracy import check_logits_and_labels, predicted_groups, restrict_logits, true_groups
+
+#: Poolings of a grouped label space (ObjectNet): how the classes of one group become one outcome.
+POOLINGS: tuple[str, ...] = ("max_logit", "sum_probability")
 
 #: Rows per float64 block: bounds the temporary memory (block x classes x 8 bytes) of one pass.
 _BLOCK_ROWS = 4096
@@ -64,35 +71,34 @@ def predict(
     labels: np.ndarray,
     label_space: LabelSpace | None = None,
     temperature: float = 1.0,
+    pooling: str = POOLINGS[0],
 ) -> Predictions:
     """Correctness, confidence and NLL of each image (see :class:`Predictions`).
 
     ``logits``: [n, 1000] (any float dtype; computed in float64 blocks). ``labels``: ImageNet-1k
     indices [n], all inside ``label_space`` (default: the full 1000 classes). ``temperature``: the
-    logits are divided by it before the softmax; it does not change the prediction.
+    logits are divided by it before the softmax; it does not change the prediction (except with
+    ``sum_probability`` pooling). ``pooling``: how a grouped label space (ObjectNet) pools its classes
+    (:data:`POOLINGS`, module docstring); ignored for plain label spaces.
     """
     logits = np.asarray(logits)
     labels = np.asarray(labels)
     check_logits_and_labels(logits, labels)
     _check_temperature(temperature)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {pooling!r}")
     label_space = label_space or LabelSpace.imagenet_1k()
     truth = true_groups(labels, label_space)
-    predicted = predicted_groups(logits, label_space)
     restricted = restrict_logits(logits, label_space)
+    if label_space.class_groups is not None:
+        return _grouped_predictions(restricted, truth, label_space, temperature, pooling)
+    predicted = predicted_groups(logits, label_space)
     n = len(labels)
 
-    if label_space.class_groups is None:
-        # column of the true class inside the restricted logits
-        column_of = np.full(int(label_space.class_indices.max()) + 1, -1, dtype=np.int64)
-        column_of[label_space.class_indices] = np.arange(len(label_space.class_indices))
-        true_column = column_of[truth]
-        membership = None
-    else:
-        group_ids, group_column = np.unique(label_space.class_groups, return_inverse=True)
-        membership = np.zeros((len(group_ids), len(group_column)), dtype=np.float64)
-        membership[group_column, np.arange(len(group_column))] = 1.0
-        true_group_column = np.searchsorted(group_ids, truth)
-        predicted_group_column = np.searchsorted(group_ids, predicted)
+    # column of the true class inside the restricted logits
+    column_of = np.full(int(label_space.class_indices.max()) + 1, -1, dtype=np.int64)
+    column_of[label_space.class_indices] = np.arange(len(label_space.class_indices))
+    true_column = column_of[truth]
 
     confidence = np.empty(n, dtype=np.float64)
     nll = np.empty(n, dtype=np.float64)
@@ -103,16 +109,10 @@ def predict(
         z -= z_max
         np.exp(z, out=z)
         total = z.sum(axis=1)
-        if membership is None:
-            block = np.arange(rows.stop - rows.start)
-            # predicted class has the maximum logit: its unnormalised probability is exp(0) = 1
-            confidence[rows] = 1.0 / total
-            true_mass = z[block, true_column[rows]]
-        else:
-            group_mass = z @ membership.T
-            block = np.arange(rows.stop - rows.start)
-            confidence[rows] = group_mass[block, predicted_group_column[rows]] / total
-            true_mass = group_mass[block, true_group_column[rows]]
+        block = np.arange(rows.stop - rows.start)
+        # predicted class has the maximum logit: its unnormalised probability is exp(0) = 1
+        confidence[rows] = 1.0 / total
+        true_mass = z[block, true_column[rows]]
         with np.errstate(divide="ignore"):
             nll[rows] = np.log(total) - np.log(true_mass)
     # exp underflow (a true class more than ~745 nats below the max) gives inf; recompute exactly.
@@ -120,6 +120,38 @@ def predict(
     if overflow.any():
         nll[overflow] = _exact_nll(restricted[overflow], labels[overflow], label_space, temperature)
     return Predictions(correct=predicted == truth, confidence=confidence, nll=nll)
+
+
+def pool_groups(restricted: np.ndarray, label_space: LabelSpace, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """One score per group of a grouped label space: ``(group_ids [G], group_logits float64 [n, G])``.
+
+    ``restricted``: logits [n, k] over ``label_space.class_indices`` (already divided by the temperature).
+    ``max_logit``: a group's largest logit; ``sum_probability``: the log-sum-exp of its logits, so that the
+    softmax over groups is the summed probability of each group's classes.
+    """
+    from scipy.special import logsumexp
+
+    group_ids, group_column = np.unique(label_space.class_groups, return_inverse=True)
+    order = np.argsort(group_column, kind="stable")
+    starts = np.searchsorted(group_column[order], np.arange(len(group_ids)))
+    z = np.asarray(restricted, dtype=np.float64)[:, order]
+    if pooling == "max_logit":
+        return group_ids, np.maximum.reduceat(z, starts, axis=1)
+    bounds = [*starts, z.shape[1]]
+    return group_ids, np.stack([logsumexp(z[:, bounds[g]:bounds[g + 1]], axis=1) for g in range(len(group_ids))], axis=1)
+
+
+def _grouped_predictions(restricted: np.ndarray, truth: np.ndarray, label_space: LabelSpace, temperature: float,
+                         pooling: str) -> Predictions:
+    """:func:`predict` for a grouped label space: the classes pooled onto groups, then a plain softmax over groups."""
+    from scipy.special import logsumexp
+
+    group_ids, scores = pool_groups(np.asarray(restricted, dtype=np.float64) / temperature, label_space, pooling)
+    predicted = group_ids[np.argmax(scores, axis=1)]
+    log_total = logsumexp(scores, axis=1)
+    true_score = scores[np.arange(len(truth)), np.searchsorted(group_ids, truth)]
+    confidence = np.exp(scores.max(axis=1) - log_total)
+    return Predictions(correct=predicted == truth, confidence=confidence, nll=log_total - true_score)
 
 
 def _exact_nll(restricted: np.ndarray, labels: np.ndarray, label_space: LabelSpace, temperature: float) -> np.ndarray:

@@ -38,7 +38,13 @@ import pyarrow.parquet as pq
 
 from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.metrics.accuracy import check_logits_and_labels
-from clip_robustness.metrics.calibration import calibration_split, expected_calibration_error, fit_temperature, predict
+from clip_robustness.metrics.calibration import (
+    POOLINGS,
+    calibration_split,
+    expected_calibration_error,
+    fit_temperature,
+    predict,
+)
 from clip_robustness.metrics.imagenet_x import (
     ALL_ANNOTATED,
     IMAGENET_X_FACTORS,
@@ -49,18 +55,40 @@ from clip_robustness.metrics.imagenet_x import (
 )
 from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, ood_scores
 from clip_robustness.workflow.io import atomic_path
+from clip_robustness.workflow.study import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, id_test_dataset
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS: tuple[str, ...] = ("model", "dataset", "metric", "value", "factor", "score")
 #: Dataset name of the ImageNet-X rows (annotated, prototype-filtered subset of ImageNet val).
 IMAGENET_X_DATASET = "imagenet_x"
-#: Suffix of the in-distribution test half: ``f"{in_distribution}{ID_TEST_SUFFIX}"``.
-ID_TEST_SUFFIX = "_id_test"
+#: Metrics averaged into the ImageNet-C condition (accuracy, calibration before and after TS).
+IMAGENET_C_METRICS: tuple[str, ...] = ("top1", "ece", "nll", "temperature", "ece_ts", "nll_ts")
 #: Schema metadata key of the per-model parquet files (JSON: model id and settings).
 METADATA_KEY = "clip_robustness_metrics"
 #: True-positive rate of the FPR@TPR metric (``fpr95``).
 FPR_TPR = 0.95
+
+
+def imagenet_c_mean_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows of the ImageNet-C condition (dataset :data:`IMAGENET_C_DATASET`): per model and metric of
+    :data:`IMAGENET_C_METRICS`, the mean over every ImageNet-C (corruption, severity) dataset in ``metrics``.
+
+    A model that lacks some of the ImageNet-C datasets the table holds gets no row for that metric (a mean
+    over fewer corruptions would not be comparable). No rows when the table has no ImageNet-C dataset.
+    """
+    rows = metrics[metrics["dataset"].astype(str).str.match(IMAGENET_C_PATTERN.pattern) & metrics["factor"].isna()
+                   & metrics["score"].isna() & metrics["metric"].isin(IMAGENET_C_METRICS)]
+    if rows.empty:
+        return tidy_frame([])
+    expected = rows["dataset"].nunique()
+    grouped = rows.groupby(["model", "metric"])["value"].agg(["mean", "count"]).reset_index()
+    incomplete = grouped[grouped["count"] < expected]
+    if not incomplete.empty:
+        log.warning("ImageNet-C mean: %d (model, metric) pairs lack some of the %d ImageNet-C datasets, e.g. %s: no mean for them",
+                    len(incomplete), expected, incomplete.head(3)[["model", "metric"]].to_dict("records"))
+    complete = grouped[grouped["count"] == expected]
+    return tidy_frame([_row(str(m), IMAGENET_C_DATASET, str(k), v) for m, k, v in complete[["model", "metric", "mean"]].itertuples(index=False)])
 
 
 class MetricsInputError(ValueError):
@@ -73,7 +101,9 @@ class MetricSettings:
 
     ``ece_bins``: equal-width ECE bins over confidence. ``calibration_split_seed``: seed of the
     50/50 split of ImageNet val. ``temperature_range``: search interval of the temperature.
-    ``ood_score``: the primary OOD score (all scores are always computed). The ImageNet-X fields
+    ``ood_score``: the primary OOD score (all scores are always computed). ``objectnet_pooling``: how a
+    grouped label space (ObjectNet) pools its classes, for top-1 and calibration alike
+    (:data:`~clip_robustness.metrics.calibration.POOLINGS`). The ImageNet-X fields
     are the ``imagenet_x.load_annotations`` options and the factors reported.
     """
 
@@ -81,6 +111,7 @@ class MetricSettings:
     calibration_split_seed: int = 0
     temperature_range: tuple[float, float] = (0.01, 10.0)
     ood_score: str = "msp"
+    objectnet_pooling: str = POOLINGS[0]
     fpr_tpr: float = FPR_TPR
     imagenet_x_which_factor: str = "top"
     imagenet_x_filter_prototypes: bool = True
@@ -96,11 +127,15 @@ class MetricSettings:
         if metrics_config["ood_score"] not in OOD_SCORES:
             raise MetricsInputError(f"config metrics.ood_score: {metrics_config['ood_score']!r} is not one of {list(OOD_SCORES)}")
         low, high = metrics_config["temperature_range"]
+        pooling = str(metrics_config.get("objectnet_pooling", cls.objectnet_pooling))
+        if pooling not in POOLINGS:
+            raise MetricsInputError(f"config metrics.objectnet_pooling: {pooling!r} is not one of {list(POOLINGS)}")
         return cls(
             ece_bins=int(metrics_config["ece_bins"]),
             calibration_split_seed=int(metrics_config["calibration_split_seed"]),
             temperature_range=(float(low), float(high)),
             ood_score=str(metrics_config["ood_score"]),
+            objectnet_pooling=pooling,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,10 +275,12 @@ def calibration_rows(
     label_space: LabelSpace | None,
     temperature: float,
     ece_bins: int,
+    pooling: str = POOLINGS[0],
 ) -> list[dict]:
-    """Rows ``top1, ece, nll, temperature, ece_ts, nll_ts`` of one labelled dataset."""
-    before = predict(logits, labels, label_space)
-    after = predict(logits, labels, label_space, temperature)
+    """Rows ``top1, ece, nll, temperature, ece_ts, nll_ts`` of one labelled dataset (``pooling``: of a grouped
+    label space, for top-1 and calibration alike)."""
+    before = predict(logits, labels, label_space, pooling=pooling)
+    after = predict(logits, labels, label_space, temperature, pooling=pooling)
     return [
         _row(model, dataset, "top1", before.accuracy),
         _row(model, dataset, "ece", expected_calibration_error(before.confidence, before.correct, ece_bins)),
@@ -343,7 +380,7 @@ def model_metrics_table(
     log.info("%s: temperature %.4f fitted on %d calibration images of %s", model, temperature, int(is_calibration.sum()), idd.dataset)
     is_test = ~is_calibration
     rows += calibration_rows(
-        model, f"{idd.dataset}{ID_TEST_SUFFIX}", idd.logits[is_test], idd.labels[is_test], id_space, temperature, settings.ece_bins
+        model, id_test_dataset(idd.dataset), idd.logits[is_test], idd.labels[is_test], id_space, temperature, settings.ece_bins
     )
 
     if annotations is not None:
@@ -355,7 +392,8 @@ def model_metrics_table(
 
     for data in test_conditions:
         try:
-            rows += calibration_rows(model, data.dataset, data.logits, data.labels, data.label_space, temperature, settings.ece_bins)
+            rows += calibration_rows(model, data.dataset, data.logits, data.labels, data.label_space, temperature,
+                                     settings.ece_bins, settings.objectnet_pooling)
         except ValueError as exc:
             raise MetricsInputError(f"model {model!r}, dataset {data.dataset!r}: {exc}") from exc
         log.info("%s: scored test condition %s (%d images)", model, data.dataset, len(data.labels))
@@ -430,7 +468,8 @@ def aggregate_metrics(
     registry: pd.DataFrame,
     reference_group: str = "standard",
 ) -> pd.DataFrame:
-    """All per-model tables in one tidy frame, plus the ``effective_robustness`` rows.
+    """All per-model tables in one tidy frame, plus the ``effective_robustness`` rows and the ImageNet-C condition
+    (:func:`imagenet_c_mean_rows`).
 
     ``registry``: the model registry table (``model_id``, ``group``); the reference models of the
     effective-robustness fit are those whose ``group`` is ``reference_group``. Raises
@@ -449,8 +488,8 @@ def aggregate_metrics(
     if not duplicated.empty:
         raise MetricsInputError(f"duplicate metric rows, e.g. {duplicated.head(3).to_dict('records')}: a model appears in two tables")
     reference = registry.loc[registry["group"].astype(str) == reference_group, "model_id"].astype(str).tolist()
-    extra = effective_robustness_rows(combined, reference)
-    return pd.concat([combined, extra], ignore_index=True) if len(extra) else combined
+    extra = [frame for frame in (effective_robustness_rows(combined, reference), imagenet_c_mean_rows(combined)) if len(frame)]
+    return pd.concat([combined, *extra], ignore_index=True) if extra else combined
 
 
 def library_versions() -> dict[str, str]:
@@ -479,10 +518,13 @@ def settings_record(settings: MetricSettings, in_distribution: str, n_imagenet_x
             "fpr95": f"fraction of OOD images scored >= the threshold keeping {settings.fpr_tpr:.0%} of ID images (ties kept)",
             "primary_ood_score": settings.ood_score,
             "label_spaces": "top1/ece/nll use the dataset's label space from its manifest; OOD scores use all 1000 classes",
+            "objectnet_pooling": f"grouped label spaces (ObjectNet) pool the 1000-way output onto their groups by "
+                                 f"{settings.objectnet_pooling}, for top1 and calibration alike",
         },
         "datasets": {
             in_distribution: "whole in-distribution set: top1; ID side of OOD metrics",
-            f"{in_distribution}{ID_TEST_SUFFIX}": "in-distribution test half: top1 and calibration",
+            id_test_dataset(in_distribution): "in-distribution test half: top1 and calibration",
+            IMAGENET_C_DATASET: "ImageNet-C as one test condition: mean over its corruptions and severities",
             IMAGENET_X_DATASET: "ImageNet-X annotated, prototype-filtered subset of ImageNet val",
         },
         "n_imagenet_x_annotated": n_imagenet_x_annotated,

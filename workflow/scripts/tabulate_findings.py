@@ -1,0 +1,11 @@
+"""Rule tabulate_findings: the paper's claims, tested on the metrics table -> results/tables/findings.csv."""
+
+from clip_robustness.figures.data import read_metrics
+from clip_robustness.metrics.findings import FindingsSettings, findings_table
+from clip_robustness.models.registry import load_model_registry
+from clip_robustness.workflow.joblog import job_log
+
+with job_log(snakemake.log[0]):
+    settings = FindingsSettings.from_config(snakemake.config, snakemake.params.roles)
+    table = findings_table(read_metrics(snakemake.input.metrics), load_model_registry(snakemake.input.registry).table, settings)
+    table.to_csv(snakemake.output[0], index=False, float_format="%.6g")

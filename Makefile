@@ -11,7 +11,7 @@ DEMO := --configfile config/demo.yaml
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo
+.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo plan
 
 venv: $(VENV)/.installed
 
@@ -43,10 +43,18 @@ figures: venv
 ## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.
 ## Touches no other model's jobs. Example: make rerun-model MODEL=timm__resnet50.a1_in1k SNAKEMAKE_ARGS="--profile profiles/slurm"
 SNAKEMAKE_ARGS ?= --cores $(CORES)
+## Its logits files are deleted first: a logits job keeps files that are still current (workflow/rules/logits.smk).
 rerun-model:
 	@test -n "$(MODEL)" || { echo "usage: make rerun-model MODEL=<model_id from the model registry> [SNAKEMAKE_ARGS=...]" >&2; exit 2; }
-	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits compute_model_metrics -- results/metrics/models/$(MODEL).parquet
+	rm -f results/logits/$(MODEL)/*.parquet
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits cache_logits_imagenet_c compute_model_metrics -- results/metrics/models/$(MODEL).parquet
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
+
+## The plan of the configured study, nothing run: jobs per rule, SLURM jobs, images, GPU-hours, disk.
+## Options: PLAN_ARGS="--configfile config/demo.yaml --gpu H100" (docs/performance.md, "Plan").
+PLAN_ARGS ?=
+plan: venv
+	$(PY) -m clip_robustness.workflow.plan $(PLAN_ARGS)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         px = pixels.get(key, 1.0)
         constants.append(float(m["images_per_s"]) * tower_params(*key) / 1e6 * px)
     k = statistics.median(constants)
+    ceiling = float(measured["images_per_s"].max())  # small models are bound by launches and input, not parameters
     have = {(r["library"], r["architecture"]) for _, r in mine.iterrows()}
     new = []
     for key in sorted(rows):
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         mparams = tower_params(*key) / 1e6
         estimate = k / (mparams * pixels[key])
-        new.append(f"{args.gpu}\t{key[0]}\t{key[1]}\t{args.precision}\t{estimate:.0f}\testimated\t"
+        capped = "; capped at the fastest measured row" if estimate > ceiling else ""
+        new.append(f"{args.gpu}\t{key[0]}\t{key[1]}\t{args.precision}\t{min(estimate, ceiling):.0f}\testimated\t"
                    f"{mparams:.1f} M image-tower parameters, {pixels[key]:.2f}x 224^2 pixels; K = {k:,.0f} "
-                   f"(median of {len(constants)} measured rows)\n")
+                   f"(median of {len(constants)} measured rows){capped}\n")
         print(new[-1], end="")
     with open(args.table, "a") as stream:
         stream.writelines(new)

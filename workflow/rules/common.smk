@@ -114,8 +114,6 @@ def get_model_weights(wildcards):
 # geometry. The geometry key of each model comes from timm's / open_clip's configs without building it.
 DECODED_CACHE = bool(config["inference"].get("decoded_cache", True))
 KEEP_DECODED = bool(config["inference"].get("keep_decoded", False))
-# Cap on the decoded arrays alive at once (GB; None: no cap): decode jobs wait for logits jobs to free space.
-DECODED_BUDGET_GB = config["inference"]["decoded_budget_gb"]
 _DECODE_SPECS = {}
 
 

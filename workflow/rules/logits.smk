@@ -56,7 +56,6 @@ rule decode_images:
         runtime=240,
     params:
         spec=get_decode_params,
-        budget_gb=DECODED_BUDGET_GB,
         decoded_root=DECODED_ROOT,
     script:
         "../scripts/decode_images.py"
@@ -89,7 +88,6 @@ rule decode_images_imagenet_c:
         runtime=240,
     params:
         spec=get_decode_params,
-        budget_gb=DECODED_BUDGET_GB,
         decoded_root=DECODED_ROOT,
     script:
         "../scripts/decode_images.py"

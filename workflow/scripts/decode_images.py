@@ -19,7 +19,7 @@ with job_log(snakemake.log[0]) as log:
         spec,
         snakemake.output.npy,
         snakemake.output.metadata,
-        budget_bytes=budget_bytes(snakemake.params.budget_gb),
+        budget_bytes=budget_bytes(snakemake.config["inference"]["decoded_budget_gb"]),  # not a param: no rerun
         budget_root=snakemake.params.decoded_root,
         job=f"{snakemake.rule} {dict(snakemake.wildcards)}",
         batch_size=int(snakemake.resources.batch_size),

@@ -152,14 +152,14 @@ def human(n_bytes: float) -> str:
 
 def format_plan(plan: Plan) -> str:
     lines = ["Jobs per rule (the whole DAG, nothing run):"]
-    lines += [f"  {rule:34s} {n:8,d}" for rule, n in sorted(plan.jobs_per_rule.items())]
-    lines.append(f"  {'total':34s} {sum(plan.jobs_per_rule.values()):8,d}")
+    lines += [f"  {rule:40s} {n:8,d}" for rule, n in sorted(plan.jobs_per_rule.items())]
+    lines.append(f"  {'total':40s} {sum(plan.jobs_per_rule.values()):8,d}")
     lines.append("SLURM jobs after grouping (profiles/slurm; localrules run on the login node):")
-    lines += [f"  {name:34s} {n:8,d}" for name, n in sorted(plan.slurm_jobs.items())]
-    lines.append(f"  {'total':34s} {sum(plan.slurm_jobs.values()):8,d}")
+    lines += [f"  {name:40s} {n:8,d}" for name, n in sorted(plan.slurm_jobs.items())]
+    lines.append(f"  {'total':40s} {sum(plan.slurm_jobs.values()):8,d}")
     lines.append("Images per dataset:")
-    lines += [f"  {d:34s} {n:10,d}  ({src})" for d, (n, src) in plan.images.items()]
-    lines.append(f"  {'total':34s} {sum(n for n, _ in plan.images.values()):10,d}")
+    lines += [f"  {d:40s} {n:10,d}  ({src})" for d, (n, src) in plan.images.items()]
+    lines.append(f"  {'total':40s} {sum(n for n, _ in plan.images.values()):10,d}")
     lines.append(f"GPU-hours per model on {plan.gpu} (forward throughput from the table; source in brackets):")
     known = 0.0
     for model, hours in plan.gpu_hours.items():
@@ -223,8 +223,10 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     archives: set[str] = set()
     local = config["downloads"].get("local_folders") or {}
     for dataset in study.dataset_ids:
+        entry = datasets_registry.resolve(dataset)
         if dataset not in local:
-            archives.update(datasets_registry.resolve(dataset).archives)
+            archives.update(entry.archives)
+        archives.update(getattr(entry, "label_archives", ()))
     sized = [datasets_registry.archive(a).size_bytes for a in sorted(archives)]
     archive_bytes = sum(s for s in sized if s)
     decoded = {key: sum(decoded_size_bytes(images[d][0], size) for d in study.dataset_ids)
@@ -252,7 +254,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
-    localrules = [r for r in ("download_archive", "extract_archive")]
+    localrules = ["download_archive", "extract_archive", "all"]  # login node; `all` is a target, not a job
     workflow_groups = rule_groups(sorted((workdir / "workflow/rules").glob("*.smk")))
     slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids), workflow_groups)
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,

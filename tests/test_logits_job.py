@@ -119,3 +119,14 @@ def test_study_without_imagenet_c_has_one_group():
     groups = LogitsGroups.from_study(["imagenet_val", "textures"], {"corruptions": [], "severities": []})
 
     assert groups.groups() == {"core": ["imagenet_val", "textures"]}
+
+
+def test_rule_lists_zip_into_tasks_and_a_lone_path_is_a_group_of_one():
+    from clip_robustness.logits.job import tasks_from_lists
+
+    (task,) = tasks_from_lists("imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
+
+    assert (task.dataset, task.manifest.name, task.output.name, task.decoded.name) == (
+        "imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
+    with pytest.raises(ValueError, match="parallel lists"):
+        tasks_from_lists(["a", "b"], ["m"], ["o1", "o2"])

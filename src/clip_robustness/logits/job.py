@@ -54,8 +54,11 @@ class DatasetTask:
 
 def tasks_from_lists(datasets: Sequence[str], manifests: Sequence[str], outputs: Sequence[str],
                      decoded: Sequence[str] | None = None) -> list[DatasetTask]:
-    """Zip the rule's parallel lists (same dataset order) into :class:`DatasetTask` objects."""
-    decoded = list(decoded) if decoded else [None] * len(datasets)
+    """Zip the rule's parallel lists (same dataset order) into :class:`DatasetTask` objects (a lone path counts as
+    a list of one)."""
+    datasets, manifests, outputs = ([x] if isinstance(x, (str, os.PathLike)) else list(x)
+                                    for x in (datasets, manifests, outputs))
+    decoded = ([decoded] if isinstance(decoded, (str, os.PathLike)) else list(decoded)) if decoded else [None] * len(datasets)
     if not len(datasets) == len(manifests) == len(outputs) == len(decoded):
         raise ValueError(f"datasets ({len(datasets)}), manifests ({len(manifests)}), outputs ({len(outputs)}) and "
                          f"decoded arrays ({len(decoded)}) must be parallel lists")

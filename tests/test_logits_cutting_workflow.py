@@ -109,9 +109,9 @@ def test_decoding_waits_within_a_budget_smaller_than_all_arrays(tmp_path, demo_u
     study = {**SMALL_STUDY, "models": [RESNET, VIT, "openclip__clip_tiny_demo__demo"]}
     snakemake(workdir, study, *[f"data/manifests/{d}.parquet" for d in ("imagenet_val", "imagenet_r", "textures")])
     registry = load_model_registry(workdir / "config/demo/models.tsv")
-    sizes = {decode_spec_for_row(registry.row(m)).input_size for m in study["models"]}
+    geometries = {spec.key: spec.input_size for spec in (decode_spec_for_row(registry.row(m)) for m in study["models"])}
     counts = [len(read_manifest(p).table) for p in (workdir / "data/manifests").glob("*.parquet")]
-    groups = [sum(decoded_size_bytes(n, size) + NPY_HEADER_ALLOWANCE for n in counts) for size in sizes]
+    groups = [sum(decoded_size_bytes(n, size) + NPY_HEADER_ALLOWANCE for n in counts) for size in geometries.values()]
     budget = max(groups)
     assert len(groups) >= 2 and sum(groups) > budget  # the budget cannot hold every array at once
     peak, done = [0], threading.Event()
@@ -119,7 +119,13 @@ def test_decoding_waits_within_a_budget_smaller_than_all_arrays(tmp_path, demo_u
     def watch():  # every decoded byte on disk, finished or being written
         while not done.is_set():
             root = workdir / "data/decoded"
-            alive = sum(p.stat().st_size for p in root.glob("*/*") if p.is_file() and p.suffix in (".npy", ".tmp"))
+            alive = 0
+            for path in root.glob("*/*"):
+                if path.suffix in (".npy", ".tmp"):
+                    try:
+                        alive += path.stat().st_size
+                    except FileNotFoundError:  # deleted by Snakemake between listing and stat
+                        pass
             peak[0] = max(peak[0], alive)
             time.sleep(0.05)
 

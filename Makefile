@@ -11,7 +11,7 @@ DEMO := --configfile config/demo.yaml
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model
+.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model plan
 
 venv: $(VENV)/.installed
 
@@ -43,9 +43,11 @@ figures: venv
 ## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.
 ## Touches no other model's jobs. Example: make rerun-model MODEL=timm__resnet50.a1_in1k SNAKEMAKE_ARGS="--profile profiles/slurm"
 SNAKEMAKE_ARGS ?= --cores $(CORES)
+## Its logits files are deleted first: a logits job keeps files that are still current (workflow/rules/logits.smk).
 rerun-model:
 	@test -n "$(MODEL)" || { echo "usage: make rerun-model MODEL=<model_id from the model registry> [SNAKEMAKE_ARGS=...]" >&2; exit 2; }
-	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits compute_model_metrics -- results/metrics/models/$(MODEL).parquet
+	rm -f results/logits/$(MODEL)/*.parquet
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits cache_logits_imagenet_c compute_model_metrics -- results/metrics/models/$(MODEL).parquet
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
 ## Add your own model to the model registry (one validated row, study "own"); the next run computes only its branch.
@@ -56,6 +58,12 @@ add-model: venv
 	@test -n "$(MODEL)" -a -n "$(GROUP)" -a -n "$(SOURCE)" || { echo "usage: make add-model MODEL=<timm:ARCH[.TAG] | open_clip:ARCH[:TAG] | hf-hub:ORG/REPO> GROUP=<group> SOURCE=<training source> [SIZE=<images>] [WEIGHTS=<file>] [ARGS=...]" >&2; exit 2; }
 	$(PY) -m clip_robustness.models.add_model "$(MODEL)" --group "$(GROUP)" --training-source "$(SOURCE)" \
 		$(if $(SIZE),--training-size $(SIZE)) $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(ARGS)
+
+## The plan of the configured study, nothing run: jobs per rule, SLURM jobs, images, GPU-hours, disk.
+## Options: PLAN_ARGS="--configfile config/demo.yaml --gpu H100" (docs/performance.md, "Plan").
+PLAN_ARGS ?=
+plan: venv
+	$(PY) -m clip_robustness.workflow.plan $(PLAN_ARGS)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules

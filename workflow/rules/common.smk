@@ -137,6 +137,68 @@ def get_cache_logits_input(wildcards):
     return inputs
 
 
+# How the logits stage is cut (clip_robustness.logits.cutting): per model, one job over the core datasets and one per
+# ImageNet-C corruption (its severities); decoding per preprocessing geometry in the same groups.
+from types import SimpleNamespace
+
+from clip_robustness.logits.cutting import LogitsGroups
+
+LOGITS_GROUPS = LogitsGroups.from_study(STUDY.dataset_ids, config["datasets"].get("imagenet_c"))
+CORE_DATASETS = list(LOGITS_GROUPS.core)
+IMAGENET_C_SEVERITIES = list(LOGITS_GROUPS.severities)
+DECODED_ROOT = "data/decoded"
+
+
+def group_datasets(wildcards):
+    """The dataset ids of a group job: {corruption}'s severities, or the core datasets."""
+    if "corruption" in wildcards.keys():
+        return LOGITS_GROUPS.imagenet_c_ids(wildcards.corruption)
+    return CORE_DATASETS
+
+
+def get_group_manifests(wildcards):
+    """The manifests of a group job's datasets, in group order."""
+    return [f"data/manifests/{dataset}.parquet" for dataset in group_datasets(wildcards)]
+
+
+def get_cache_group_input(wildcards):
+    """Inputs of a cache_logits group job: each dataset's manifest (and decoded array with its sidecar on the fast
+    path), as lists in group order, plus the model's head and weights (from get_cache_logits_input)."""
+    inputs = {"manifests": [], "decoded": [], "decoded_metadata": []}
+    for dataset in group_datasets(wildcards):
+        one = get_cache_logits_input(SimpleNamespace(model=wildcards.model, dataset=dataset))
+        inputs["manifests"].append(one.pop("manifest"))
+        for key in ("decoded", "decoded_metadata"):
+            if key in one:
+                inputs[key].append(one.pop(key))
+        inputs.update(one)  # head, weights: the same for every dataset
+    return {key: value for key, value in inputs.items() if value != []}
+
+
+def get_cache_group_params(wildcards):
+    """The dataset ids of a cache_logits group job, in the order of its outputs."""
+    return group_datasets(wildcards)
+
+
+def decoded_group_output(datasets, suffix):
+    """The decoded arrays (or sidecars) of a decode group job, temp() unless inference.keep_decoded."""
+    return decoded_output(expand(f"{DECODED_ROOT}/{{dataset}}/{{{{preprocessing}}}}.{suffix}", dataset=datasets))
+
+
+def imagenet_c_outputs(template):
+    """Outputs of an ImageNet-C group job: `template` (with {severity}; other wildcards in double braces) for each
+    configured severity."""
+    return expand(template, severity=IMAGENET_C_SEVERITIES)
+
+
+def get_manifest_subset(wildcards):
+    """build_manifest: the ImageNet-C subset of {dataset} (config datasets.imagenet_c.images_per_condition), or None."""
+    from clip_robustness.datasets.subset import imagenet_c_subset_param
+
+    ids = [d for c in LOGITS_GROUPS.corruptions for d in LOGITS_GROUPS.imagenet_c_ids(c)]
+    return imagenet_c_subset_param(wildcards.dataset, ids, config["datasets"].get("imagenet_c"))
+
+
 def get_loader_workers(wildcards, threads):
     """DataLoader worker processes for cache_logits: the job's threads but one (which drives the model)."""
     return max(threads - 1, 0)

@@ -51,5 +51,6 @@ rule build_manifest:
         runtime=60,
     params:
         manifest=get_manifest_params,
+        subset=get_manifest_subset,
     script:
         "../scripts/build_manifest.py"

@@ -2,15 +2,22 @@
 # Code: clip_robustness.models.build (models, transforms, weights), clip_robustness.models.zero_shot
 # (text heads), clip_robustness.logits.loop (the loop), clip_robustness.logits.cache (the file contract).
 #
-# How jobs are cut: one cache_logits job per (model, dataset).
-# - Rerun granularity: a new dataset, a rebuilt manifest or a failed job recomputes one file, never a
-#   model's other datasets; `--forcerun cache_logits --until ...` or deleting one parquet is enough.
-# - Model load is cheap next to inference (seconds from the local hub cache; ~30 s for ViT-bigG-14)
-#   against minutes to hours of images per dataset; the text head, the one costly per-model step
-#   (1000 classes x 80 prompts), is built once per model by build_zero_shot_head and reused.
-# - On the cluster, profiles/slurm bundles all cache jobs of one model into one GPU job
-#   (`groups: cache_logits: "cache_{model}"`), which saves queueing and Snakemake start-up per job
-#   (each member still loads its model): 210 GPU jobs for the study instead of 18,480 (docs/cluster.md).
+# How jobs are cut (clip_robustness.logits.cutting, docs/performance.md "Job cutting"): per model, one cache_logits
+# job over the core datasets (every dataset of the study but ImageNet-C) and one cache_logits_imagenet_c job per
+# corruption, writing its severities: 16 jobs per model in the full study instead of 88, each paying the fixed
+# costs (interpreter, imports, model build, weight load, CUDA start-up) once (clip_robustness.logits.job).
+# - Contracts kept: one parquet per (model, dataset), each with its own metadata, each written atomically as soon
+#   as it is computed.
+# - Rerun granularity: outputs are update() files, which Snakemake leaves in place when it reruns a group; the job
+#   keeps every output that is current (metadata of this model, manifest, prompt set and precision; newer than its
+#   manifest, head and weights) and computes the rest. A new dataset or a rebuilt manifest therefore computes only
+#   its own files (plus one model build per model). To recompute valid files, delete them: `make rerun-model`
+#   deletes the model's logits first; `--forcerun cache_logits` alone keeps current files.
+# - Decoding is cut the same way (decode_images: one job per preprocessing geometry for the core datasets;
+#   decode_images_imagenet_c: one per (corruption, geometry)), so a logits job's inputs appear together and the
+#   decoded-disk budget (inference.decoded_budget_gb, clip_robustness.logits.budget) reserves a whole group at
+#   once; logits jobs have priority over decode jobs, so ready consumers free space before more is decoded.
+# - On the cluster, profiles/slurm groups a model's 16 logits jobs into one GPU job (docs/cluster.md).
 #
 # Compute knobs are resources (changing them reruns nothing): batch_size (first try; halved on
 # out-of-memory), workers (DataLoader processes), mem_mb, runtime. GPUs are requested by the cluster
@@ -29,14 +36,14 @@
 
 rule decode_images:
     input:
-        manifest="data/manifests/{dataset}.parquet",
+        manifests=get_group_manifests,
     output:
-        npy=decoded_output("data/decoded/{dataset}/{preprocessing}.npy"),
-        metadata=decoded_output("data/decoded/{dataset}/{preprocessing}.json"),
+        npy=decoded_group_output(CORE_DATASETS, "npy"),
+        metadata=decoded_group_output(CORE_DATASETS, "json"),
     log:
-        "results/logs/decode_images/{dataset}/{preprocessing}.log",
+        "results/logs/decode_images/core/{preprocessing}.log",
     benchmark:
-        "results/benchmarks/decode_images/{dataset}/{preprocessing}.tsv"
+        "results/benchmarks/decode_images/core/{preprocessing}.tsv"
     wildcard_constraints:
         preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     conda:
@@ -49,6 +56,39 @@ rule decode_images:
         runtime=240,
     params:
         spec=get_decode_params,
+        decoded_root=DECODED_ROOT,
+    script:
+        "../scripts/decode_images.py"
+
+
+rule decode_images_imagenet_c:
+    input:
+        manifests=get_group_manifests,
+    output:
+        npy=decoded_output(
+            imagenet_c_outputs("data/decoded/imagenet_c_{{corruption}}_{severity}/{{preprocessing}}.npy")
+        ),
+        metadata=decoded_output(
+            imagenet_c_outputs("data/decoded/imagenet_c_{{corruption}}_{severity}/{{preprocessing}}.json")
+        ),
+    log:
+        "results/logs/decode_images/imagenet_c_{corruption}/{preprocessing}.log",
+    benchmark:
+        "results/benchmarks/decode_images/imagenet_c_{corruption}/{preprocessing}.tsv"
+    wildcard_constraints:
+        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
+        corruption=r"[a-z_]+",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        workers=get_decode_workers,
+        batch_size=64,
+        mem_mb=4000,
+        runtime=240,
+    params:
+        spec=get_decode_params,
+        decoded_root=DECODED_ROOT,
     script:
         "../scripts/decode_images.py"
 
@@ -78,13 +118,14 @@ rule build_zero_shot_head:
 
 rule cache_logits:
     input:
-        unpack(get_cache_logits_input),
+        unpack(get_cache_group_input),
     output:
-        "results/logits/{model}/{dataset}.parquet",
+        update(expand("results/logits/{{model}}/{dataset}.parquet", dataset=CORE_DATASETS)),
     log:
-        "results/logs/cache_logits/{model}/{dataset}.log",
+        "results/logs/cache_logits/{model}/core.log",
     benchmark:
-        "results/benchmarks/cache_logits/{model}/{dataset}.tsv"
+        "results/benchmarks/cache_logits/{model}/core.tsv"
+    priority: 1
     conda:
         "../../envs/torch.yaml"
     threads: 4
@@ -94,6 +135,38 @@ rule cache_logits:
         mem_mb=16000,
         runtime=240,
     params:
+        datasets=get_cache_group_params,
+        row=get_model_row,
+        prompt_set=config["zero_shot"]["prompt_set"],
+        precision=config["inference"]["precision"],
+        allow_tf32=config["inference"]["allow_tf32"],
+        cpu_autocast=config["inference"]["cpu_autocast"],
+    script:
+        "../scripts/cache_logits.py"
+
+
+rule cache_logits_imagenet_c:
+    input:
+        unpack(get_cache_group_input),
+    output:
+        update(imagenet_c_outputs("results/logits/{{model}}/imagenet_c_{{corruption}}_{severity}.parquet")),
+    log:
+        "results/logs/cache_logits/{model}/imagenet_c_{corruption}.log",
+    benchmark:
+        "results/benchmarks/cache_logits/{model}/imagenet_c_{corruption}.tsv"
+    wildcard_constraints:
+        corruption=r"[a-z_]+",
+    priority: 1
+    conda:
+        "../../envs/torch.yaml"
+    threads: 4
+    resources:
+        batch_size=256,
+        workers=get_loader_workers,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        datasets=get_cache_group_params,
         row=get_model_row,
         prompt_set=config["zero_shot"]["prompt_set"],
         precision=config["inference"]["precision"],

@@ -9,7 +9,8 @@ logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asc
 p = snakemake.params.manifest
 try:
     build = build_manifest(DatasetEntry.from_dict(p["entry"]), p["root"], skip_corrupt=p["skip_corrupt"],
-                           workers=snakemake.threads, devkit_root=p.get("devkit_root"))
+                           workers=snakemake.threads, devkit_root=p.get("devkit_root"),
+                           subset=snakemake.params.subset)
     write_manifest(build, snakemake.output.manifest, snakemake.output.skipped)
     logging.info("%s: %d images, %d skipped", p["entry"]["id"], len(build.table), len(build.skipped))
 except Exception:

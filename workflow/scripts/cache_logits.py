@@ -1,24 +1,24 @@
-"""Rule cache_logits: one model on one dataset's manifest -> results/logits/{model}/{dataset}.parquet."""
+"""Rules cache_logits, cache_logits_imagenet_c: one model, built once, over a group of datasets ->
+results/logits/{model}/{dataset}.parquet each (outputs still current are kept; clip_robustness.logits.job)."""
 
 import torch
 
-from clip_robustness.datasets.manifest import read_manifest
-from clip_robustness.logits.loop import cache_dataset_logits
+from clip_robustness.logits.job import cache_group_logits, tasks_from_lists
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
-    path = cache_dataset_logits(
+    written = cache_group_logits(
         snakemake.params.row,
-        read_manifest(snakemake.input.manifest),
-        snakemake.output[0],
+        tasks_from_lists(snakemake.params.datasets, snakemake.input.manifests, snakemake.output,
+                         snakemake.input.get("decoded")),  # no decoded arrays: the reference path
         head_path=snakemake.input.get("head"),
+        weights_path=snakemake.input.get("weights"),
         prompt_set=snakemake.params.prompt_set,
         batch_size=int(snakemake.resources.batch_size),
         num_workers=int(snakemake.resources.workers),
         precision_name=snakemake.params.precision,
         allow_tf32=snakemake.params.allow_tf32,
-        decoded=snakemake.input.get("decoded"),  # None: the reference path (inference.decoded_cache false)
         cpu_autocast=snakemake.params.cpu_autocast,
     )
-    log.info("wrote %s", path)
+    log.info("wrote %d of %d logits files", len(written), len(snakemake.output))

@@ -341,6 +341,7 @@ def build_manifest(
     check_images: bool = True,
     workers: int = 4,
     devkit_root: str | Path | None = None,
+    subset: dict[str, int] | None = None,
 ) -> ManifestBuild:
     """List the images of ``entry`` under ``root`` (the folder its ``subdir`` names inside the extracted
     archive, or a user's folder) following its ``layout``, with ImageNet-1k labels.
@@ -349,7 +350,9 @@ def build_manifest(
     :class:`CorruptImageError` naming it, unless ``skip_corrupt`` (config
     ``downloads.skip_corrupt_images``), which leaves it out and lists it in ``skipped``.
     ``devkit_root`` (layout ``imagenet_val``): the extracted ImageNet devkit when the user supplied
-    one (see :func:`imagenet_val_label_sources`).
+    one (see :func:`imagenet_val_label_sources`). ``subset`` (ImageNet-C, config
+    ``datasets.imagenet_c.images_per_condition``): ``{"images_per_condition", "seed"}`` keeps a class-balanced,
+    seeded subset of the listed images (:mod:`clip_robustness.datasets.subset`), recorded as metadata ``subset``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -365,6 +368,7 @@ def build_manifest(
     if not listing.paths:
         raise ManifestError(f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
                             f"(layout {entry.layout}); is subdir {entry.subdir!r} right?")
+    subset_extra = _apply_subset(listing, subset) if subset else {}
     reasons: list[str | None] = [None] * len(listing.paths)
     if check_images:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -399,9 +403,22 @@ def build_manifest(
         "registry_entry": entry.to_dict(),
         "pipeline_version": PIPELINE_VERSION,
         **listing.extra,
+        **subset_extra,
     }
     skipped = pd.DataFrame(bad, columns=SKIPPED_COLUMNS)
     return ManifestBuild(table, metadata, skipped)
+
+
+def _apply_subset(listing: _Listing, subset: dict[str, int]) -> dict[str, Any]:
+    """Keep the class-balanced subset of ``listing`` in place; the ``subset`` metadata entry."""
+    from clip_robustness.datasets.subset import class_balanced_subset, subset_record
+
+    n, seed = int(subset["images_per_condition"]), int(subset["seed"])
+    keep = class_balanced_subset(listing.paths, listing.labels, n, seed)
+    available = len(listing.paths)
+    listing.paths = [listing.paths[i] for i in keep]
+    listing.labels = [listing.labels[i] for i in keep]
+    return {"subset": subset_record(n, seed, available, len(keep))}
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:

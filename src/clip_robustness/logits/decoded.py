@@ -417,3 +417,42 @@ class NormalizedModel(torch.nn.Module):
         x = x.to(torch.float32).div(PIXEL_SCALE)
         x = x.sub(self.mean.to(x.device)).div(self.std.to(x.device))
         return self.model(x)
+
+
+# ----------------------------------------------------------------------------- decoding a group under the disk budget
+
+#: Bytes reserved per array beyond its pixels (the ``.npy`` header: 128 bytes; a page to be safe).
+NPY_HEADER_ALLOWANCE = 4096
+
+
+def decode_group(
+    manifests: Sequence[Any],
+    spec: DecodeSpec,
+    outputs: Sequence[str | os.PathLike],
+    metadata_outputs: Sequence[str | os.PathLike],
+    *,
+    budget_bytes: int | None = None,
+    budget_root: str | os.PathLike = "data/decoded",
+    job: str = "decode",
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> list[Path]:
+    """Decode several manifests through one geometry (:func:`decode_dataset` each), under the decoded-array budget.
+
+    ``manifests``/``outputs``/``metadata_outputs``: parallel lists. ``budget_bytes`` (config
+    ``inference.decoded_budget_gb``; ``None``: no cap): before writing anything, the job reserves the bytes of all
+    its arrays at once (:func:`clip_robustness.logits.budget.reserve`), waiting while the arrays alive under
+    ``budget_root`` leave too little room, so a logits job's inputs are never half decoded while the disk is full.
+    """
+    from clip_robustness.logits.budget import refresh, reserve
+
+    if not len(manifests) == len(outputs) == len(metadata_outputs):
+        raise ValueError(f"{job}: {len(manifests)} manifests, {len(outputs)} outputs, {len(metadata_outputs)} sidecars")
+    n_bytes = sum(decoded_size_bytes(len(m.table), spec.input_size) + NPY_HEADER_ALLOWANCE for m in manifests)
+    written = []
+    with reserve(budget_root, n_bytes, budget_bytes, job) as reservation:
+        for manifest, output, metadata_output in zip(manifests, outputs, metadata_outputs):
+            refresh(reservation)
+            written.append(decode_dataset(manifest, spec, output, metadata_output, batch_size=batch_size,
+                                          num_workers=num_workers))
+    return written

@@ -1,0 +1,132 @@
+"""The logits group job (clip_robustness.logits.job): one model build, one parquet per dataset, current files kept."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from test_inference import make_manifest
+
+from clip_robustness.logits.cache import expected_metadata, read_logits, read_metadata
+from clip_robustness.logits.cutting import LogitsGroups
+from clip_robustness.logits.job import DatasetTask, cache_group_logits, reuse_reason
+from clip_robustness.logits.loop import cache_dataset_logits
+
+
+@pytest.fixture(scope="module")
+def resnet_row(tmp_path_factory):
+    torch.manual_seed(1)
+    weights = tmp_path_factory.mktemp("weights") / "test_resnet.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
+    return {"model_id": "timm__test_resnet.local", "library": "timm", "architecture": "test_resnet",
+            "pretrained": "demo", "weights_file": str(weights)}
+
+
+def manifests(tmp_path, names):
+    """Small real manifests (random images in class folders), one per dataset name."""
+    return {name: make_manifest(tmp_path / name / "images", [i % 4 for i in range(3 + k)], dataset=name)
+            for k, name in enumerate(names)}
+
+
+def run_group(row, tasks, timings=None):
+    return cache_group_logits(row, tasks, head_path=None, weights_path=row["weights_file"], prompt_set="openai",
+                              batch_size=4, num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu",
+                              timings=timings)
+
+
+def test_group_job_writes_each_dataset_the_file_a_one_dataset_job_writes(tmp_path, resnet_row):
+    built = manifests(tmp_path, ["imagenet_r", "textures"])
+    tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
+             for name in built]
+
+    run_group(resnet_row, tasks)
+
+    for task in tasks:
+        manifest = built[task.dataset]
+        single = tmp_path / "single" / f"{task.dataset}.parquet"
+        cache_dataset_logits(resnet_row, manifest, single, head_path=None, prompt_set="openai", batch_size=4,
+                             num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu")
+        grouped = read_logits(task.output, expect=expected_metadata(resnet_row, task.dataset, manifest.manifest_hash, None))
+        np.testing.assert_array_equal(grouped.logits, read_logits(single).logits)
+        assert grouped.metadata["n_images"] == len(manifest.table)
+
+
+def test_group_job_keeps_current_files_and_computes_only_the_new_dataset(tmp_path, resnet_row):
+    built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist"])
+    tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
+             for name in built]
+    run_group(resnet_row, tasks[:2])
+    before = {t.dataset: (t.output.stat().st_mtime_ns, read_metadata(t.output)["created_utc"]) for t in tasks[:2]}
+
+    timings: list[dict] = []
+    written = run_group(resnet_row, tasks, timings)
+
+    assert written == [tasks[2].output]
+    assert [t["dataset"] for t in timings] == ["inaturalist"]
+    assert {t.dataset: (t.output.stat().st_mtime_ns, read_metadata(t.output)["created_utc"]) for t in tasks[:2]} == before
+
+
+def test_group_job_with_every_output_current_computes_nothing(tmp_path, resnet_row):
+    built = manifests(tmp_path, ["imagenet_r"])
+    tasks = [DatasetTask(n, tmp_path / n / f"{n}.manifest.parquet", tmp_path / "logits" / f"{n}.parquet") for n in built]
+    run_group(resnet_row, tasks)
+
+    assert run_group(resnet_row, tasks) == []
+
+
+def test_file_older_than_its_manifest_is_recomputed(tmp_path, resnet_row):
+    manifests(tmp_path, ["imagenet_r"])
+    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+                       tmp_path / "logits" / "imagenet_r.parquet")
+    run_group(resnet_row, [task])
+    later = time.time() + 5
+    os.utime(task.manifest, (later, later))
+
+    assert reuse_reason(task.output, {"dataset": "imagenet_r"}, [task.manifest]).startswith("older than")
+    assert run_group(resnet_row, [task]) == [task.output]
+
+
+def test_file_of_another_manifest_or_model_is_not_reused(tmp_path, resnet_row):
+    built = manifests(tmp_path, ["imagenet_r"])
+    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+                       tmp_path / "logits" / "imagenet_r.parquet")
+    run_group(resnet_row, [task])
+    expect = expected_metadata(resnet_row, "imagenet_r", built["imagenet_r"].manifest_hash, None)
+
+    assert reuse_reason(task.output, expect, []) is None
+    assert "manifest_hash" in reuse_reason(task.output, {**expect, "manifest_hash": "0" * 64}, [])
+    assert "model_id" in reuse_reason(task.output, {**expect, "model_id": "timm__other"}, [])
+    assert reuse_reason(tmp_path / "absent.parquet", expect, []) == "missing"
+
+
+def test_study_groups_put_each_imagenet_c_corruption_apart_and_everything_else_in_core():
+    datasets = ["imagenet_val", "imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3", "imagenet_c_snow_1",
+                "imagenet_c_snow_3", "textures"]
+    groups = LogitsGroups.from_study(datasets, {"corruptions": ["fog", "snow"], "severities": [1, 3]})
+
+    assert groups.groups() == {"core": ["imagenet_val", "imagenet_r", "textures"],
+                               "fog": ["imagenet_c_fog_1", "imagenet_c_fog_3"],
+                               "snow": ["imagenet_c_snow_1", "imagenet_c_snow_3"]}
+    assert groups.group_of("imagenet_c_snow_3") == "snow" and groups.jobs_per_model() == 3
+
+
+def test_study_without_imagenet_c_has_one_group():
+    groups = LogitsGroups.from_study(["imagenet_val", "textures"], {"corruptions": [], "severities": []})
+
+    assert groups.groups() == {"core": ["imagenet_val", "textures"]}
+
+
+def test_rule_lists_zip_into_tasks_and_a_lone_path_is_a_group_of_one():
+    from clip_robustness.logits.job import tasks_from_lists
+
+    (task,) = tasks_from_lists("imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
+
+    assert (task.dataset, task.manifest.name, task.output.name, task.decoded.name) == (
+        "imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
+    with pytest.raises(ValueError, match="parallel lists"):
+        tasks_from_lists(["a", "b"], ["m"], ["o1", "o2"])

@@ -2,6 +2,7 @@
 
 import logging
 
+from clip_robustness.logits.cache import CacheError, reject_cache_file, rejection_message
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
 from clip_robustness.metrics.tables import MetricSettings, model_metrics_from_files, write_metrics_table
 
@@ -32,6 +33,11 @@ try:
     )
     write_metrics_table(table, snakemake.output[0], {"model": model, "settings": settings.to_dict()})
     log.info("%s: wrote %d metric rows to %s", model, len(table), snakemake.output[0])
+except CacheError as error:  # a stale or unreadable logits file: moved aside, so the same command recomputes it
+    if error.path is None or not error.path.exists():
+        raise
+    log.exception("compute_model_metrics failed")
+    raise CacheError(rejection_message(error, reject_cache_file(error.path)), error.path) from None
 except Exception:
     log.exception("compute_model_metrics failed")
     raise

@@ -299,3 +299,20 @@ def test_reversed_temperature_range_fails_naming_the_key():
     config["metrics"]["temperature_range"] = [10.0, 0.01]
     with pytest.raises(ConfigError, match=r"metrics\.temperature_range"):
         check_config_values(config)
+
+
+@pytest.fixture
+def group_umask():
+    previous = os.umask(0o002)  # a project group's shared umask: group-writable, world-readable
+    yield
+    os.umask(previous)
+
+
+def test_archives_markers_and_logits_are_created_with_the_users_umask(tmp_path, upstream, group_umask):
+    entry = entry_of(upstream)
+    download(entry, tmp_path)
+    extract(entry, tmp_path)
+    logits = write_cache(tmp_path / "results/logits/a/imagenet_r.parquet", ROW_A)
+    written = [tmp_path / "data/archives" / entry.name, verified_record_path(entry.name, tmp_path / "data/checksums/verified"),
+               tmp_path / "data/extracted" / f"{entry.name}.complete", logits]
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in written} == {path.name: "0o664" for path in written}

@@ -103,7 +103,7 @@ def reject_stale_logits():
         logger.warning(f"{rejected.reason} Moved aside to {rejected.moved_to}; this run recomputes it.")
 
 
-if workflow.is_main_process:
+if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
     reject_stale_logits()
 
 
@@ -165,7 +165,7 @@ def drop_outdated_extractions():
         logger.warning(f"{marker}: its archive is gone or changed since extraction; this run extracts it again")
 
 
-if workflow.is_main_process:
+if RUN_LOCK is not None:
     drop_outdated_extractions()
 
 

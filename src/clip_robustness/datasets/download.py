@@ -123,13 +123,14 @@ def verify_archive(
     rejected_dir: str | Path,
     datasets: Sequence[str] = (),
     move_aside: bool = True,
+    advice: str | None = None,
 ) -> Digests:
     """Check ``path`` against ``entry``'s size, sha256 (registry, else pinned) and md5.
 
     On a match with no published or pinned sha256, pins it. On a mismatch the file is moved into
     ``rejected_dir`` (when ``move_aside``; a user's own file is left where it is) and
     :class:`ChecksumMismatchError` names the archive, datasets, ``source`` (URL or local path) and the
-    expected and actual values.
+    expected and actual values, then ``advice`` (default: the download may be corrupt; retry or use a mirror).
     """
     path, rejected_dir = Path(path), Path(rejected_dir)
     digests = file_digests(path)
@@ -150,8 +151,9 @@ def verify_archive(
         kept = f"The file was moved aside to {_reject(path, rejected_dir, entry.name, digests)}" if move_aside else f"The file {path} was left where it is"
         raise ChecksumMismatchError(
             f"checksum mismatch for archive {entry.name} (dataset(s) {', '.join(datasets) or '-'}) from {source}: "
-            f"{'; '.join(problems)}. {kept} and will not be used. The download may be corrupt or the upstream file "
-            f"may have changed: retry, or use a mirror (downloads.url_overrides[{entry.name!r}])."
+            f"{'; '.join(problems)}. {kept} and will not be used. "
+            + (advice or f"The download may be corrupt or the upstream file may have changed: retry, or use a mirror "
+               f"(downloads.url_overrides[{entry.name!r}]).")
         )
     if expected_sha is None:
         pin_sha256(pinned_path, entry.name, digests, source)
@@ -202,14 +204,12 @@ def verify_stored_archive(
         return str(record["sha256"])
     record_path.unlink(missing_ok=True)
     log.info("archive %s changed since it was verified (or was never verified): checking its checksum", path)
-    try:
-        digests = verify_archive(path, entry, source=str(path), pinned_path=pinned_path, rejected_dir=rejected_dir,
-                                 datasets=datasets, move_aside=not path.is_symlink())
-    except ChecksumMismatchError as err:
-        raise ChecksumMismatchError(
-            f"{err} (The archive was changed after it was downloaded. Run the same command again: it downloads "
-            "and verifies the archive again, then extracts it.)"
-        ) from None
+    mine = path.is_symlink()
+    advice = ("It is your own file (downloads.local_archives or data/user_supplied/): replace it, then run the same "
+              "command again." if mine else "The archive changed after it was downloaded and verified. Run the same "
+              "command again: it downloads and verifies the archive again, then extracts it.")
+    digests = verify_archive(path, entry, source=str(path), pinned_path=pinned_path, rejected_dir=rejected_dir,
+                             datasets=datasets, move_aside=not mine, advice=advice)
     record_verified(path, digests, verified_dir)
     return digests.sha256
 

@@ -383,9 +383,11 @@ def build_manifest(
         shown = "; ".join(f"{root / p} ({r})" for p, r in bad[:20])
         more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
         raise CorruptImageError(
-            f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. Replace them (re-download the archive), "
-            "or set downloads.skip_corrupt_images: true to leave them out and list them in "
-            f"data/manifests/{entry.id}.skipped.csv"
+            f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. To leave them out, set "
+            f"downloads.skip_corrupt_images: true and run the same command (they are listed in "
+            f"data/manifests/{entry.id}.skipped.csv). If they were damaged on this disk, extract again instead: delete "
+            + ", ".join(f"data/extracted/{archive}.complete" for archive in entry.archives)
+            + " and run the same command."
         )
     keep = [i for i, r in enumerate(reasons) if r is None]
     table = pd.DataFrame({

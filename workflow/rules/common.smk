@@ -73,6 +73,7 @@ def get_all_logits():
 
 
 _MANIFEST_HASHES = {}
+_EXPECTED_ROWS = {}
 
 
 def expected_logits_metadata(model_and_dataset):
@@ -87,7 +88,9 @@ def expected_logits_metadata(model_and_dataset):
     manifest_hash = _MANIFEST_HASHES[dataset]
     if manifest_hash is None:
         return None
-    return expected_metadata(MODEL_REGISTRY.row(model), dataset, manifest_hash, config["zero_shot"]["prompt_set"])
+    if model not in _EXPECTED_ROWS:  # a registry lookup costs ~0.3 ms: once per model, not per file
+        _EXPECTED_ROWS[model] = MODEL_REGISTRY.row(model)
+    return expected_metadata(_EXPECTED_ROWS[model], dataset, manifest_hash, config["zero_shot"]["prompt_set"])
 
 
 def reject_stale_logits():

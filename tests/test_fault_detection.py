@@ -168,6 +168,17 @@ def test_right_zip_password_extracts_every_member(tmp_path, encrypted_zip):
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == members
 
 
+def test_extraction_with_fewer_files_than_members_fails_and_leaves_no_marker(tmp_path):
+    archive = tmp_path / "short.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # two members that land on one path: one file comes out, not two
+        zf.writestr("x/../b.txt", b"first")
+        zf.writestr("x/b.txt", b"second")
+    dest, marker = tmp_path / "x" / archive.name, tmp_path / "x" / f"{archive.name}.complete"
+    with pytest.raises(ExtractionError, match=f"archive {archive}: only 1 of its 2 files were extracted"):
+        extract_archive(archive, dest, marker)
+    assert not marker.exists() and not dest.exists()
+
+
 @pytest.mark.parametrize("change", ["deleted", "replaced"])
 def test_marker_of_a_deleted_or_changed_archive_is_dropped(tmp_path, upstream, change):
     entry = entry_of(upstream)

@@ -119,6 +119,13 @@ def test_archive_with_flipped_bytes_is_rejected_then_restored_by_the_same_comman
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
+def test_deleted_manifest_and_extraction_marker_are_planned_again_by_the_same_command(workdir):
+    (workdir / "data/manifests/imagenet_r.parquet").unlink()
+    (workdir / "data/extracted/imagenet-r.tar.complete").unlink()
+    planned = jobs_run(snakemake(workdir, "--dry-run"))
+    assert planned["extract_archive"] == 1 and planned["build_manifest"] == 1 and planned["cache_logits"] == 1
+
+
 def test_switching_skip_corrupt_images_replans_nothing(workdir):
     (workdir / "config/recovery.yaml").write_text(yaml.safe_dump({**SMALL, "downloads": {
         **yaml.safe_load((workdir / "config/demo.yaml").read_text())["downloads"], "skip_corrupt_images": True}}))

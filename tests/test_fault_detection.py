@@ -36,7 +36,15 @@ from clip_robustness.datasets.manifest import build_manifest, check_image
 from clip_robustness.datasets.registry import ArchiveEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import drop_outdated_markers
 from clip_robustness.demo import archives as synthetic
-from clip_robustness.logits.cache import expected_metadata, read_metadata, write_logits
+from clip_robustness.logits.cache import (
+    CacheError,
+    expected_metadata,
+    read_logits,
+    read_metadata,
+    reject_cache_file,
+    rejection_message,
+    write_logits,
+)
 from clip_robustness.logits.check import check_logits_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.runlock import RUN_LOCK, SNAKEMAKE_LOCKS, RunInProgressError, acquire_run_lock
@@ -269,6 +277,17 @@ def test_good_logits_file_stays_in_place(tmp_path):
     for _ in range(2):
         assert check_logits_files([(path, "a")], expect_of, tmp_path / "state.json") == []
     assert path.exists()
+
+
+def test_logits_file_rejected_by_a_reader_is_moved_aside_with_a_targeted_command(tmp_path):
+    path = write_cache(tmp_path / "results/logits/a/imagenet_r.parquet", ROW_A)
+    with pytest.raises(CacheError) as err:
+        read_logits(path, expect=expect_of("b"))
+    moved = reject_cache_file(err.value.path)
+    message = rejection_message(err.value, moved)
+    assert not path.exists() and moved.exists() and moved.name.startswith("imagenet_r.parquet.rejected-")
+    assert f"moved aside to {moved}" in message and f"`snakemake {path}`" in message
+    assert "forcerun" not in message
 
 
 # ----------------------------------------------------------------------------- run lock and config

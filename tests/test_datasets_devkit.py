@@ -164,7 +164,7 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)
-    build = build_manifest(DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=m["skip_corrupt"], workers=2,
+    build = build_manifest(DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=False, workers=2,
                            devkit_root=m.get("devkit_root"))
     write_manifest(build, f"data/manifests/{dataset}.parquet", f"data/manifests/{dataset}.skipped.csv")
     return inputs, m, read_manifest(f"data/manifests/{dataset}.parquet")

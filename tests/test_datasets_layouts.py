@@ -37,7 +37,7 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)
-    build = build_manifest(DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=m["skip_corrupt"], workers=2)
+    build = build_manifest(DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=False, workers=2)
     write_manifest(build, f"data/manifests/{dataset}.parquet", f"data/manifests/{dataset}.skipped.csv")
     return read_manifest(f"data/manifests/{dataset}.parquet")
 

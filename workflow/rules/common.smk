@@ -13,6 +13,10 @@ from clip_robustness.workflow.study import Study
 
 validate(config, schema="../schemas/config.schema.yaml")
 
+from clip_robustness.workflow.config_checks import check_config_values
+
+check_config_values(config)  # orderings the schema cannot express (e.g. metrics.temperature_range)
+
 DATASET_REGISTRY = load_dataset_registry(
     config["dataset_registry"],
     url_overrides=config["downloads"]["url_overrides"],
@@ -39,20 +43,113 @@ wildcard_constraints:
 
 
 # ============================================================================ targets
+# Recovery is "run the same command again" (docs/troubleshooting.md). Snakemake does not regenerate a missing
+# intermediate file whose downstream outputs exist, so every file a user may be told to delete (or that the
+# workflow moves aside) is itself a target: extraction markers, manifests, logits files.
+
+from clip_robustness.workflow.runlock import acquire_run_lock
+
+# One run per working directory; locks left by a killed run are removed (clip_robustness.workflow.runlock).
+RUN_LOCK = acquire_run_lock(dryrun=workflow.output_settings.dryrun) if workflow.is_main_process else None
 
 
 def get_final_output():
-    """Everything the default target builds: metric tables, QC table, figures and tables."""
+    """Everything the default target builds: metric tables, QC table, figures and tables, and the intermediate
+    files that must be rebuilt when deleted or rejected (extraction markers, manifests, logits)."""
     return [
         "results/metrics/metrics.parquet",
         "results/qc/published_accuracy.csv",
         *get_figures(),
         *get_tables(),
+        *get_all_extraction_markers(),
+        *get_all_manifests(),
+        *get_all_logits(),
     ]
 
 
 def get_all_logits():
+    """Every logits cache file of the study: results/logits/{model}/{dataset}.parquet."""
     return expand("results/logits/{model}/{dataset}.parquet", model=MODELS, dataset=DATASETS)
+
+
+_MANIFEST_HASHES = {}
+_EXPECTED_ROWS = {}
+
+
+def expected_logits_metadata(model_and_dataset):
+    """What results/logits/{model}/{dataset}.parquet must record (model, manifest, prompt set), or None while the
+    dataset's manifest does not exist (it is then rebuilt, and the file with it)."""
+    from clip_robustness.logits.cache import expected_metadata
+    from clip_robustness.logits.check import manifest_hash_of
+
+    model, dataset = model_and_dataset
+    if dataset not in _MANIFEST_HASHES:
+        _MANIFEST_HASHES[dataset] = manifest_hash_of(f"data/manifests/{dataset}.parquet")
+    manifest_hash = _MANIFEST_HASHES[dataset]
+    if manifest_hash is None:
+        return None
+    if model not in _EXPECTED_ROWS:  # a registry lookup costs ~0.3 ms: once per model, not per file
+        _EXPECTED_ROWS[model] = MODEL_REGISTRY.row(model)
+    return expected_metadata(_EXPECTED_ROWS[model], dataset, manifest_hash, config["zero_shot"]["prompt_set"])
+
+
+def reject_stale_logits():
+    """Every run reads the metadata of each logits file that changed since it was last found good (one stat per
+    unchanged file), so a foreign or stale file, even one copied with its old timestamp, is moved aside and recomputed
+    by this run (clip_robustness.logits.check)."""
+    from snakemake.logging import logger
+
+    from clip_robustness.logits.check import check_logits_files
+
+    files = [(f"results/logits/{m}/{d}.parquet", (m, d)) for m in MODELS for d in DATASETS]
+    for rejected in check_logits_files(files, expected_logits_metadata):
+        logger.warning(f"{rejected.reason} Moved aside to {rejected.moved_to}; this run recomputes it.")
+
+
+if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
+    reject_stale_logits()
+
+
+def missing_weights():
+    """Model id -> weights file named in the registry but absent, for the models of the study."""
+    rows = {model: LOGITS_PLAN.row(model) for model in MODELS}
+    return {
+        m: row["weights_file"]
+        for m, row in rows.items()
+        if row.get("weights_file") and not Path(row["weights_file"]).exists()
+    }
+
+
+def check_scheduled_weights():
+    """Stop before any job when a scheduled job needs a missing weights file, unless --keep-going (then only that
+    model's jobs fail and every other model's branch goes on)."""
+    from snakemake.exceptions import WorkflowError
+
+    missing = missing_weights()
+    scheduled = sorted(
+        {job.wildcards.model for job in workflow.dag.needrun_jobs() if job.wildcards.get("model") in missing}
+    )
+    if scheduled and not workflow.execution_settings.keep_going:
+        raise WorkflowError(
+            "Before any job: missing weights file(s): "
+            + "; ".join(f"model {m!r} expects {missing[m]}" for m in scheduled)
+            + ". Put the file(s) there (or correct weights_file in the model registry) and run the same command again, "
+            "or add --keep-going to compute every other model now."
+        )
+
+
+def get_all_manifests():
+    """Every manifest of the study: data/manifests/{dataset}.parquet."""
+    return expand("data/manifests/{dataset}.parquet", dataset=DATASETS)
+
+
+def get_all_extraction_markers():
+    """The extraction markers the study's manifests read (none for datasets in downloads.local_folders)."""
+    return datasets_workflow.extraction_markers(DATASET_REGISTRY, DATASETS, config["downloads"])
+
+
+onstart:
+    check_scheduled_weights()
 
 
 # ============================================================================ datasets (owner: datasets stage)
@@ -61,6 +158,18 @@ from clip_robustness.datasets import workflow as datasets_workflow
 
 # Stop before any job when ImageNet val (never fetched by the pipeline) is needed and not provided.
 datasets_workflow.check_user_supplied_archives(DATASET_REGISTRY, STUDY.dataset_ids, config["downloads"])
+
+
+def drop_outdated_extractions():
+    """An extraction whose archive is gone or changed is dropped, so this run extracts (and verifies) it again."""
+    from snakemake.logging import logger
+
+    for marker in datasets_workflow.drop_outdated_markers(get_all_extraction_markers()):
+        logger.warning(f"{marker}: its archive is gone or changed since extraction; this run extracts it again")
+
+
+if RUN_LOCK is not None:
+    drop_outdated_extractions()
 
 
 def get_download_params(wildcards):
@@ -115,8 +224,10 @@ def get_model_row(wildcards):
 
 
 def get_model_weights(wildcards):
-    """{model}'s local weights file when the registry names one (so Snakemake reruns on a new file), else []."""
-    return LOGITS_PLAN.weights(wildcards.model)
+    """{model}'s local weights file when the registry names one (so Snakemake reruns on a new file), else []. A named
+    file that is missing is left out, so the DAG still builds: that model's jobs fail naming it (MissingWeightsError)
+    while, with --keep-going, every other model goes on; without it the run stops before any job (see targets)."""
+    return [path for path in LOGITS_PLAN.weights(wildcards.model) if Path(path).exists()]
 
 
 def decoded_output(path):

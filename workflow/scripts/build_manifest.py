@@ -4,13 +4,14 @@ import logging
 
 from clip_robustness.datasets.manifest import build_manifest, write_manifest
 from clip_robustness.datasets.registry import DatasetEntry
+from clip_robustness.datasets.workflow import skip_corrupt
 
 logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 p = snakemake.params.manifest
 try:
-    build = build_manifest(DatasetEntry.from_dict(p["entry"]), p["root"], skip_corrupt=p["skip_corrupt"],
-                           workers=snakemake.threads, devkit_root=p.get("devkit_root"),
-                           subset=snakemake.params.subset)
+    # skip_corrupt_images is read from the config, not a param: switching it must not replan every manifest
+    build = build_manifest(DatasetEntry.from_dict(p["entry"]), p["root"], skip_corrupt=skip_corrupt(snakemake.config["downloads"]),
+                           workers=snakemake.threads, devkit_root=p.get("devkit_root"), subset=snakemake.params.subset)
     write_manifest(build, snakemake.output.manifest, snakemake.output.skipped)
     logging.info("%s: %d images, %d skipped", p["entry"]["id"], len(build.table), len(build.skipped))
 except Exception:

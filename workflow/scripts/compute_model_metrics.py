@@ -1,5 +1,9 @@
-"""Rule compute_model_metrics: one model's cached logits -> results/metrics/models/{model}.parquet."""
+"""Rule compute_model_metrics: one model's cached logits -> results/metrics/models/{model}.parquet.
 
+A stale or unreadable logits file is moved aside (clip_robustness.logits.cache.reject_cache_file) and the error
+names it, so running the same command again recomputes exactly that file."""
+
+from clip_robustness.logits.cache import CacheError, reject_cache_file, rejection_message
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
 from clip_robustness.metrics.tables import MetricSettings, model_metrics_from_files, write_metrics_table
 from clip_robustness.workflow.joblog import job_log
@@ -11,18 +15,23 @@ with job_log(snakemake.log[0]) as log:
     zero_shot = bool(row.pop("is_zero_shot"))
     settings = MetricSettings.from_config(snakemake.params.settings)
     annotations = load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes)
-    table = model_metrics_from_files(
-        model,
-        dict(zip(roles["datasets"], snakemake.input.logits, strict=True)),
-        dict(zip(roles["datasets"], snakemake.input.manifests, strict=True)),
-        roles["in_distribution"],
-        roles["test_conditions"],
-        roles["ood"],
-        settings,
-        zero_shot=zero_shot,
-        registry_row=row,
-        prompt_set=snakemake.params.prompt_set,
-        annotations=annotations,
-    )
+    try:
+        table = model_metrics_from_files(
+            model,
+            dict(zip(roles["datasets"], snakemake.input.logits, strict=True)),
+            dict(zip(roles["datasets"], snakemake.input.manifests, strict=True)),
+            roles["in_distribution"],
+            roles["test_conditions"],
+            roles["ood"],
+            settings,
+            zero_shot=zero_shot,
+            registry_row=row,
+            prompt_set=snakemake.params.prompt_set,
+            annotations=annotations,
+        )
+    except CacheError as error:  # moved aside, so the same command recomputes it
+        if error.path is None or not error.path.exists():
+            raise
+        raise CacheError(rejection_message(error, reject_cache_file(error.path)), error.path) from None
     write_metrics_table(table, snakemake.output[0], {"model": model, "settings": settings.to_dict()})
     log.info("%s: wrote %d metric rows to %s", model, len(table), snakemake.output[0])

@@ -6,6 +6,11 @@ registry's sha256 (and md5, and size, when given), or, where none is published, 
 do not match is moved to ``data/archives/rejected/`` (never deleted, never used) and the run stops
 naming the dataset, URL and both hashes. A download goes to ``{archive}.part`` first (resumed with an
 HTTP Range request where the server allows) and is renamed into place last.
+
+Archives are verified again before every use (:func:`verify_stored_archive`, called by the extraction):
+a verified download writes ``data/checksums/verified/{archive}.json`` (sha256, size, modification time);
+an archive whose size or modification time no longer matches that record is hashed again and, on a
+mismatch, moved aside like a bad download, so the next run downloads it again.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import datetime as _dt
 import fcntl
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -28,12 +34,15 @@ from pathlib import Path
 from clip_robustness import __version__
 from clip_robustness.datasets.errors import ChecksumMismatchError, DownloadError, MissingUserArchiveError
 from clip_robustness.datasets.registry import ArchiveEntry
+from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 #: Where a user puts archives the pipeline never fetches (ImageNet val), unless
 #: ``downloads.local_archives`` points elsewhere.
 USER_SUPPLIED_DIR = Path("data/user_supplied")
+#: Where a verified archive's sha256, size and modification time are recorded (one JSON file per archive).
+VERIFIED_DIR = Path("data/checksums/verified")
 PINNED_HEADER = "archive\tsha256\tsize_bytes\turl\tpinned_at\n"
 _CHUNK = 1 << 20
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
@@ -114,13 +123,14 @@ def verify_archive(
     rejected_dir: str | Path,
     datasets: Sequence[str] = (),
     move_aside: bool = True,
+    advice: str | None = None,
 ) -> Digests:
     """Check ``path`` against ``entry``'s size, sha256 (registry, else pinned) and md5.
 
     On a match with no published or pinned sha256, pins it. On a mismatch the file is moved into
     ``rejected_dir`` (when ``move_aside``; a user's own file is left where it is) and
     :class:`ChecksumMismatchError` names the archive, datasets, ``source`` (URL or local path) and the
-    expected and actual values.
+    expected and actual values, then ``advice`` (default: the download may be corrupt; retry or use a mirror).
     """
     path, rejected_dir = Path(path), Path(rejected_dir)
     digests = file_digests(path)
@@ -141,12 +151,67 @@ def verify_archive(
         kept = f"The file was moved aside to {_reject(path, rejected_dir, entry.name, digests)}" if move_aside else f"The file {path} was left where it is"
         raise ChecksumMismatchError(
             f"checksum mismatch for archive {entry.name} (dataset(s) {', '.join(datasets) or '-'}) from {source}: "
-            f"{'; '.join(problems)}. {kept} and will not be used. The download may be corrupt or the upstream file "
-            f"may have changed: retry, or use a mirror (downloads.url_overrides[{entry.name!r}])."
+            f"{'; '.join(problems)}. {kept} and will not be used. "
+            + (advice or f"The download may be corrupt or the upstream file may have changed: retry, or use a mirror "
+               f"(downloads.url_overrides[{entry.name!r}]).")
         )
     if expected_sha is None:
         pin_sha256(pinned_path, entry.name, digests, source)
     return digests
+
+
+def verified_record_path(archive: str, verified_dir: str | Path = VERIFIED_DIR) -> Path:
+    """``data/checksums/verified/{archive}.json``."""
+    return Path(verified_dir) / f"{archive}.json"
+
+
+def record_verified(path: str | Path, digests: Digests, verified_dir: str | Path = VERIFIED_DIR) -> Path:
+    """Record that the file at ``path`` (an archive, or a link to one) was verified: its sha256, size and
+    modification time, so later uses can trust it without hashing it again while these stay the same."""
+    stat = Path(path).stat()
+    record = {"sha256": digests.sha256, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+              "verified_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    target = verified_record_path(Path(path).name, verified_dir)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(record) + "\n")
+    return target
+
+
+def verify_stored_archive(
+    path: str | Path,
+    entry: ArchiveEntry,
+    *,
+    pinned_path: str | Path,
+    rejected_dir: str | Path,
+    verified_dir: str | Path = VERIFIED_DIR,
+    datasets: Sequence[str] = (),
+) -> str:
+    """Check ``data/archives/{archive}`` before it is used and return its sha256.
+
+    Trusted without reading it when its size and modification time are those recorded by the last
+    verification; otherwise hashed and checked against the registry (or pinned) checksums. On a mismatch a
+    downloaded archive is moved into ``rejected_dir`` (a link to a user's own file is left alone) and
+    :class:`ChecksumMismatchError` names the archive and both hashes; the next run downloads it again.
+    """
+    path = Path(path)
+    record_path = verified_record_path(entry.name, verified_dir)
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = None
+    stat = path.stat()
+    if record and record.get("size_bytes") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+        return str(record["sha256"])
+    record_path.unlink(missing_ok=True)
+    log.info("archive %s changed since it was verified (or was never verified): checking its checksum", path)
+    mine = path.is_symlink()
+    advice = ("It is your own file (downloads.local_archives or data/user_supplied/): replace it, then run the same "
+              "command again." if mine else "The archive changed after it was downloaded and verified. Run the same "
+              "command again: it downloads and verifies the archive again, then extracts it.")
+    digests = verify_archive(path, entry, source=str(path), pinned_path=pinned_path, rejected_dir=rejected_dir,
+                             datasets=datasets, move_aside=not mine, advice=advice)
+    record_verified(path, digests, verified_dir)
+    return digests.sha256
 
 
 class _Retriable(Exception):
@@ -225,8 +290,10 @@ def obtain_archive(
     timeout_s: float = 120.0,
     retry_delay_s: float = 2.0,
     datasets: Sequence[str] = (),
+    verified_dir: str | Path = VERIFIED_DIR,
 ) -> Path:
-    """Put a verified copy of archive ``entry`` at ``dest`` and return ``dest``.
+    """Put a verified copy of archive ``entry`` at ``dest`` and return ``dest``; record the verification
+    (:func:`record_verified`) in ``verified_dir``.
 
     ``local_path`` (config ``downloads.local_archives``): a file the user already has; it is
     verified and then symlinked (never copied, moved or deleted). A user-supplied archive (ImageNet val)
@@ -245,12 +312,13 @@ def obtain_archive(
                 f"downloads.local_archives[{entry.name!r}] is {local_path}, which is not a file. "
                 + missing_user_archive_message(entry, datasets, user_dir)
             )
-        verify_archive(local_path, entry, source=str(local_path), pinned_path=pinned_path,
-                       rejected_dir=rejected_dir, datasets=datasets, move_aside=False)
+        digests = verify_archive(local_path, entry, source=str(local_path), pinned_path=pinned_path,
+                                 rejected_dir=rejected_dir, datasets=datasets, move_aside=False)
         tmp = dest.with_name(dest.name + ".link")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(local_path)
         os.replace(tmp, dest)
+        record_verified(dest, digests, verified_dir)
         log.info("linked verified local archive %s -> %s", dest, local_path)
         return dest
     if entry.user_supplied:
@@ -265,8 +333,10 @@ def obtain_archive(
         except DownloadError as err:
             failures.append(f"{url}: {err}")
             continue
-        verify_archive(part, entry, source=url, pinned_path=pinned_path, rejected_dir=rejected_dir, datasets=datasets)
+        digests = verify_archive(part, entry, source=url, pinned_path=pinned_path, rejected_dir=rejected_dir,
+                                 datasets=datasets)
         os.replace(part, dest)
+        record_verified(dest, digests, verified_dir)
         log.info("archive %s verified and in place at %s", entry.name, dest)
         return dest
     kept = f" The partial file {part} is kept and resumed next time." if part.exists() and part.stat().st_size else ""

@@ -35,6 +35,10 @@ class ExtractionError(DatasetError):
     """An archive could not be extracted (truncated, corrupt, or unsafe member paths)."""
 
 
+class UnsafeArchiveError(ExtractionError):
+    """An archive member would be written outside its folder (path traversal, absolute path, link, device)."""
+
+
 class ManifestError(DatasetError):
     """A dataset folder does not have the layout its registry entry says (names folder and layout)."""
 

@@ -4,6 +4,12 @@ An archive is extracted into a hidden temporary folder beside its destination, r
 ``data/extracted/{archive}/`` when every member is out, and only then is the completion marker
 ``data/extracted/{archive}.complete`` written (atomically). Downstream steps trust the folder only
 when the marker exists; a rerun removes a marker-less folder and any leftover temporary folder.
+
+The marker records the archive's size and modification time (and sha256 when known): the workflow
+drops a marker whose archive is gone or changed (:func:`marker_is_current`), so the next run extracts
+again. An extraction succeeds only when the tool reports success (``unzip`` exit status 0) and every
+member of the archive is on disk: a wrong password (``unzip`` skips every file and exits 1) or a short
+extraction fails, naming the archive, and leaves no marker.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import subprocess
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
-from clip_robustness.datasets.errors import ExtractionError
+from clip_robustness.datasets.download import VERIFIED_DIR, verified_record_path, verify_stored_archive
+from clip_robustness.datasets.errors import ExtractionError, UnsafeArchiveError
+from clip_robustness.datasets.registry import ArchiveEntry
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +55,15 @@ def _extract_tar(archive: Path, into: Path) -> int:
         end = tar.fileobj.read(tarfile.BLOCKSIZE)
         if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
             raise tarfile.ReadError(f"no end-of-archive block after member {members[-1].name if members else '-'!r}")
-        tar.extractall(into, members=members, filter="data")
-    return sum(m.isfile() for m in members)
+        try:
+            tar.extractall(into, members=members, filter="data")
+        except tarfile.FilterError as err:
+            raise UnsafeArchiveError(
+                f"archive {archive} has a member that would be written outside its folder or is not a plain file "
+                f"or folder ({type(err).__name__}: {err}); it was refused and nothing was extracted. The archive reads "
+                "fine but is unsafe as published (or was replaced): check where it came from."
+            ) from None
+    return len({m.name.rstrip("/") for m in members if not m.isdir()})
 
 
 def _extract_zip(archive: Path, into: Path, password: str | None) -> int:
@@ -60,18 +76,65 @@ def _extract_zip(archive: Path, into: Path, password: str | None) -> int:
                 raise ExtractionError(f"archive {archive} is password-protected and the registry gives no password")
             run = subprocess.run([unzip, "-q", "-o", "-P", password, str(archive), "-d", str(into)],
                                  capture_output=True, text=True)
-            if run.returncode not in (0, 1):  # 1: warnings only, every file extracted
-                raise ExtractionError(f"unzip failed on {archive} (exit {run.returncode}): {run.stderr.strip()[-500:]}")
+            if run.returncode != 0:  # 1 is "warnings", but a wrong password is also 1: every file skipped
+                output = (run.stderr.strip() or run.stdout.strip())[-500:]
+                raise ExtractionError(
+                    f"unzip failed on archive {archive} (exit status {run.returncode}; {_count_files(into)} of "
+                    f"{_zip_members(infos)} files extracted): {output}. A wrong password makes unzip skip every "
+                    f"file: check the password of {archive.name} in the dataset registry. No marker was written."
+                )
         else:
-            zf.extractall(into, pwd=password.encode() if password else None)
-    return sum(not info.is_dir() for info in infos)
+            try:
+                zf.extractall(into, pwd=password.encode() if password else None)
+            except RuntimeError as err:  # zipfile: "Bad password for file ..."
+                raise ExtractionError(f"could not extract archive {archive}: {err}. Check the password of "
+                                      f"{archive.name} in the dataset registry. No marker was written.") from None
+    return _zip_members(infos)
 
 
-def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Path, *, password: str | None = None) -> Path:
+def _zip_members(infos: list[zipfile.ZipInfo]) -> int:
+    return len({info.filename.rstrip("/") for info in infos if not info.is_dir()})
+
+
+def _count_files(folder: Path) -> int:
+    """Files and links below ``folder`` (what an extraction put there)."""
+    return sum(len(files) + sum(os.path.islink(os.path.join(d, n)) for n in dirs) for d, dirs, files in os.walk(folder))
+
+
+class CorruptArchiveError(ExtractionError):
+    """The archive's bytes cannot be read as the archive they claim to be (``path``: the archive)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+def marker_is_current(marker: str | Path, archive: str | Path) -> bool:
+    """False when ``marker`` records an archive size and modification time and ``archive`` is gone or differs
+    from them (replaced, truncated, deleted): the extraction no longer matches its archive. Markers written
+    before these were recorded are trusted."""
+    try:
+        record = json.loads(Path(marker).read_text())
+    except (OSError, ValueError):
+        return False
+    if "archive_size_bytes" not in record:
+        return True
+    try:
+        stat = Path(archive).stat()
+    except FileNotFoundError:
+        return False
+    return stat.st_size == record["archive_size_bytes"] and stat.st_mtime_ns == record["archive_mtime_ns"]
+
+
+def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Path, *, password: str | None = None,
+                    archive_sha256: str | None = None) -> Path:
     """Extract ``archive`` into ``dest_dir`` and write ``marker`` last; return ``dest_dir``.
 
-    ``password``: for password-protected zips (ObjectNet). Raises :class:`ExtractionError` naming the
-    archive when it is truncated or corrupt; nothing is left behind then (no folder, no marker).
+    ``password``: for password-protected zips (ObjectNet). ``archive_sha256``: the archive's verified sha256,
+    recorded in the marker. Raises :class:`ExtractionError` naming the archive when the tool fails (any
+    ``unzip`` exit status but 0), fewer files than the archive's members come out,
+    :class:`CorruptArchiveError` when it is truncated or corrupt, :class:`UnsafeArchiveError` when a member
+    would land outside the folder; nothing is left behind then (no folder, no marker).
     """
     archive, dest_dir, marker = Path(archive), Path(dest_dir), Path(marker)
     fmt = archive_format(archive)
@@ -88,18 +151,68 @@ def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Pat
     except ExtractionError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError, RuntimeError) as err:
+    except RuntimeError as err:  # zipfile raises it for encrypted members without a password
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExtractionError(
-            f"could not extract archive {archive}: {type(err).__name__}: {err}. The archive is truncated or corrupt; "
-            f"delete {archive} so that it is downloaded (and verified) again."
+        raise ExtractionError(f"could not extract archive {archive}: {err}. No marker was written.") from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CorruptArchiveError(
+            f"could not extract archive {archive}: {type(err).__name__}: {err}. The archive is truncated or corrupt.",
+            archive,
         ) from None
+    on_disk = _count_files(tmp)
+    if on_disk < n_files:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExtractionError(f"archive {archive}: only {on_disk} of its {n_files} files were extracted; "
+                              "nothing was kept and no marker was written.")
     if dest_dir.exists():
         log.info("replacing the incomplete extraction %s", dest_dir)
         shutil.rmtree(dest_dir)
     os.rename(tmp, dest_dir)
     tmp_marker = marker.with_name(marker.name + ".tmp")
-    tmp_marker.write_text(json.dumps({"archive": archive.name, "folder": str(dest_dir), "n_files": n_files}) + "\n")
+    stat = archive.stat()
+    record = {"archive": archive.name, "folder": str(dest_dir), "n_files": n_files,
+              "archive_size_bytes": stat.st_size, "archive_mtime_ns": stat.st_mtime_ns, "archive_sha256": archive_sha256}
+    tmp_marker.write_text(json.dumps(record) + "\n")
     os.replace(tmp_marker, marker)
     log.info("extracted %d files of %s into %s", n_files, archive.name, dest_dir)
     return dest_dir
+
+
+def extract_verified_archive(
+    archive: str | Path,
+    entry: ArchiveEntry,
+    dest_dir: str | Path,
+    marker: str | Path,
+    *,
+    pinned_path: str | Path,
+    rejected_dir: str | Path,
+    verified_dir: str | Path = VERIFIED_DIR,
+    datasets: Sequence[str] = (),
+) -> Path:
+    """Verify ``archive`` (:func:`~clip_robustness.datasets.download.verify_stored_archive`), then extract it
+    (:func:`extract_archive`); the rule ``extract_archive``.
+
+    The marker is removed first, so a failure at any step leaves none. An archive that verifies but cannot
+    be read is moved into ``rejected_dir`` too (a link to a user's own file is left alone): the next run of
+    the same command downloads it again.
+    """
+    archive, marker = Path(archive), Path(marker)
+    marker.unlink(missing_ok=True)
+    sha256 = verify_stored_archive(archive, entry, pinned_path=pinned_path, rejected_dir=rejected_dir,
+                                   verified_dir=verified_dir, datasets=datasets)
+    try:
+        return extract_archive(archive, dest_dir, marker, password=entry.password, archive_sha256=sha256)
+    except CorruptArchiveError as err:
+        if archive.is_symlink():
+            raise ExtractionError(f"{err} It is your own file ({archive.resolve()}), left where it is: replace it, "
+                                  "then run the same command again.") from None
+        Path(rejected_dir).mkdir(parents=True, exist_ok=True)
+        moved = Path(rejected_dir) / f"{archive.name}.unreadable-{sha256[:16]}"
+        shutil.move(archive, moved)
+        verified_record_path(entry.name, verified_dir).unlink(missing_ok=True)
+        raise ExtractionError(
+            f"{err} It matched its checksum, so the damage is in the file as published or on this disk. It was moved "
+            f"aside to {moved}: run the same command again to download it again. If a fresh download fails the same "
+            f"way, use a mirror (downloads.url_overrides[{entry.name!r}])."
+        ) from None

@@ -314,10 +314,19 @@ LAYOUTS: dict[str, Callable[[DatasetEntry, Path], _Listing]] = {
 
 
 def check_image(path: str | Path) -> str | None:
-    """``None`` if ``path`` opens as an image (header parsed and verified by PIL), else the reason."""
+    """``None`` if ``path`` decodes completely as an image, else the reason.
+
+    The header is verified, then the whole image is decoded (``Image.load``; JPEGs in draft mode, which
+    still reads every byte of the compressed data), so a truncated file is caught here, in the manifest
+    step where ``downloads.skip_corrupt_images`` applies, not later in a logits job.
+    """
     try:
         with Image.open(path) as img:
             img.verify()
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
         return None
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, struct.error, ...)
         return f"{type(err).__name__}: {err}"
@@ -346,7 +355,7 @@ def build_manifest(
     """List the images of ``entry`` under ``root`` (the folder its ``subdir`` names inside the extracted
     archive, or a user's folder) following its ``layout``, with ImageNet-1k labels.
 
-    Every image is opened and verified (``check_images``); an unreadable one stops the build with
+    Every image is fully decoded (``check_images``, :func:`check_image`); an unreadable one stops the build with
     :class:`CorruptImageError` naming it, unless ``skip_corrupt`` (config
     ``downloads.skip_corrupt_images``), which leaves it out and lists it in ``skipped``.
     ``devkit_root`` (layout ``imagenet_val``): the extracted ImageNet devkit when the user supplied
@@ -378,9 +387,11 @@ def build_manifest(
         shown = "; ".join(f"{root / p} ({r})" for p, r in bad[:20])
         more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
         raise CorruptImageError(
-            f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. Replace them (re-download the archive), "
-            "or set downloads.skip_corrupt_images: true to leave them out and list them in "
-            f"data/manifests/{entry.id}.skipped.csv"
+            f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. To leave them out, set "
+            f"downloads.skip_corrupt_images: true and run the same command (they are listed in "
+            f"data/manifests/{entry.id}.skipped.csv). If they were damaged on this disk, extract again instead: delete "
+            + ", ".join(f"data/extracted/{archive}.complete" for archive in entry.archives)
+            + " and run the same command."
         )
     keep = [i for i, r in enumerate(reasons) if r is None]
     table = pd.DataFrame({

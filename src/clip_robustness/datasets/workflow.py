@@ -12,6 +12,7 @@ from typing import Any
 
 from clip_robustness.datasets.download import USER_SUPPLIED_DIR, missing_user_archive_message
 from clip_robustness.datasets.errors import MissingUserArchiveError
+from clip_robustness.datasets.extract import marker_is_current
 from clip_robustness.datasets.manifest import dataset_root
 from clip_robustness.datasets.registry import DatasetRegistry
 
@@ -52,8 +53,42 @@ def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[
 
 
 def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
-    """Params of ``extract_archive``: destination folder and zip password (ObjectNet)."""
-    return {"dest": str(EXTRACTED_DIR / archive), "password": registry.archive(archive).password}
+    """Params of ``extract_archive``: destination folder, zip password (ObjectNet), and what verifying the
+    archive before use needs (its registry entry, the pinned checksums, where a bad archive goes)."""
+    return {
+        "dest": str(EXTRACTED_DIR / archive),
+        "password": registry.archive(archive).password,
+        "archive": registry.archive(archive).to_dict(),
+        "pinned_path": str(PINNED_PATH),
+        "rejected_dir": str(REJECTED_DIR),
+        "datasets": registry.datasets_using(archive),
+    }
+
+
+def extraction_markers(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
+                       workdir: str | Path = ".") -> list[str]:
+    """The extraction markers every manifest of ``dataset_ids`` reads (see :func:`manifest_inputs`), once each,
+    in first-use order: targets of the run, so a deleted or dropped marker is extracted again."""
+    markers: dict[str, None] = {}
+    for dataset in dataset_ids:
+        for paths in manifest_inputs(registry, dataset, downloads, workdir).values():
+            markers.update(dict.fromkeys(paths))
+    return list(markers)
+
+
+def drop_outdated_markers(markers: Iterable[str], workdir: str | Path = ".") -> list[str]:
+    """Remove each extraction marker whose archive is gone or changed since it was extracted
+    (:func:`~clip_robustness.datasets.extract.marker_is_current`) and return them: the run then extracts
+    those archives again (downloading and verifying them first when they are gone)."""
+    workdir = Path(workdir)
+    dropped = []
+    for marker in markers:
+        path = workdir / marker
+        archive = workdir / archive_path(Path(marker).name.removesuffix(".complete"))
+        if path.is_file() and not marker_is_current(path, archive):
+            path.unlink()
+            dropped.append(marker)
+    return dropped
 
 
 def archive_supplied(archive: str, downloads: Mapping[str, Any], workdir: str | Path = ".") -> bool:
@@ -93,20 +128,27 @@ def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[
 
 def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
                     workdir: str | Path = ".") -> dict[str, Any]:
-    """Params of ``build_manifest``: the registry entry, the image root folder, the corrupt-image
-    policy, and for an entry with a devkit label source ``devkit_root``: its extraction folder when
-    supplied, else ``None``."""
+    """Params of ``build_manifest``: the registry entry, the image root folder, and for an entry with a
+    devkit label source ``devkit_root``: its extraction folder when supplied, else ``None``.
+
+    The corrupt-image policy (``downloads.skip_corrupt_images``) is deliberately not a param: it changes
+    nothing for a dataset without an unreadable image, so switching it must not replan every manifest
+    (and with them every logits job); the rule script reads it from the config (:func:`skip_corrupt`)."""
     entry = registry.resolve(dataset)
     local = (downloads.get("local_folders") or {}).get(dataset)
     params = {
         "entry": entry.to_dict(),
         "root": str(dataset_root(entry, EXTRACTED_DIR, local)),
-        "skip_corrupt": bool(downloads.get("skip_corrupt_images", False)),
     }
     if entry.label_archives:  # only then, so the other datasets' params stay as they were
         supplied = supplied_label_archives(registry, dataset, downloads, workdir)
         params["devkit_root"] = str(EXTRACTED_DIR / supplied[0]) if supplied else None
     return params
+
+
+def skip_corrupt(downloads: Mapping[str, Any]) -> bool:
+    """Whether the manifest step leaves unreadable images out (config ``downloads.skip_corrupt_images``)."""
+    return bool(downloads["skip_corrupt_images"])
 
 
 def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],

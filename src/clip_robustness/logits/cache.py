@@ -48,7 +48,11 @@ STALENESS_KEYS = ("model_id", "dataset", "manifest_hash", "prompt_set")
 
 
 class CacheError(RuntimeError):
-    """Base class of logits-cache errors."""
+    """Base class of logits-cache errors; ``path`` is the cache file at fault (``None`` when unknown)."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        super().__init__(message)
+        self.path = None if path is None else Path(path)
 
 
 class StaleCacheError(CacheError):
@@ -199,10 +203,43 @@ def write_logits(
     return path
 
 
+#: What a reader's error tells the user to do (the file is moved aside first, see :func:`reject_cache_file`).
+RECOVERY_ADVICE = (
+    "Run the same snakemake command again: it recomputes this file (and only what depends on it); "
+    "or `snakemake {path}` to recompute this file alone."
+)
+
+
 def _corrupt(path: Path, reason: str) -> CorruptCacheError:
     return CorruptCacheError(
-        f"{path}: not a readable logits cache ({reason}). Delete this file and rerun snakemake to recompute it."
+        f"{path}: not a readable logits cache ({reason}). Delete this file and rerun the same snakemake command "
+        f"to recompute it (or run `snakemake --force {path}`).",
+        path,
     )
+
+
+def rejected_path(path: str | os.PathLike, when: datetime | None = None) -> Path:
+    """Where :func:`reject_cache_file` moves ``path``: ``<path>.rejected-<UTC time>``."""
+    when = when or datetime.now(timezone.utc)
+    return Path(f"{path}.rejected-{when.strftime('%Y%m%dT%H%M%S%fZ')}")
+
+
+def reject_cache_file(path: str | os.PathLike) -> Path:
+    """Move a stale or corrupt cache file aside (never deleted, never read again) and return where it went.
+
+    The file's path is then free, so Snakemake, for which every cache file is a target of the run,
+    recomputes it on the next run of the same command.
+    """
+    target = rejected_path(path)
+    os.replace(path, target)
+    return target
+
+
+def rejection_message(error: CacheError, moved_to: Path) -> str:
+    """``error``'s message, with what was done to the file and the targeted command that recomputes it."""
+    path = error.path if error.path is not None else str(moved_to).rsplit(".rejected-", 1)[0]
+    reason = str(error).split(" Delete", 1)[0]
+    return f"{reason} It was moved aside to {moved_to}. " + RECOVERY_ADVICE.format(path=path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -235,7 +272,8 @@ def check_expected(path: str | os.PathLike, metadata: Mapping[str, Any], expect:
     if mismatches:
         raise StaleCacheError(
             f"{path}: stale logits cache, written for something else ({'; '.join(mismatches)}). "
-            "Delete it (or run snakemake with --forcerun cache_logits) to recompute it."
+            f"Delete it and rerun the same snakemake command to recompute it (or run `snakemake --force {path}`).",
+            path,
         )
 
 

@@ -350,8 +350,8 @@ def check_decoded(metadata: Mapping[str, Any], path: str | os.PathLike, *, key: 
     ]
     if problems:
         raise StaleDecodedCacheError(
-            f"{path}: stale decoded images ({'; '.join(problems)}). Delete it (snakemake rebuilds it) or rerun with "
-            "--forcerun decode_images."
+            f"{path}: stale decoded images ({'; '.join(problems)}). Delete it and run the same command again: "
+            "snakemake rebuilds it for the jobs that read it."
         )
 
 

@@ -49,8 +49,10 @@ def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> I
             image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableImageError(
-            f"manifest row {position}: cannot read image {path}: {exc}. Replace the file, or rebuild the "
-            "manifest with downloads.skip_corrupt_images: true to skip it."
+            f"manifest row {position}: cannot read image {path}: {exc}. Every image was fully decoded when the "
+            "manifest was built, so this file changed since: delete the dataset's manifest "
+            "(data/manifests/<dataset>.parquet) and run the same command again; the manifest step then names the "
+            "file and downloads.skip_corrupt_images decides whether it is left out."
         ) from exc
     b = border_crop_px
     if b:

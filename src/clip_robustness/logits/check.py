@@ -1,0 +1,104 @@
+"""Every run checks the logits cache files it is about to trust, cheaply, before Snakemake plans any job.
+
+Snakemake decides what to rerun from modification times, so a cache file replaced by a foreign one
+(another model's file copied over it, or copied with its old timestamp by ``cp -p``) would be trusted
+forever. Before the DAG is built, :func:`check_logits_files` reads the footer metadata of each existing
+cache file whose (size, mtime, ctime, inode) or expected metadata changed since it was last found good,
+and moves a stale or unreadable file aside (:func:`~clip_robustness.logits.cache.reject_cache_file`), so
+the same run recomputes it. Unchanged files cost one ``stat``: the last good signatures are kept in
+``.snakemake/clip_robustness/checked_logits.json``. ``cp -p`` keeps the mtime but not the ctime or inode,
+so a copied file is always read again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clip_robustness.logits.cache import CacheError, check_expected, read_metadata, reject_cache_file
+from clip_robustness.workflow.io import atomic_path
+
+#: Last good signature of each checked cache file (relative to the working directory).
+STATE_PATH = Path(".snakemake/clip_robustness/checked_logits.json")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A cache file moved aside: where it was, where it went, and why (the reader's message)."""
+
+    path: Path
+    moved_to: Path
+    reason: str
+
+
+def _signature(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def manifest_hash_of(path: str | os.PathLike) -> str | None:
+    """The ``manifest_hash`` recorded in a manifest's footer, or ``None`` when it does not exist or cannot be read
+    (the manifest job then reruns, and with it every cache job of the dataset)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(b"clip_robustness")
+        return str(json.loads(raw)["manifest_hash"]) if raw else None
+    except (OSError, pa.ArrowException, ValueError, KeyError):
+        return None
+
+
+def _load_state(state_path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(state_path.read_text())
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_logits_files(
+    files: Iterable[tuple[str | os.PathLike, Any]],
+    expect_of: Callable[[Any], Mapping[str, Any] | None],
+    state_path: str | os.PathLike = STATE_PATH,
+) -> list[Rejection]:
+    """Check each existing cache file of ``files`` (pairs of path and key) against ``expect_of(key)``.
+
+    ``expect_of`` returns the metadata the file must have (:func:`~clip_robustness.logits.cache.expected_metadata`),
+    or ``None`` when it cannot be known yet (manifest missing: the file is then rebuilt anyway). A file that is
+    stale or unreadable is moved aside; the rejections are returned (path, new place, reason). Files whose
+    signature and expectation are those last found good are not opened.
+    """
+    state_path = Path(state_path)
+    state = _load_state(state_path)
+    fresh: dict[str, Any] = dict(state)
+    rejected: list[Rejection] = []
+    for path, key in files:
+        path = Path(path)
+        signature = _signature(path)
+        expect = expect_of(key) if signature is not None else None
+        if expect is None:
+            fresh.pop(str(path), None)
+            continue
+        expect_text = json.dumps(dict(expect), sort_keys=True)
+        record = {"signature": signature, "expect": expect_text}
+        if state.get(str(path)) == record:
+            continue
+        fresh.pop(str(path), None)
+        try:
+            check_expected(path, read_metadata(path), expect)
+        except CacheError as error:
+            rejected.append(Rejection(path, reject_cache_file(path), str(error).split(" Delete", 1)[0]))
+            continue
+        fresh[str(path)] = record
+    if fresh != state:
+        with atomic_path(state_path) as tmp:
+            tmp.write_text(json.dumps(fresh, indent=0, sort_keys=True))
+    return rejected

@@ -63,7 +63,7 @@ add-model: venv
 ## Options: PLAN_ARGS="--configfile config/demo.yaml --gpu H100" (docs/performance.md, "Plan").
 PLAN_ARGS ?=
 plan: venv
-	$(PY) -m clip_robustness.workflow.plan $(PLAN_ARGS)
+	$(PY) -m clip_robustness.logits.plan $(PLAN_ARGS)
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules

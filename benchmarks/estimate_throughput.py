@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from clip_robustness.logits.decoded import decode_spec_for_row
+    from clip_robustness.logits.plan import read_throughput
     from clip_robustness.models.registry import load_model_registry
-    from clip_robustness.workflow.plan import read_throughput
 
     table = read_throughput(args.table)
     registry = load_model_registry(args.registry)

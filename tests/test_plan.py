@@ -1,4 +1,4 @@
-"""`make plan` (clip_robustness.workflow.plan): jobs, SLURM jobs after grouping, images, GPU-hours and disk."""
+"""`make plan` (clip_robustness.logits.plan): jobs, SLURM jobs after grouping, images, GPU-hours and disk."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import make_demo_workdir
 
-from clip_robustness.workflow.plan import (
+from clip_robustness.logits.plan import (
     count_dry_run_jobs,
     dataset_images,
     read_throughput,
@@ -60,7 +60,7 @@ def test_make_plan_prints_the_demo_plan_without_running_a_job(tmp_path, demo_ups
     workdir = make_demo_workdir(tmp_path, demo_upstream)
     (workdir / "profiles").symlink_to(ROOT / "profiles", target_is_directory=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "clip_robustness.workflow.plan", "--configfile", "config/demo.yaml",
+    result = subprocess.run([sys.executable, "-m", "clip_robustness.logits.plan", "--configfile", "config/demo.yaml",
                              "--gpu", "H100"], cwd=workdir, env=env, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr[-3000:]

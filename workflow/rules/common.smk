@@ -291,6 +291,12 @@ def get_cache_group_params(wildcards):
     return group_datasets(wildcards)
 
 
+def get_decoded_root(wildcards, output):
+    """The folder of every decoded array (data/decoded), where the disk-budget ledger lives: from the job's output
+    data/decoded/{dataset}/{preprocessing}.npy."""
+    return str(Path(output.npy[0]).parent.parent)
+
+
 def decoded_group_output(datasets, suffix):
     """The decoded arrays (or sidecars) of a decode group job, temp() unless inference.keep_decoded."""
     return decoded_output(expand(f"{DECODED_ROOT}/{{dataset}}/{{{{preprocessing}}}}.{suffix}", dataset=datasets))

@@ -56,7 +56,7 @@ rule decode_images:
         runtime=240,
     params:
         spec=get_decode_params,
-        decoded_root=DECODED_ROOT,
+        decoded_root=get_decoded_root,
     script:
         "../scripts/decode_images.py"
 
@@ -88,7 +88,7 @@ rule decode_images_imagenet_c:
         runtime=240,
     params:
         spec=get_decode_params,
-        decoded_root=DECODED_ROOT,
+        decoded_root=get_decoded_root,
     script:
         "../scripts/decode_images.py"
 

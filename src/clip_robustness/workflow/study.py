@@ -89,12 +89,6 @@ class Study:
         """Every dataset the run needs, in role order, without repeats."""
         return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets]))
 
-    @property
-    def figure_names(self) -> tuple[str, ...]:
-        from clip_robustness.figures import FIGURE_NAMES
-
-        return tuple(FIGURE_NAMES)
-
     def _check_datasets(self, dataset_registry: _DatasetRegistry) -> None:
         duplicates = sorted({d for d in self.test_conditions if self.test_conditions.count(d) > 1})
         if duplicates:

@@ -58,7 +58,8 @@ def test_seeded_throughput_rows_are_platform_measurements_and_the_rest_estimates
 @pytest.mark.integration
 def test_make_plan_prints_the_demo_plan_without_running_a_job(tmp_path, demo_upstream):
     workdir = make_demo_workdir(tmp_path, demo_upstream)
-    (workdir / "profiles").symlink_to(ROOT / "profiles", target_is_directory=True)
+    if not (workdir / "profiles").exists():  # make_demo_workdir copies profiles/ already
+        (workdir / "profiles").symlink_to(ROOT / "profiles", target_is_directory=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "clip_robustness.logits.plan", "--configfile", "config/demo.yaml",
                              "--gpu", "H100"], cwd=workdir, env=env, capture_output=True, text=True)

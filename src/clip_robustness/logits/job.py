@@ -15,24 +15,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import torch
-from torch.utils.data import Dataset
-
-from clip_robustness.logits.images import ManifestImageDataset
-from clip_robustness.logits.loop import (
-    Precision,
-    _decoded_input,
-    _stack_uint8,
-    apply_tf32,
-    compute_logits,
-    device_name,
-    resolve_precision,
-)
+from clip_robustness.logits.loop import BuiltModel, Precision, apply_tf32, logits_for_manifest, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +120,9 @@ def cache_group_logits(
     ``write_s``: seconds writing the parquet). Returns the outputs written (the current ones are not rewritten).
     """
     from clip_robustness.datasets.manifest import read_manifest
-    from clip_robustness.logits.cache import cache_metadata, write_logits
     from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
-    from clip_robustness.models.build import build_model, library_version, select_device
+    from clip_robustness.models.build import build_model, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -168,47 +153,14 @@ def cache_group_logits(
         log.info("%s: every output of the group is current; no model built", model_id)
         return []
     model, preprocess, preprocessing = build_model(row, device)
-    base_fn: Callable[[torch.Tensor], torch.Tensor] = adapter.classifier(model, head)  # float32 final layer
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
     apply_tf32(precision)
     written = []
     for task, manifest, decoded_metadata in todo:
-        table = manifest.table
-        model_fn, collate_fn = base_fn, None
-        if decoded_metadata is None:
-            dataset: Dataset = ManifestImageDataset(manifest.root, table["path"].tolist(), preprocess,
-                                                    int(manifest.metadata.get("border_crop_px", 0)))
-            pipeline: dict[str, Any] = {"path": "reference"}
-        else:
-            model_fn, dataset, pipeline = _decoded_input(model_id, model, base_fn, preprocess, task.decoded,
-                                                         decoded_metadata, device, channels_last)
-            collate_fn = _stack_uint8
-        metadata = cache_metadata(
-            row=row,
-            library_version=library_version(row),
-            preprocessing=preprocessing,
-            logit_scale=None if head is None else head.logit_scale,
-            prompt_set=prompt_set,
-            amp_dtype=precision.amp_dtype_name,
-            allow_tf32=precision.allow_tf32,
-            gpu_name=device_name(device),
-            dataset=task.dataset,
-            manifest_hash=str(manifest.metadata["manifest_hash"]),
-            n_images=len(dataset),
-        )
-        metadata["input_pipeline"] = pipeline
-        metadata["head_precision"] = HEAD_PRECISION
-        metadata["manifest_subset"] = manifest.metadata.get("subset")
-        log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, task.dataset, len(dataset),
-                 batch_size, num_workers, precision, pipeline)
-        start = time.perf_counter()
-        logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision,
-                                progress_desc=f"{model_id}/{task.dataset}", collate_fn=collate_fn)
-        inference_s = time.perf_counter() - start
-        written.append(write_logits(task.output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata))
-        write_s = time.perf_counter() - start - inference_s
-        log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", model_id, task.dataset, task.output,
-                 inference_s, write_s)
+        path, timing = logits_for_manifest(built, manifest, task.output, decoded=task.decoded,
+                                           decoded_metadata=decoded_metadata, precision=precision, device=device,
+                                           batch_size=batch_size, num_workers=num_workers, channels_last=channels_last)
+        written.append(path)
         if timings is not None:
-            timings.append({"dataset": task.dataset, "n_images": len(dataset), "inference_s": inference_s,
-                            "write_s": write_s})
+            timings.append({**timing, "dataset": task.dataset})
     return written

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -215,10 +216,8 @@ def cache_dataset_logits(
     recorded as ``head_precision`` in the metadata. Weights are checked before anything is computed; the output is
     written atomically.
     """
-    from clip_robustness.logits.cache import cache_metadata, write_logits
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
-    from clip_robustness.models.build import build_model, library_version, select_device
+    from clip_robustness.models.build import build_model, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -241,26 +240,74 @@ def cache_dataset_logits(
         check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
                       manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
     model, preprocess, preprocessing = build_model(row, device)
-    model_fn: Callable[[torch.Tensor], torch.Tensor] = adapter.classifier(model, head)
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
+    apply_tf32(precision)
+    path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
+                                  precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
+                                  channels_last=channels_last)
+    return path
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """A model built once by a logits job: its registry ``row``, the module, its float32-final-layer classifier
+    (the adapter's, with the zero-shot ``head`` when it has one), its transform and preprocessing record, and the
+    prompt set of its head (``None`` for classifiers)."""
+
+    row: Mapping[str, Any]
+    model: torch.nn.Module
+    classifier: Callable[[torch.Tensor], torch.Tensor]
+    preprocess: Callable
+    preprocessing: Mapping[str, Any]
+    head: Any
+    prompt_set: str | None
+
+
+def logits_for_manifest(
+    built: BuiltModel,
+    manifest: Any,
+    output: str | os.PathLike,
+    *,
+    decoded: str | os.PathLike | None,
+    decoded_metadata: Mapping[str, Any] | None,
+    precision: Precision,
+    device: str | torch.device,
+    batch_size: int,
+    num_workers: int,
+    channels_last: bool | None = None,
+) -> tuple[Path, dict]:
+    """Run ``built`` over ``manifest`` and write its cache file ``output`` atomically (SPEC section 3 metadata);
+    returns the path and a timing record (``dataset``, ``n_images``, ``inference_s``, ``write_s``).
+
+    ``decoded``/``decoded_metadata``: the fast path's checked array and sidecar, or ``None`` for the reference path.
+    Shared by the single-dataset job (:func:`cache_dataset_logits`) and the group job
+    (:func:`clip_robustness.logits.job.cache_group_logits`).
+    """
+    from clip_robustness.logits.cache import cache_metadata, write_logits
+    from clip_robustness.models.adapters.base import HEAD_PRECISION
+    from clip_robustness.models.build import library_version
+
+    model_id = str(built.row["model_id"])
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
-    collate_fn = None
+    model_fn, collate_fn = built.classifier, None
     if decoded_metadata is None:
         dataset: Dataset = ManifestImageDataset(
-            manifest.root, table["path"].tolist(), preprocess, int(manifest.metadata.get("border_crop_px", 0))
+            manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
         )
         pipeline: dict[str, Any] = {"path": "reference"}
     else:
         model_fn, dataset, pipeline = _decoded_input(
-            model_id, model, model_fn, preprocess, decoded, decoded_metadata, device, channels_last
+            model_id, built.model, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device,
+            channels_last,
         )
         collate_fn = _stack_uint8
     metadata = cache_metadata(
-        row=row,
-        library_version=library_version(row),
-        preprocessing=preprocessing,
-        logit_scale=None if head is None else head.logit_scale,
-        prompt_set=prompt_set,
+        row=built.row,
+        library_version=library_version(built.row),
+        preprocessing=built.preprocessing,
+        logit_scale=None if built.head is None else built.head.logit_scale,
+        prompt_set=built.prompt_set,
         amp_dtype=precision.amp_dtype_name,
         allow_tf32=precision.allow_tf32,
         gpu_name=device_name(device),
@@ -270,12 +317,17 @@ def cache_dataset_logits(
     )
     metadata["input_pipeline"] = pipeline
     metadata["head_precision"] = HEAD_PRECISION
-    apply_tf32(precision)
+    metadata["manifest_subset"] = manifest.metadata.get("subset")
     log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
              num_workers, precision, pipeline)
+    start = time.perf_counter()
     logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision,
                             progress_desc=f"{model_id}/{dataset_id}", collate_fn=collate_fn)
-    return write_logits(output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata)
+    inference_s = time.perf_counter() - start
+    path = write_logits(output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata)
+    write_s = time.perf_counter() - start - inference_s
+    log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", model_id, dataset_id, path, inference_s, write_s)
+    return path, {"dataset": dataset_id, "n_images": len(dataset), "inference_s": inference_s, "write_s": write_s}
 
 
 def _stack_uint8(batch: Any) -> torch.Tensor:

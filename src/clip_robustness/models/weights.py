@@ -21,13 +21,14 @@ is recorded with ``source`` ``"local file"``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from clip_robustness.datasets.download import file_digests
+from clip_robustness.models.adapters.base import row_text
 
 #: ``source`` of a weights file the registry names (``weights_file`` column).
 LOCAL_SOURCE = "local file"
@@ -48,26 +49,11 @@ class FetchedFile:
     source: str
 
 
-def _text(row: Mapping[str, Any], key: str) -> str:
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_file(path: str | Path, source: str) -> FetchedFile:
     """The record of one weights file on disk (absolute path, size, sha256) and its ``source``."""
     path = Path(path).resolve()
-    return FetchedFile(file=str(path), size=path.stat().st_size, sha256=sha256_of(path), source=source)
+    digests = file_digests(path)
+    return FetchedFile(file=str(path), size=digests.size_bytes, sha256=digests.sha256, source=source)
 
 
 def _hub_source(cached_file: str) -> str:
@@ -93,7 +79,7 @@ def _source_of(cached_file: str, url: str = "") -> str:
 
 def _fail(row: Mapping[str, Any], where: str, error: BaseException) -> WeightsFetchError:
     return WeightsFetchError(
-        f"model {_text(row, 'model_id')!r}: cannot fetch its weights from {where}: {type(error).__name__}: {error}. "
+        f"model {row_text(row, 'model_id')!r}: cannot fetch its weights from {where}: {type(error).__name__}: {error}. "
         "Run this on a node with internet (the login node); behind a mirror set HF_ENDPOINT."
     )
 
@@ -103,11 +89,11 @@ def fetch_open_clip(row: Mapping[str, Any]) -> list[FetchedFile]:
     (hub first, else the tag's URL), the function ``open_clip.create_model`` calls."""
     import open_clip
 
-    architecture, tag = _text(row, "architecture"), _text(row, "pretrained")
+    architecture, tag = row_text(row, "architecture"), row_text(row, "pretrained")
     cfg = open_clip.get_pretrained_cfg(architecture, tag)
     if not cfg:
         raise WeightsFetchError(
-            f"model {_text(row, 'model_id')!r}: open_clip {package_version('open_clip_torch')} has no pretrained tag "
+            f"model {row_text(row, 'model_id')!r}: open_clip {package_version('open_clip_torch')} has no pretrained tag "
             f"{tag!r} for {architecture!r}; known: {open_clip.list_pretrained_tags_by_model(architecture)}"
         )
     where = f"hf hub repo {cfg['hf_hub']!r}" if cfg.get("hf_hub") else f"url {cfg.get('url')!r}"
@@ -116,7 +102,7 @@ def fetch_open_clip(row: Mapping[str, Any]) -> list[FetchedFile]:
     except Exception as error:  # the loader's own errors: offline, 404, checksum mismatch
         raise _fail(row, where, error) from error
     if not path:
-        raise WeightsFetchError(f"model {_text(row, 'model_id')!r}: open_clip names no download for {where}")
+        raise WeightsFetchError(f"model {row_text(row, 'model_id')!r}: open_clip names no download for {where}")
     return [describe_file(path, _source_of(path, cfg.get("url", "")))]
 
 
@@ -146,10 +132,10 @@ def fetch_timm(row: Mapping[str, Any]) -> list[FetchedFile]:
     from timm.models._builder import _resolve_pretrained_source
     from timm.models._hub import download_cached_file
 
-    name = f"{_text(row, 'architecture')}.{_text(row, 'pretrained')}"
+    name = f"{row_text(row, 'architecture')}.{row_text(row, 'pretrained')}"
     if name not in timm.list_pretrained(name):
         raise WeightsFetchError(
-            f"model {_text(row, 'model_id')!r}: timm {package_version('timm')} has no pretrained checkpoint {name!r}"
+            f"model {row_text(row, 'model_id')!r}: timm {package_version('timm')} has no pretrained checkpoint {name!r}"
         )
     cfg = timm.models.get_pretrained_cfg(name).to_dict()
     load_from, location = _resolve_pretrained_source(cfg)
@@ -163,7 +149,7 @@ def fetch_timm(row: Mapping[str, Any]) -> list[FetchedFile]:
             return [describe_file(path, location)]
     except Exception as error:
         raise _fail(row, f"timm {load_from} {location!r}", error) from error
-    raise WeightsFetchError(f"model {_text(row, 'model_id')!r}: timm names no download source for {name!r}")
+    raise WeightsFetchError(f"model {row_text(row, 'model_id')!r}: timm names no download source for {name!r}")
 
 
 #: Per-library fetchers: registry ``library`` value -> function of a registry row returning the fetched files.
@@ -181,33 +167,33 @@ def fetch_weights(row: Mapping[str, Any]) -> dict:
     """
     from clip_robustness.models.adapters import ADAPTERS
 
-    library = _text(row, "library")
+    library = row_text(row, "library")
     if library not in ADAPTERS:
         raise WeightsFetchError(
-            f"model {_text(row, 'model_id')!r}: unknown library {library!r}; expected one of {sorted(ADAPTERS)}"
+            f"model {row_text(row, 'model_id')!r}: unknown library {library!r}; expected one of {sorted(ADAPTERS)}"
         )
     adapter = ADAPTERS[library]
-    weights_file = _text(row, "weights_file")
+    weights_file = row_text(row, "weights_file")
     if weights_file:
         if not Path(weights_file).expanduser().is_file():
             raise WeightsFetchError(
-                f"model {_text(row, 'model_id')!r}: the weights_file {weights_file!r} named in the model registry "
+                f"model {row_text(row, 'model_id')!r}: the weights_file {weights_file!r} named in the model registry "
                 "does not exist"
             )
         files = [describe_file(Path(weights_file).expanduser(), LOCAL_SOURCE)]
-    elif _text(row, "pretrained") and library in FETCHERS:
+    elif row_text(row, "pretrained") and library in FETCHERS:
         files = FETCHERS[library](row)
-    elif _text(row, "pretrained"):
+    elif row_text(row, "pretrained"):
         path = adapter.fetch_weights(row)
         files = [describe_file(path, adapter.weights_location(row).where)] if path else []
     else:
         files = []
     return {
-        "model_id": _text(row, "model_id"),
+        "model_id": row_text(row, "model_id"),
         "library": library,
         "library_version": adapter.version(row),
-        "architecture": _text(row, "architecture"),
-        "pretrained": _text(row, "pretrained"),
+        "architecture": row_text(row, "architecture"),
+        "pretrained": row_text(row, "pretrained"),
         "files": [asdict(f) for f in files],
     }
 

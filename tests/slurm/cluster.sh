@@ -187,7 +187,10 @@ up() {
     start_munged
 
     if ! pid_alive "$STATE_DIR/slurmctld.pid" slurmctld; then
-        slurmctld -f "$SLURM_CONF_PATH"
+        # -c: start with no jobs. Jobs saved by an earlier controller of this test cluster (a machine
+        # snapshot taken mid-run, a kill -9) belong to processes that no longer exist; recovering them
+        # would hold the node "allocated" for jobs that never finish.
+        slurmctld -c -f "$SLURM_CONF_PATH"
     fi
     wait_for "$WAIT_S" "slurmctld answers" scontrol ping \
         || die "slurmctld did not answer within ${WAIT_S} s; see $STATE_DIR/slurmctld.log"

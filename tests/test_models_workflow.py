@@ -103,7 +103,6 @@ def planned_models(dry_run_output: str) -> set[str]:
     return set(re.findall(r"wildcards:.*?\bmodel=([^,\s]+)", dry_run_output))
 
 
-@pytest.mark.xfail(reason="known open defect: adding a model replans compute_model_metrics of other models since the group-job and recovery merges (issue 14 left open); see the closing note", strict=False)
 def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo_upstream):
     (tmp_path / "checkout").mkdir()
     workdir = make_demo_workdir(tmp_path / "checkout", demo_upstream)
@@ -134,4 +133,5 @@ def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo
     output = plan.stdout + plan.stderr
     assert planned_models(output) == {"timm__test_vit.mine"}
     for rule in ("fetch_model_weights", "cache_logits", "compute_model_metrics", "aggregate_metrics"):
-        assert re.search(rf"^rule {rule}:", output, flags=re.M), rule
+        # A rule inside a group job is listed indented under its group.
+        assert re.search(rf"^\s*rule {rule}:", output, flags=re.M), rule

@@ -68,8 +68,11 @@ plan: venv
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+## The suite, on TEST_WORKERS processes (pytest-xdist; a test file stays on one worker, so its module fixtures are
+## built once). The demo's upstream is built once here (demo-data) and only read by the tests.
+TEST_WORKERS ?= 2
+test: demo-data
+	CLIP_ROBUSTNESS_DEMO_UPSTREAM=$(CURDIR)/data/demo/upstream $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Code style is a check: ruff (Python), snakefmt (Snakemake files), snakemake --lint (workflow idioms).
 lint: demo-data

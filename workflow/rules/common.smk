@@ -225,9 +225,9 @@ def get_model_row(wildcards):
 
 def get_model_weights(wildcards):
     """{model}'s local weights file when the registry names one (so Snakemake reruns on a new file), else []. A named
-    file that is missing is left out, so the DAG still builds: that model's jobs fail naming it (MissingWeightsError)
-    while, with --keep-going, every other model goes on; without it the run stops before any job (see targets)."""
-    return [path for path in LOGITS_PLAN.weights(wildcards.model) if Path(path).exists()]
+    file that is missing is left out, so the DAG still builds: that model's fetch job fails naming it while, with
+    --keep-going, every other model goes on; without it the run stops before any job (see targets)."""
+    return LOGITS_PLAN.weights_input(wildcards.model)
 
 
 def decoded_output(path):

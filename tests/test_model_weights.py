@@ -136,3 +136,21 @@ def test_missing_local_weights_file_fails_naming_the_model_and_the_file(tmp_path
 
     with pytest.raises(WeightsFetchError, match=r"'timm__test_resnet\.mine'.*nowhere\.safetensors"):
         fetch_weights({**TIMM_ROW, "model_id": "timm__test_resnet.mine", "weights_file": str(tmp_path / "nowhere.safetensors")})
+
+
+def test_missing_weights_files_stop_only_scheduled_models_naming_each_file(tmp_path):
+    from clip_robustness.models.weights import missing_weights_files, missing_weights_message
+
+    present = tmp_path / "present.safetensors"
+    present.write_bytes(b"w")
+    rows = {"a": {**TIMM_ROW, "model_id": "a", "weights_file": str(tmp_path / "gone.safetensors")},
+            "b": {**TIMM_ROW, "model_id": "b", "weights_file": str(present)},
+            "c": {**TIMM_ROW, "model_id": "c", "weights_file": str(tmp_path / "also_gone.safetensors")},
+            "hub": TIMM_ROW}
+    missing = missing_weights_files(rows)
+
+    assert missing == {"a": str(tmp_path / "gone.safetensors"), "c": str(tmp_path / "also_gone.safetensors")}
+    assert missing_weights_message(missing, ["b", "hub"]) is None  # nothing of theirs to run: no reason to stop
+    message = missing_weights_message(missing, ["a", "b"])
+    assert message.startswith("Before any job") and f"model 'a' expects {tmp_path / 'gone.safetensors'}" in message
+    assert "'c'" not in message and "--keep-going" in message

@@ -72,52 +72,20 @@ def get_all_logits():
     return expand("results/logits/{model}/{dataset}.parquet", model=MODELS, dataset=DATASETS)
 
 
-_MANIFEST_HASHES = {}
-_EXPECTED_ROWS = {}
-
-
-def expected_logits_metadata(model_and_dataset):
-    """What results/logits/{model}/{dataset}.parquet must record (model, manifest, prompt set), or None while the
-    dataset's manifest does not exist (it is then rebuilt, and the file with it)."""
-    from clip_robustness.logits.cache import expected_metadata
-    from clip_robustness.logits.check import manifest_hash_of
-
-    model, dataset = model_and_dataset
-    if dataset not in _MANIFEST_HASHES:
-        _MANIFEST_HASHES[dataset] = manifest_hash_of(f"data/manifests/{dataset}.parquet")
-    manifest_hash = _MANIFEST_HASHES[dataset]
-    if manifest_hash is None:
-        return None
-    if model not in _EXPECTED_ROWS:  # a registry lookup costs ~0.3 ms: once per model, not per file
-        _EXPECTED_ROWS[model] = MODEL_REGISTRY.row(model)
-    return expected_metadata(_EXPECTED_ROWS[model], dataset, manifest_hash, config["zero_shot"]["prompt_set"])
-
-
 def reject_stale_logits():
     """Every run reads the metadata of each logits file that changed since it was last found good (one stat per
     unchanged file), so a foreign or stale file, even one copied with its old timestamp, is moved aside and recomputed
     by this run (clip_robustness.logits.check)."""
     from snakemake.logging import logger
 
-    from clip_robustness.logits.check import check_logits_files
+    from clip_robustness.logits.check import reject_stale_logits
 
-    files = [(f"results/logits/{m}/{d}.parquet", (m, d)) for m in MODELS for d in DATASETS]
-    for rejected in check_logits_files(files, expected_logits_metadata):
-        logger.warning(f"{rejected.reason} Moved aside to {rejected.moved_to}; this run recomputes it.")
+    for rejected in reject_stale_logits(MODELS, DATASETS, MODEL_REGISTRY.row, config["zero_shot"]["prompt_set"]):
+        logger.warning(rejected.message)
 
 
 if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
     reject_stale_logits()
-
-
-def missing_weights():
-    """Model id -> weights file named in the registry but absent, for the models of the study."""
-    rows = {model: LOGITS_PLAN.row(model) for model in MODELS}
-    return {
-        m: row["weights_file"]
-        for m, row in rows.items()
-        if row.get("weights_file") and not Path(row["weights_file"]).exists()
-    }
 
 
 def check_scheduled_weights():
@@ -125,17 +93,13 @@ def check_scheduled_weights():
     model's jobs fail and every other model's branch goes on)."""
     from snakemake.exceptions import WorkflowError
 
-    missing = missing_weights()
-    scheduled = sorted(
-        {job.wildcards.model for job in workflow.dag.needrun_jobs() if job.wildcards.get("model") in missing}
-    )
-    if scheduled and not workflow.execution_settings.keep_going:
-        raise WorkflowError(
-            "Before any job: missing weights file(s): "
-            + "; ".join(f"model {m!r} expects {missing[m]}" for m in scheduled)
-            + ". Put the file(s) there (or correct weights_file in the model registry) and run the same command again, "
-            "or add --keep-going to compute every other model now."
-        )
+    from clip_robustness.models.weights import missing_weights_files, missing_weights_message
+
+    missing = missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
+    scheduled = {job.wildcards.get("model") for job in workflow.dag.needrun_jobs()} - {None}
+    message = missing_weights_message(missing, scheduled)
+    if message and not workflow.execution_settings.keep_going:
+        raise WorkflowError(message)
 
 
 def get_all_manifests():

@@ -154,3 +154,18 @@ def test_missing_weights_files_stop_only_scheduled_models_naming_each_file(tmp_p
     message = missing_weights_message(missing, ["a", "b"])
     assert message.startswith("Before any job") and f"model 'a' expects {tmp_path / 'gone.safetensors'}" in message
     assert "'c'" not in message and "--keep-going" in message
+
+
+def test_offline_node_without_the_weights_in_its_cache_names_the_model_before_any_job(tmp_path):
+    code = (
+        "import json\nfrom clip_robustness.models.weights import unfetchable_offline, unfetchable_message\n"
+        f"found = unfetchable_offline({{'hub': {TIMM_ROW!r}, 'random': {{**{TIMM_ROW!r}, 'pretrained': ''}},"
+        f" 'local': {{**{TIMM_ROW!r}, 'weights_file': 'gone.safetensors'}}}})\n"
+        "print(json.dumps({'found': found, 'message': unfetchable_message(found)}))\n"
+    )
+    answer = run_python(code, tmp_path / "empty_home", offline=True)
+    assert list(answer["found"]) == ["hub"]  # a local file is missing_weights_files' business; random weights need none
+    assert "'timm__test_resnet.r160_in1k'" in answer["message"] and "timm/test_resnet.r160_in1k" in answer["message"]
+    assert answer["message"].startswith("Before any job") and "--until fetch_model_weights" in answer["message"]
+    online = run_python(code, tmp_path / "empty_home")  # online, the fetch job downloads them: no reason to stop
+    assert online["found"] == {} and online["message"] is None

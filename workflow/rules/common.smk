@@ -89,16 +89,23 @@ if RUN_LOCK is not None:  # this process holds the run lock: no other run can be
 
 
 def check_scheduled_weights():
-    """Stop before any job when a scheduled job needs a missing weights file, unless --keep-going (then only that
-    model's jobs fail and every other model's branch goes on)."""
+    """Stop before any job when a scheduled job needs a missing weights file, or a scheduled fetch cannot fetch (offline
+    node, weights not in the hub cache), unless --keep-going (then only that model's jobs fail, its fetch first, and
+    every other model's branch goes on)."""
     from snakemake.exceptions import WorkflowError
 
-    from clip_robustness.models.weights import missing_weights_files, missing_weights_message
+    from clip_robustness.models import weights
 
-    missing = missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
-    scheduled = {job.wildcards.get("model") for job in workflow.dag.needrun_jobs()} - {None}
-    message = missing_weights_message(missing, scheduled)
-    if message and not workflow.execution_settings.keep_going:
+    if workflow.execution_settings.keep_going:
+        return
+    jobs = list(workflow.dag.needrun_jobs())
+    scheduled = {job.wildcards.get("model") for job in jobs} - {None}
+    fetching = {job.wildcards.model for job in jobs if job.rule.name == "fetch_model_weights"}
+    missing = weights.missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
+    message = weights.missing_weights_message(missing, scheduled) or weights.unfetchable_message(
+        weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
+    )
+    if message:
         raise WorkflowError(message)
 
 

@@ -153,6 +153,30 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
+def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes(workdir, clean_run, tmp_path):
+    (workdir / LOGITS).unlink()
+    job_log = workdir / f"results/logs/cache_logits/{MODEL}/core.log"
+    job_log.unlink()
+    with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=out,
+                                 stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            while not job_log.exists() and first.poll() is None:  # the first run is in its logits job
+                time.sleep(0.2)
+            second = snakemake(workdir)
+            first_alive = first.poll() is None
+        finally:
+            first.wait(timeout=600)
+    assert first_alive  # the second run was started, and refused, while the first was working
+    assert second.returncode != 0
+    refusal = second.stdout + second.stderr
+    assert refusal.count("another Snakemake run is working in") == 1 and f"(pid {first.pid} on" in refusal
+    assert "This run was refused and changed nothing" in refusal and "incomplete" not in refusal.lower()
+    assert first.returncode == 0, (tmp_path / "first.err").read_text()[-4000:]
+    assert jobs_run(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
+    assert_outputs_equal_clean_run(workdir, clean_run)
+
+
 def with_missing_weights(workdir: Path, model: str, models: list[str]) -> Path:
     """Point ``model``'s weights_file at a file that does not exist, in a copy of the demo registry used by the run."""
     registry = pd.read_csv(workdir / "config/demo/models.tsv", sep="\t", dtype=str, keep_default_na=False)

@@ -96,6 +96,19 @@ def test_a_named_weights_file_that_is_missing_is_no_input_so_the_dag_still_build
     assert "weights" not in logits_plan.cache_logits_inputs("openclip__clip_tiny_demo__demo", "imagenet_r")
 
 
+def test_group_job_inputs_are_lists_in_dataset_order_plus_the_models_head(registry):
+    key = decode_spec_for_row(registry.row("openclip__clip_tiny_demo__demo")).key
+    inputs = plan(registry).cache_group_inputs("openclip__clip_tiny_demo__demo", ["imagenet_val", "imagenet_r"])
+    assert inputs == {
+        "manifests": ["data/manifests/imagenet_val.parquet", "data/manifests/imagenet_r.parquet"],
+        "decoded": [f"data/decoded/imagenet_val/{key}.npy", f"data/decoded/imagenet_r/{key}.npy"],
+        "decoded_metadata": [f"data/decoded/imagenet_val/{key}.json", f"data/decoded/imagenet_r/{key}.json"],
+        "head": "results/heads/openclip__clip_tiny_demo__demo.pt",
+    }
+    reference = plan(registry, decoded_cache=False).cache_group_inputs("timm__test_resnet.demo", ["textures"])
+    assert reference == {"manifests": ["data/manifests/textures.parquet"]}
+
+
 def test_rows_are_copies_callers_cannot_change(registry):
     logits_plan = plan(registry)
     logits_plan.row("timm__test_resnet.demo")["library"] = "changed"

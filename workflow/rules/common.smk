@@ -211,18 +211,8 @@ def get_decode_params(wildcards):
     return LOGITS_PLAN.decode_params(wildcards.preprocessing)
 
 
-def get_cache_logits_input(wildcards):
-    """Inputs of cache_logits: manifest, zero-shot head (zero-shot models), local weights, the weights record
-    (rule fetch_model_weights), decoded array + sidecar."""
-    inputs = LOGITS_PLAN.cache_logits_inputs(wildcards.model, wildcards.dataset)
-    inputs["weights_record"] = get_model_weights_record(wildcards)
-    return inputs
-
-
 # How the logits stage is cut (clip_robustness.logits.cutting): per model, one job over the core datasets and one per
 # ImageNet-C corruption (its severities); decoding per preprocessing geometry in the same groups.
-from types import SimpleNamespace
-
 from clip_robustness.logits.cutting import LogitsGroups
 
 LOGITS_GROUPS = LogitsGroups.from_study(STUDY.dataset_ids, config["datasets"].get("imagenet_c"))
@@ -245,16 +235,11 @@ def get_group_manifests(wildcards):
 
 def get_cache_group_input(wildcards):
     """Inputs of a cache_logits group job: each dataset's manifest (and decoded array with its sidecar on the fast
-    path), as lists in group order, plus the model's head and weights (from get_cache_logits_input)."""
-    inputs = {"manifests": [], "decoded": [], "decoded_metadata": []}
-    for dataset in group_datasets(wildcards):
-        one = get_cache_logits_input(SimpleNamespace(model=wildcards.model, dataset=dataset))
-        inputs["manifests"].append(one.pop("manifest"))
-        for key in ("decoded", "decoded_metadata"):
-            if key in one:
-                inputs[key].append(one.pop(key))
-        inputs.update(one)  # head, weights: the same for every dataset
-    return {key: value for key, value in inputs.items() if value != []}
+    path), as lists in group order, the model's head and local weights, and its weights record (rule
+    fetch_model_weights)."""
+    inputs = LOGITS_PLAN.cache_group_inputs(wildcards.model, group_datasets(wildcards))
+    inputs["weights_record"] = get_model_weights_record(wildcards)
+    return inputs
 
 
 def get_cache_group_params(wildcards):

@@ -100,3 +100,18 @@ class LogitsPlan:
             inputs["decoded"] = f"data/decoded/{dataset}/{spec.key}.npy"
             inputs["decoded_metadata"] = f"data/decoded/{dataset}/{spec.key}.json"
         return inputs
+
+    def cache_group_inputs(self, model_id: str, datasets: Sequence[str]) -> dict[str, list[str] | str]:
+        """Inputs of a ``cache_logits`` group job of ``model_id`` over ``datasets``: each dataset's manifest (and, on
+        the fast path, decoded array and sidecar) as lists in ``datasets`` order (keys ``manifests``, ``decoded``,
+        ``decoded_metadata``; an empty list is left out), plus the model's ``head`` and ``weights``
+        (:meth:`cache_logits_inputs`)."""
+        inputs: dict[str, list[str] | str] = {"manifests": [], "decoded": [], "decoded_metadata": []}
+        lists = {"manifest": "manifests", "decoded": "decoded", "decoded_metadata": "decoded_metadata"}
+        for dataset in datasets:
+            for key, value in self.cache_logits_inputs(model_id, dataset).items():
+                if key in lists:
+                    inputs[lists[key]].append(value)  # type: ignore[union-attr]
+                else:
+                    inputs[key] = value  # head, weights: the same for every dataset
+        return {key: value for key, value in inputs.items() if value != []}

@@ -102,11 +102,10 @@ def check_scheduled_weights():
     scheduled = {job.wildcards.get("model") for job in jobs} - {None}
     fetching = {job.wildcards.model for job in jobs if job.rule.name == "fetch_model_weights"}
     missing = weights.missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
-    message = weights.missing_weights_message(missing, scheduled) or weights.unfetchable_message(
-        weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
-    )
-    if message:
-        raise WorkflowError(message)
+    unfetchable = weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
+    messages = [weights.missing_weights_message(missing, scheduled), weights.unfetchable_message(unfetchable)]
+    if any(messages):
+        raise WorkflowError("\n".join(message for message in messages if message))
 
 
 def get_all_manifests():

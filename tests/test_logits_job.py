@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import timm
 import torch
@@ -13,6 +16,7 @@ from safetensors.torch import save_file
 from test_inference import make_manifest
 
 from clip_robustness.logits.cache import expected_metadata, read_logits, read_metadata
+from clip_robustness.logits.check import check_logits_files, current_metadata_of
 from clip_robustness.logits.cutting import LogitsGroups
 from clip_robustness.logits.job import DatasetTask, cache_group_logits, reuse_reason
 from clip_robustness.logits.loop import cache_dataset_logits
@@ -102,6 +106,43 @@ def test_file_of_another_manifest_or_model_is_not_reused(tmp_path, resnet_row):
     assert "manifest_hash" in reuse_reason(task.output, {**expect, "manifest_hash": "0" * 64}, [])
     assert "model_id" in reuse_reason(task.output, {**expect, "model_id": "timm__other"}, [])
     assert reuse_reason(tmp_path / "absent.parquet", expect, []) == "missing"
+
+
+def rewrite_footer(path, **changes) -> None:
+    """Change entries of a parquet file's ``clip_robustness`` footer, keeping its data and modification time."""
+    stat = path.stat()
+    table = pq.read_table(path)
+    metadata = {**json.loads(table.schema.metadata[b"clip_robustness"]), **changes}
+    pq.write_table(table.replace_schema_metadata({"clip_robustness": json.dumps(metadata)}), path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("stale", [None, "head_precision", "subset", "model_id"])
+def test_check_before_planning_and_group_job_agree_on_what_is_current(tmp_path, resnet_row, stale):
+    """One definition of a current file (clip_robustness.logits.cache.current_metadata): a file the group job would
+    recompute is moved aside before planning (so Snakemake plans its job), and a file it keeps is left alone."""
+    manifests(tmp_path, ["imagenet_r"])
+    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+                       tmp_path / "logits" / "imagenet_r.parquet")
+    run_group(resnet_row, [task])
+    if stale == "head_precision":  # a file from a reduced-precision final layer
+        rewrite_footer(task.output, head_precision="float16")
+    elif stale == "subset":  # the manifest is now an ImageNet-C subset the file was not computed on
+        rewrite_footer(task.manifest, subset={"images_per_condition": 2, "seed": 0})
+    elif stale == "model_id":
+        rewrite_footer(task.output, model_id="timm__other.demo")
+    saved = tmp_path / "saved.parquet"
+    shutil.copy2(task.output, saved)
+
+    rejected = check_logits_files([(task.output, ("timm__test_resnet.local", "imagenet_r"))],
+                                  current_metadata_of(lambda model: resnet_row, "openai", lambda dataset: task.manifest),
+                                  tmp_path / "state.json")
+    shutil.copy2(saved, task.output)  # the same file, for the job
+    recomputed = run_group(resnet_row, [task]) == [task.output]
+
+    assert bool(rejected) == recomputed == (stale is not None)
+    if stale is not None:
+        assert (stale if stale != "subset" else "manifest_subset") in rejected[0].reason
 
 
 def test_study_groups_put_each_imagenet_c_corruption_apart_and_everything_else_in_core():

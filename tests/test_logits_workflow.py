@@ -39,7 +39,10 @@ def plan(registry, decoded_cache=True, warnings=None):
                       warn=None if warnings is None else warnings.append)
 
 
-def test_zero_shot_model_inputs_are_manifest_head_weights_and_decoded_array(registry):
+def test_zero_shot_model_inputs_are_manifest_head_weights_and_decoded_array(registry, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/clip.safetensors").write_bytes(b"w")
     inputs = plan(registry).cache_logits_inputs("openclip__clip_tiny_demo__demo", "imagenet_r")
     key = decode_spec_for_row(registry.row("openclip__clip_tiny_demo__demo")).key
     assert inputs == {
@@ -81,6 +84,29 @@ def test_weights_are_listed_only_when_the_registry_names_a_file(registry):
     logits_plan = plan(registry)
     assert logits_plan.weights("openclip__clip_tiny_demo__demo") == ["weights/clip.safetensors"]
     assert logits_plan.weights("timm__test_resnet.demo") == []
+
+
+def test_a_named_weights_file_that_is_missing_is_no_input_so_the_dag_still_builds(registry, tmp_path, monkeypatch):
+    """A missing input would stop the whole run at DAG building, even under --keep-going; left out, the model's
+    fetch job fails naming the file and every other model's branch goes on."""
+    monkeypatch.chdir(tmp_path)
+    logits_plan = plan(registry)
+    assert logits_plan.weights("openclip__clip_tiny_demo__demo") == ["weights/clip.safetensors"]
+    assert logits_plan.weights_input("openclip__clip_tiny_demo__demo") == []
+    assert "weights" not in logits_plan.cache_logits_inputs("openclip__clip_tiny_demo__demo", "imagenet_r")
+
+
+def test_group_job_inputs_are_lists_in_dataset_order_plus_the_models_head(registry):
+    key = decode_spec_for_row(registry.row("openclip__clip_tiny_demo__demo")).key
+    inputs = plan(registry).cache_group_inputs("openclip__clip_tiny_demo__demo", ["imagenet_val", "imagenet_r"])
+    assert inputs == {
+        "manifests": ["data/manifests/imagenet_val.parquet", "data/manifests/imagenet_r.parquet"],
+        "decoded": [f"data/decoded/imagenet_val/{key}.npy", f"data/decoded/imagenet_r/{key}.npy"],
+        "decoded_metadata": [f"data/decoded/imagenet_val/{key}.json", f"data/decoded/imagenet_r/{key}.json"],
+        "head": "results/heads/openclip__clip_tiny_demo__demo.pt",
+    }
+    reference = plan(registry, decoded_cache=False).cache_group_inputs("timm__test_resnet.demo", ["textures"])
+    assert reference == {"manifests": ["data/manifests/textures.parquet"]}
 
 
 def test_rows_are_copies_callers_cannot_change(registry):

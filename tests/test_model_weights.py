@@ -136,3 +136,36 @@ def test_missing_local_weights_file_fails_naming_the_model_and_the_file(tmp_path
 
     with pytest.raises(WeightsFetchError, match=r"'timm__test_resnet\.mine'.*nowhere\.safetensors"):
         fetch_weights({**TIMM_ROW, "model_id": "timm__test_resnet.mine", "weights_file": str(tmp_path / "nowhere.safetensors")})
+
+
+def test_missing_weights_files_stop_only_scheduled_models_naming_each_file(tmp_path):
+    from clip_robustness.models.weights import missing_weights_files, missing_weights_message
+
+    present = tmp_path / "present.safetensors"
+    present.write_bytes(b"w")
+    rows = {"a": {**TIMM_ROW, "model_id": "a", "weights_file": str(tmp_path / "gone.safetensors")},
+            "b": {**TIMM_ROW, "model_id": "b", "weights_file": str(present)},
+            "c": {**TIMM_ROW, "model_id": "c", "weights_file": str(tmp_path / "also_gone.safetensors")},
+            "hub": TIMM_ROW}
+    missing = missing_weights_files(rows)
+
+    assert missing == {"a": str(tmp_path / "gone.safetensors"), "c": str(tmp_path / "also_gone.safetensors")}
+    assert missing_weights_message(missing, ["b", "hub"]) is None  # nothing of theirs to run: no reason to stop
+    message = missing_weights_message(missing, ["a", "b"])
+    assert message.startswith("Before any job") and f"model 'a' expects {tmp_path / 'gone.safetensors'}" in message
+    assert "'c'" not in message and "--keep-going" in message
+
+
+def test_offline_node_without_the_weights_in_its_cache_names_the_model_before_any_job(tmp_path):
+    code = (
+        "import json\nfrom clip_robustness.models.weights import unfetchable_offline, unfetchable_message\n"
+        f"found = unfetchable_offline({{'hub': {TIMM_ROW!r}, 'random': {{**{TIMM_ROW!r}, 'pretrained': ''}},"
+        f" 'local': {{**{TIMM_ROW!r}, 'weights_file': 'gone.safetensors'}}}})\n"
+        "print(json.dumps({'found': found, 'message': unfetchable_message(found)}))\n"
+    )
+    answer = run_python(code, tmp_path / "empty_home", offline=True)
+    assert list(answer["found"]) == ["hub"]  # a local file is missing_weights_files' business; random weights need none
+    assert "'timm__test_resnet.r160_in1k'" in answer["message"] and "timm/test_resnet.r160_in1k" in answer["message"]
+    assert answer["message"].startswith("Before any job") and "--until fetch_model_weights" in answer["message"]
+    online = run_python(code, tmp_path / "empty_home")  # online, the fetch job downloads them: no reason to stop
+    assert online["found"] == {} and online["message"] is None

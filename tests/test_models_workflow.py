@@ -87,15 +87,17 @@ def test_until_fetch_fetches_weights_from_the_hub_and_the_cache_job_then_runs_of
     assert "fetch_model_weights" not in cached.stderr  # nothing left to fetch
 
 
-def test_offline_run_without_fetched_weights_stops_at_the_fetch_naming_the_model_and_starts_no_cache_job(tmp_path, demo_upstream):
+def test_offline_run_without_fetched_weights_stops_before_any_job_naming_the_model(tmp_path, demo_upstream):
     (tmp_path / "checkout").mkdir()
     workdir = make_demo_workdir(tmp_path / "checkout", demo_upstream)
     write_study(workdir, [HUB_ROW])
     result = snakemake(workdir, f"results/logits/{HUB_MODEL}/textures.parquet", env=hub_env(tmp_path / "empty_home", None))
     assert result.returncode != 0
-    log = (workdir / f"results/logs/fetch_model_weights/{HUB_MODEL}.log").read_text()
-    assert f"model {HUB_MODEL!r}: cannot fetch its weights" in log and "timm/test_resnet.r160_in1k" in log
-    assert not (workdir / "results/logs/cache_logits").exists()
+    message = result.stderr.split("Before any job: weights that cannot be fetched")[-1]
+    assert f"model {HUB_MODEL!r}: weights not available" in message and "timm/test_resnet.r160_in1k" in message
+    assert "--until fetch_model_weights" in message and "--keep-going" in message
+    # Not one job ran: no download, no decode_images (whose inputs would otherwise be ready first), no cache job.
+    assert not (workdir / "results/logs").exists() and not (workdir / "data/archives").exists()
 
 
 def planned_models(dry_run_output: str) -> set[str]:

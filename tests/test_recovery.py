@@ -34,7 +34,8 @@ COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores"
 # After the clean run, figures, tables and the QC table (which read only results/metrics/) are left out of the
 # reruns (--allowed-rules): they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run.
 RERUN = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-         "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics", "all"]
+         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics",
+         "all"]
 LOGITS = f"results/logits/{MODEL}/imagenet_r.parquet"
 
 
@@ -152,6 +153,30 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
+def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes(workdir, clean_run, tmp_path):
+    (workdir / LOGITS).unlink()
+    job_log = workdir / f"results/logs/cache_logits/{MODEL}/core.log"
+    job_log.unlink()
+    with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=out,
+                                 stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        try:
+            while not job_log.exists() and first.poll() is None:  # the first run is in its logits job
+                time.sleep(0.2)
+            second = snakemake(workdir)
+            first_alive = first.poll() is None
+        finally:
+            first.wait(timeout=600)
+    assert first_alive  # the second run was started, and refused, while the first was working
+    assert second.returncode != 0
+    refusal = second.stdout + second.stderr
+    assert refusal.count("another Snakemake run is working in") == 1 and f"(pid {first.pid} on" in refusal
+    assert "This run was refused and changed nothing" in refusal and "incomplete" not in refusal.lower()
+    assert first.returncode == 0, (tmp_path / "first.err").read_text()[-4000:]
+    assert jobs_run(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
+    assert_outputs_equal_clean_run(workdir, clean_run)
+
+
 def with_missing_weights(workdir: Path, model: str, models: list[str]) -> Path:
     """Point ``model``'s weights_file at a file that does not exist, in a copy of the demo registry used by the run."""
     registry = pd.read_csv(workdir / "config/demo/models.tsv", sep="\t", dtype=str, keep_default_na=False)
@@ -173,7 +198,6 @@ def test_missing_weights_stop_the_run_before_any_job_naming_model_and_file(workd
     assert (workdir / LOGITS).stat().st_mtime_ns == before
 
 
-@pytest.mark.xfail(reason="known open defect since the per-model group jobs (issue 12) merged with issue 15: the other model's deleted logits file is not recomputed under --keep-going; see the closing note", strict=False)
 def test_with_keep_going_missing_weights_of_one_model_do_not_stop_the_others(workdir, clean_run):
     other = "timm__test_convnext.demo"
     missing = with_missing_weights(workdir, other, [MODEL, other])
@@ -183,5 +207,7 @@ def test_with_keep_going_missing_weights_of_one_model_do_not_stop_the_others(wor
     assert (workdir / LOGITS).exists() and (workdir / f"results/metrics/models/{MODEL}.parquet").stat().st_mtime_ns > (
         clean_run / f"results/metrics/models/{MODEL}.parquet").stat().st_mtime_ns
     np.testing.assert_array_equal(read_logits(workdir / LOGITS).logits, read_logits(clean_run / LOGITS).logits)
-    failed_log = (workdir / f"results/logs/cache_logits/{other}/core.log").read_text()
-    assert str(missing) in failed_log and "MissingWeightsError" in failed_log
+    # That model's branch fails at its first job, the fetch (an input of its cache job), naming the file.
+    failed_log = (workdir / f"results/logs/fetch_model_weights/{other}.log").read_text()
+    assert str(missing) in failed_log and "WeightsFetchError" in failed_log
+    assert not (workdir / f"results/logs/cache_logits/{other}").exists()

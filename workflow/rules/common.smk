@@ -72,70 +72,40 @@ def get_all_logits():
     return expand("results/logits/{model}/{dataset}.parquet", model=MODELS, dataset=DATASETS)
 
 
-_MANIFEST_HASHES = {}
-_EXPECTED_ROWS = {}
-
-
-def expected_logits_metadata(model_and_dataset):
-    """What results/logits/{model}/{dataset}.parquet must record (model, manifest, prompt set), or None while the
-    dataset's manifest does not exist (it is then rebuilt, and the file with it)."""
-    from clip_robustness.logits.cache import expected_metadata
-    from clip_robustness.logits.check import manifest_hash_of
-
-    model, dataset = model_and_dataset
-    if dataset not in _MANIFEST_HASHES:
-        _MANIFEST_HASHES[dataset] = manifest_hash_of(f"data/manifests/{dataset}.parquet")
-    manifest_hash = _MANIFEST_HASHES[dataset]
-    if manifest_hash is None:
-        return None
-    if model not in _EXPECTED_ROWS:  # a registry lookup costs ~0.3 ms: once per model, not per file
-        _EXPECTED_ROWS[model] = MODEL_REGISTRY.row(model)
-    return expected_metadata(_EXPECTED_ROWS[model], dataset, manifest_hash, config["zero_shot"]["prompt_set"])
-
-
 def reject_stale_logits():
     """Every run reads the metadata of each logits file that changed since it was last found good (one stat per
     unchanged file), so a foreign or stale file, even one copied with its old timestamp, is moved aside and recomputed
     by this run (clip_robustness.logits.check)."""
     from snakemake.logging import logger
 
-    from clip_robustness.logits.check import check_logits_files
+    from clip_robustness.logits.check import reject_stale_logits
 
-    files = [(f"results/logits/{m}/{d}.parquet", (m, d)) for m in MODELS for d in DATASETS]
-    for rejected in check_logits_files(files, expected_logits_metadata):
-        logger.warning(f"{rejected.reason} Moved aside to {rejected.moved_to}; this run recomputes it.")
+    for rejected in reject_stale_logits(MODELS, DATASETS, MODEL_REGISTRY.row, config["zero_shot"]["prompt_set"]):
+        logger.warning(rejected.message)
 
 
 if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
     reject_stale_logits()
 
 
-def missing_weights():
-    """Model id -> weights file named in the registry but absent, for the models of the study."""
-    rows = {model: LOGITS_PLAN.row(model) for model in MODELS}
-    return {
-        m: row["weights_file"]
-        for m, row in rows.items()
-        if row.get("weights_file") and not Path(row["weights_file"]).exists()
-    }
-
-
 def check_scheduled_weights():
-    """Stop before any job when a scheduled job needs a missing weights file, unless --keep-going (then only that
-    model's jobs fail and every other model's branch goes on)."""
+    """Stop before any job when a scheduled job needs a missing weights file, or a scheduled fetch cannot fetch (offline
+    node, weights not in the hub cache), unless --keep-going (then only that model's jobs fail, its fetch first, and
+    every other model's branch goes on)."""
     from snakemake.exceptions import WorkflowError
 
-    missing = missing_weights()
-    scheduled = sorted(
-        {job.wildcards.model for job in workflow.dag.needrun_jobs() if job.wildcards.get("model") in missing}
-    )
-    if scheduled and not workflow.execution_settings.keep_going:
-        raise WorkflowError(
-            "Before any job: missing weights file(s): "
-            + "; ".join(f"model {m!r} expects {missing[m]}" for m in scheduled)
-            + ". Put the file(s) there (or correct weights_file in the model registry) and run the same command again, "
-            "or add --keep-going to compute every other model now."
-        )
+    from clip_robustness.models import weights
+
+    if workflow.execution_settings.keep_going:
+        return
+    jobs = list(workflow.dag.needrun_jobs())
+    scheduled = {job.wildcards.get("model") for job in jobs} - {None}
+    fetching = {job.wildcards.model for job in jobs if job.rule.name == "fetch_model_weights"}
+    missing = weights.missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
+    unfetchable = weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
+    messages = [weights.missing_weights_message(missing, scheduled), weights.unfetchable_message(unfetchable)]
+    if any(messages):
+        raise WorkflowError("\n".join(message for message in messages if message))
 
 
 def get_all_manifests():
@@ -225,9 +195,9 @@ def get_model_row(wildcards):
 
 def get_model_weights(wildcards):
     """{model}'s local weights file when the registry names one (so Snakemake reruns on a new file), else []. A named
-    file that is missing is left out, so the DAG still builds: that model's jobs fail naming it (MissingWeightsError)
-    while, with --keep-going, every other model goes on; without it the run stops before any job (see targets)."""
-    return [path for path in LOGITS_PLAN.weights(wildcards.model) if Path(path).exists()]
+    file that is missing is left out, so the DAG still builds: that model's fetch job fails naming it while, with
+    --keep-going, every other model goes on; without it the run stops before any job (see targets)."""
+    return LOGITS_PLAN.weights_input(wildcards.model)
 
 
 def decoded_output(path):
@@ -240,18 +210,8 @@ def get_decode_params(wildcards):
     return LOGITS_PLAN.decode_params(wildcards.preprocessing)
 
 
-def get_cache_logits_input(wildcards):
-    """Inputs of cache_logits: manifest, zero-shot head (zero-shot models), local weights, the weights record
-    (rule fetch_model_weights), decoded array + sidecar."""
-    inputs = LOGITS_PLAN.cache_logits_inputs(wildcards.model, wildcards.dataset)
-    inputs["weights_record"] = get_model_weights_record(wildcards)
-    return inputs
-
-
 # How the logits stage is cut (clip_robustness.logits.cutting): per model, one job over the core datasets and one per
 # ImageNet-C corruption (its severities); decoding per preprocessing geometry in the same groups.
-from types import SimpleNamespace
-
 from clip_robustness.logits.cutting import LogitsGroups
 
 LOGITS_GROUPS = LogitsGroups.from_study(STUDY.dataset_ids, config["datasets"].get("imagenet_c"))
@@ -274,16 +234,11 @@ def get_group_manifests(wildcards):
 
 def get_cache_group_input(wildcards):
     """Inputs of a cache_logits group job: each dataset's manifest (and decoded array with its sidecar on the fast
-    path), as lists in group order, plus the model's head and weights (from get_cache_logits_input)."""
-    inputs = {"manifests": [], "decoded": [], "decoded_metadata": []}
-    for dataset in group_datasets(wildcards):
-        one = get_cache_logits_input(SimpleNamespace(model=wildcards.model, dataset=dataset))
-        inputs["manifests"].append(one.pop("manifest"))
-        for key in ("decoded", "decoded_metadata"):
-            if key in one:
-                inputs[key].append(one.pop(key))
-        inputs.update(one)  # head, weights: the same for every dataset
-    return {key: value for key, value in inputs.items() if value != []}
+    path), as lists in group order, the model's head and local weights, and its weights record (rule
+    fetch_model_weights)."""
+    inputs = LOGITS_PLAN.cache_group_inputs(wildcards.model, group_datasets(wildcards))
+    inputs["weights_record"] = get_model_weights_record(wildcards)
+    return inputs
 
 
 def get_cache_group_params(wildcards):

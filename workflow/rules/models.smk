@@ -20,6 +20,9 @@ rule fetch_model_weights:
         record="data/weights/{model}.json",
     log:
         "results/logs/fetch_model_weights/{model}.log",
+    # Before any other ready job (decode and logits jobs included): a model whose weights cannot be had fails first.
+    # An offline node without them in the cache is stopped before any job (common.smk, check_scheduled_weights).
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     params:

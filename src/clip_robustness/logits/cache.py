@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.models.adapters import is_zero_shot
-from clip_robustness.models.adapters.base import N_CLASSES, row_text
+from clip_robustness.models.adapters.base import HEAD_PRECISION, N_CLASSES, row_text
 from clip_robustness.workflow.io import atomic_path
 
 #: Schema metadata key holding the JSON metadata.
@@ -43,8 +43,16 @@ LOGITS_SCHEMA = pa.schema(
     ]
 )
 
+#: Where the cache files live: ``{LOGITS_DIR}/{model}/{dataset}.parquet``.
+LOGITS_DIR = Path("results/logits")
+
 #: Metadata keys downstream readers compare to decide whether a cache is stale.
 STALENESS_KEYS = ("model_id", "dataset", "manifest_hash", "prompt_set")
+
+
+def cache_path(model_id: str, dataset: str) -> str:
+    """``results/logits/{model}/{dataset}.parquet``: the cache file of ``model_id`` on ``dataset``."""
+    return str(LOGITS_DIR / model_id / f"{dataset}.parquet")
 
 
 class CacheError(RuntimeError):
@@ -150,6 +158,33 @@ def expected_metadata(
         "manifest_hash": manifest_hash,
         "prompt_set": prompt_set if is_zero_shot(row) else None,
     }
+
+
+def current_metadata(
+    row: Mapping[str, Any],
+    manifest_metadata: Mapping[str, Any],
+    prompt_set: str | None,
+    precision: Mapping[str, Any] | None = None,
+) -> dict:
+    """What a *current* cache file of ``row`` on a manifest records: the one definition shared by the check every run
+    does before planning (:func:`clip_robustness.logits.check.check_logits_files`) and the group job deciding which
+    outputs to keep (:func:`clip_robustness.logits.job.cache_group_logits`).
+
+    ``manifest_metadata``: the manifest's ``clip_robustness`` footer (``dataset``, ``manifest_hash``, and ``subset``
+    for an ImageNet-C subset). Covers :func:`expected_metadata` (model, dataset, manifest hash, prompt set of a zero-shot
+    model), the final layer's precision (``head_precision``: files from a reduced-precision final layer are recomputed)
+    and the subset a subset manifest was cut with. ``precision`` (``{"amp_dtype": ..., "allow_tf32": ...}``) is
+    compared only when given: it depends on the device the job runs on, known in the job, not when planning (a
+    changed ``inference.precision`` is a changed job parameter, which Snakemake reruns anyway).
+    """
+    expect = expected_metadata(row, str(manifest_metadata["dataset"]), str(manifest_metadata["manifest_hash"]),
+                               prompt_set)
+    expect["head_precision"] = HEAD_PRECISION
+    if manifest_metadata.get("subset") is not None:  # a subset manifest also has its own hash; this names why
+        expect["manifest_subset"] = manifest_metadata["subset"]
+    if precision is not None:
+        expect["precision"] = {"amp_dtype": precision["amp_dtype"], "allow_tf32": bool(precision["allow_tf32"])}
+    return expect
 
 
 def logits_table(index: np.ndarray, labels: np.ndarray, logits: np.ndarray, metadata: Mapping[str, Any]) -> pa.Table:

@@ -22,7 +22,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_robustness.logits.cache import CacheError, check_expected, read_metadata, reject_cache_file
+from clip_robustness.datasets.workflow import manifest_path
+from clip_robustness.logits.cache import (
+    CacheError,
+    cache_path,
+    check_expected,
+    current_metadata,
+    read_metadata,
+    reject_cache_file,
+)
 from clip_robustness.workflow.io import atomic_path
 
 #: Last good signature of each checked cache file (relative to the working directory).
@@ -37,6 +45,11 @@ class Rejection:
     moved_to: Path
     reason: str
 
+    @property
+    def message(self) -> str:
+        """The warning the run prints."""
+        return f"{self.reason} Moved aside to {self.moved_to}; this run recomputes it."
+
 
 def _signature(path: Path) -> list[int] | None:
     try:
@@ -46,14 +59,18 @@ def _signature(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def manifest_hash_of(path: str | os.PathLike) -> str | None:
-    """The ``manifest_hash`` recorded in a manifest's footer, or ``None`` when it does not exist or cannot be read
-    (the manifest job then reruns, and with it every cache job of the dataset)."""
+def manifest_metadata_of(path: str | os.PathLike) -> dict | None:
+    """The ``clip_robustness`` metadata of a manifest's footer (``dataset``, ``manifest_hash``, ``subset``, ...), or
+    ``None`` when it does not exist or cannot be read (the manifest job then reruns, and with it every cache job of
+    the dataset)."""
     try:
         raw = (pq.read_schema(path).metadata or {}).get(b"clip_robustness")
-        return str(json.loads(raw)["manifest_hash"]) if raw else None
-    except (OSError, pa.ArrowException, ValueError, KeyError):
+        metadata = json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
         return None
+    if not isinstance(metadata, dict) or "dataset" not in metadata or "manifest_hash" not in metadata:
+        return None
+    return metadata
 
 
 def _load_state(state_path: Path) -> dict[str, Any]:
@@ -71,7 +88,7 @@ def check_logits_files(
 ) -> list[Rejection]:
     """Check each existing cache file of ``files`` (pairs of path and key) against ``expect_of(key)``.
 
-    ``expect_of`` returns the metadata the file must have (:func:`~clip_robustness.logits.cache.expected_metadata`),
+    ``expect_of`` returns the metadata the file must have (:func:`current_metadata_of`),
     or ``None`` when it cannot be known yet (manifest missing: the file is then rebuilt anyway). A file that is
     stale or unreadable is moved aside; the rejections are returned (path, new place, reason). Files whose
     signature and expectation are those last found good are not opened.
@@ -102,3 +119,46 @@ def check_logits_files(
         with atomic_path(state_path) as tmp:
             tmp.write_text(json.dumps(fresh, indent=0, sort_keys=True))
     return rejected
+
+
+def current_metadata_of(
+    row_of: Callable[[str], Mapping[str, Any]],
+    prompt_set: str | None,
+    manifest_of: Callable[[str], str] = manifest_path,
+) -> Callable[[tuple[str, str]], dict | None]:
+    """``expect_of`` for :func:`check_logits_files` over ``(model, dataset)`` keys: what a current file records
+    (:func:`~clip_robustness.logits.cache.current_metadata`, the definition the group job uses, less the device-bound
+    precision), or ``None`` while the dataset's manifest (``manifest_of(dataset)``) does not exist or cannot be read.
+
+    ``row_of``: model id -> registry row. Manifest footers and rows are read once per dataset and model, not per file.
+    """
+    manifests: dict[str, dict | None] = {}
+    rows: dict[str, Mapping[str, Any]] = {}
+
+    def expect_of(key: tuple[str, str]) -> dict | None:
+        model, dataset = key
+        if dataset not in manifests:
+            manifests[dataset] = manifest_metadata_of(manifest_of(dataset))
+        if manifests[dataset] is None:
+            return None
+        if model not in rows:  # a registry lookup costs ~0.3 ms: once per model, not per file
+            rows[model] = row_of(model)
+        return current_metadata(rows[model], manifests[dataset], prompt_set)
+
+    return expect_of
+
+
+def reject_stale_logits(
+    model_ids: Iterable[str],
+    dataset_ids: Iterable[str],
+    row_of: Callable[[str], Mapping[str, Any]],
+    prompt_set: str | None,
+    *,
+    state_path: str | os.PathLike = STATE_PATH,
+    manifest_of: Callable[[str], str] = manifest_path,
+) -> list[Rejection]:
+    """The check before planning: every cache file of the study (``results/logits/{model}/{dataset}.parquet``) that
+    is stale or unreadable is moved aside, so this run recomputes it; returns the rejections."""
+    dataset_ids = list(dataset_ids)
+    files = [(cache_path(m, d), (m, d)) for m in model_ids for d in dataset_ids]
+    return check_logits_files(files, current_metadata_of(row_of, prompt_set, manifest_of), state_path)

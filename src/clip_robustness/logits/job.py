@@ -5,8 +5,10 @@ pays the fixed costs (interpreter, torch/timm/open_clip imports, model build, we
 once and then writes one cache file per dataset of its group, each atomically and each with its own
 metadata (:mod:`clip_robustness.logits.cache`), exactly as a one-dataset job would.
 
-Outputs already on disk are kept when they are *current* (:func:`reuse_reason`): their metadata matches
-this model, manifest, prompt set and precision, and the file is newer than its manifest, head and weights.
+Outputs already on disk are kept when they are *current* (:func:`reuse_reason`): their metadata is what
+:func:`~clip_robustness.logits.cache.current_metadata` says (this model, manifest, prompt set, head precision, subset;
+the same definition the check before planning uses) plus the precision this job runs in, and the file is newer than
+its manifest, head and weights.
 The workflow marks these outputs ``update()`` so Snakemake leaves them in place when it reruns a group
 (a dataset added to the study, one manifest rebuilt): only the files that changed are computed.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from clip_robustness.logits.loop import BuiltModel, Precision, apply_tf32, logits_for_manifest, resolve_precision
+from clip_robustness.logits.loop import BuiltModel, apply_tf32, logits_for_manifest, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +53,6 @@ def tasks_from_lists(datasets: Sequence[str], manifests: Sequence[str], outputs:
                          f"decoded arrays ({len(decoded)}) must be parallel lists")
     return [DatasetTask(str(d), Path(m), Path(o), None if a is None else Path(a))
             for d, m, o, a in zip(datasets, manifests, outputs, decoded)]
-
-
-def expected_current_metadata(row: Mapping[str, Any], manifest_metadata: Mapping[str, Any], prompt_set: str | None,
-                              precision: Precision, zero_shot: bool) -> dict:
-    """The metadata a current cache file of ``row`` on this manifest has (compared key by key by :func:`reuse_reason`):
-    the model (:func:`~clip_robustness.logits.cache.expected_metadata`), the manifest (dataset, hash, ImageNet-C
-    subset), the prompt set of a zero-shot model (``None`` for classifiers) and the precision the job would run in."""
-    from clip_robustness.logits.cache import expected_metadata
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
-
-    expect = expected_metadata(row, str(manifest_metadata["dataset"]), str(manifest_metadata["manifest_hash"]),
-                               prompt_set if zero_shot else None)
-    expect["prompt_set"] = prompt_set if zero_shot else None
-    expect["precision"] = {"amp_dtype": precision.amp_dtype_name, "allow_tf32": precision.allow_tf32}
-    expect["head_precision"] = HEAD_PRECISION  # files from a reduced-precision final layer are recomputed
-    if manifest_metadata.get("subset") is not None:  # a subset manifest also has its own hash; this names why
-        expect["manifest_subset"] = manifest_metadata["subset"]
-    return expect
 
 
 def reuse_reason(output: str | os.PathLike, expect: Mapping[str, Any], newer_than: Sequence[str | os.PathLike]) -> str | None:
@@ -120,6 +104,7 @@ def cache_group_logits(
     ``write_s``: seconds writing the parquet). Returns the outputs written (the current ones are not rewritten).
     """
     from clip_robustness.datasets.manifest import read_manifest
+    from clip_robustness.logits.cache import current_metadata
     from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
     from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model, select_device
@@ -136,7 +121,8 @@ def cache_group_logits(
         manifest = read_manifest(task.manifest)
         if str(manifest.metadata["dataset"]) != task.dataset:
             raise ValueError(f"{task.manifest} is the manifest of {manifest.metadata['dataset']!r}, not {task.dataset!r}")
-        expect = expected_current_metadata(row, manifest.metadata, prompt_set, precision, head is not None)
+        expect = current_metadata(row, manifest.metadata, prompt_set,
+                                  {"amp_dtype": precision.amp_dtype_name, "allow_tf32": precision.allow_tf32})
         newer_than = [task.manifest, *(p for p in (head_path, weights_path) if p)]
         reason = reuse_reason(task.output, expect, newer_than)
         if reason is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clip_robustness.models.adapters import is_zero_shot
@@ -51,6 +52,13 @@ class LogitsPlan:
         weights = self.row(model_id).get("weights_file") or ""
         return [weights] if weights else []
 
+    def weights_input(self, model_id: str) -> list[str]:
+        """The local weights file as a job input: :meth:`weights` when that file exists, else ``[]``. A named file that
+        is missing is left out so the DAG still builds (a missing input would stop the whole run, even under
+        ``--keep-going``): the model's ``fetch_model_weights`` job then fails naming it, and with ``--keep-going`` every
+        other model's branch goes on (``common.smk`` stops the run before any job without it)."""
+        return [path for path in self.weights(model_id) if Path(path).exists()]
+
     def decode_spec(self, model_id: str) -> DecodeSpec | None:
         """``model_id``'s preprocessing geometry, or ``None`` for the reference path: the decoded cache is off, or the
         model's transform cannot be held by it (reported through ``warn``, and recorded in the cache metadata)."""
@@ -81,14 +89,29 @@ class LogitsPlan:
 
     def cache_logits_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
         """Inputs of ``cache_logits``: the dataset's manifest, the model's zero-shot head (zero-shot models), its local
-        weights file, if any, and, on the fast path, the dataset's decoded array for the model's geometry with its
+        weights file, if any (:meth:`weights_input`), and, on the fast path, the dataset's decoded array for the model's geometry with its
         JSON sidecar."""
         inputs = {"manifest": f"data/manifests/{dataset}.parquet"}
         if is_zero_shot(self.row(model_id)):
             inputs["head"] = f"results/heads/{model_id}.pt"
-        inputs.update(zip(["weights"], self.weights(model_id)))
+        inputs.update(zip(["weights"], self.weights_input(model_id)))
         spec = self.decode_spec(model_id)
         if spec is not None:
             inputs["decoded"] = f"data/decoded/{dataset}/{spec.key}.npy"
             inputs["decoded_metadata"] = f"data/decoded/{dataset}/{spec.key}.json"
         return inputs
+
+    def cache_group_inputs(self, model_id: str, datasets: Sequence[str]) -> dict[str, list[str] | str]:
+        """Inputs of a ``cache_logits`` group job of ``model_id`` over ``datasets``: each dataset's manifest (and, on
+        the fast path, decoded array and sidecar) as lists in ``datasets`` order (keys ``manifests``, ``decoded``,
+        ``decoded_metadata``; an empty list is left out), plus the model's ``head`` and ``weights``
+        (:meth:`cache_logits_inputs`)."""
+        inputs: dict[str, list[str] | str] = {"manifests": [], "decoded": [], "decoded_metadata": []}
+        lists = {"manifest": "manifests", "decoded": "decoded", "decoded_metadata": "decoded_metadata"}
+        for dataset in datasets:
+            for key, value in self.cache_logits_inputs(model_id, dataset).items():
+                if key in lists:
+                    inputs[lists[key]].append(value)  # type: ignore[union-attr]
+                else:
+                    inputs[key] = value  # head, weights: the same for every dataset
+        return {key: value for key, value in inputs.items() if value != []}

@@ -25,7 +25,7 @@ import json
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from clip_robustness.datasets.download import file_digests
 from clip_robustness.models.adapters.base import row_text
@@ -196,6 +196,65 @@ def fetch_weights(row: Mapping[str, Any]) -> dict:
         "pretrained": row_text(row, "pretrained"),
         "files": [asdict(f) for f in files],
     }
+
+
+def missing_weights_files(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Model id -> the ``weights_file`` its registry row names but that does not exist (``rows``: model id -> row)."""
+    return {
+        model_id: row_text(row, "weights_file")
+        for model_id, row in rows.items()
+        if row_text(row, "weights_file") and not Path(row_text(row, "weights_file")).expanduser().exists()
+    }
+
+
+def missing_weights_message(missing: Mapping[str, str], scheduled_models: Iterable[str]) -> str | None:
+    """Why the run stops before any job: the models of ``scheduled_models`` (those with a job to run) whose weights file
+    is missing (``missing``, from :func:`missing_weights_files`), each with the file; ``None`` when there are none."""
+    stopped = sorted(set(scheduled_models) & set(missing))
+    if not stopped:
+        return None
+    return (
+        "Before any job: missing weights file(s): "
+        + "; ".join(f"model {m!r} expects {missing[m]}" for m in stopped)
+        + ". Put the file(s) there (or correct weights_file in the model registry) and run the same command again, "
+        "or add --keep-going to compute every other model now."
+    )
+
+
+def unfetchable_offline(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Model id -> why its weights cannot be had, for the ``rows`` (model id -> registry row) whose weights come from
+    the hub or a library URL, when ``HF_HUB_OFFLINE`` is set and they are not in the cache. Empty when online (the
+    fetch job then downloads them). Looks in the caches only: nothing is downloaded, nothing hashed, no model built;
+    the libraries are imported only when a row needs them."""
+    if not rows:
+        return {}
+    from clip_robustness.models.adapters import row_adapter
+    from clip_robustness.models.adapters.base import MissingWeightsError, hub_offline
+
+    if not hub_offline():
+        return {}
+    unfetchable = {}
+    for model_id, row in rows.items():
+        if row_text(row, "weights_file") or not row_text(row, "pretrained"):
+            continue  # a local file (missing_weights_files) or random weights: nothing to fetch
+        try:
+            row_adapter(row).fetch_weights(row)
+        except MissingWeightsError as error:
+            unfetchable[model_id] = str(error)
+    return unfetchable
+
+
+def unfetchable_message(unfetchable: Mapping[str, str]) -> str | None:
+    """Why the run stops before any job (and before any decode job): weights that cannot be fetched on this offline
+    node (``unfetchable``, from :func:`unfetchable_offline`); ``None`` when there are none."""
+    if not unfetchable:
+        return None
+    return (
+        "Before any job: weights that cannot be fetched (HF_HUB_OFFLINE is set and they are not in the hub cache): "
+        + " ".join(unfetchable[m] for m in sorted(unfetchable))
+        + " Fetch them on a node with internet first (`snakemake ... --until fetch_model_weights`, docs/cluster.md) "
+        "and run the same command again, or add --keep-going to compute every other model now."
+    )
 
 
 def write_weights_record(record: Mapping[str, Any], path: str | Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clip_robustness.figures.data import ID_TEST_HALF, IMAGENET_VAL, points, select
+from clip_robustness.figures.data import ID_TEST_HALF, IMAGENET_VAL, paper_points, points, select
 from clip_robustness.figures.panels import (
     accuracy_axis,
     empty_panel,
@@ -153,7 +153,7 @@ def _panel(ax, pts: pd.DataFrame, style: Style, *, title: str, note: str, group_
         return
     scatter_models(ax, pts, style, size=16, alpha=0.8)
     if group_trends:
-        for group, members in pts.groupby("group", sort=True):
+        for group, members in paper_points(pts).groupby("group", sort=True):
             linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=style.color(group), logit_x=style.logit_scaled)
     accuracy_axis(ax, style, axis="x")
     ax.set_title(title)

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from clip_robustness.figures.data import IMAGENET_VAL, points, select
+from clip_robustness.figures.data import IMAGENET_VAL, paper_points, points, select
 from clip_robustness.figures.panels import (
     accuracy_axis,
     empty_panel,
@@ -103,7 +103,7 @@ def plot_ood_detection(
                 empty_panel(ax, title, f"no {metric} ({score}) rows\nor no {id_dataset} top-1 rows")
                 continue
             scatter_models(ax, pts, style, size=14, alpha=0.7)
-            _trend_lines(ax, pts, style)
+            _trend_lines(ax, paper_points(pts), style)
             accuracy_axis(ax, style, axis="x")
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))  # a rate, never logit-scaled
             ax.set_title(title)

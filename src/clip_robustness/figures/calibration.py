@@ -122,7 +122,7 @@ def plot_calibration_shift(
 
     ImageNet-C is shown as one condition (mean over corruptions and severities) and one panel per severity,
     averaged over its corruptions. Lines: least-squares
-    fit per model group (groups with >= 2 models), to show whether CLIP lies on its own trend.
+    fit per model group of the paper's models (groups with >= 2 models), to show whether CLIP lies on its own trend.
     """
     conditions = shift_conditions(metrics, test_conditions, id_test=id_test)
     metric_names = ("ece_ts", "nll_ts")

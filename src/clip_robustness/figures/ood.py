@@ -3,7 +3,8 @@
 One column per OOD set, two rows: AUROC (ImageNet val positive; 0.5 = chance, 1 = perfect) and
 FPR@95TPR (fraction of OOD images scored at or above the threshold keeping 95% of ImageNet val
 images; lower is better), both against top-1 accuracy on the whole ImageNet val (fraction).
-One least-squares trend line per trend set: each training source of the zero-shot CLIP models, each
+One least-squares trend line per trend set of the paper's models (own models are drawn, never fitted): each
+training source of the zero-shot CLIP models, each
 (pretraining source, fine-tuning route) of the CLIP-FT models, and each other model group; the legend of
 each panel gives Pearson's r of accuracy and the OOD metric.
 

@@ -27,4 +27,4 @@ rule all:
     default_target: True
     input:
         get_final_output(),
-        get_report_cards(),
+        REPORT_CARDS,

@@ -6,23 +6,15 @@
 
 from clip_robustness.models.registry import OWN_STUDY
 
+# The own models of the study, and their cards (rule all and rule report_cards): none without own models.
 OWN_MODELS = [model for model in MODELS if MODEL_REGISTRY.study(model) == OWN_STUDY]
-
-
-def get_report_cards():
-    """The report card of every own model of the study: results/report_cards/{model}.html (none without own models)."""
-    return expand("results/report_cards/{model}.html", model=OWN_MODELS)
-
-
-def get_report_card_logits(wildcards):
-    """{model}'s logits files, one per dataset of the study (their cache metadata is the card's provenance)."""
-    return get_model_metric_logits(wildcards)
+REPORT_CARDS = expand("results/report_cards/{model}.html", model=OWN_MODELS)
 
 
 rule report_cards:
     """Every own model's report card: `snakemake --cores 2 report_cards`."""
     input:
-        get_report_cards(),
+        REPORT_CARDS,
 
 
 rule write_report_card:
@@ -31,7 +23,7 @@ rule write_report_card:
         registry=config["model_registry"],
         qc=rules.qc_published_accuracy.output.table,
         weights_record=get_model_weights_record,
-        logits=get_report_card_logits,
+        logits=get_model_metric_logits,
     output:
         report(
             "results/report_cards/{model}.html",

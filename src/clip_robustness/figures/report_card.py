@@ -225,7 +225,7 @@ def card_data(card: ReportCard) -> dict[str, Any]:
     return {
         "model": card.model,
         "registry_row": {k: (None if pd.isna(v) else v) for k, v in card.registry_row.items()},
-        "metrics": json.loads(rows.to_json(orient="records")),
+        "metrics": rows.astype(object).where(rows.notna(), None).to_dict("records"),  # floats exact (JSON repr)
         "weights": card.weights,
         "logits_provenance": card.provenance,
     }

@@ -83,9 +83,10 @@ def empty_panel(ax: Axes, title: str, note: str) -> None:
     ax.grid(False)
 
 
-#: Drawing order (matplotlib zorder) of the catalogue background and of the own models (above the trend lines, 3).
+#: Drawing order (matplotlib zorder) of the catalogue background and of the own models (above the trend lines, 3,
+#: and the panel legends, 5).
 CATALOGUE_ZORDER = 0.5
-OWN_ZORDER = 5
+OWN_ZORDER = 6
 #: Area of an own model's ring, relative to the other points.
 OWN_SIZE_FACTOR = 3.5
 
@@ -106,12 +107,22 @@ def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 1
     own = pts[study == OWN_STUDY]
     if not own.empty:
         ax.scatter(own["x"], own["y"], s=size * OWN_SIZE_FACTOR, marker=OWN_MARKER, facecolors="none",
-                   edgecolors=OWN_COLOR, linewidths=1.2, zorder=OWN_ZORDER)
-        for model, x, y in zip(own["model"], own["x"], own["y"]):
-            ax.annotate(str(model), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=4.5, color=OWN_COLOR,
-                        zorder=OWN_ZORDER, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
+                   edgecolors=OWN_COLOR, linewidths=1.2, zorder=OWN_ZORDER, clip_on=False)
+        _label_own_models(ax, own)
     ax.set_xlabel("")
     ax.set_ylabel("")
+
+
+def _label_own_models(ax: Axes, own: pd.DataFrame) -> None:
+    """Each own model's id beside its ring, towards the inside of the panel (kept out of the layout: a long id never
+    shrinks the panels)."""
+    lo, hi = ax.get_xlim()
+    for model, x, y in zip(own["model"], own["x"], own["y"]):
+        right_half = hi > lo and (x - lo) / (hi - lo) > 0.5
+        label = ax.annotate(str(model), (x, y), xytext=(-5 if right_half else 5, 5), textcoords="offset points",
+                            ha="right" if right_half else "left", fontsize=4.5, color=OWN_COLOR, zorder=OWN_ZORDER,
+                            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
+        label.set_in_layout(False)
 
 
 def _scatter_paper_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float, alpha: float) -> None:

@@ -116,11 +116,13 @@ def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 1
 def _label_own_models(ax: Axes, own: pd.DataFrame) -> None:
     """Each own model's id beside its ring, towards the inside of the panel (kept out of the layout: a long id never
     shrinks the panels)."""
-    lo, hi = ax.get_xlim()
+    (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
     for model, x, y in zip(own["model"], own["x"], own["y"]):
-        right_half = hi > lo and (x - lo) / (hi - lo) > 0.5
-        label = ax.annotate(str(model), (x, y), xytext=(-5 if right_half else 5, 5), textcoords="offset points",
-                            ha="right" if right_half else "left", fontsize=4.5, color=OWN_COLOR, zorder=OWN_ZORDER,
+        right = x_hi > x_lo and (x - x_lo) / (x_hi - x_lo) > 0.5
+        top = y_hi > y_lo and (y - y_lo) / (y_hi - y_lo) > 0.5
+        label = ax.annotate(str(model), (x, y), xytext=(-5 if right else 5, -5 if top else 5), textcoords="offset points",
+                            ha="right" if right else "left", va="top" if top else "bottom", fontsize=4.5, color=OWN_COLOR,
+                            zorder=OWN_ZORDER,
                             bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
         label.set_in_layout(False)
 

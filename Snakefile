@@ -20,9 +20,11 @@ include: "workflow/rules/logits.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/qc.smk"
+include: "workflow/rules/report_cards.smk"
 
 
 rule all:
     default_target: True
     input:
         get_final_output(),
+        REPORT_CARDS,

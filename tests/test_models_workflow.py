@@ -5,25 +5,32 @@ runs only its own branch. The real DAG on the demo, in temporary checkouts.
   test_resnet weights under timm's real repo id for ``test_resnet.r160_in1k``: the fetch runs with the
   stand-in as ``HF_ENDPOINT``, the cache job afterwards with ``HF_HUB_OFFLINE=1``.
 - ``add_model`` appends a local-weights timm model to the demo registry copy of a finished run; the dry
-  run that follows plans jobs of that model only (and the aggregates over all models).
+  run that follows plans jobs of that model only (and the aggregates over all models), and the run then writes
+  its report card, which `--report` shows.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import make_demo_workdir
 from hub_standin import HubStandIn
+from test_report import report_results
 
 pytestmark = pytest.mark.integration
 
 HUB_MODEL = "timm__test_resnet.r160_in1k"
+#: The model test_added_own_model_... adds (timm's test_vit with a local weights file, tag "mine").
+OWN_MODEL = "timm__test_vit.mine"
 HUB_ROW = [HUB_MODEL, "timm", "test_resnet", "r160_in1k", "standard", "demo-clean", "1920", "none", "ResNet", "160", ""]
 SMALL_STUDY = {
     "datasets": {
@@ -133,7 +140,27 @@ def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo
     plan = snakemake(workdir, "--dry-run")
     assert plan.returncode == 0, plan.stderr[-4000:]
     output = plan.stdout + plan.stderr
-    assert planned_models(output) == {"timm__test_vit.mine"}
-    for rule in ("fetch_model_weights", "cache_logits", "compute_model_metrics", "aggregate_metrics"):
+    assert planned_models(output) == {OWN_MODEL}
+    for rule in ("fetch_model_weights", "cache_logits", "compute_model_metrics", "aggregate_metrics", "write_report_card"):
         # A rule inside a group job is listed indented under its group.
         assert re.search(rf"^\s*rule {rule}:", output, flags=re.M), rule
+
+    # One run computes its branch, and its report card appears: its id, its weights' sha256 as recorded by
+    # fetch_model_weights, its top-1 on ImageNet val as in the metrics table.
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-4000:]
+    page = (workdir / f"results/report_cards/{OWN_MODEL}.html").read_text()
+    sha256 = json.loads((workdir / f"data/weights/{OWN_MODEL}.json").read_text())["files"][0]["sha256"]
+    metrics = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
+    top1 = metrics.loc[(metrics["model"] == OWN_MODEL) & (metrics["dataset"] == "imagenet_val") & (metrics["metric"] == "top1"), "value"].item()
+    assert OWN_MODEL in page and sha256 in page and f"{top1:.4f}" in page
+    data = json.loads(re.search(r'<script type="application/json" id="report-card-data">(.*?)</script>', page, re.S).group(1))
+    assert [r["value"] for r in data["metrics"] if (r["metric"], r["dataset"]) == ("top1", "imagenet_val")] == [top1]
+    assert data["weights"]["files"][0]["sha256"] == sha256
+    assert not (workdir / "results/report_cards/timm__test_convnext.demo.html").exists()  # paper models get no card
+
+    report = snakemake(workdir, "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-4000:]
+    card = report_results((workdir / "report.html").read_text())[f"results/report_cards/{OWN_MODEL}.html"]
+    assert card["mime_type"] == "text/html"
+    assert sha256 in base64.b64decode(card["data_uri"].split(",", 1)[1]).decode()

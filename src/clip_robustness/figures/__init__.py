@@ -34,12 +34,15 @@ class FigureSpec:
     ``study_options``: keyword options of the figure's function filled from the study (names of
     :func:`study_options`: ``id_dataset``, ``id_test``, ``ood_sets``, ``test_conditions``).
     ``fixed_options``: keyword options that make this figure a variant of its function (e.g. the OOD score).
+    ``y_metric``: the metric of the tidy table on the figure's y axis (its ``score``, if any, is the ``score`` fixed
+    option), by which a model's report card places it among the paper's groups.
     """
 
     name: str
     category: str
     study_options: tuple[str, ...] = ()
     fixed_options: Mapping[str, object] = field(default_factory=dict)
+    y_metric: str = ""
 
     @property
     def caption(self) -> str:
@@ -56,14 +59,14 @@ CATEGORY_TABLES = "Tables"
 
 #: Every figure, in report order. Drawing functions: :func:`figure_function` (same names).
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("factor_robustness", CATEGORY_FACTOR),
-    FigureSpec("factor_effective_robustness", CATEGORY_FACTOR),
-    FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR),
-    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR),
-    FigureSpec("ood_detection", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "msp"}),
-    FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}),
-    FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",)),
-    FigureSpec("calibration_shift", CATEGORY_CALIBRATION, ("test_conditions", "id_test")),
+    FigureSpec("factor_robustness", CATEGORY_FACTOR, y_metric="factor_accuracy"),
+    FigureSpec("factor_effective_robustness", CATEGORY_FACTOR, y_metric="effective_robustness"),
+    FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR, y_metric="effective_robustness"),
+    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR, y_metric="effective_robustness"),
+    FigureSpec("ood_detection", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "msp"}, y_metric="auroc"),
+    FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}, y_metric="auroc"),
+    FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",), y_metric="ece"),
+    FigureSpec("calibration_shift", CATEGORY_CALIBRATION, ("test_conditions", "id_test"), y_metric="ece_ts"),
 )
 FIGURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIGURES)
 

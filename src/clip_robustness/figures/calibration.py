@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clip_robustness.figures.data import ID_TEST_HALF, IMAGENET_VAL, points, select
+from clip_robustness.figures.data import ID_TEST_HALF, IMAGENET_VAL, paper_points, points, select
 from clip_robustness.figures.panels import (
     accuracy_axis,
     empty_panel,
@@ -122,7 +122,7 @@ def plot_calibration_shift(
 
     ImageNet-C is shown as one condition (mean over corruptions and severities) and one panel per severity,
     averaged over its corruptions. Lines: least-squares
-    fit per model group (groups with >= 2 models), to show whether CLIP lies on its own trend.
+    fit per model group of the paper's models (groups with >= 2 models), to show whether CLIP lies on its own trend.
     """
     conditions = shift_conditions(metrics, test_conditions, id_test=id_test)
     metric_names = ("ece_ts", "nll_ts")
@@ -153,7 +153,7 @@ def _panel(ax, pts: pd.DataFrame, style: Style, *, title: str, note: str, group_
         return
     scatter_models(ax, pts, style, size=16, alpha=0.8)
     if group_trends:
-        for group, members in pts.groupby("group", sort=True):
+        for group, members in paper_points(pts).groupby("group", sort=True):
             linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=style.color(group), logit_x=style.logit_scaled)
     accuracy_axis(ax, style, axis="x")
     ax.set_title(title)

@@ -9,6 +9,7 @@ as on the whole annotated set); ``effective_robustness`` is a difference of accu
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS as FACTORS  # the 10 factors, in the paper's order
 from clip_robustness.metrics.tables import IMAGENET_X_DATASET as IMAGENET_X  # annotated, prototype-filtered val subset
 from clip_robustness.metrics.tables import METRIC_COLUMNS
+from clip_robustness.models.registry import OWN_STUDY, PAPER_STUDY, study_of
 from clip_robustness.workflow.study import id_test_dataset
 
 REGISTRY_COLUMNS: tuple[str, ...] = ("model_id", "group", "training_source")
@@ -104,8 +106,16 @@ def select(
 
 
 def points(registry: pd.DataFrame, x: pd.Series, y: pd.Series) -> pd.DataFrame:
-    """One row per model with both values: columns ``model, group, training_source, finetune_route, x, y``
-    (``finetune_route`` ``"none"`` when the registry has no such column or value).
+    """One row per model with both values: columns ``model, group, training_source, finetune_route, study, x, y``
+    (``finetune_route`` ``"none"`` when the registry has no such column or value; ``study`` from
+    :func:`~clip_robustness.models.registry.study_of`).
+
+    Every figure gets its points here, and this is where the studies part: the rows of the paper's models
+    (:func:`paper_points`) make up the groups, legends and every trend line; a user's ``own`` models are drawn on
+    top of them, highlighted and labelled with their id, and ``catalogue`` checkpoints as a faint unlabelled
+    background (:func:`clip_robustness.figures.panels.scatter_models`). Catalogue rows are drawn rather than left out
+    because they are measured checkpoints of the same libraries, the context the all-checkpoints switch asks for;
+    unlabelled because there are hundreds, and faint because their groups are partly ``unknown``.
 
     Models of the metrics table that the registry does not list are an error naming them (a stale
     metrics table, or a registry that lost rows).
@@ -115,9 +125,24 @@ def points(registry: pd.DataFrame, x: pd.Series, y: pd.Series) -> pd.DataFrame:
     meta = registry.set_index("model_id")[["group", "training_source"]].copy()
     route = registry["finetune_route"].to_numpy() if "finetune_route" in registry.columns else None
     meta["finetune_route"] = "none" if route is None else pd.Series(route, index=meta.index).fillna("none").astype(str)
+    meta["study"] = study_of(registry).to_numpy()
     out = joined.join(meta, how="left")
     out.index.name = "model"
-    return out.reset_index()[["model", "group", "training_source", "finetune_route", "x", "y"]]
+    return out.reset_index()[["model", "group", "training_source", "finetune_route", "study", "x", "y"]]
+
+
+def paper_points(pts: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`points` that belong to the paper's models: the only input of group legends, group medians
+    and trend fits in every figure (a frame without a ``study`` column is all the paper's)."""
+    return pts[study_of(pts) == PAPER_STUDY]
+
+
+def shown_in_groups(pts: pd.DataFrame, groups: Collection[str] | None) -> pd.DataFrame:
+    """The rows of :func:`points` that a figure restricted to model ``groups`` (``None``: every group) draws: the
+    models of those groups, and every own model (an own model is drawn in every figure, whatever its group)."""
+    if groups is None:
+        return pts
+    return pts[pts["group"].isin(groups) | (study_of(pts) == OWN_STUDY)]
 
 
 def factor_names(metrics: pd.DataFrame) -> list[str]:

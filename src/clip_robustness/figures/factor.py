@@ -15,7 +15,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from clip_robustness.figures.data import FACTORS, factor_names, imagenet_x_accuracy, points, select
+from clip_robustness.figures.data import (
+    FACTORS,
+    factor_names,
+    imagenet_x_accuracy,
+    paper_points,
+    points,
+    select,
+    shown_in_groups,
+)
 from clip_robustness.figures.panels import (
     accuracy_axis,
     draw_logit_trend,
@@ -57,8 +65,9 @@ def _factor_figure(
         if pts.empty:
             empty_panel(ax, factor_title(factor), f"no {y_metric} rows\nfor this factor")
             continue
-        standard = pts[pts["group"] == "standard"]
-        shown = pts if groups is None else pts[pts["group"].isin(groups)]
+        paper = paper_points(pts)
+        standard = paper[paper["group"] == "standard"]
+        shown = shown_in_groups(pts, groups)
         if y_metric == "factor_accuracy":
             lo, hi = pts[["x", "y"]].min().min(), pts[["x", "y"]].max().max()
             ax.plot([lo, hi], [lo, hi], color=OTHER_COLOR, linestyle=":", linewidth=0.6, zorder=0)

@@ -3,7 +3,8 @@
 One column per OOD set, two rows: AUROC (ImageNet val positive; 0.5 = chance, 1 = perfect) and
 FPR@95TPR (fraction of OOD images scored at or above the threshold keeping 95% of ImageNet val
 images; lower is better), both against top-1 accuracy on the whole ImageNet val (fraction).
-One least-squares trend line per trend set: each training source of the zero-shot CLIP models, each
+One least-squares trend line per trend set of the paper's models (own models are drawn, never fitted): each
+training source of the zero-shot CLIP models, each
 (pretraining source, fine-tuning route) of the CLIP-FT models, and each other model group; the legend of
 each panel gives Pearson's r of accuracy and the OOD metric.
 
@@ -22,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from clip_robustness.figures.data import IMAGENET_VAL, points, select
+from clip_robustness.figures.data import IMAGENET_VAL, paper_points, points, select
 from clip_robustness.figures.panels import (
     accuracy_axis,
     empty_panel,
@@ -103,7 +104,7 @@ def plot_ood_detection(
                 empty_panel(ax, title, f"no {metric} ({score}) rows\nor no {id_dataset} top-1 rows")
                 continue
             scatter_models(ax, pts, style, size=14, alpha=0.7)
-            _trend_lines(ax, pts, style)
+            _trend_lines(ax, paper_points(pts), style)
             accuracy_axis(ax, style, axis="x")
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))  # a rate, never logit-scaled
             ax.set_title(title)

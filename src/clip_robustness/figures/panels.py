@@ -14,7 +14,20 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter, PercentFormatter
 from scipy import stats
 
-from clip_robustness.figures.style import CLIP_GROUPS, DEFAULT_MARKER, OTHER_COLOR, Style, group_label
+from clip_robustness.figures.data import paper_points
+from clip_robustness.figures.style import (
+    CATALOGUE_COLOR,
+    CATALOGUE_LABEL,
+    CLIP_GROUPS,
+    DEFAULT_MARKER,
+    OTHER_COLOR,
+    OWN_COLOR,
+    OWN_LABEL,
+    OWN_MARKER,
+    Style,
+    group_label,
+)
+from clip_robustness.models.registry import CATALOGUE_STUDY, OWN_STUDY, PAPER_STUDY, study_of
 
 #: Accuracies are clipped to [EPS, 1 - EPS] before a logit transform (0 and 1 have no logit).
 EPS = 1e-4
@@ -70,9 +83,51 @@ def empty_panel(ax: Axes, title: str, note: str) -> None:
     ax.grid(False)
 
 
+#: Drawing order (matplotlib zorder) of the catalogue background and of the own models (above the trend lines, 3,
+#: and the panel legends, 5).
+CATALOGUE_ZORDER = 0.5
+OWN_ZORDER = 6
+#: Area of an own model's ring, relative to the other points.
+OWN_SIZE_FACTOR = 3.5
+
+
 def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 16, alpha: float = 0.85) -> None:
-    """One point per model of ``pts`` (columns ``group, training_source, x, y``, optional ``finetune_route``):
-    colour = group (CLIP-FT: its fine-tuning route), marker = (pre)training source of CLIP models."""
+    """One point per model of ``pts`` (columns ``group, training_source, x, y``, optional ``finetune_route`` and
+    ``study``, see :func:`clip_robustness.figures.data.points`): colour = group (CLIP-FT: its fine-tuning route),
+    marker = (pre)training source of CLIP models. A user's own models are hollow rings (``OWN_COLOR``) on top,
+    labelled with their id; catalogue checkpoints small faint dots below."""
+    if pts.empty:
+        return
+    study = study_of(pts)
+    background = pts[study == CATALOGUE_STUDY]
+    if not background.empty:
+        ax.scatter(background["x"], background["y"], s=size / 3, marker=DEFAULT_MARKER, color=CATALOGUE_COLOR,
+                   alpha=0.6, linewidths=0, zorder=CATALOGUE_ZORDER)
+    _scatter_paper_models(ax, pts[study == PAPER_STUDY], style, size=size, alpha=alpha)
+    own = pts[study == OWN_STUDY]
+    if not own.empty:
+        ax.scatter(own["x"], own["y"], s=size * OWN_SIZE_FACTOR, marker=OWN_MARKER, facecolors="none",
+                   edgecolors=OWN_COLOR, linewidths=1.2, zorder=OWN_ZORDER, clip_on=False)
+        _label_own_models(ax, own)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+
+
+def _label_own_models(ax: Axes, own: pd.DataFrame) -> None:
+    """Each own model's id beside its ring, towards the inside of the panel (kept out of the layout: a long id never
+    shrinks the panels)."""
+    (x_lo, x_hi), (y_lo, y_hi) = ax.get_xlim(), ax.get_ylim()
+    for model, x, y in zip(own["model"], own["x"], own["y"]):
+        right = x_hi > x_lo and (x - x_lo) / (x_hi - x_lo) > 0.5
+        top = y_hi > y_lo and (y - y_lo) / (y_hi - y_lo) > 0.5
+        label = ax.annotate(str(model), (x, y), xytext=(-5 if right else 5, -5 if top else 5), textcoords="offset points",
+                            ha="right" if right else "left", va="top" if top else "bottom", fontsize=4.5, color=OWN_COLOR,
+                            zorder=OWN_ZORDER,
+                            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
+        label.set_in_layout(False)
+
+
+def _scatter_paper_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float, alpha: float) -> None:
     if pts.empty:
         return
     # Draw in reverse legend order so CLIP models (first in the legend) lie on top of the crowd.
@@ -89,8 +144,6 @@ def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 1
         data=frame, x="x", y="y", hue="_color", palette=palette, style="_marker", markers=markers,
         s=size, alpha=alpha, linewidth=0.3, edgecolor="white", legend=False, ax=ax,
     )
-    ax.set_xlabel("")
-    ax.set_ylabel("")
 
 
 def logit_trend(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
@@ -132,7 +185,10 @@ def linear_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyl
 
 def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
     """Legend handles naming every group (colour; CLIP-FT once per fine-tuning route when it has several) and CLIP
-    training source (marker) in ``pts``."""
+    training source (marker) of the paper's models in ``pts``, then the own models' ring and the catalogue's dots
+    when ``pts`` has any."""
+    studies = set(study_of(pts))
+    pts = paper_points(pts)
     handles = []
     present_groups = set(pts["group"])
     ft_routes = sorted(set(pts.loc[pts["group"] == "clip_ft", "finetune_route"].dropna().astype(str))) if "finetune_route" in pts.columns else []
@@ -147,6 +203,11 @@ def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
     for source, marker in style.source_markers.items():
         if source in clip_sources:
             handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color("clip_zeroshot"), label=f"CLIP: {source}"))
+    if OWN_STUDY in studies:
+        handles.append(Line2D([], [], linestyle="", marker=OWN_MARKER, markerfacecolor="none", markeredgecolor=OWN_COLOR,
+                              markersize=6, label=OWN_LABEL))
+    if CATALOGUE_STUDY in studies:
+        handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=CATALOGUE_COLOR, markersize=3, label=CATALOGUE_LABEL))
     return handles
 
 

@@ -52,6 +52,15 @@ OTHER_COLOR = "#7f7f7f"
 #: Marker of every point that is not a zero-shot CLIP model (those get their training source's marker).
 DEFAULT_MARKER = "o"
 
+#: A user's own models (registry ``study`` ``own``): a hollow ring of this colour, larger than the other points, drawn
+#: on top and labelled with the model id, in every figure (:func:`clip_robustness.figures.panels.scatter_models`).
+OWN_COLOR = "black"
+OWN_MARKER = "o"
+OWN_LABEL = "Own model (labelled with its id)"
+#: Catalogue checkpoints (``study`` ``catalogue``): small, faint and unlabelled, below everything else.
+CATALOGUE_COLOR = "#c7c7c7"
+CATALOGUE_LABEL = "Other library checkpoints"
+
 #: Markers of the CLIP training sources named in SPEC section 1 / MODELS.md, keyed by normalised name
 #: (see :func:`normalise_source`). Sources not listed here get the next free marker of ``SPARE_MARKERS``
 #: in sorted order of their names over the whole registry.

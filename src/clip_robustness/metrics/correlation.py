@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clip_robustness.models.registry import paper_rows
+
 #: Training sources of the DataComp pools (one per scale), which form one source family.
 DATACOMP = re.compile(r"(?i)^datacomp\b")
 DATACOMP_FAMILY = "DataComp"
@@ -77,7 +79,8 @@ def accuracy_auroc_correlations(metrics: pd.DataFrame, registry: pd.DataFrame, i
 
     ``metrics``: the tidy metrics table (columns ``model, dataset, metric, value, score``); accuracy is its
     ``top1`` on ``in_distribution`` (whole ImageNet val), AUROC its ``auroc`` rows. ``registry``: the model
-    registry table (``model_id, group, training_source``, optional ``finetune_route``).
+    registry table (``model_id, group, training_source``, optional ``finetune_route``, ``study``); only the
+    paper's models (:func:`~clip_robustness.models.registry.paper_rows`) are correlated.
 
     Rows (columns :data:`CORRELATION_COLUMNS`), for every model group: the whole group (``training_source`` and
     ``finetune_route`` = ``"all"``), and each training-source family in it (:func:`source_family`; the paper's
@@ -91,6 +94,7 @@ def accuracy_auroc_correlations(metrics: pd.DataFrame, registry: pd.DataFrame, i
     accuracy = metrics[(metrics["metric"] == "top1") & (metrics["dataset"] == in_distribution)]
     accuracy = accuracy.set_index("model")["value"].rename("accuracy")
     auroc = metrics[metrics["metric"] == "auroc"][["model", "dataset", "score", "value"]].rename(columns={"value": "auroc"})
+    registry = paper_rows(registry)  # the paper's groups only: a user's own models never enter a coefficient
     meta = registry[["model_id", "group", "training_source"]].copy()
     route = registry["finetune_route"] if "finetune_route" in registry.columns else pd.Series("none", index=registry.index)
     meta["finetune_route"] = route.fillna("none").astype(str).replace("", "none")

@@ -26,6 +26,7 @@ from scipy import stats
 from clip_robustness.metrics.correlation import source_family
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS
 from clip_robustness.metrics.tables import IMAGENET_X_DATASET
+from clip_robustness.models.registry import paper_rows
 from clip_robustness.workflow.study import IMAGENET_C_DATASET, fold_imagenet_c, id_test_dataset
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,10 @@ def _wide(metrics: pd.DataFrame, rows: pd.Series, column: str) -> pd.DataFrame:
 
 def model_table(metrics: pd.DataFrame, registry: pd.DataFrame) -> pd.DataFrame:
     """Registry columns ``group, training_source, source_family, finetune_route`` indexed by model id, for
-    the models that have rows in ``metrics``."""
-    meta = registry.set_index(registry["model_id"].astype(str))
+    the paper's models (:func:`~clip_robustness.models.registry.paper_rows`) that have rows in ``metrics``: every
+    claim is tested on these, so a user's own models and catalogue checkpoints never change a finding."""
+    paper = paper_rows(registry)
+    meta = paper.set_index(paper["model_id"].astype(str))
     meta = meta.reindex(sorted(set(metrics["model"].dropna().astype(str)) & set(meta.index)))
     out = pd.DataFrame(index=meta.index)
     out["group"] = meta["group"].astype(str)

@@ -54,6 +54,7 @@ from clip_robustness.metrics.imagenet_x import (
     label_disagreements,
 )
 from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, ood_scores
+from clip_robustness.models.registry import paper_rows
 from clip_robustness.workflow.io import atomic_path
 from clip_robustness.workflow.study import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, id_test_dataset
 
@@ -471,8 +472,9 @@ def aggregate_metrics(
     """All per-model tables in one tidy frame, plus the ``effective_robustness`` rows and the ImageNet-C condition
     (:func:`imagenet_c_mean_rows`).
 
-    ``registry``: the model registry table (``model_id``, ``group``); the reference models of the
-    effective-robustness fit are those whose ``group`` is ``reference_group``. Raises
+    ``registry``: the model registry table (``model_id``, ``group``, optional ``study``); the reference models of the
+    effective-robustness fit are the paper's models (:func:`~clip_robustness.models.registry.paper_rows`) whose
+    ``group`` is ``reference_group``; every model gets rows against that fit. Raises
     :class:`MetricsInputError` when a model is missing from the registry or appears in two tables.
     """
     if not tables:
@@ -487,7 +489,8 @@ def aggregate_metrics(
     duplicated = combined[combined.duplicated(key, keep=False)]
     if not duplicated.empty:
         raise MetricsInputError(f"duplicate metric rows, e.g. {duplicated.head(3).to_dict('records')}: a model appears in two tables")
-    reference = registry.loc[registry["group"].astype(str) == reference_group, "model_id"].astype(str).tolist()
+    paper = paper_rows(registry)  # a user's own models are measured against the paper's fit, never part of it
+    reference = paper.loc[paper["group"].astype(str) == reference_group, "model_id"].astype(str).tolist()
     extra = [frame for frame in (effective_robustness_rows(combined, reference), imagenet_c_mean_rows(combined)) if len(frame)]
     return pd.concat([combined, *extra], ignore_index=True) if extra else combined
 

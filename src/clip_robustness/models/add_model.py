@@ -34,6 +34,7 @@ from clip_robustness.models.registry import (
     GROUPS,
     LIBRARIES,
     MODEL_COLUMNS,
+    OWN_STUDY,
     REGISTRY_COLUMNS,
     UNKNOWN,
     RegistryError,
@@ -42,8 +43,6 @@ from clip_robustness.models.registry import (
     model_id_for,
 )
 
-#: ``study`` value of the rows this command adds.
-OWN_STUDY = "own"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 

@@ -32,7 +32,9 @@ from pathlib import Path
 import pandas as pd
 
 from clip_robustness.models.registry import (
+    CATALOGUE_STUDY,
     MODEL_COLUMNS,
+    PAPER_STUDY,
     REGISTRY_COLUMNS,
     UNKNOWN,
     ZERO_SHOT_GROUP,
@@ -40,7 +42,6 @@ from clip_robustness.models.registry import (
     model_id_for,
 )
 
-CATALOGUE_STUDY = "catalogue"
 #: Columns a paper row lends to a generated row with the same tag.
 _BY_TAG = ("group", "training_source", "training_size", "finetune_route")
 
@@ -90,7 +91,7 @@ def _unique_by(table: pd.DataFrame, key: pd.Series, columns: tuple[str, ...]) ->
 def build_catalogue(paper: pd.DataFrame) -> pd.DataFrame:
     """The all-checkpoints registry table: ``paper`` rows (``study`` paper), then every other checkpoint."""
     paper = paper.copy()
-    paper["study"] = "paper"
+    paper["study"] = PAPER_STUDY
     base = paper["architecture"].str.removesuffix("-quickgelu")
     families = _unique_by(paper, base, ("architecture_family",))
     by_tag = {library: _unique_by(rows, rows["pretrained"], _BY_TAG) for library, rows in paper.groupby("library")}

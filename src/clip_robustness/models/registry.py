@@ -66,9 +66,28 @@ GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", 
 ZERO_SHOT_GROUP = "clip_zeroshot"
 #: Value of ``group`` / ``training_source`` where the library does not state it.
 UNKNOWN = "unknown"
-#: Values of the ``study`` column; the first is the default (empty cell or no column).
-STUDIES: tuple[str, ...] = ("paper", "own", "catalogue")
+#: Values of the ``study`` column: the paper's models (the default: empty cell or no column), a user's own models
+#: (``add_model``), every other library checkpoint (``catalogue``). Only ``paper`` models make up the paper's groups,
+#: their medians, trend fits, correlations and findings; see :func:`paper_rows`.
+PAPER_STUDY, OWN_STUDY, CATALOGUE_STUDY = "paper", "own", "catalogue"
+STUDIES: tuple[str, ...] = (PAPER_STUDY, OWN_STUDY, CATALOGUE_STUDY)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def study_of(table: pd.DataFrame) -> pd.Series:
+    """The ``study`` of each row of a registry table (indexed like it): ``paper`` where the table has no ``study``
+    column or the cell is empty."""
+    if "study" not in table.columns:
+        return pd.Series(PAPER_STUDY, index=table.index, dtype=object)
+    study = table["study"].astype(object)
+    return study.where(study.notna() & (study.astype(str) != ""), PAPER_STUDY).astype(str)
+
+
+def paper_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a registry table that belong to the paper's study: the only models of the paper's groups, group
+    medians, trend fits (effective robustness, calibration and OOD lines), correlations and findings. A user's
+    ``own`` models and ``catalogue`` checkpoints are measured like them and compared against them, never mixed in."""
+    return table[study_of(table) == PAPER_STUDY]
 
 
 class RegistryError(ValueError):

@@ -1,0 +1,45 @@
+# Report cards (issue 14, section 3): one standalone HTML page per model of a user's own (registry study `own`,
+# added by `make add-model`) in the HTML report (`snakemake --report`), under "Report cards", one subcategory per
+# model: its metrics beside the paper's groups, its place on each figure, its published-accuracy QC and the
+# provenance of its logits and weights. Code: clip_robustness.figures.report_card. A study without own models
+# (the plain demo, the paper's study) has no card and plans no job of this rule.
+
+from clip_robustness.models.registry import OWN_STUDY
+
+# The own models of the study, and their cards (rule all and rule report_cards): none without own models.
+OWN_MODELS = [model for model in MODELS if MODEL_REGISTRY.study(model) == OWN_STUDY]
+REPORT_CARDS = expand("results/report_cards/{model}.html", model=OWN_MODELS)
+
+
+rule report_cards:
+    """Every own model's report card: `snakemake --cores 2 report_cards`."""
+    input:
+        REPORT_CARDS,
+
+
+rule write_report_card:
+    input:
+        metrics=rules.aggregate_metrics.output.parquet,
+        registry=config["model_registry"],
+        qc=rules.qc_published_accuracy.output.table,
+        weights_record=get_model_weights_record,
+        logits=get_model_metric_logits,
+    output:
+        report(
+            "results/report_cards/{model}.html",
+            caption="../report/report_card.rst",
+            category="Report cards",
+            subcategory="{model}",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "results/logs/report_cards/{model}.log",
+    wildcard_constraints:
+        model=alternatives(OWN_MODELS) if OWN_MODELS else r"(?!)",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/write_report_card.py"

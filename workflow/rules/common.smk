@@ -40,6 +40,9 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     archive=alternatives(DATASET_REGISTRY.archives),
+    # A decode geometry key (clip_robustness.logits.decoded.DecodeSpec.key) and an ImageNet-C corruption name.
+    preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
+    corruption=r"[a-z_]+",
 
 
 # ============================================================================ targets
@@ -367,3 +370,23 @@ def get_published_reference_tables(wildcards):
     from clip_robustness.qc.published_accuracy import reference_table_files
 
     return [str(path) for path in reference_table_files(QC_REFERENCE_DIR)]
+
+
+# ============================================================================ report cards (owner: figures stage)
+from clip_robustness.models.registry import OWN_STUDY
+
+# The own models of the study, and their cards (targets of `all` and `report_cards`): none without own models.
+OWN_MODELS = [model for model in MODELS if MODEL_REGISTRY.study(model) == OWN_STUDY]
+REPORT_CARDS = expand("results/report_cards/{model}.html", model=OWN_MODELS)
+
+
+def get_own_model_registry(wildcards):
+    """write_report_card: the model registry, once {model} is known to be a model of the user's own (registry study
+    'own', added by make add-model); a card asked for another model stops with the reason."""
+    study = MODEL_REGISTRY.study(wildcards.model)
+    if study != OWN_STUDY:
+        raise ValueError(
+            f"results/report_cards/{wildcards.model}.html: report cards are made for models of your own (registry "
+            f"study {OWN_STUDY!r}, added with `make add-model`); {wildcards.model!r} is of study {study!r}"
+        )
+    return config["model_registry"]

@@ -44,8 +44,6 @@ rule decode_images:
         "results/logs/decode_images/core/{preprocessing}.log",
     benchmark:
         "results/benchmarks/decode_images/core/{preprocessing}.tsv"
-    wildcard_constraints:
-        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     conda:
         "../../envs/torch.yaml"
     threads: 4
@@ -75,9 +73,6 @@ rule decode_images_imagenet_c:
         "results/logs/decode_images/imagenet_c_{corruption}/{preprocessing}.log",
     benchmark:
         "results/benchmarks/decode_images/imagenet_c_{corruption}/{preprocessing}.tsv"
-    wildcard_constraints:
-        preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
-        corruption=r"[a-z_]+",
     conda:
         "../../envs/torch.yaml"
     threads: 4
@@ -154,8 +149,6 @@ rule cache_logits_imagenet_c:
         "results/logs/cache_logits/{model}/imagenet_c_{corruption}.log",
     benchmark:
         "results/benchmarks/cache_logits/{model}/imagenet_c_{corruption}.tsv"
-    wildcard_constraints:
-        corruption=r"[a-z_]+",
     priority: 1
     conda:
         "../../envs/torch.yaml"

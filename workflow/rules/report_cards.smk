@@ -4,12 +4,6 @@
 # provenance of its logits and weights. Code: clip_robustness.figures.report_card. A study without own models
 # (the plain demo, the paper's study) has no card and plans no job of this rule.
 
-from clip_robustness.models.registry import OWN_STUDY
-
-# The own models of the study, and their cards (rule all and rule report_cards): none without own models.
-OWN_MODELS = [model for model in MODELS if MODEL_REGISTRY.study(model) == OWN_STUDY]
-REPORT_CARDS = expand("results/report_cards/{model}.html", model=OWN_MODELS)
-
 
 rule report_cards:
     """Every own model's report card: `snakemake --cores 2 report_cards`."""
@@ -20,7 +14,7 @@ rule report_cards:
 rule write_report_card:
     input:
         metrics=rules.aggregate_metrics.output.parquet,
-        registry=config["model_registry"],
+        registry=get_own_model_registry,
         qc=rules.qc_published_accuracy.output.table,
         weights_record=get_model_weights_record,
         logits=get_model_metric_logits,
@@ -34,8 +28,6 @@ rule write_report_card:
         ),
     log:
         "results/logs/report_cards/{model}.log",
-    wildcard_constraints:
-        model=alternatives(OWN_MODELS) if OWN_MODELS else r"(?!)",
     conda:
         "../../envs/analysis.yaml"
     resources:

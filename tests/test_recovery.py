@@ -188,10 +188,12 @@ def with_missing_weights(workdir: Path, model: str, models: list[str]) -> Path:
     return missing
 
 
-def test_missing_weights_stop_the_run_before_any_job_naming_model_and_file(workdir):
+@pytest.mark.parametrize("extra", [(), ("--forcerun", "cache_logits")], ids=["plain", "forcerun"])
+def test_missing_weights_stop_the_run_before_any_job_naming_model_and_file(workdir, extra):
+    # With every output in place, --forcerun must not drop the model silently either (issue 15, item 7).
     missing = with_missing_weights(workdir, MODEL, [MODEL])
     before = (workdir / LOGITS).stat().st_mtime_ns
-    result = snakemake(workdir)
+    result = snakemake(workdir, *extra)
     assert result.returncode != 0
     assert f"missing weights file(s): model '{MODEL}' expects {missing}" in result.stderr
     assert "--keep-going" in result.stderr and "rule cache_logits" not in result.stderr.split("Before any job")[-1]

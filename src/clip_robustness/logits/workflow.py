@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.models.adapters import is_zero_shot
 
 if TYPE_CHECKING:
@@ -87,31 +88,38 @@ class LogitsPlan:
             raise ValueError(f"no model of the study has preprocessing {key!r}; known: {sorted(self._recipes)}")
         return self._recipes[key]
 
-    def cache_logits_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
-        """Inputs of ``cache_logits``: the dataset's manifest, the model's zero-shot head (zero-shot models), its local
-        weights file, if any (:meth:`weights_input`), and, on the fast path, the dataset's decoded array for the model's geometry with its
-        JSON sidecar."""
-        inputs = {"manifest": f"data/manifests/{dataset}.parquet"}
-        if is_zero_shot(self.row(model_id)):
-            inputs["head"] = f"results/heads/{model_id}.pt"
+    def _model_inputs(self, model_id: str) -> dict[str, str]:
+        """The inputs a model's cache job has whatever its datasets: its zero-shot head (zero-shot models) and its
+        local weights file, if any (:meth:`weights_input`)."""
+        inputs = {"head": f"results/heads/{model_id}.pt"} if is_zero_shot(self.row(model_id)) else {}
         inputs.update(zip(["weights"], self.weights_input(model_id)))
+        return inputs
+
+    def _dataset_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
+        """The inputs of one dataset of a model's cache job: its manifest and, on the fast path, its decoded array for
+        the model's geometry with the JSON sidecar."""
+        inputs = {"manifest": manifest_path(dataset)}
         spec = self.decode_spec(model_id)
         if spec is not None:
             inputs["decoded"] = f"data/decoded/{dataset}/{spec.key}.npy"
             inputs["decoded_metadata"] = f"data/decoded/{dataset}/{spec.key}.json"
         return inputs
 
+    def cache_logits_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
+        """Inputs of one (model, dataset) cache computation: the dataset's manifest, the model's zero-shot head
+        (zero-shot models), its local weights file, if any (:meth:`weights_input`), and, on the fast path, the
+        dataset's decoded array for the model's geometry with its JSON sidecar."""
+        return {**self._dataset_inputs(model_id, dataset), **self._model_inputs(model_id)}
+
     def cache_group_inputs(self, model_id: str, datasets: Sequence[str]) -> dict[str, list[str] | str]:
         """Inputs of a ``cache_logits`` group job of ``model_id`` over ``datasets``: each dataset's manifest (and, on
         the fast path, decoded array and sidecar) as lists in ``datasets`` order (keys ``manifests``, ``decoded``,
-        ``decoded_metadata``; an empty list is left out), plus the model's ``head`` and ``weights``
-        (:meth:`cache_logits_inputs`)."""
-        inputs: dict[str, list[str] | str] = {"manifests": [], "decoded": [], "decoded_metadata": []}
-        lists = {"manifest": "manifests", "decoded": "decoded", "decoded_metadata": "decoded_metadata"}
-        for dataset in datasets:
-            for key, value in self.cache_logits_inputs(model_id, dataset).items():
-                if key in lists:
-                    inputs[lists[key]].append(value)  # type: ignore[union-attr]
-                else:
-                    inputs[key] = value  # head, weights: the same for every dataset
-        return {key: value for key, value in inputs.items() if value != []}
+        ``decoded_metadata``; an empty list is left out), plus the model's ``head`` and ``weights``, found once per
+        job (a stat of the weights file), not once per dataset."""
+        per_dataset = [self._dataset_inputs(model_id, dataset) for dataset in datasets]
+        lists = {"manifests": "manifest", "decoded": "decoded", "decoded_metadata": "decoded_metadata"}
+        inputs: dict[str, list[str] | str] = {
+            name: [one[key] for one in per_dataset if key in one] for name, key in lists.items()
+        }
+        inputs = {key: value for key, value in inputs.items() if value != []}
+        return {**inputs, **self._model_inputs(model_id)}

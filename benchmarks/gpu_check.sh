@@ -6,8 +6,11 @@
 # 1. benchmarks/bench_throughput.py (pure forward vs end-to-end cache, reference and decoded fast path, their ratio
 #    to forward) at bf16 for open_clip ViT-B-32, RN50, ViT-B-16 and timm resnet50, random weights (offline), on one
 #    set of generated ImageNet-like JPEGs (500x375) shared by the four models;
-# 2. the CUDA-only tests (the tests marked by their `cuda` skip condition, which are skipped on CPU machines);
-# 3. one JSON (benchmarks/out/gpu_check.json) and one markdown table (benchmarks/out/gpu_check.md) of both.
+# 2. benchmarks/bench_job_startup.py for open_clip ViT-B-32 and timm resnet50: the fixed cost of one logits group job
+#    (fresh process: interpreter, imports, CUDA start-up, model build, weight load from a local file) over 1 and 5
+#    datasets of the same images, i.e. wall time minus the job's own forward + write time;
+# 3. the CUDA-only tests (the tests marked by their `cuda` skip condition, which are skipped on CPU machines);
+# 4. one JSON (benchmarks/out/gpu_check.json) and one markdown table (benchmarks/out/gpu_check.md) of all three.
 # Knobs (environment): N_IMAGES (default 4096), BATCH_SIZE (256), WORKERS (CPU cores - 1), PRECISION (bf16).
 # Record the table in docs/performance.md ("GPU check"). The goal: decoded (decode excluded) >= 0.8x forward up to
 # ViT-B-16 speed, with decoding outside the GPU job.
@@ -50,6 +53,14 @@ run_model open_clip ViT-B-32
 run_model timm resnet50
 run_model open_clip RN50
 run_model open_clip ViT-B-16
+
+run_startup() {  # library architecture
+    timeout 150 "$PY" benchmarks/bench_job_startup.py --library "$1" --architecture "$2" --device "$DEVICE" \
+        --precision "$PRECISION" --manifest "$MANIFEST" --batch-size "$BATCH_SIZE" --workers "$WORKERS" \
+        --tasks 1 5 --workdir "$WORK" --out "$OUT" 2>&1 | tail -6 || echo "gpu_check: job start-up of $1 $2 failed or timed out"
+}
+run_startup open_clip ViT-B-32
+run_startup timm resnet50
 
 # The CUDA-only tests: the only tests that are skipped on a CPU machine for want of a GPU.
 timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_inference.py -k cuda \

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/gpu_check_report.py --out benchmarks/out [--command "..."]
 
-Reads ``throughput_{library}__{architecture}_cuda.json`` of the four check models, ``gpu_check_device.txt``
+Reads ``throughput_{library}__{architecture}_cuda.json`` of the four check models,
+``job_startup_{library}__{architecture}_cuda.json`` of the start-up models, ``gpu_check_device.txt``
 (nvidia-smi) and ``gpu_check_tests.xml`` (pytest's JUnit report of the CUDA-only tests); writes
 ``gpu_check.json`` and ``gpu_check.md``.
 """
@@ -16,6 +17,9 @@ from pathlib import Path
 
 #: The models of the GPU check: (library, architecture).
 CHECK_MODELS = [("open_clip", "ViT-B-32"), ("timm", "resnet50"), ("open_clip", "RN50"), ("open_clip", "ViT-B-16")]
+
+#: The models whose logits job start-up (fixed cost) is measured: (library, architecture).
+STARTUP_MODELS = [("open_clip", "ViT-B-32"), ("timm", "resnet50")]
 
 #: The end-to-end goal, as a ratio to pure forward (issue 12, goal 6).
 GOAL_RATIO = 0.8
@@ -35,7 +39,23 @@ def test_results(path: Path) -> list[dict]:
     return cases
 
 
-def markdown(rows: list[dict], tests: list[dict], device: str, command: str) -> str:
+def startup_lines(startups: list[dict]) -> list[str]:
+    """The markdown table of the job start-up measurements (one row per model and datasets per job)."""
+    lines = ["", "Fixed cost of one logits group job (fresh process; wall minus the job's own forward + write):", "",
+             "| model | weights MB | datasets in the job | images | wall s | forward + write s | fixed s | "
+             "interpreter s | imports s |", "|---|---|---|---|---|---|---|---|---|"]
+    for startup in startups:
+        if "jobs" not in startup:
+            lines.append(f"| {startup['model']} | not measured ({startup['error']}) | | | | | | | |")
+            continue
+        for job in startup["jobs"]:
+            lines.append(f"| {startup['model']} | {startup['weights_mb']:.0f} | {job['datasets']} | {job['images']:,} | "
+                         f"{job['wall_s']:.2f} | {job['compute_s']:.2f} | {job['fixed_s']:.2f} | "
+                         f"{job['interpreter_s']:.2f} | {job['imports_s']:.2f} |")
+    return lines
+
+
+def markdown(rows: list[dict], tests: list[dict], device: str, command: str, startups: list[dict] = ()) -> str:
     lines = [f"GPU check on {device or 'unknown device'}: `{command}`", "",
              "| model | forward img/s | reference | decoded, decode excluded | decode only | decoded, decode included |",
              "|---|---|---|---|---|---|"]
@@ -50,6 +70,7 @@ def markdown(rows: list[dict], tests: list[dict], device: str, command: str) -> 
         lines.append(f"| {row['model']} | {rate['forward']:,.0f} | " + " | ".join(cells) + " |")
     lines += ["", f"Goal: decoded (decode excluded) >= {GOAL_RATIO}x forward up to ViT-B-16 speed.", "",
               "CUDA-only tests: " + (", ".join(f"{t['name']} {t['outcome']}" for t in tests) or "no report")]
+    lines += startup_lines(list(startups))
     return "\n".join(lines) + "\n"
 
 
@@ -65,12 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / f"throughput_{library}__{architecture}_{args.device}.json"
         rows.append(json.loads(path.read_text()) if path.exists()
                     else {"model": f"{library}__{architecture}", "error": f"no {path.name}"})
+    startups = []
+    for library, architecture in STARTUP_MODELS:
+        path = args.out / f"job_startup_{library}__{architecture}_{args.device}.json"
+        startups.append(json.loads(path.read_text()) if path.exists()
+                        else {"model": f"{library}__{architecture}", "error": f"no {path.name}"})
     device_file = args.out / "gpu_check_device.txt"
     device = device_file.read_text().strip() if device_file.exists() else ""
     tests = test_results(args.out / "gpu_check_tests.xml")
     (args.out / "gpu_check.json").write_text(json.dumps({"device": device, "command": args.command, "models": rows,
-                                                         "cuda_tests": tests, "goal_ratio": GOAL_RATIO}, indent=1))
-    table = markdown(rows, tests, device, args.command)
+                                                         "cuda_tests": tests, "goal_ratio": GOAL_RATIO,
+                                                         "job_startup": startups}, indent=1))
+    table = markdown(rows, tests, device, args.command, startups)
     (args.out / "gpu_check.md").write_text(table)
     print(table)
     return 0

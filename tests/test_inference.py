@@ -402,14 +402,18 @@ def test_cuda_out_of_memory_under_a_memory_fraction_cap_halves_the_batch(tmp_pat
     model = CudaWorkspaceModel(bytes_per_image=768 * 2**20).cuda().eval()
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.empty_cache()
-    # a 2 GiB cap: batches of 8 (6 GiB) and 4 (3 GiB) fail in the CUDA caching allocator, 2 (1.5 GiB) fit
+    # a 2 GiB cap: batches of 8 (6 GiB) and 4 (3 GiB) cannot fit; 2 (1.5 GiB) fits in an empty cache, but whether
+    # the allocator fits it again after other blocks depends on the allocator (on one H200 with torch 2.11 a later
+    # batch of 2 failed and was halved to 1), so only the halving and the result are asserted
     torch.cuda.set_per_process_memory_fraction(2 * 2**30 / total)
     try:
         logits = compute_logits(model, dataset, 8, 0, "cuda", FP32)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    assert model.batch_sizes == [2, 2, 2, 2, 2]
-    assert logits.shape == (10, 5)
+    sizes = model.batch_sizes
+    assert sizes[0] == 2 and sum(sizes) == 10 and sizes == sorted(sizes, reverse=True)
+    reference = compute_logits(Linear8x8().cuda().eval(), dataset, 10, 0, "cuda", FP32)
+    np.testing.assert_allclose(logits, reference, rtol=1e-6, atol=1e-6)
 
 
 @cuda

@@ -145,15 +145,47 @@ def test_check_before_planning_and_group_job_agree_on_what_is_current(tmp_path, 
         assert (stale if stale != "subset" else "manifest_subset") in rejected[0].reason
 
 
-def test_study_groups_put_each_imagenet_c_corruption_apart_and_everything_else_in_core():
-    datasets = ["imagenet_val", "imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3", "imagenet_c_snow_1",
-                "imagenet_c_snow_3", "textures"]
-    groups = LogitsGroups.from_study(datasets, {"corruptions": ["fog", "snow"], "severities": [1, 3]})
+STUDY_DATASETS = ["imagenet_val", "imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3", "imagenet_c_snow_1",
+                  "imagenet_c_snow_3", "textures"]
+STUDY_C = {"corruptions": ["fog", "snow"], "severities": [1, 3]}
+
+
+def test_per_severity_groups_put_each_imagenet_c_severity_apart_and_everything_else_in_core():
+    groups = LogitsGroups.from_study(STUDY_DATASETS, STUDY_C)  # the default cut
+
+    assert groups.groups() == {"core": ["imagenet_val", "imagenet_r", "textures"],
+                               "1": ["imagenet_c_fog_1", "imagenet_c_snow_1"],
+                               "3": ["imagenet_c_fog_3", "imagenet_c_snow_3"]}
+    assert groups.group_of("imagenet_c_snow_3") == "3" and groups.jobs_per_model() == 3
+    assert groups.condition_patterns("g") == ["imagenet_c_fog_{g}", "imagenet_c_snow_{g}"]
+
+
+def test_per_corruption_groups_put_each_imagenet_c_corruption_apart_and_everything_else_in_core():
+    groups = LogitsGroups.from_study(STUDY_DATASETS, STUDY_C, cut="per_corruption")
 
     assert groups.groups() == {"core": ["imagenet_val", "imagenet_r", "textures"],
                                "fog": ["imagenet_c_fog_1", "imagenet_c_fog_3"],
                                "snow": ["imagenet_c_snow_1", "imagenet_c_snow_3"]}
     assert groups.group_of("imagenet_c_snow_3") == "snow" and groups.jobs_per_model() == 3
+    assert groups.condition_patterns("g") == ["imagenet_c_{g}_1", "imagenet_c_{g}_3"]
+
+
+@pytest.mark.parametrize("cut", ["per_severity", "per_corruption"])
+def test_every_imagenet_c_condition_is_in_exactly_one_group_and_patterns_expand_to_them(cut):
+    c = {"corruptions": ["gaussian_noise", "fog", "jpeg_compression"], "severities": [1, 2, 5]}
+    groups = LogitsGroups.from_study(["imagenet_val"], c, cut=cut)
+    conditions = [f"imagenet_c_{x}_{s}" for x in c["corruptions"] for s in c["severities"]]
+
+    assert sorted(groups.all_imagenet_c_ids()) == sorted(conditions)
+    for group in groups.imagenet_c_groups():  # what the rules' outputs become for one job
+        assert [p.format(g=group) for p in groups.condition_patterns("g")] == groups.imagenet_c_ids(group)
+
+
+def test_an_unknown_cut_or_group_is_refused_naming_it():
+    with pytest.raises(ValueError, match="inference.imagenet_c_jobs is 'per_model'"):
+        LogitsGroups.from_study(STUDY_DATASETS, STUDY_C, cut="per_model")
+    with pytest.raises(KeyError, match="'2' is no ImageNet-C group"):
+        LogitsGroups.from_study(STUDY_DATASETS, STUDY_C).imagenet_c_ids("2")
 
 
 def test_study_without_imagenet_c_has_one_group():

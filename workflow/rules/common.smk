@@ -40,9 +40,10 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     archive=alternatives(DATASET_REGISTRY.archives),
-    # A decode geometry key (clip_robustness.logits.decoded.DecodeSpec.key) and an ImageNet-C corruption name.
+    # A decode geometry key (clip_robustness.logits.decoded.DecodeSpec.key) and an ImageNet-C group: a severity
+    # (inference.imagenet_c_jobs: per_severity) or a corruption name (per_corruption).
     preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
-    corruption=r"[a-z_]+",
+    imagenet_c_group=r"[1-5]|[a-z_]+",
 
 
 # ============================================================================ targets
@@ -214,19 +215,23 @@ def get_decode_params(wildcards):
 
 
 # How the logits stage is cut (clip_robustness.logits.cutting): per model, one job over the core datasets and one per
-# ImageNet-C corruption (its severities); decoding per preprocessing geometry in the same groups.
+# ImageNet-C group (inference.imagenet_c_jobs: a severity's corruptions, or a corruption's severities); decoding per
+# preprocessing geometry in the same groups.
 from clip_robustness.logits.cutting import LogitsGroups
 
-LOGITS_GROUPS = LogitsGroups.from_study(STUDY.dataset_ids, config["datasets"].get("imagenet_c"))
+LOGITS_GROUPS = LogitsGroups.from_study(
+    STUDY.dataset_ids,
+    config["datasets"].get("imagenet_c"),
+    cut=config["inference"].get("imagenet_c_jobs", "per_severity"),
+)
 CORE_DATASETS = list(LOGITS_GROUPS.core)
-IMAGENET_C_SEVERITIES = list(LOGITS_GROUPS.severities)
 DECODED_ROOT = "data/decoded"
 
 
 def group_datasets(wildcards):
-    """The dataset ids of a group job: {corruption}'s severities, or the core datasets."""
-    if "corruption" in wildcards.keys():
-        return LOGITS_GROUPS.imagenet_c_ids(wildcards.corruption)
+    """The dataset ids of a group job: ImageNet-C group {imagenet_c_group}'s conditions, or the core datasets."""
+    if "imagenet_c_group" in wildcards.keys():
+        return LOGITS_GROUPS.imagenet_c_ids(wildcards.imagenet_c_group)
     return CORE_DATASETS
 
 
@@ -261,16 +266,17 @@ def decoded_group_output(datasets, suffix):
 
 
 def imagenet_c_outputs(template):
-    """Outputs of an ImageNet-C group job: `template` (with {severity}; other wildcards in double braces) for each
-    configured severity."""
-    return expand(template, severity=IMAGENET_C_SEVERITIES)
+    """Outputs of an ImageNet-C group job: `template` with {condition} (other wildcards in double braces) for each
+    condition of group {imagenet_c_group}: imagenet_c_{corruption}_{imagenet_c_group} for every corruption
+    (per_severity), or imagenet_c_{imagenet_c_group}_{severity} for every severity (per_corruption)."""
+    return expand(template, condition=LOGITS_GROUPS.condition_patterns("imagenet_c_group"))
 
 
 def get_manifest_subset(wildcards):
     """build_manifest: the ImageNet-C subset of {dataset} (config datasets.imagenet_c.images_per_condition), or None."""
     from clip_robustness.datasets.subset import imagenet_c_subset_param
 
-    ids = [d for c in LOGITS_GROUPS.corruptions for d in LOGITS_GROUPS.imagenet_c_ids(c)]
+    ids = LOGITS_GROUPS.all_imagenet_c_ids()
     return imagenet_c_subset_param(wildcards.dataset, ids, config["datasets"].get("imagenet_c"))
 
 

@@ -4,8 +4,10 @@
 #
 # How jobs are cut (clip_robustness.logits.cutting, docs/performance.md "Job cutting"): per model, one cache_logits
 # job over the core datasets (every dataset of the study but ImageNet-C) and one cache_logits_imagenet_c job per
-# corruption, writing its severities: 16 jobs per model in the full study instead of 88, each paying the fixed
-# costs (interpreter, imports, model build, weight load, CUDA start-up) once (clip_robustness.logits.job).
+# ImageNet-C group {imagenet_c_group} (config inference.imagenet_c_jobs: per_severity, the default, one job per
+# severity over every corruption; per_corruption, one per corruption over its severities): 6 jobs per model in the
+# full study instead of 88, each paying the fixed costs (interpreter, imports, model build, weight load, CUDA
+# start-up) once (clip_robustness.logits.job).
 # - Contracts kept: one parquet per (model, dataset), each with its own metadata, each written atomically as soon
 #   as it is computed.
 # - Rerun granularity: outputs are update() files, which Snakemake leaves in place when it reruns a group; the job
@@ -14,10 +16,10 @@
 #   its own files (plus one model build per model). To recompute valid files, delete them: `make rerun-model`
 #   deletes the model's logits first; `--forcerun cache_logits` alone keeps current files.
 # - Decoding is cut the same way (decode_images: one job per preprocessing geometry for the core datasets;
-#   decode_images_imagenet_c: one per (corruption, geometry)), so a logits job's inputs appear together and the
+#   decode_images_imagenet_c: one per (ImageNet-C group, geometry)), so a logits job's inputs appear together and the
 #   decoded-disk budget (inference.decoded_budget_gb, clip_robustness.logits.budget) reserves a whole group at
 #   once; logits jobs have priority over decode jobs, so ready consumers free space before more is decoded.
-# - On the cluster, profiles/slurm groups a model's 16 logits jobs into one GPU job (docs/cluster.md).
+# - On the cluster, profiles/slurm groups a model's logits jobs into one GPU job (docs/cluster.md).
 #
 # Compute knobs are resources (changing them reruns nothing): batch_size (first try; halved on
 # out-of-memory), workers (DataLoader processes), mem_mb, runtime. GPUs are requested by the cluster
@@ -64,15 +66,15 @@ rule decode_images_imagenet_c:
         manifests=get_group_manifests,
     output:
         npy=decoded_output(
-            imagenet_c_outputs("data/decoded/imagenet_c_{{corruption}}_{severity}/{{preprocessing}}.npy")
+            imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.npy")
         ),
         metadata=decoded_output(
-            imagenet_c_outputs("data/decoded/imagenet_c_{{corruption}}_{severity}/{{preprocessing}}.json")
+            imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.json")
         ),
     log:
-        "results/logs/decode_images/imagenet_c_{corruption}/{preprocessing}.log",
+        "results/logs/decode_images/imagenet_c_{imagenet_c_group}/{preprocessing}.log",
     benchmark:
-        "results/benchmarks/decode_images/imagenet_c_{corruption}/{preprocessing}.tsv"
+        "results/benchmarks/decode_images/imagenet_c_{imagenet_c_group}/{preprocessing}.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 4
@@ -144,11 +146,11 @@ rule cache_logits_imagenet_c:
     input:
         unpack(get_cache_group_input),
     output:
-        update(imagenet_c_outputs("results/logits/{{model}}/imagenet_c_{{corruption}}_{severity}.parquet")),
+        update(imagenet_c_outputs("results/logits/{{model}}/{condition}.parquet")),
     log:
-        "results/logs/cache_logits/{model}/imagenet_c_{corruption}.log",
+        "results/logs/cache_logits/{model}/imagenet_c_{imagenet_c_group}.log",
     benchmark:
-        "results/benchmarks/cache_logits/{model}/imagenet_c_{corruption}.tsv"
+        "results/benchmarks/cache_logits/{model}/imagenet_c_{imagenet_c_group}.tsv"
     priority: 1
     conda:
         "../../envs/torch.yaml"

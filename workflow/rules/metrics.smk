@@ -13,8 +13,6 @@ rule compute_model_metrics:
         "results/logs/metrics/compute_model_metrics/{model}.log",
     benchmark:
         "results/benchmarks/compute_model_metrics/{model}.tsv"
-    group:
-        "metrics"
     conda:
         "../../envs/analysis.yaml"
     threads: 1

@@ -61,31 +61,14 @@ def count_dry_run_jobs(output: str) -> dict[str, int]:
     return counts
 
 
-def rule_groups(rule_files: Sequence[str | Path]) -> dict[str, str]:
-    """Rule name -> ``group:`` directive of the rule, read from the workflow's ``.smk`` files."""
-    groups: dict[str, str] = {}
-    rule, in_group = None, False
-    for path in rule_files:
-        for line in Path(path).read_text().splitlines():
-            if match := re.match(r"^rule (\w+):", line):
-                rule, in_group = match.group(1), False
-            elif re.match(r"^\s+group:\s*$", line):
-                in_group = True
-            elif (match := re.match(r"^\s+(?:group:\s*)?\"([^\"]+)\"", line)) and rule and (in_group or "group:" in line):
-                groups[rule], in_group = match.group(1), False
-            elif line.strip():
-                in_group = False
-    return groups
-
-
 def slurm_job_counts(jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any], localrules: Sequence[str],
-                     n_models: int, workflow_groups: Mapping[str, str] | None = None) -> dict[str, int]:
+                     n_models: int) -> dict[str, int]:
     """SLURM jobs per group (or per ungrouped rule) after the profile's grouping.
 
     A group named with ``{model}`` has one instance per model, holding that model's share of its rules' jobs; other
     groups hold all their rules' jobs. Each instance is cut into jobs of at most ``group-components`` members.
     """
-    groups: dict[str, str] = {**(workflow_groups or {}), **(profile.get("groups") or {})}
+    groups: dict[str, str] = dict(profile.get("groups") or {})
     components: dict[str, int] = {str(k): int(v) for k, v in (profile.get("group-components") or {}).items()}
     members: dict[str, int] = {}
     slurm: dict[str, int] = {}
@@ -196,8 +179,9 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     datasets_registry = load_dataset_registry(workdir / config["dataset_registry"])
     models_registry = load_model_registry(workdir / config["model_registry"])
     study = Study.from_config(config, datasets_registry, models_registry)
-    groups = LogitsGroups.from_study(study.dataset_ids, config["datasets"].get("imagenet_c"))
-    c_ids = {d for c in groups.corruptions for d in groups.imagenet_c_ids(c)}
+    groups = LogitsGroups.from_study(study.dataset_ids, config["datasets"].get("imagenet_c"),
+                                     cut=config["inference"].get("imagenet_c_jobs", "per_severity"))
+    c_ids = set(groups.all_imagenet_c_ids())
     subset = (config["datasets"].get("imagenet_c") or {}).get("images_per_condition")
     images = {}
     for dataset in study.dataset_ids:
@@ -255,8 +239,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
     localrules = ["download_archive", "extract_archive", "all"]  # login node; `all` is a target, not a job
-    workflow_groups = rule_groups(sorted((workdir / "workflow/rules").glob("*.smk")))
-    slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids), workflow_groups)
+    slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids))
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
                 images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes)
 

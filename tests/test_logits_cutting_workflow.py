@@ -21,8 +21,9 @@ import yaml
 from conftest import make_demo_workdir
 
 from clip_robustness.datasets.manifest import read_manifest
+from clip_robustness.demo import archives as synthetic
 from clip_robustness.logits.budget import BUDGET_DIR
-from clip_robustness.logits.cache import read_metadata
+from clip_robustness.logits.cache import read_logits, read_metadata
 from clip_robustness.logits.decoded import NPY_HEADER_ALLOWANCE, decode_spec_for_row, decoded_size_bytes
 from clip_robustness.models.registry import load_model_registry
 
@@ -142,3 +143,41 @@ def test_decoding_waits_within_a_budget_smaller_than_all_arrays(tmp_path, demo_u
     assert all(r["alive_before"] + r["bytes"] <= r["budget"] for r in ledger)
     assert 0 < peak[0] <= budget
     assert all((workdir / t).exists() for t in logits_targets(study))
+
+
+def with_imagenet_c(workdir: Path, upstream: Path, corruptions: list[str], severities: list[int]) -> str:
+    """Add a generated ImageNet-C blur.tar (real layout: <corruption>/<severity>/<wnid>/<id>.JPEG) to a copy of the
+    demo's dataset registry in ``workdir``; returns the copy's path (config ``dataset_registry``)."""
+    archive = synthetic.write_imagenet_c_tar(workdir / "upstream_c", "blur", [1, 409, 954], 2,
+                                             synthetic.default_renderer, corruptions=corruptions, severities=severities)
+    registry = yaml.safe_load((upstream / "datasets.yaml").read_text())
+    imagenet_c = synthetic.registry_datasets("imagenet_c")["imagenet_c"]
+    imagenet_c["corruption_archives"] = {c: "blur.tar" for c in corruptions}
+    synthetic.write_dataset_registry(workdir / "config/with_imagenet_c.yaml",
+                                     {**registry["archives"], "blur.tar": synthetic.archive_entry(archive)},
+                                     {**registry["datasets"], "imagenet_c": imagenet_c})
+    return "config/with_imagenet_c.yaml"
+
+
+def test_imagenet_c_jobs_per_severity_or_per_corruption_compute_the_same_files(tmp_path, demo_upstream):
+    workdir = make_demo_workdir(tmp_path, demo_upstream)
+    corruptions, severities = ["defocus_blur", "motion_blur", "zoom_blur"], [1, 2]
+    study = {"models": [RESNET], "dataset_registry": with_imagenet_c(workdir, demo_upstream, corruptions, severities),
+             "datasets": {"in_distribution": "imagenet_val", "test_conditions": [], "ood": ["textures"],
+                          "imagenet_c": {"corruptions": corruptions, "severities": severities}}}
+    conditions = [f"imagenet_c_{c}_{s}" for c in corruptions for s in severities]
+    targets = [f"results/logits/{RESNET}/{d}.parquet" for d in conditions]
+    logits = {}
+    for cut, jobs in (("per_severity", len(severities)), ("per_corruption", len(corruptions))):
+        for path in (workdir / "results/logits").glob(f"{RESNET}/imagenet_c_*.parquet"):
+            path.unlink()
+        result = snakemake(workdir, {**study, "inference": {"imagenet_c_jobs": cut}}, *targets)
+
+        assert jobs_of(result, "cache_logits_imagenet_c") == jobs  # one model build per group
+        assert jobs_of(result, "decode_images_imagenet_c") == jobs  # one decode job per group and geometry
+        logits[cut] = {d: read_logits(workdir / f"results/logits/{RESNET}/{d}.parquet") for d in conditions}
+        for d in conditions:
+            assert read_metadata(workdir / f"results/logits/{RESNET}/{d}.parquet")["dataset"] == d
+            assert len(logits[cut][d].logits) == 6  # 3 classes x 2 images of this condition
+    for d in conditions:  # the cut changes the jobs, not the numbers
+        assert (logits["per_severity"][d].logits == logits["per_corruption"][d].logits).all(), d

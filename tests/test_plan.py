@@ -17,6 +17,7 @@ from clip_robustness.logits.plan import (
     read_throughput,
     slurm_job_counts,
     throughput_for,
+    workflow_localrules,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,12 @@ def test_shipped_profile_puts_each_models_logits_jobs_in_one_gpu_job():
     assert slurm["cache_{model}"] == 210
     assert slurm["metrics"] == 7
     assert slurm["build_manifest"] == 88 and "download_archive" not in slurm
+
+
+def test_localrules_are_read_from_the_workflow_files():
+    localrules = workflow_localrules(sorted((ROOT / "workflow/rules").glob("*.smk")))
+
+    assert sorted(localrules) == ["download_archive", "extract_archive", "fetch_model_weights"]
 
 
 def test_images_come_from_the_registry_capped_by_the_imagenet_c_subset(tmp_path):

@@ -61,6 +61,23 @@ def count_dry_run_jobs(output: str) -> dict[str, int]:
     return counts
 
 
+def workflow_localrules(rule_files: Sequence[str | Path]) -> list[str]:
+    """The rules named in the workflow's ``localrules:`` directives (they run on the submitting host, no SLURM job),
+    read from its ``.smk`` files: each directive lists one rule per line, as snakefmt writes it."""
+    names: list[str] = []
+    for path in rule_files:
+        inside = False
+        for line in Path(path).read_text().splitlines():
+            if re.match(r"^localrules:", line):
+                inside = True
+                names += [n.strip() for n in line.split(":", 1)[1].split(",") if n.strip()]
+            elif inside and (match := re.match(r"^\s+(\w+),?\s*$", line)):
+                names.append(match.group(1))
+            else:
+                inside = False
+    return names
+
+
 def slurm_job_counts(jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any], localrules: Sequence[str],
                      n_models: int) -> dict[str, int]:
     """SLURM jobs per group (or per ungrouped rule) after the profile's grouping.
@@ -238,7 +255,8 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
-    localrules = ["download_archive", "extract_archive", "all"]  # login node; `all` is a target, not a job
+    # `all` is a target, not a job; the workflow's localrules run on the login node
+    localrules = ["all", *workflow_localrules(sorted((workdir / "workflow/rules").glob("*.smk")))]
     slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids))
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
                 images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes)

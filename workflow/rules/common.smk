@@ -187,8 +187,16 @@ from clip_robustness.logits.workflow import LogitsPlan
 # The fast path (config inference.decoded_cache, docs/performance.md): each dataset is decoded once per
 # preprocessing geometry into data/decoded/{dataset}/{preprocessing}.npy, shared by every model with that
 # geometry; each model's geometry key comes from its library adapter without building it.
+# Decode geometries come from the spec table beside the model registry (config/decode_specs.json): deriving them
+# imports torch, timm and open_clip, ~3 s of every start (clip_robustness.logits.specs).
+from clip_robustness.logits.specs import SPEC_TABLE_NAME, read_spec_table
+
 LOGITS_PLAN = LogitsPlan(
-    MODEL_REGISTRY, MODELS, decoded_cache=config["inference"]["decoded_cache"], warn=logger.warning
+    MODEL_REGISTRY,
+    MODELS,
+    decoded_cache=config["inference"]["decoded_cache"],
+    spec_table=read_spec_table(Path(config["model_registry"]).with_name(SPEC_TABLE_NAME)),
+    warn=logger.warning,
 )
 
 

@@ -20,7 +20,6 @@ knows it when the DAG is built. The logits job checks that the model it built ha
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.logits.images import open_manifest_image
+from clip_robustness.logits.specs import DecodeSpec
 from clip_robustness.models.adapters import adapter_for, row_adapter
 from clip_robustness.models.adapters.base import UnsupportedPreprocessingError, plain_json, row_text
 from clip_robustness.workflow.io import atomic_path
@@ -50,7 +50,8 @@ DECODED_LAYOUT = "NHWC-uint8-RGB"
 PIXEL_SCALE = 255.0
 
 
-__all__ = ["UnsupportedPreprocessingError"]  # re-exported: raised by the adapters' recipes and by split_transform
+# re-exported: raised by the adapters' recipes and by split_transform; the spec record (clip_robustness.logits.specs)
+__all__ = ["DecodeSpec", "UnsupportedPreprocessingError"]
 
 
 class StaleDecodedCacheError(RuntimeError):
@@ -58,30 +59,6 @@ class StaleDecodedCacheError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- the geometry of a transform
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeSpec:
-    """The preprocessing geometry of a model, as the decoded cache needs it.
-
-    ``key``: filesystem-safe id of the geometry (``{H}x{W}-{interpolation}-{digest}``);
-    ``input_size``: ``(H, W)`` pixels of the decoded images; ``steps``: JSON description of each geometric
-    step (class and parameters); ``mean``/``std``: per-channel normalisation on [0, 1] pixel values (not
-    part of the key: applied on the device); ``library``/``recipe``: the library transform's keyword
-    arguments, enough to rebuild the geometry (:func:`geometry_from_recipe`).
-    """
-
-    key: str
-    input_size: tuple[int, int]
-    steps: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    library: str
-    recipe: Mapping[str, Any]
-
-    def recipe_params(self) -> dict:
-        """``{"library": ..., "recipe": ...}``: plain JSON-able values for a rule's ``params``."""
-        return {"library": self.library, "recipe": json.loads(json.dumps(dict(self.recipe)))}
 
 
 def describe_step(step: Any) -> str:

@@ -1,8 +1,8 @@
 """The logits stage's workflow glue: what ``common.smk``'s input functions return, as plain, tested code.
 
 :class:`LogitsPlan` answers, per model of the study, the registry row, the local weights input, the
-decoded-cache geometry (:class:`~clip_robustness.logits.decoded.DecodeSpec`, derived from the model's
-adapter without building it) and the inputs of ``cache_logits``; per geometry key, the recipe
+decoded-cache geometry (:class:`~clip_robustness.logits.specs.DecodeSpec`: from the spec table shipped beside the
+registry, else derived from the model's adapter without building it) and the inputs of ``cache_logits``; per geometry key, the recipe
 ``decode_images`` rebuilds the transform from. Answers are cached per process: the input functions run
 once per job (~20k jobs in the full study), a registry lookup costs ~0.3 ms and a geometry ~1 ms.
 """
@@ -10,7 +10,7 @@ once per job (~20k jobs in the full study), a registry lookup costs ~0.3 ms and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.models.adapters import is_zero_shot
 
 if TYPE_CHECKING:
-    from clip_robustness.logits.decoded import DecodeSpec
+    from clip_robustness.logits.specs import DecodeSpec
     from clip_robustness.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,17 @@ class LogitsPlan:
 
     ``registry``: the model registry; ``model_ids``: the study's models (the candidates for a geometry's recipe);
     ``decoded_cache``: config ``inference.decoded_cache`` (false: every model takes the reference path);
+    ``spec_table``: precomputed specs by :func:`~clip_robustness.logits.specs.table_key`
+    (:func:`~clip_robustness.logits.specs.read_spec_table`); a row it lacks is derived live, which imports torch;
     ``warn``: where a model that cannot use the decoded cache is reported (default: this module's logger).
     """
 
     def __init__(self, registry: ModelRegistry, model_ids: Sequence[str], *, decoded_cache: bool,
-                 warn: Callable[[str], Any] | None = None):
+                 spec_table: Mapping[str, DecodeSpec] | None = None, warn: Callable[[str], Any] | None = None):
         self.registry = registry
         self.model_ids = list(model_ids)
         self.decoded_cache = bool(decoded_cache)
+        self.spec_table = dict(spec_table or {})
         self.warn = warn or log.warning
         self._rows: dict[str, dict] = {}
         self._specs: dict[str, DecodeSpec | None] = {}
@@ -66,6 +69,12 @@ class LogitsPlan:
         if not self.decoded_cache:
             return None
         if model_id not in self._specs:
+            from clip_robustness.logits.specs import table_key
+
+            tabled = self.spec_table.get(table_key(self.row(model_id)) or "")
+            if tabled is not None:
+                self._specs[model_id] = tabled
+                return tabled
             from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row
 
             try:

@@ -65,12 +65,8 @@ rule decode_images_imagenet_c:
     input:
         manifests=get_group_manifests,
     output:
-        npy=decoded_output(
-            imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.npy")
-        ),
-        metadata=decoded_output(
-            imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.json")
-        ),
+        npy=decoded_output(imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.npy")),
+        metadata=decoded_output(imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.json")),
     log:
         "results/logs/decode_images/imagenet_c_{imagenet_c_group}/{preprocessing}.log",
     benchmark:

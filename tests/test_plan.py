@@ -16,6 +16,7 @@ from clip_robustness.logits.plan import (
     dataset_images,
     read_throughput,
     slurm_job_counts,
+    startup_hours,
     throughput_for,
     workflow_localrules,
 )
@@ -40,6 +41,12 @@ def test_shipped_profile_puts_each_models_logits_jobs_in_one_gpu_job():
     assert slurm["cache_{model}"] == 210
     assert slurm["metrics"] == 7
     assert slurm["build_manifest"] == 88 and "download_archive" not in slurm
+
+
+def test_start_up_counts_every_logits_job_and_no_other():
+    jobs = {"cache_logits": 210, "cache_logits_imagenet_c": 1050, "compute_model_metrics": 210, "decode_images": 34}
+
+    assert startup_hours(jobs, 21.0) == (1260, 1260 * 21.0 / 3600)
 
 
 def test_localrules_are_read_from_the_workflow_files():

@@ -50,6 +50,21 @@ class Plan:
     throughput_source: dict[str, str]
     disk: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    startup: tuple[int, float, float] = (0, 0.0, 0.0)  # logits jobs, fixed seconds per job, their GPU-hours
+
+
+#: Fixed cost of one logits job on a GPU node (interpreter, imports, CUDA start-up, model build, weight load):
+#: 20.0-22.3 s measured on an H200 node by benchmarks/gpu_check.sh (docs/performance.md, "Job cutting").
+MEASURED_JOB_STARTUP_S = 21.0
+
+#: The rules whose jobs each build a model on a GPU.
+LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c")
+
+
+def startup_hours(jobs_per_rule: Mapping[str, int], seconds_per_job: float) -> tuple[int, float]:
+    """Logits jobs of a dry run's job table and the GPU-hours their fixed cost adds: ``(jobs, hours)``."""
+    jobs = sum(int(jobs_per_rule.get(rule, 0)) for rule in LOGITS_RULES)
+    return jobs, jobs * seconds_per_job / 3600
 
 
 def count_dry_run_jobs(output: str) -> dict[str, int]:
@@ -170,6 +185,9 @@ def format_plan(plan: Plan) -> str:
             lines.append(f"  {model:52s} {hours:9.3f}  ({plan.throughput_source[model]})")
     unknown = sum(h is None for h in plan.gpu_hours.values())
     lines.append(f"  {'total':52s} {known:9.3f}" + (f"  (+ {unknown} model(s) without a throughput row)" if unknown else ""))
+    jobs, seconds, start = plan.startup
+    lines.append(f"  {f'logits job start-up ({jobs:,} jobs x {seconds:g} s)':52s} {start:9.3f}")
+    lines.append(f"  {'total with start-up':52s} {known + start:9.3f}")
     lines.append("Disk:")
     lines += [f"  {what:52s} {human(n)}" for what, n in plan.disk.items()]
     lines += [f"Note: {note}" for note in plan.notes]
@@ -185,8 +203,10 @@ def deep_merge(base: dict, extra: Mapping) -> dict:
 
 
 def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any],
-               throughput: pd.DataFrame, gpu: str, workdir: Path = Path(".")) -> Plan:
-    """The plan of ``config`` (merged, as Snakemake sees it) given the dry run's ``jobs_per_rule``."""
+               throughput: pd.DataFrame, gpu: str, workdir: Path = Path("."),
+               job_startup_s: float = MEASURED_JOB_STARTUP_S) -> Plan:
+    """The plan of ``config`` (merged, as Snakemake sees it) given the dry run's ``jobs_per_rule``; each logits job
+    adds ``job_startup_s`` seconds of fixed cost to the GPU-hours."""
     from clip_robustness.datasets.registry import load_dataset_registry
     from clip_robustness.logits.cutting import LogitsGroups
     from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row, decoded_size_bytes
@@ -250,8 +270,9 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         "logits per model": int(logits_per_model),
         f"logits, all {len(study.model_ids)} models": int(logits_per_model * len(study.model_ids)),
     }
-    notes = ["GPU-hours count forward passes at the table's throughput; add per-job start-up (seconds per "
-             "cache job) and decoding on CPU nodes. Estimated rows are parameter-count guesses, not measurements."]
+    notes = ["GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
+             f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
+             "parameter-count guesses, not measurements."]
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
@@ -259,7 +280,9 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     localrules = ["all", *workflow_localrules(sorted((workdir / "workflow/rules").glob("*.smk")))]
     slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids))
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
-                images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes)
+                images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes,
+                startup=(startup_hours(jobs_per_rule, job_startup_s)[0], job_startup_s,
+                         startup_hours(jobs_per_rule, job_startup_s)[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configfile", nargs="*", default=[], help="config files merged over config.yaml")
     parser.add_argument("--gpu", default="H100", help="GPU name of the throughput table rows to use")
     parser.add_argument("--throughput", type=Path, default=Path("config/throughput.tsv"))
+    parser.add_argument("--job-startup-s", type=float, default=MEASURED_JOB_STARTUP_S,
+                        help="fixed cost of one logits job on your GPU nodes, seconds (benchmarks/bench_job_startup.py)")
     parser.add_argument("--profile", type=Path, default=Path("profiles/slurm/config.yaml"))
     parser.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
     args = parser.parse_args(argv)
@@ -282,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         return dry.returncode
     jobs = count_dry_run_jobs(dry.stdout + dry.stderr)
     profile = yaml.safe_load(args.profile.read_text()) if args.profile.exists() else {}
-    plan = build_plan(config, jobs, profile, read_throughput(args.throughput), args.gpu)
+    plan = build_plan(config, jobs, profile, read_throughput(args.throughput), args.gpu,
+                      job_startup_s=args.job_startup_s)
     print(format_plan(plan))
     return 0
 

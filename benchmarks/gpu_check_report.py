@@ -39,6 +39,14 @@ def test_results(path: Path) -> list[dict]:
     return cases
 
 
+def load_result(out: Path, benchmark: str, model: tuple[str, str], device: str) -> dict:
+    """A benchmark's JSON ``{benchmark}_{library}__{architecture}_{device}.json`` under ``out``, or a record naming
+    the missing file."""
+    name = f"{model[0]}__{model[1]}"
+    path = out / f"{benchmark}_{name}_{device}.json"
+    return json.loads(path.read_text()) if path.exists() else {"model": name, "error": f"no {path.name}"}
+
+
 def startup_lines(startups: list[dict]) -> list[str]:
     """The markdown table of the job start-up measurements (one row per model and datasets per job)."""
     lines = ["", "Fixed cost of one logits group job (fresh process; wall minus the job's own forward + write):", "",
@@ -81,16 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="the device the throughput JSONs were measured on")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for library, architecture in CHECK_MODELS:
-        path = args.out / f"throughput_{library}__{architecture}_{args.device}.json"
-        rows.append(json.loads(path.read_text()) if path.exists()
-                    else {"model": f"{library}__{architecture}", "error": f"no {path.name}"})
-    startups = []
-    for library, architecture in STARTUP_MODELS:
-        path = args.out / f"job_startup_{library}__{architecture}_{args.device}.json"
-        startups.append(json.loads(path.read_text()) if path.exists()
-                        else {"model": f"{library}__{architecture}", "error": f"no {path.name}"})
+    rows = [load_result(args.out, "throughput", model, args.device) for model in CHECK_MODELS]
+    startups = [load_result(args.out, "job_startup", model, args.device) for model in STARTUP_MODELS]
     device_file = args.out / "gpu_check_device.txt"
     device = device_file.read_text().strip() if device_file.exists() else ""
     tests = test_results(args.out / "gpu_check_tests.xml")

@@ -277,12 +277,12 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
     # `all` is a target, not a job; the workflow's localrules run on the login node
+    logits_jobs, startup_gpu_hours = startup_hours(jobs_per_rule, job_startup_s)
     localrules = ["all", *workflow_localrules(sorted((workdir / "workflow/rules").glob("*.smk")))]
     slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids))
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
                 images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes,
-                startup=(startup_hours(jobs_per_rule, job_startup_s)[0], job_startup_s,
-                         startup_hours(jobs_per_rule, job_startup_s)[1]))
+                startup=(logits_jobs, job_startup_s, startup_gpu_hours))
 
 
 def main(argv: list[str] | None = None) -> int:

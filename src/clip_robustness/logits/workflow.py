@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clip_robustness.datasets.workflow import manifest_path
+from clip_robustness.logits.specs import DecodeSpec, table_key
 from clip_robustness.models.adapters import is_zero_shot
 
 if TYPE_CHECKING:
-    from clip_robustness.logits.specs import DecodeSpec
     from clip_robustness.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,6 @@ class LogitsPlan:
         if not self.decoded_cache:
             return None
         if model_id not in self._specs:
-            from clip_robustness.logits.specs import table_key
-
             tabled = self.spec_table.get(table_key(self.row(model_id)) or "")
             if tabled is not None:
                 self._specs[model_id] = tabled

@@ -174,6 +174,17 @@ def test_card_compares_the_own_model_with_paper_group_medians_that_exclude_it(st
     assert (top1["value"] == EXTREME["top1"]).all()
 
 
+def test_card_of_a_model_no_paper_model_shares_a_row_with_keeps_every_group_empty(study):
+    """A study whose paper models have no metric rows yet (only the own model's branch has run): the card still
+    lists each of the model's rows, with no group, no n and no percentile, instead of failing."""
+    registry, metrics, with_own, metrics_own = study
+    alone = check_metrics(metrics_own[metrics_own["model"] == OWN])
+    table = group_comparison(alone, with_own, OWN)
+    assert len(table) == len(alone)
+    assert table["group"].isna().all() and table["percentile"].isna().all() and table["n"].isna().all()
+    assert table["value"].tolist() == alone["value"].tolist()
+
+
 def test_logits_provenance_separates_shared_fields_from_per_file_ones():
     common, per_file = logits_provenance({
         "imagenet_val": {"library": "timm", "preprocessing": {"size": 160}, "prompt_set": None, "manifest_hash": "a",

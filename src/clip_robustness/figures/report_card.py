@@ -71,9 +71,12 @@ def group_comparison(metrics: pd.DataFrame, registry: pd.DataFrame, model: str) 
     paper = paper_rows(registry)[["model_id", "group"]].rename(columns={"model_id": "model"})
     peers = keyed.merge(paper, on="model").merge(mine.rename(columns={"value": "own"}), on=_KEYS)
     peers = peers[peers["model"] != model]
-    summary = peers.groupby([*_KEYS, "group"], sort=False)["value"].agg(n="count", median="median", min="min", max="max")
-    summary["percentile"] = peers.groupby([*_KEYS, "group"], sort=False).apply(
-        lambda part: stats.percentileofscore(part["value"], part["own"].iloc[0], kind="mean"), include_groups=False)
+    grouped = peers.groupby([*_KEYS, "group"], sort=False)
+    summary = grouped["value"].agg(n="count", median="median", min="min", max="max")
+    # No paper model shares any of the model's rows: every row keeps ``group`` NaN (apply on no group gives a frame).
+    summary["percentile"] = grouped.apply(
+        lambda part: stats.percentileofscore(part["value"], part["own"].iloc[0], kind="mean"), include_groups=False
+    ) if len(summary) else np.nan
     out = mine.assign(_position=range(len(mine))).merge(summary.reset_index(), on=_KEYS, how="left")
     rank = {g: i for i, g in enumerate(GROUP_ORDER)}
     out = out.assign(_rank=out["group"].map(lambda g: rank.get(g, len(rank))))

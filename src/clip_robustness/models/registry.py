@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_robustness.models.adapters import ADAPTERS, LIBRARIES, adapter_for, is_zero_shot
+from clip_robustness.models.adapters import ADAPTERS, adapter_for, is_zero_shot
 
 #: The columns that define a model (what :meth:`ModelRegistry.row` returns).
 MODEL_COLUMNS: tuple[str, ...] = (
@@ -113,7 +113,7 @@ def model_id_for(library: str, architecture: str, pretrained: str) -> str:
     writes it (``openclip__{architecture}__{pretrained}``, ``timm__{architecture}.{pretrained}``: timm's own
     ``arch.tag`` name, ...). Reversed by :func:`parse_model_id`."""
     if library not in ADAPTERS:
-        raise ValueError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
+        raise ValueError(f"unknown library {library!r}; expected one of {', '.join(ADAPTERS)}")
     return ADAPTERS[library].model_id(architecture, pretrained)
 
 
@@ -232,8 +232,8 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
         if model_id in first_line:
             raise RegistryError(f"{label}: duplicate model_id, first defined on line {first_line[model_id]}")
         first_line[model_id] = line
-        if row["library"] not in LIBRARIES:
-            raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(LIBRARIES)}")
+        if row["library"] not in ADAPTERS:
+            raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(ADAPTERS)}")
         if row["group"] not in GROUPS:
             raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
         if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):

@@ -6,7 +6,8 @@ text embeddings of its prompts (``OPENAI_IMAGENET_TEMPLATES``: 80 templates, pro
 ``SIMPLE_IMAGENET_TEMPLATES``: prompt set ``"simple"``), as ``open_clip.build_zero_shot_classifier`` makes it.
 
 Zero-shot logits are ``logit_scale * normalize(image_features) @ W`` where ``logit_scale`` is the
-model's multiplier ``exp(model.logit_scale)`` (about 100 for trained CLIP models). A head is built once
+model's multiplier ``exp(model.logit_scale)`` (about 100 for trained CLIP models), computed by the open_clip
+adapter's final layer (:mod:`clip_robustness.models.adapters.text_head`). A head is built once
 per model and saved (:func:`save_head`) for every dataset's cache job.
 """
 
@@ -19,7 +20,17 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from clip_robustness.models.adapters import row_adapter
+from clip_robustness.models.adapters.text_head import ZeroShotClassifier, zero_shot_logits
+from clip_robustness.models.build import build_model
 from clip_robustness.workflow.io import atomic_path
+
+#: What the logits jobs and the demo import from here: applying a head is the adapters' final layer
+#: (:mod:`clip_robustness.models.adapters.text_head`); building and saving one is this module's.
+__all__ = [
+    "PROMPT_SETS", "HeadMismatchError", "ZeroShotClassifier", "ZeroShotHead", "build_head_for_row",
+    "build_zero_shot_head", "load_head", "model_logit_scale", "save_head", "templates_for", "zero_shot_logits",
+]
 
 #: Prompt-set ids (config ``zero_shot.prompt_set``): the 80 OpenAI templates, or open_clip's simple set.
 PROMPT_SETS = ("openai", "simple")
@@ -133,41 +144,11 @@ def load_head(
     return head
 
 
-def zero_shot_logits(image_features: torch.Tensor, weights: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """``logit_scale * normalize(image_features) @ weights``: float32 ``[n, 1000]`` logits.
-
-    ``image_features``: ``[n, embed_dim]`` image embeddings; ``weights``: a head's ``[embed_dim, 1000]``
-    matrix; ``logit_scale``: the head's multiplier.
-
-    Computed in float32 even inside an autocast region (the image tower may run in bf16).
-    """
-    with torch.autocast(device_type=image_features.device.type, enabled=False):
-        features = torch.nn.functional.normalize(image_features.float(), dim=-1)
-        return logit_scale * (features @ weights.to(device=features.device, dtype=torch.float32))
-
-
-class ZeroShotClassifier(torch.nn.Module):
-    """An open_clip model's image tower plus a zero-shot head: images ``[n, 3, H, W]`` -> logits ``[n, 1000]``."""
-
-    def __init__(self, clip_model: torch.nn.Module, head: ZeroShotHead):
-        super().__init__()
-        self.clip_model = clip_model
-        self.logit_scale = float(head.logit_scale)
-        self.register_buffer("head_weights", head.weights.detach().float().clone(), persistent=False)
-        self.head_weights = self.head_weights.to(next(clip_model.parameters()).device)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return zero_shot_logits(self.clip_model.encode_image(images), self.head_weights, self.logit_scale)
-
-
 def build_head_for_row(
     row: Mapping[str, Any], prompt_set: str, device: str | torch.device, progress: bool = True
 ) -> ZeroShotHead:
     """Build the zero-shot head of registry ``row`` (a zero-shot model, whose adapter needs a text head) with
     ``prompt_set``'s templates. A classifier's row is refused (``ValueError`` naming the model and its library)."""
-    from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model
-
     adapter = row_adapter(row)
     tokenizer = adapter.tokenizer(row)  # refuses classifiers before anything is built
     model, _, _ = build_model(row, device)

@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.models.adapters import adapter_for
-from clip_robustness.models.adapters.base import OPEN_CLIP_RESULTS, TIMM_RESULTS, ReferenceKey
+from clip_robustness.models.adapters.open_clip import OPEN_CLIP_RESULTS
+from clip_robustness.models.adapters.published import ReferenceKey
+from clip_robustness.models.adapters.timm import TIMM_RESULTS
 
 
 @dataclass(frozen=True)

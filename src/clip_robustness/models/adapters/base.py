@@ -27,7 +27,7 @@ from clip_robustness.models.adapters.errors import (
     UnsupportedPreprocessingError,
 )
 from clip_robustness.models.adapters.final_layer import HEAD_PRECISION, N_CLASSES
-from clip_robustness.models.adapters.published import ReferenceKey
+from clip_robustness.models.adapters.published import Published
 from clip_robustness.models.adapters.rows import plain_json, row_text
 from clip_robustness.models.adapters.sources import WeightsLocation, local_weights
 
@@ -227,6 +227,17 @@ class ModelAdapter(ABC):
 
     # -- QC
 
-    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
-        """Where the library publishes ``row``'s top-1 (``None``: nowhere)."""
+    def qc_reference_files(self) -> tuple[str, ...]:
+        """The files of ``config/reference/`` holding the library's published results (``()``: it publishes none)."""
+        return ()
+
+    def load_qc_references(self, directory: Path) -> Any:
+        """The library's reference tables read from ``directory`` (only called when it has
+        :meth:`qc_reference_files`); :class:`~clip_robustness.models.adapters.published.ReferenceTableError` naming
+        a missing file or column."""
         return None
+
+    def published_top1(self, row: Mapping[str, Any], references: Any, datasets: tuple[str, ...]) -> list[Published]:
+        """``row``'s published top-1 (percent) and its source on each of ``datasets`` (ids of the dataset registry),
+        from ``references`` (:meth:`load_qc_references`); NaN with what was looked for where nothing is published."""
+        return [(float("nan"), f"missing: the {self.name} library publishes no results")] * len(datasets)

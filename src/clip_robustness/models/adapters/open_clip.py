@@ -21,12 +21,17 @@ from typing import Any, Callable, Mapping
 
 from clip_robustness.models.adapters.base import ModelAdapter
 from clip_robustness.models.adapters.errors import ModelBuildError, RowProblem, UnsupportedPreprocessingError
-from clip_robustness.models.adapters.published import ReferenceKey
+from clip_robustness.models.adapters.published import Published, read_reference_csv
 from clip_robustness.models.adapters.rows import plain_json, row_text, tuples
 from clip_robustness.models.adapters.sources import WeightsLocation, hub_cache_dir, missing_weights, source_of
 
-#: The QC's reference-table family of open_clip's published zero-shot results (``openclip_results.csv``).
-OPEN_CLIP_RESULTS = "openclip_results"
+#: open_clip's published zero-shot results (``docs/openclip_results.csv``, shipped in ``config/reference/``): top-1 as
+#: fractions, keyed by (``name``, ``pretrained``), and the column of each dataset of the QC.
+OPEN_CLIP_FILE = "openclip_results.csv"
+OPEN_CLIP_KEY = ("name", "pretrained")
+OPEN_CLIP_COLUMNS = {"imagenet_val": "ImageNet 1k", "imagenet_v2_matched_frequency": "ImageNet v2",
+                     "imagenet_sketch": "ImageNet Sketch", "imagenet_r": "ImageNet-R", "imagenet_a": "ImageNet-A",
+                     "objectnet": "ObjectNet"}
 
 #: Folder of the tiny open_clip model configs shipped with the package (``{name}.json``).
 OPEN_CLIP_CONFIG_DIR = Path(str(files("clip_robustness") / "resources" / "open_clip_configs"))
@@ -251,9 +256,23 @@ class OpenClipAdapter(ModelAdapter):
 
         return image_transform_v2(PreprocessCfg(**tuples(recipe)), is_train=False)
 
-    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
-        # open_clip's table lists the OpenAI weights (always loaded with QuickGELU) under the base config name only,
-        # so a -quickgelu config falls back to its base name's row.
-        arch = row_text(row, "architecture")
+    def qc_reference_files(self) -> tuple[str, ...]:
+        return (OPEN_CLIP_FILE,)
+
+    def load_qc_references(self, directory: Path) -> Any:
+        return read_reference_csv(directory / OPEN_CLIP_FILE, OPEN_CLIP_KEY + tuple(OPEN_CLIP_COLUMNS.values()))
+
+    def published_top1(self, row: Mapping[str, Any], references: Any, datasets: tuple[str, ...]) -> list[Published]:
+        """From open_clip's table (fractions, as percent): the first of the config name and, for a ``-quickgelu``
+        config, its base name with a (``name``, ``pretrained``) row (open_clip's table lists the OpenAI weights, always
+        loaded with QuickGELU, under the base config name only)."""
+        arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
         names = (arch, arch.removesuffix(QUICKGELU_SUFFIX)) if arch.endswith(QUICKGELU_SUFFIX) else (arch,)
-        return ReferenceKey(OPEN_CLIP_RESULTS, names, pretrained=row_text(row, "pretrained"))
+        for name in names:
+            rows = references[(references["name"] == name) & (references["pretrained"] == tag)]
+            if len(rows):
+                found = rows.iloc[0]
+                return [(100.0 * float(found[OPEN_CLIP_COLUMNS[d]]), f"{OPEN_CLIP_FILE}: ({found['name']}, {tag}) "
+                         f"[{OPEN_CLIP_COLUMNS[d]}]") if d in OPEN_CLIP_COLUMNS
+                        else (float("nan"), f"missing: open_clip publishes no {d} results") for d in datasets]
+        return [(float("nan"), f"missing: no ({names[0]}, {tag}) row in {OPEN_CLIP_FILE}")] * len(datasets)

@@ -1,18 +1,30 @@
-"""Where a library publishes a model's top-1 accuracy, for the published-accuracy QC
-(:mod:`clip_robustness.qc.published_accuracy`)."""
+"""A library's published top-1 accuracy, for the published-accuracy QC (:mod:`clip_robustness.qc.published_accuracy`).
+
+An adapter whose library publishes results names its reference files (shipped in ``config/reference/``), reads
+them, and looks a registry row up in them (:meth:`~clip_robustness.models.adapters.base.ModelAdapter.published_top1`);
+what the adapters share for that is here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+#: One dataset's published top-1 in percent (NaN: not published) and where it was found (or what was looked for).
+Published = tuple[float, str]
 
 
-@dataclass(frozen=True)
-class ReferenceKey:
-    """Where a model's published top-1 is found: ``table`` (a reference-table family of
-    :mod:`clip_robustness.qc.published_accuracy`), ``names`` (the model names to look up, first match wins),
-    ``pretrained`` (the pretrained tag column, where the table has one) and ``img_size`` (where it has one)."""
+class ReferenceTableError(ValueError):
+    """A reference table is missing or lacks a needed column; the message names the file and column."""
 
-    table: str
-    names: tuple[str, ...]
-    pretrained: str = ""
-    img_size: int | None = None
+
+def read_reference_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A shipped reference table, checked to have ``columns`` (:class:`ReferenceTableError` naming them otherwise)."""
+    if not path.is_file():
+        raise ReferenceTableError(f"reference table {path} does not exist (see config/reference/README.md)")
+    table = pd.read_csv(path, thousands=",")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ReferenceTableError(f"reference table {path}: missing column(s) {', '.join(map(repr, missing))}")
+    return table

@@ -10,12 +10,13 @@ features; ``forward_features`` runs under the job's autocast.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from clip_robustness.models.adapters.base import ModelAdapter
 from clip_robustness.models.adapters.errors import ModelBuildError, RowProblem, UnsupportedPreprocessingError
 from clip_robustness.models.adapters.final_layer import N_CLASSES, float32_final_layer
-from clip_robustness.models.adapters.published import ReferenceKey
+from clip_robustness.models.adapters.published import Published, read_reference_csv
 from clip_robustness.models.adapters.rows import plain_json, row_text, tuples
 from clip_robustness.models.adapters.sources import (
     WeightsLocation,
@@ -25,8 +26,14 @@ from clip_robustness.models.adapters.sources import (
     source_of,
 )
 
-#: The QC's reference-table family of timm's published results (one ``results-*.csv`` per dataset).
-TIMM_RESULTS = "timm_results"
+#: timm's published results (``results/results-*.csv``, shipped in ``config/reference/``): top-1 in percent, keyed by
+#: ``model`` = ``arch.tag`` and ``img_size``, one file per dataset of the QC (ImageNet-A/-R on their 200-class subsets,
+#: as our metric is; no ObjectNet).
+TIMM_FILES = {"imagenet_val": "timm-results-imagenet.csv",
+              "imagenet_v2_matched_frequency": "timm-results-imagenetv2-matched-frequency.csv",
+              "imagenet_sketch": "timm-results-sketch.csv", "imagenet_r": "timm-results-imagenet-r.csv",
+              "imagenet_a": "timm-results-imagenet-a.csv"}
+TIMM_COLUMNS = ("model", "img_size", "top1")
 
 
 @lru_cache(maxsize=None)
@@ -206,6 +213,27 @@ class TimmAdapter(ModelAdapter):
 
         return create_transform(**tuples(recipe), is_training=False)
 
-    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
-        name = f"{row_text(row, 'architecture')}.{row_text(row, 'pretrained')}"
-        return ReferenceKey(TIMM_RESULTS, (name,), img_size=int(row["resolution"]))
+    def qc_reference_files(self) -> tuple[str, ...]:
+        return tuple(TIMM_FILES.values())
+
+    def load_qc_references(self, directory: Path) -> Any:
+        return {name: read_reference_csv(directory / name, TIMM_COLUMNS) for name in TIMM_FILES.values()}
+
+    def published_top1(self, row: Mapping[str, Any], references: Any, datasets: tuple[str, ...]) -> list[Published]:
+        """From timm's table of each dataset, at the registry's resolution (``img_size``)."""
+        name, size = f"{row_text(row, 'architecture')}.{row_text(row, 'pretrained')}", int(row["resolution"])
+        return [self._published_at(references, name, size, dataset) for dataset in datasets]
+
+    @staticmethod
+    def _published_at(references: Mapping[str, Any], name: str, size: int, dataset: str) -> Published:
+        file = TIMM_FILES.get(dataset)
+        if file is None:
+            return float("nan"), f"missing: timm publishes no {dataset} results"
+        rows = references[file][references[file]["model"] == name]
+        at_size = rows[rows["img_size"] == size]
+        if len(at_size):
+            return float(at_size["top1"].iloc[0]), f"{file}: {name} @ {size}px"
+        if len(rows):
+            sizes = ", ".join(str(s) for s in sorted(rows["img_size"].unique()))
+            return float("nan"), f"missing: {file} has {name} only at img_size {sizes}, not {size}"
+        return float("nan"), f"missing: no {name} row in {file}"

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import make_demo_workdir
-from toy_adapter import CACHE_VARIABLE, TAGS
+from toy_adapter import CACHE_VARIABLE, TAGS, ToyAdapter
 
 from clip_robustness.logits.decoded import decode_spec_for_row
 from clip_robustness.logits.specs import table_key
-from clip_robustness.models.adapters import ADAPTERS, PLUGIN_VARIABLE, register_plugins
+from clip_robustness.models.adapters import ADAPTERS, PLUGIN_VARIABLE, register_adapter, register_plugins
+from clip_robustness.models.adapters.errors import ModelBuildError
+from clip_robustness.models.adapters.timm import TimmAdapter
 from clip_robustness.models.add_model import main as add_model
 from clip_robustness.models.registry import check_registry_against_libraries, load_model_registry
 from clip_robustness.models.weights import fetch_weights, unfetchable_offline
-
-pytestmark = pytest.mark.integration
 
 TESTS = Path(__file__).resolve().parent
 PLUGIN = "toy_adapter:ToyAdapter"
@@ -57,6 +57,22 @@ def run_workflow(workdir: Path, cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
 
 
+def test_a_plug_in_that_cannot_be_imported_is_refused_naming_the_entry_and_the_variable():
+    with pytest.raises(ModelBuildError, match=rf"{PLUGIN_VARIABLE} entry 'toy_adapter:NoSuchAdapter'"):
+        register_plugins("toy_adapter:NoSuchAdapter")
+    assert "toy" not in ADAPTERS
+
+
+def test_a_plug_in_cannot_take_the_name_of_another_library():
+    class ClashingAdapter(ToyAdapter):
+        name = "timm"
+
+    with pytest.raises(ValueError, match=r"library 'timm' already has the adapter TimmAdapter"):
+        register_adapter(ClashingAdapter())
+    assert isinstance(ADAPTERS["timm"], TimmAdapter)
+
+
+@pytest.mark.integration
 def test_a_toy_library_goes_from_add_model_to_its_report_card_through_its_adapter_alone(
         toy_library, tmp_path, demo_upstream, monkeypatch):
     workdir = make_demo_workdir(tmp_path, demo_upstream)

@@ -6,7 +6,7 @@ Usage (from the repository root; ``make add-model`` wraps it)::
         [--training-size N] [--finetune-route ROUTE] [--architecture-family FAMILY]
         [--weights FILE] [--tag TAG] [--model-id ID] [--registry PATH | --config CONFIG]
 
-``MODEL`` names the model the way its library does:
+``MODEL`` names the model the way its library does (each adapter's ``cli_usage``; today):
 
 - ``timm:ARCH.TAG`` a pretrained timm checkpoint (``timm.list_pretrained()``), or ``timm:ARCH`` with ``--weights``;
 - ``open_clip:ARCH:TAG`` a pretrained open_clip ``(model, pretrained)`` pair (``open_clip.list_pretrained()``),

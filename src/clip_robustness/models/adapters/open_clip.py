@@ -3,7 +3,7 @@
 Registry rows: ``architecture`` is open_clip's config name (the ``-quickgelu`` config where the tag was
 trained with QuickGELU), ``pretrained`` its pretrained tag; ids are ``openclip__{architecture}__{tag}``.
 These models output image features: they need a zero-shot text head
-(:mod:`clip_robustness.models.zero_shot`), whose logits ``logit_scale * normalize(features) @ W`` are
+(:mod:`clip_robustness.models.adapters.open_clip_head`, saved by :mod:`clip_robustness.models.zero_shot`), whose logits ``logit_scale * normalize(features) @ W`` are
 computed in float32 with autocast disabled (:func:`~clip_robustness.models.adapters.text_head.zero_shot_logits`),
 so the final layer is float32 whatever precision the image tower ran in.
 
@@ -230,6 +230,13 @@ class OpenClipAdapter(ModelAdapter):
 
     def tokenizer(self, row: Mapping[str, Any]) -> Callable:
         return _open_clip().get_tokenizer(row_text(row, "architecture"))
+
+    def build_text_head(self, model: Any, row: Mapping[str, Any], prompt_set: str, device: Any,
+                        progress: bool = False) -> Any:
+        from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head
+
+        return build_zero_shot_head(model, self.tokenizer(row), row_text(row, "model_id"), prompt_set, device=device,
+                                    progress=progress)
 
     def decode_recipe(self, row: Mapping[str, Any]) -> dict:
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict

@@ -1,16 +1,42 @@
 """The final layer of a zero-shot model: its image tower's features against a zero-shot text head.
 
 Zero-shot logits are ``logit_scale * normalize(image_features) @ W``, computed in float32 with autocast
-disabled (the image tower may run in reduced precision). The head itself (``W``, ``logit_scale``) is built and
-saved by :mod:`clip_robustness.models.zero_shot`; this module only applies it. It imports torch, so adapters
+disabled (the image tower may run in reduced precision). The head itself (:class:`ZeroShotHead`: ``W``,
+``logit_scale``) is built by the library's adapter (``build_text_head``) and saved by
+:mod:`clip_robustness.models.zero_shot`; this module holds it and applies it. It imports torch, so adapters
 import it in their methods (the adapter table itself stays torch-free).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class ZeroShotHead:
+    """A model's zero-shot ImageNet-1k head.
+
+    ``weights``: float32 ``[embed_dim, 1000]``, unit-norm columns in ImageNet-1k index order.
+    ``logit_scale``: the multiplier applied to cosine similarities (``exp`` of the model's log-scale).
+    ``prompt_set``: template set id; ``n_templates``: prompts averaged per class; ``model_id``: registry id.
+    """
+
+    weights: torch.Tensor
+    logit_scale: float
+    prompt_set: str
+    n_templates: int
+    model_id: str
+
+    def to_dict(self) -> dict:
+        return {
+            "weights": self.weights.detach().cpu().float().contiguous(),
+            "logit_scale": float(self.logit_scale),
+            "prompt_set": self.prompt_set,
+            "n_templates": int(self.n_templates),
+            "model_id": self.model_id,
+        }
 
 
 def zero_shot_logits(image_features: torch.Tensor, weights: torch.Tensor, logit_scale: float) -> torch.Tensor:
@@ -29,9 +55,9 @@ def zero_shot_logits(image_features: torch.Tensor, weights: torch.Tensor, logit_
 class ZeroShotClassifier(torch.nn.Module):
     """An open_clip model's image tower plus a zero-shot head: images ``[n, 3, H, W]`` -> logits ``[n, 1000]``.
 
-    ``head``: a :class:`~clip_robustness.models.zero_shot.ZeroShotHead` (its ``weights`` and ``logit_scale``)."""
+    ``head``: its :class:`ZeroShotHead` (the ``weights`` and ``logit_scale``)."""
 
-    def __init__(self, clip_model: torch.nn.Module, head: Any):
+    def __init__(self, clip_model: torch.nn.Module, head: ZeroShotHead):
         super().__init__()
         self.clip_model = clip_model
         self.logit_scale = float(head.logit_scale)

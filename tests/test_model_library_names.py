@@ -1,4 +1,4 @@
-"""A model library is known only to its adapter: no package code outside ``models/adapters/`` names a library.
+"""A model library is known only to its adapter: no package code outside ``models/adapters/`` names or imports a library.
 
 What counts: a string literal whose whole value is a library identifier (a key of ``ADAPTERS``, one of their pip
 distributions, or add-model's hub prefix ``hf-hub``) anywhere in the package's Python code (compared with a row's
@@ -11,6 +11,7 @@ data is read, not a model library). Allowed where they are: the adapters package
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -71,3 +72,34 @@ def test_no_library_name_quoted_in_the_workflow_files():
     found = {str(path.relative_to(ROOT)): quoted.findall(path.read_text(encoding="utf-8"))
              for path in [ROOT / "Snakefile", *(ROOT / "workflow").rglob("*.smk")]}
     assert {path: hits for path, hits in found.items() if hits} == {}
+
+
+#: Beside the stages: the demo trains its tiny models with the libraries themselves (never imported by a stage).
+IMPORTS_ALLOWED = (ADAPTERS_DIR, PACKAGE / "demo")
+
+
+def library_modules() -> frozenset[str]:
+    """The top-level modules of the installed model libraries (the adapter table's names that are importable)."""
+    return frozenset(name for name in ADAPTERS if importlib.util.find_spec(name) is not None)
+
+
+def imported_libraries(source: str, libraries: frozenset[str]) -> list[tuple[int, str]]:
+    """``(line, module)`` of each import of a module of ``libraries`` in ``source``, inside functions as well."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        found += [(node.lineno, name) for name in names if name.split(".")[0] in libraries]
+    return sorted(found)
+
+
+def test_the_libraries_are_the_installed_ones_of_the_table():
+    assert library_modules() >= {"timm", "open_clip"}
+
+
+def test_no_stage_module_outside_the_adapters_imports_a_model_library():
+    libraries = library_modules()
+    found = {str(path.relative_to(ROOT)): hits for path in PACKAGE.rglob("*.py")
+             if not any(path.is_relative_to(allowed) for allowed in IMPORTS_ALLOWED)
+             and (hits := imported_libraries(path.read_text(encoding="utf-8"), libraries))}
+    assert found == {}

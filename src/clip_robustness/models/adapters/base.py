@@ -4,10 +4,11 @@ An adapter is everything the pipeline knows about one model library (the registr
 how to build a model and its evaluation transform, how to derive the decoded-cache preprocessing recipe
 without building the model, whether the decode-spec table can hold it, its model-id format and its
 spelling on the ``make add-model`` command line, its checkpoints for the all-checkpoints catalogue, whether
-the model needs a zero-shot text head, where its weights are and how they are fetched, the key of its
+the model needs a zero-shot text head and how it is built, where its weights are and how they are fetched, its
 published accuracy for the QC, and its final-layer call. What the adapters share lives beside this module,
 one concern each: :mod:`.errors`, :mod:`.rows` (registry fields, JSON), :mod:`.sources` (weights
-locations, the hub cache), :mod:`.final_layer`, :mod:`.text_head` and :mod:`.published` (QC keys).
+locations, the hub cache), :mod:`.final_layer`, :mod:`.text_head` (the zero-shot head) and :mod:`.published`
+(reading QC reference tables).
 
 This module imports neither torch nor any model library at import time (the Snakefile reads the
 registry, and so the adapter table, at every invocation); adapters import their library in methods.

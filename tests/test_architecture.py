@@ -1,9 +1,13 @@
 """The package mirrors the DAG (docs/architecture.md): imports flow one way, datasets -> models -> logits ->
-metrics -> figures/qc, production stages never import the demo, and no subpackages import each other in a cycle."""
+metrics -> figures/qc, production stages never import the demo, no subpackages import each other in a cycle, no
+modules do either (inside a stage as well as between stages), and every module imports on its own."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,3 +66,114 @@ def test_subpackages_import_each_other_without_cycles():
 
     cycles = [c for node in sorted(edges) if node not in state and (c := cycle_from(node, []))]
     assert cycles == []
+
+
+#: Module import circles known and owned elsewhere, each to be removed with its fix (not a licence for new ones):
+#: logits.decoded <-> logits.specs (the decoded-cache split of issue 21, goal 5).
+KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset({
+    frozenset({"clip_robustness.logits.decoded", "clip_robustness.logits.specs"}),
+})
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a package source file (``pkg/__init__.py`` -> ``pkg``)."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> list[str]:
+    return sorted(module_name(path) for path in PACKAGE.rglob("*.py"))
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package modules ``path`` names in its imports, at the top level or inside functions alike. ``from a
+    import b`` names ``a.b`` where that is a module, else ``a``; a module's parent packages are not counted (Python
+    runs them first, but a package importing its own submodules is not a circle of the package's design)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in modules:
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            found |= subs or {node.module}
+            if len(subs) < len(node.names):
+                found.add(node.module)
+    return found
+
+
+def module_imports() -> dict[str, set[str]]:
+    """``{module: package modules it imports}`` over the whole package."""
+    modules = set(package_modules())
+    return {module_name(path): imported_modules(path, modules) - {module_name(path)} for path in PACKAGE.rglob("*.py")}
+
+
+def strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
+    """The groups of two or more modules that import each other, directly or around a circle (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while (member := stack.pop()) != node:
+                group.add(member)
+            group.add(node)
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_the_circle_finder_finds_a_circle_inside_a_stage_and_one_through_three_modules():
+    edges = {"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"e"}, "e": {"c", "a"}, "f": {"a"}}
+    assert sorted(map(sorted, strongly_connected(edges))) == [["a", "b"], ["c", "d", "e"]]
+
+
+def test_the_import_reader_sees_imports_inside_functions(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("def f():\n    from clip_robustness.models import build\n    import clip_robustness.qc\n")
+    modules = {"clip_robustness.models", "clip_robustness.models.build", "clip_robustness.qc"}
+    assert imported_modules(source, modules) == {"clip_robustness.models.build", "clip_robustness.qc"}
+
+
+def test_no_modules_import_each_other_in_a_circle():
+    circles = [sorted(group) for group in strongly_connected(module_imports()) if frozenset(group) not in KNOWN_CIRCLES]
+    assert circles == []
+
+
+#: Imports each module named on the command line in a fresh state of the package (third-party modules stay loaded, so
+#: the whole package is checked in one interpreter, in seconds); prints {module: error} of those that fail.
+_IMPORT_EACH = """
+import importlib, json, sys, traceback
+failed = {}
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "clip_robustness" or m.startswith("clip_robustness.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failed[name] = traceback.format_exc(limit=-3)
+print(json.dumps(failed))
+"""
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
+    modules = [name for name in package_modules() if not name.endswith(".__main__")]  # scripts: they run on import
+    done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *modules], capture_output=True, text=True, timeout=600,
+                          cwd=PACKAGE.parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+    assert len(modules) > 50  # the whole package was walked

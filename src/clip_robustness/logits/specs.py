@@ -26,16 +26,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from clip_robustness.models.adapters import ADAPTERS
+
 log = logging.getLogger(__name__)
 
 #: File name of the spec table, beside the model registry (``config/models.tsv`` -> ``config/decode_specs.json``).
 SPEC_TABLE_NAME = "decode_specs.json"
 
-#: Libraries whose specs the table holds: their geometry follows from (architecture, pretrained tag) alone.
-TABLED_LIBRARIES = ("timm", "open_clip")
+#: Libraries whose specs the table holds: their geometry follows from (architecture, pretrained tag) alone (the
+#: adapters' ``tabled_decode_spec``).
+TABLED_LIBRARIES = tuple(name for name, adapter in ADAPTERS.items() if adapter.tabled_decode_spec)
 
-#: Distributions whose versions stamp the table (a spec depends on their transform code and configs).
-STAMP_PACKAGES = ("timm", "open_clip_torch", "torchvision")
+#: Distributions whose versions stamp the table (a spec depends on their transform code and configs; the tabled
+#: adapters' ``spec_stamp_distributions``).
+STAMP_PACKAGES = tuple(dict.fromkeys(
+    package for name in TABLED_LIBRARIES for package in ADAPTERS[name].spec_stamp_distributions))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ Usage (from the repository root; ``make add-model`` wraps it)::
         [--training-size N] [--finetune-route ROUTE] [--architecture-family FAMILY]
         [--weights FILE] [--tag TAG] [--model-id ID] [--registry PATH | --config CONFIG]
 
-``MODEL`` names the model the way its library does:
+``MODEL`` names the model the way its library does (each adapter's ``cli_usage``; today):
 
 - ``timm:ARCH.TAG`` a pretrained timm checkpoint (``timm.list_pretrained()``), or ``timm:ARCH`` with ``--weights``;
 - ``open_clip:ARCH:TAG`` a pretrained open_clip ``(model, pretrained)`` pair (``open_clip.list_pretrained()``),
@@ -30,9 +30,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from clip_robustness.models.adapters import ADAPTERS, HUB_CLI_PREFIX, adapter_for
+from clip_robustness.models.adapters.errors import ModelBuildError
 from clip_robustness.models.registry import (
     GROUPS,
-    LIBRARIES,
     MODEL_COLUMNS,
     OWN_STUDY,
     REGISTRY_COLUMNS,
@@ -59,85 +60,44 @@ class ModelSpec:
     tag: str
 
 
-def _hub_checkpoints(repo_id: str) -> list[ModelSpec]:
-    """Pretrained checkpoints of the pinned timm and open_clip whose weights live in hub repo ``repo_id``."""
-    import open_clip
-    import timm
+def _cli_adapters() -> list[str]:
+    """The libraries ``make add-model`` takes (those whose adapter has a command-line spelling), in table order."""
+    return [name for name, adapter in ADAPTERS.items() if adapter.cli_separator is not None]
 
-    found = []
-    for name in timm.list_pretrained():
-        if timm.models.get_pretrained_cfg(name).hf_hub_id == repo_id:
-            architecture, _, tag = name.partition(".")
-            found.append(ModelSpec("timm", architecture, tag))
-    for architecture, tag in open_clip.list_pretrained():
-        if (open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub") or "").strip("/") == repo_id:
-            found.append(ModelSpec("open_clip", architecture, tag))
-    return found
+
+def model_usage() -> str:
+    """How ``MODEL`` may be written: each library's spelling, then a hub repo."""
+    return ", ".join(ADAPTERS[name].cli_usage() for name in _cli_adapters()) + f" or {HUB_CLI_PREFIX}:ORG/REPO"
+
+
+def _hub_spec(text: str, repo_id: str) -> ModelSpec:
+    """The checkpoint of hub repo ``repo_id`` among every adapter's, the lowest ``hub_rank`` first (then table order)."""
+    found = [(adapter.hub_rank(architecture), ModelSpec(name, architecture, tag))
+             for name, adapter in ADAPTERS.items() for architecture, tag in adapter.hub_checkpoints(repo_id)]
+    if not found:
+        raise AddModelError(
+            f"MODEL {text!r}: the hub repo {repo_id!r} is not a pretrained checkpoint of the pinned libraries "
+            f"({', '.join(_cli_adapters())}); download its weights file and add it with --weights FILE and LIBRARY:ARCH"
+        )
+    return min(found, key=lambda ranked: ranked[0])[1]
 
 
 def parse_model(text: str) -> ModelSpec:
     """The library, architecture and tag named by a ``MODEL`` argument (see the module docstring)."""
     library, sep, rest = text.partition(":")
-    if library == "hf-hub" and sep:
-        repo_id = rest.strip("/")
-        found = _hub_checkpoints(repo_id)
-        if not found:
-            raise AddModelError(
-                f"MODEL {text!r}: the hub repo {repo_id!r} is not a pretrained checkpoint of the pinned timm or "
-                "open_clip; download its weights file and add it with --weights FILE and timm:ARCH or open_clip:ARCH"
-            )
-        # open_clip lists OpenAI weights under a config and its -quickgelu twin: prefer the one the registry checks want.
-        quick = [spec for spec in found if spec.architecture.endswith("-quickgelu")]
-        return (quick or found)[0]
-    if library == "timm" and sep:
-        architecture, _, tag = rest.partition(".")
-        return ModelSpec("timm", architecture, tag)
-    if library == "open_clip" and sep:
-        architecture, _, tag = rest.partition(":")
-        return ModelSpec("open_clip", architecture, tag)
-    raise AddModelError(
-        f"MODEL {text!r}: expected timm:ARCH[.TAG], open_clip:ARCH[:TAG] or hf-hub:ORG/REPO "
-        f"(libraries: {', '.join(LIBRARIES)})"
-    )
-
-
-def _open_clip_quickgelu(spec: ModelSpec) -> ModelSpec:
-    """open_clip tags trained with QuickGELU run under the ``-quickgelu`` config (the registry's convention)."""
-    import open_clip
-
-    if not spec.tag or spec.architecture.endswith("-quickgelu"):
-        return spec
-    cfg = open_clip.get_pretrained_cfg(spec.architecture, spec.tag) or {}
-    twin = f"{spec.architecture}-quickgelu"
-    if cfg.get("quick_gelu") and twin in open_clip.list_models():
-        return ModelSpec(spec.library, twin, spec.tag)
-    return spec
+    if library == HUB_CLI_PREFIX and sep:
+        return _hub_spec(text, rest.strip("/"))
+    if library in _cli_adapters() and sep:
+        return ModelSpec(library, *ADAPTERS[library].parse_cli(rest))
+    raise AddModelError(f"MODEL {text!r}: expected {model_usage()} (libraries: {', '.join(ADAPTERS)})")
 
 
 def library_resolution(spec: ModelSpec) -> int:
     """The input size (pixels) the library configures for the architecture (and tag)."""
-    if spec.library == "open_clip":
-        import open_clip
-
-        import clip_robustness.models.build  # noqa: F401  (registers the shipped tiny configs)
-
-        cfg = open_clip.get_model_config(spec.architecture)
-        if cfg is None:
-            raise AddModelError(f"architecture {spec.architecture!r}: open_clip has no such model config")
-        size = cfg["vision_cfg"]["image_size"]
-        return int(size if isinstance(size, int) else size[-1])
-    import timm
-
-    name = f"{spec.architecture}.{spec.tag}" if spec.tag and spec.tag in _timm_tags(spec.architecture) else spec.architecture
-    if not timm.is_model(spec.architecture):
-        raise AddModelError(f"architecture {spec.architecture!r}: timm has no such model (see timm.list_models())")
-    return int(timm.models.get_pretrained_cfg(name).input_size[-1])
-
-
-def _timm_tags(architecture: str) -> set[str]:
-    import timm
-
-    return {name.partition(".")[2] for name in timm.list_pretrained(f"{architecture}.*")}
+    try:
+        return adapter_for(spec.library).library_input_size(spec.architecture, spec.tag)
+    except ModelBuildError as error:
+        raise AddModelError(str(error)) from error
 
 
 def build_row(
@@ -154,8 +114,7 @@ def build_row(
 ) -> dict[str, str]:
     """The registry row (text fields, ``study`` = ``own``) for ``spec``; raises :class:`AddModelError` naming
     the field for a value the registry would refuse."""
-    if spec.library == "open_clip":
-        spec = _open_clip_quickgelu(spec)
+    spec = ModelSpec(spec.library, *adapter_for(spec.library).canonical_checkpoint(spec.architecture, spec.tag))
     if group not in GROUPS:
         raise AddModelError(f"--group {group!r}: expected one of {', '.join(GROUPS)}")
     if not training_source.strip():
@@ -172,7 +131,8 @@ def build_row(
         pretrained = tag or pretrained or re.sub(r"[^A-Za-z0-9._+-]", "_", Path(weights).name.split(".")[0])
     elif not spec.tag:
         raise AddModelError(f"MODEL {spec.library}:{spec.architecture}: no pretrained tag; give one "
-                            "(timm:ARCH.TAG, open_clip:ARCH:TAG) or a local weights file with --weights")
+                            f"({spec.library}:ARCH{adapter_for(spec.library).cli_separator}TAG) or a local weights "
+                            "file with --weights")
     if not _TAG.match(pretrained):
         raise AddModelError(f"--tag {pretrained!r}: letters, digits, '.', '_', '+', '-' only")
     row = {
@@ -268,7 +228,7 @@ def _configured_registry(config: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.add_model",
                                      description="Append a validated row for your own model to the model registry.")
-    parser.add_argument("model", help="timm:ARCH[.TAG], open_clip:ARCH[:TAG] or hf-hub:ORG/REPO")
+    parser.add_argument("model", help=model_usage())
     parser.add_argument("--group", required=True, help=f"one of {', '.join(GROUPS)}")
     parser.add_argument("--training-source", required=True, help="(pre)training data, e.g. ImageNet-1k, LAION-2B")
     parser.add_argument("--training-size", type=int, help="training images (nominal published size)")
@@ -277,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       "rows of the same architecture)")
     parser.add_argument("--weights", default="", help="a local weights file of the architecture")
     parser.add_argument("--tag", default="", help="the pretrained label of a local weights file (default: its name)")
-    parser.add_argument("--model-id", default="", help="default: openclip__ARCH__TAG / timm__ARCH.TAG")
+    parser.add_argument("--model-id", default="", help="default: " + " / ".join(
+        ADAPTERS[name].model_id("ARCH", "TAG") for name in _cli_adapters()))
     parser.add_argument("--registry", type=Path, help="registry TSV to append to (default: model_registry of --config)")
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     args = parser.parse_args(argv)
@@ -305,8 +266,9 @@ def _family_from(registry: Path, spec: ModelSpec) -> str:
         table = load_model_registry(registry).table
     except RegistryError as error:
         raise AddModelError(str(error)) from error
-    same = table.loc[table["architecture"].str.removesuffix("-quickgelu") == spec.architecture.removesuffix("-quickgelu"),
-                     "architecture_family"]
+    key = adapter_for(spec.library).family_key(spec.architecture)
+    keys = [adapter_for(library).family_key(architecture) for library, architecture in zip(table["library"], table["architecture"])]
+    same = table.loc[[k == key for k in keys], "architecture_family"]
     if same.empty:
         raise AddModelError(f"--architecture-family: required ({spec.architecture!r} is not in {registry})")
     return str(same.iloc[0])

@@ -18,24 +18,17 @@ Importing this module prepares every adapter's library (open_clip: registers the
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Mapping
 
 import torch
 
 from clip_robustness.models.adapters import ADAPTERS, row_adapter
-from clip_robustness.models.adapters.base import (
-    N_CLASSES,
-    MissingWeightsError,
-    ModelBuildError,
-    hub_cache_dir,
-    row_text,
-)
-from clip_robustness.models.adapters.open_clip import OPEN_CLIP_CONFIG_DIR, register_open_clip_configs
+from clip_robustness.models.adapters.errors import MissingWeightsError, ModelBuildError
+from clip_robustness.models.adapters.rows import row_text
 
+#: The errors are the adapters'; callers that build models catch them from here.
 __all__ = [
-    "N_CLASSES", "OPEN_CLIP_CONFIG_DIR", "MissingWeightsError", "ModelBuildError", "build_model", "library_version",
-    "offline_hint", "register_open_clip_configs", "resolve_weights", "select_device",
+    "MissingWeightsError", "ModelBuildError", "build_model", "library_version", "resolve_weights", "select_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,8 +76,3 @@ def build_model(row: Mapping[str, Any], device: str | torch.device) -> tuple[tor
     log.info("building %s (%s %s, pretrained=%r, weights=%r) on %s", row_text(row, "model_id"), row_text(row, "library"),
              row_text(row, "architecture"), row_text(row, "pretrained"), weights, device)
     return row_adapter(row).build(row, device, weights)
-
-
-def offline_hint() -> str:
-    """A one-line description of where weights are looked up, for job logs."""
-    return f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}, hub cache {hub_cache_dir()!r}"

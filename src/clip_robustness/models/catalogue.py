@@ -1,12 +1,13 @@
 """Every pretrained checkpoint of the pinned libraries as registry rows: the all-checkpoints study.
 
 ``config/models-all-checkpoints.tsv`` holds the paper's registry (``study`` = ``paper``) followed by every
-other pretrained open_clip ``(model, pretrained)`` pair (zero-shot CLIP) and every timm ImageNet-1k
-checkpoint (``study`` = ``catalogue``), generated from the libraries' own lists and pretrained configs:
+other checkpoint each adapter lists (:meth:`~clip_robustness.models.adapters.base.ModelAdapter.catalogue_checkpoints`,
+``study`` = ``catalogue``), generated from the libraries' own lists and pretrained configs; today:
 
 - open_clip: ``open_clip.list_pretrained()``; a tag trained with QuickGELU (its pretrained config says
   ``quick_gelu``) runs under the ``-quickgelu`` config, as in the paper's registry; the resolution is the
-  model config's ``vision_cfg.image_size``; group ``clip_zeroshot``, fine-tuning route ``none``.
+  model config's ``vision_cfg.image_size``; group ``clip_zeroshot``, fine-tuning route ``none`` (as every
+  zero-shot library's checkpoints).
 - timm: ``timm.list_pretrained()`` names whose pretrained config has a 1000-class head and whose tag names
   ImageNet-1k (``in1k``, timm's tag convention for the label set of the head); resolution from the config's
   ``input_size``.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clip_robustness.models.adapters import ADAPTERS, adapter_for
 from clip_robustness.models.registry import (
     CATALOGUE_STUDY,
     MODEL_COLUMNS,
@@ -44,38 +46,6 @@ from clip_robustness.models.registry import (
 
 #: Columns a paper row lends to a generated row with the same tag.
 _BY_TAG = ("group", "training_source", "training_size", "finetune_route")
-
-
-def open_clip_checkpoints() -> list[tuple[str, str, int]]:
-    """(config name, tag, resolution) of every pretrained open_clip pair, QuickGELU tags under their
-    ``-quickgelu`` config, each pair once, in the library's order."""
-    import open_clip
-
-    models = set(open_clip.list_models())
-    seen: dict[tuple[str, str], int] = {}
-    for architecture, tag in open_clip.list_pretrained():
-        cfg = open_clip.get_pretrained_cfg(architecture, tag) or {}
-        if cfg.get("quick_gelu") and not architecture.endswith("-quickgelu") and f"{architecture}-quickgelu" in models:
-            architecture = f"{architecture}-quickgelu"
-        model_cfg = open_clip.get_model_config(architecture)
-        if model_cfg is None or (architecture, tag) in seen:
-            continue
-        size = model_cfg["vision_cfg"]["image_size"]
-        seen[(architecture, tag)] = int(size if isinstance(size, int) else size[-1])
-    return [(architecture, tag, size) for (architecture, tag), size in seen.items()]
-
-
-def timm_imagenet_checkpoints() -> list[tuple[str, str, int]]:
-    """(architecture, tag, resolution) of every timm pretrained checkpoint with an ImageNet-1k head."""
-    import timm
-
-    found = []
-    for name in timm.list_pretrained():
-        cfg = timm.models.get_pretrained_cfg(name)
-        architecture, _, tag = name.partition(".")
-        if cfg.num_classes == 1000 and "in1k" in tag:
-            found.append((architecture, tag, int(cfg.input_size[-1])))
-    return found
 
 
 def _unique_by(table: pd.DataFrame, key: pd.Series, columns: tuple[str, ...]) -> dict[str, dict]:
@@ -92,18 +62,20 @@ def build_catalogue(paper: pd.DataFrame) -> pd.DataFrame:
     """The all-checkpoints registry table: ``paper`` rows (``study`` paper), then every other checkpoint."""
     paper = paper.copy()
     paper["study"] = PAPER_STUDY
-    base = paper["architecture"].str.removesuffix("-quickgelu")
+    base = pd.Series([adapter_for(library).family_key(architecture)
+                      for library, architecture in zip(paper["library"], paper["architecture"])], index=paper.index)
     families = _unique_by(paper, base, ("architecture_family",))
     by_tag = {library: _unique_by(rows, rows["pretrained"], _BY_TAG) for library, rows in paper.groupby("library")}
     known = set(zip(paper["library"], paper["architecture"], paper["pretrained"]))
 
     rows = []
-    listed = [("open_clip", *c) for c in open_clip_checkpoints()] + [("timm", *c) for c in timm_imagenet_checkpoints()]
+    listed = [(library, *c) for library, adapter in ADAPTERS.items() for c in adapter.catalogue_checkpoints()]
     for library, architecture, tag, resolution in listed:
         if (library, architecture, tag) in known:
             continue
         stated = by_tag.get(library, {}).get(tag, {})
-        group = ZERO_SHOT_GROUP if library == "open_clip" else stated.get("group", UNKNOWN)
+        zero_shot = ADAPTERS[library].needs_text_head  # a zero-shot checkpoint: its group, and no fine-tuning
+        group = ZERO_SHOT_GROUP if zero_shot else stated.get("group", UNKNOWN)
         source = stated.get("training_source", UNKNOWN)
         rows.append({
             "model_id": model_id_for(library, architecture, tag),
@@ -113,8 +85,8 @@ def build_catalogue(paper: pd.DataFrame) -> pd.DataFrame:
             "group": group,
             "training_source": source,
             "training_size": int(stated.get("training_size", 0)) if source != UNKNOWN else 0,
-            "finetune_route": stated.get("finetune_route", "none" if library == "open_clip" else UNKNOWN),
-            "architecture_family": families.get(architecture.removesuffix("-quickgelu"), {}).get(
+            "finetune_route": stated.get("finetune_route", "none" if zero_shot else UNKNOWN),
+            "architecture_family": families.get(ADAPTERS[library].family_key(architecture), {}).get(
                 "architecture_family", UNKNOWN),
             "resolution": resolution,
             "weights_file": "",

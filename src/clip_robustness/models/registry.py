@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_robustness.models.adapters import ADAPTERS, LIBRARIES, adapter_for, is_zero_shot
+from clip_robustness.models.adapters import ADAPTERS, adapter_for, is_zero_shot
 
 #: The columns that define a model (what :meth:`ModelRegistry.row` returns).
 MODEL_COLUMNS: tuple[str, ...] = (
@@ -113,7 +113,7 @@ def model_id_for(library: str, architecture: str, pretrained: str) -> str:
     writes it (``openclip__{architecture}__{pretrained}``, ``timm__{architecture}.{pretrained}``: timm's own
     ``arch.tag`` name, ...). Reversed by :func:`parse_model_id`."""
     if library not in ADAPTERS:
-        raise ValueError(f"unknown library {library!r}; expected one of {', '.join(LIBRARIES)}")
+        raise ValueError(f"unknown library {library!r}; expected one of {', '.join(ADAPTERS)}")
     return ADAPTERS[library].model_id(architecture, pretrained)
 
 
@@ -190,6 +190,43 @@ class ModelRegistry:
         return selected
 
 
+def _checked_row(path: Path, header: list[str], line: int, fields: list[str], first_line: dict[str, int]) -> dict[str, str]:
+    """One registry line as a row, validated (:class:`RegistryError` naming the file, line and column otherwise);
+    records its id's line in ``first_line`` (to name a duplicate)."""
+    if len(fields) > len(header):
+        raise RegistryError(f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}")
+    row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
+    row = {**{name: "" for name in OPTIONAL_COLUMNS}, **row}
+    row["study"] = row["study"] or STUDIES[0]
+    label = f"model registry {path}, line {line} (model_id {row['model_id']!r})"
+    for name in REGISTRY_COLUMNS:
+        if name not in OPTIONAL_COLUMNS and not row[name]:
+            raise RegistryError(f"{label}: column {name!r} is empty")
+    model_id = row["model_id"]
+    if not _SAFE_ID.match(model_id):
+        raise RegistryError(f"{label}: model_id must be filesystem-safe (letters, digits, '.', '_', '+', '-', "
+                            f"not starting with '.' or '-')")
+    if model_id in first_line:
+        raise RegistryError(f"{label}: duplicate model_id, first defined on line {first_line[model_id]}")
+    first_line[model_id] = line
+    if row["library"] not in ADAPTERS:
+        raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(ADAPTERS)}")
+    if row["group"] not in GROUPS:
+        raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
+    if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):
+        needs = "needs a" if is_zero_shot(row) else "has no"
+        raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
+                            f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
+    if row["study"] not in STUDIES:
+        raise RegistryError(f"{label}: unknown study {row['study']!r}; expected one of {', '.join(STUDIES)}")
+    for name in INTEGER_COLUMNS:
+        unknown_size = name == "training_size" and row["training_source"] == UNKNOWN and row[name] == "0"
+        if not unknown_size and (not row[name].isdigit() or int(row[name]) <= 0):
+            hint = " (0 only with training_source unknown)" if name == "training_size" else ""
+            raise RegistryError(f"{label}: column {name!r} must be a positive integer{hint}, got {row[name]!r}")
+    return row
+
+
 def load_model_registry(path: str | Path) -> ModelRegistry:
     """Read and validate a registry TSV.
 
@@ -216,38 +253,7 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
     rows: list[dict[str, str]] = []
     first_line: dict[str, int] = {}
     for line, fields in records:
-        if len(fields) > len(header):
-            raise RegistryError(f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}")
-        row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
-        row = {**{name: "" for name in OPTIONAL_COLUMNS}, **row}
-        row["study"] = row["study"] or STUDIES[0]
-        label = f"model registry {path}, line {line} (model_id {row['model_id']!r})"
-        for name in REGISTRY_COLUMNS:
-            if name not in OPTIONAL_COLUMNS and not row[name]:
-                raise RegistryError(f"{label}: column {name!r} is empty")
-        model_id = row["model_id"]
-        if not _SAFE_ID.match(model_id):
-            raise RegistryError(f"{label}: model_id must be filesystem-safe (letters, digits, '.', '_', '+', '-', "
-                                f"not starting with '.' or '-')")
-        if model_id in first_line:
-            raise RegistryError(f"{label}: duplicate model_id, first defined on line {first_line[model_id]}")
-        first_line[model_id] = line
-        if row["library"] not in LIBRARIES:
-            raise RegistryError(f"{label}: unknown library {row['library']!r}; expected one of {', '.join(LIBRARIES)}")
-        if row["group"] not in GROUPS:
-            raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
-        if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):
-            needs = "needs a" if is_zero_shot(row) else "has no"
-            raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
-                                f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
-        if row["study"] not in STUDIES:
-            raise RegistryError(f"{label}: unknown study {row['study']!r}; expected one of {', '.join(STUDIES)}")
-        for name in INTEGER_COLUMNS:
-            unknown_size = name == "training_size" and row["training_source"] == UNKNOWN and row[name] == "0"
-            if not unknown_size and (not row[name].isdigit() or int(row[name]) <= 0):
-                hint = " (0 only with training_source unknown)" if name == "training_size" else ""
-                raise RegistryError(f"{label}: column {name!r} must be a positive integer{hint}, got {row[name]!r}")
-        rows.append(row)
+        rows.append(_checked_row(path, header, line, fields, first_line))
 
     columns = header + [name for name in REGISTRY_COLUMNS if name not in header]
     table = pd.DataFrame(rows, columns=columns)

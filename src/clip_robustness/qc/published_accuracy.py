@@ -1,7 +1,8 @@
 """Published-accuracy QC: our top-1 against the numbers open_clip and timm publish for the same weights.
 
-Each model's adapter says where its library publishes it (:meth:`ModelAdapter.qc_reference_key`); models of
-a library that publishes nothing (``python``) are reported missing, never flagged.
+Each model's adapter reads its library's published tables and looks the model up in them
+(:meth:`ModelAdapter.published_top1`); models of a library that publishes nothing (``python``) are reported
+missing, never flagged.
 
 A deviation above a tolerance (percentage points) is how a user learns that a preprocessing, QuickGELU
 or label-space mismatch crept into the logits cache. The reference tables ship in ``config/reference/``
@@ -22,41 +23,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from clip_robustness.models.adapters import adapter_for
-from clip_robustness.models.adapters.base import OPEN_CLIP_RESULTS, TIMM_RESULTS, ReferenceKey
+from clip_robustness.models.adapters import ADAPTERS, adapter_for
+from clip_robustness.models.adapters.published import ReferenceTableError
 
-
-@dataclass(frozen=True)
-class QcDataset:
-    """Where one of our dataset ids is found in the published tables (``None``: not published there)."""
-
-    dataset: str
-    open_clip_column: str | None
-    timm_file: str | None
-
-
-QC_DATASETS: tuple[QcDataset, ...] = (
-    QcDataset("imagenet_val", "ImageNet 1k", "timm-results-imagenet.csv"),
-    QcDataset("imagenet_v2_matched_frequency", "ImageNet v2", "timm-results-imagenetv2-matched-frequency.csv"),
-    QcDataset("imagenet_sketch", "ImageNet Sketch", "timm-results-sketch.csv"),
-    QcDataset("imagenet_r", "ImageNet-R", "timm-results-imagenet-r.csv"),
-    QcDataset("imagenet_a", "ImageNet-A", "timm-results-imagenet-a.csv"),
-    QcDataset("objectnet", "ObjectNet", None),
+#: The datasets the QC compares (ids of the dataset registry), in report order; each adapter maps them to its tables.
+QC_DATASET_IDS: tuple[str, ...] = (
+    "imagenet_val", "imagenet_v2_matched_frequency", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet",
 )
-QC_DATASET_IDS: tuple[str, ...] = tuple(d.dataset for d in QC_DATASETS)
-OPEN_CLIP_FILE = "openclip_results.csv"
-OPEN_CLIP_KEY = ("name", "pretrained")
-TIMM_COLUMNS = ("model", "img_size", "top1")
 QC_COLUMNS = ("model", "dataset", "ours_pct", "published_pct", "diff_pp", "flagged", "source")
 PUBLISHED_COLUMNS = ("model", "dataset", "published_pct", "source")
 
-
-class ReferenceTableError(ValueError):
-    """A reference table is missing or lacks a needed column; the message names the file and column."""
+__all__ = [
+    "PUBLISHED_COLUMNS", "QC_COLUMNS", "QC_DATASET_IDS", "MetricsTableError", "ReferenceTableError", "ReferenceTables",
+    "compare_with_published", "load_reference_tables", "our_top1", "published_accuracy_qc", "published_top1",
+    "qc_summary", "reference_table_files",
+]
 
 
 class MetricsTableError(ValueError):
@@ -65,95 +50,38 @@ class MetricsTableError(ValueError):
 
 @dataclass(frozen=True)
 class ReferenceTables:
-    """The published tables: ``open_clip`` (fractions) and ``timm`` (percent, one frame per timm file)."""
+    """The published tables: ``tables`` maps each library that publishes results to its adapter's loaded tables."""
 
-    open_clip: pd.DataFrame
-    timm: dict[str, pd.DataFrame]
+    tables: dict[str, Any]
     directory: Path
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    if not path.is_file():
-        raise ReferenceTableError(f"reference table {path} does not exist (see config/reference/README.md)")
-    table = pd.read_csv(path, thousands=",")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ReferenceTableError(f"reference table {path}: missing column(s) {', '.join(map(repr, missing))}")
-    return table
-
-
 def reference_table_files(directory: str | Path) -> list[Path]:
-    """The published tables the QC reads from ``directory``: open_clip's, then timm's in QC dataset order."""
-    directory = Path(directory)
-    return [directory / OPEN_CLIP_FILE] + [directory / d.timm_file for d in QC_DATASETS if d.timm_file]
+    """The published tables the QC reads from ``directory``: each adapter's files, in the adapter table's order."""
+    return [Path(directory) / name for adapter in ADAPTERS.values() for name in adapter.qc_reference_files()]
 
 
 def load_reference_tables(directory: str | Path) -> ReferenceTables:
-    """Read the shipped published tables from ``directory`` (``config/reference``)."""
+    """Read the shipped published tables from ``directory`` (``config/reference``), each library's by its adapter."""
     directory = Path(directory)
-    open_clip_columns = OPEN_CLIP_KEY + tuple(d.open_clip_column for d in QC_DATASETS if d.open_clip_column)
-    open_clip = _read_csv(directory / OPEN_CLIP_FILE, open_clip_columns)
-    timm = {d.timm_file: _read_csv(directory / d.timm_file, TIMM_COLUMNS) for d in QC_DATASETS if d.timm_file}
-    return ReferenceTables(open_clip=open_clip, timm=timm, directory=directory)
-
-
-def _open_clip_published(key: ReferenceKey, references: ReferenceTables) -> list[tuple[float, str]]:
-    """Published top-1 (percent) and source of ``key`` on each QC dataset, from open_clip's table (fractions).
-
-    The first of ``key.names`` with a (``name``, ``pretrained``) row wins (the adapter lists a ``-quickgelu``
-    config's base name after it, since open_clip's table lists the OpenAI weights under the base name only).
-    """
-    table = references.open_clip
-    for name in key.names:
-        rows = table[(table["name"] == name) & (table["pretrained"] == key.pretrained)]
-        if len(rows):
-            row = rows.iloc[0]
-            return [(100.0 * float(row[qc.open_clip_column]), f"{OPEN_CLIP_FILE}: ({row['name']}, {key.pretrained}) "
-                     f"[{qc.open_clip_column}]") for qc in QC_DATASETS]
-    return [(np.nan, f"missing: no ({key.names[0]}, {key.pretrained}) row in {OPEN_CLIP_FILE}")] * len(QC_DATASETS)
-
-
-def _timm_published(key: ReferenceKey, references: ReferenceTables) -> list[tuple[float, str]]:
-    """Published top-1 (percent) and source of ``key`` on each QC dataset, from timm's tables at ``key.img_size``."""
-    name, size = key.names[0], key.img_size
-    out = []
-    for qc in QC_DATASETS:
-        if qc.timm_file is None:
-            out.append((np.nan, f"missing: timm publishes no {qc.dataset} results"))
-            continue
-        table = references.timm[qc.timm_file]
-        rows = table[table["model"] == name]
-        at_size = rows[rows["img_size"] == size]
-        if len(at_size):
-            out.append((float(at_size["top1"].iloc[0]), f"{qc.timm_file}: {name} @ {size}px"))
-        elif len(rows):
-            sizes = ", ".join(str(s) for s in sorted(rows["img_size"].unique()))
-            out.append((np.nan, f"missing: {qc.timm_file} has {name} only at img_size {sizes}, not {size}"))
-        else:
-            out.append((np.nan, f"missing: no {name} row in {qc.timm_file}"))
-    return out
-
-
-#: Reference-table family (an adapter's ``qc_reference_key().table``) -> its lookup.
-_PUBLISHED_LOOKUPS = {OPEN_CLIP_RESULTS: _open_clip_published, TIMM_RESULTS: _timm_published}
+    tables = {library: adapter.load_qc_references(directory) for library, adapter in ADAPTERS.items()
+              if adapter.qc_reference_files()}
+    return ReferenceTables(tables=tables, directory=directory)
 
 
 def published_top1(registry_table: pd.DataFrame, references: ReferenceTables) -> pd.DataFrame:
     """Published top-1 (percent) of each registry model on each QC dataset.
 
     ``registry_table``: the model registry (``model_id, library, architecture, pretrained, resolution``); each
-    row's adapter says where its library publishes it (``qc_reference_key``).
+    row's adapter looks it up in its library's tables (:meth:`ModelAdapter.published_top1`).
     Returns one row per (model, QC dataset) with columns ``model, dataset, published_pct, source``;
     ``published_pct`` is NaN where nothing is published, and ``source`` then says what was looked for.
     """
     records = []
     for model in registry_table.to_dict("records"):
-        key = adapter_for(model["library"], model["model_id"]).qc_reference_key(model)
-        if key is None:
-            found = [(np.nan, f"missing: the {model['library']} library publishes no results")] * len(QC_DATASETS)
-        else:
-            found = _PUBLISHED_LOOKUPS[key.table](key, references)
-        records += [(model["model_id"], qc.dataset, value, source) for qc, (value, source) in zip(QC_DATASETS, found)]
+        adapter = adapter_for(model["library"], model["model_id"])
+        found = adapter.published_top1(model, references.tables.get(model["library"]), QC_DATASET_IDS)
+        records += [(model["model_id"], dataset, value, source) for dataset, (value, source) in zip(QC_DATASET_IDS, found)]
     return pd.DataFrame.from_records(records, columns=list(PUBLISHED_COLUMNS))
 
 

@@ -1,9 +1,14 @@
-"""The interface every model library supplies: :class:`ModelAdapter`, and what the adapters share.
+"""The interface every model library supplies: :class:`ModelAdapter`.
 
-An adapter is what the pipeline knows about one model library (the registry's ``library`` column):
-how to build a model and its evaluation transform, how to derive the decoded-cache preprocessing
-recipe without building the model, its model-id format, whether the model needs a zero-shot text
-head, where its weights are, the key of its published accuracy for the QC, and its final-layer call.
+An adapter is everything the pipeline knows about one model library (the registry's ``library`` column):
+how to build a model and its evaluation transform, how to derive the decoded-cache preprocessing recipe
+without building the model, whether the decode-spec table can hold it, its model-id format and its
+spelling on the ``make add-model`` command line, its checkpoints for the all-checkpoints catalogue, whether
+the model needs a zero-shot text head and how it is built, where its weights are and how they are fetched, its
+published accuracy for the QC, and its final-layer call. What the adapters share lives beside this module,
+one concern each: :mod:`.errors`, :mod:`.rows` (registry fields, JSON), :mod:`.sources` (weights
+locations, the hub cache), :mod:`.final_layer`, :mod:`.text_head` (the zero-shot head) and :mod:`.published`
+(reading QC reference tables).
 
 This module imports neither torch nor any model library at import time (the Snakefile reads the
 registry, and so the adapter table, at every invocation); adapters import their library in methods.
@@ -11,182 +16,31 @@ registry, and so the adapter table, at every invocation); adapters import their 
 
 from __future__ import annotations
 
-import enum
-import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
+from clip_robustness.models.adapters.errors import (
+    MissingWeightsError,
+    ModelBuildError,
+    RowProblem,
+    UnsupportedPreprocessingError,
+)
+from clip_robustness.models.adapters.final_layer import HEAD_PRECISION, N_CLASSES
+from clip_robustness.models.adapters.published import Published
+from clip_robustness.models.adapters.rows import plain_json, row_text
+from clip_robustness.models.adapters.sources import WeightsLocation, local_weights
+
 if TYPE_CHECKING:
     import torch
 
-#: Number of ImageNet-1k classes every model must output.
-N_CLASSES = 1000
-
-#: The dtype every model's final layer runs in (recorded as ``head_precision`` in the cache metadata).
-HEAD_PRECISION = "float32"
-
-
-class ModelBuildError(ValueError):
-    """A registry row names a library, architecture or pretrained tag that the pinned library lacks."""
-
-
-class MissingWeightsError(RuntimeError):
-    """A model's weights are neither in the local cache nor downloadable (for example on an offline node)."""
-
-
-class UnsupportedPreprocessingError(ValueError):
-    """A model's transform is not "geometry, ToTensor, Normalize": it cannot use the decoded cache."""
-
-
-class RowProblem(ValueError):
-    """A registry row that the installed library cannot serve (raised by :meth:`ModelAdapter.registry_input_size`)."""
-
-
-def row_text(row: Mapping[str, Any], key: str) -> str:
-    """A registry field as a stripped string; missing, None and NaN (an empty TSV cell) read as ``""``."""
-    value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def plain_json(value: Any) -> Any:
-    """A JSON-able form of a transform parameter (enums by value, tensors and tuples as lists)."""
-    if isinstance(value, enum.Enum):
-        return plain_json(value.value)
-    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # torch tensors, numpy arrays
-        return value.tolist()
-    if isinstance(value, (tuple, list)):
-        return [plain_json(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): plain_json(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
-
-
-def tuples(recipe: Mapping[str, Any]) -> dict:
-    """A JSON recipe's lists back as tuples, as the libraries' transform builders take them."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-@dataclass(frozen=True)
-class WeightsLocation:
-    """Where a model's weights come from, known without downloading anything.
-
-    ``kind``: ``local`` (the registry's ``weights_file``), ``hub`` (a Hugging Face hub repo, read through
-    the hub cache), ``url`` (a download URL of the library), ``factory`` (the model's own constructor
-    provides them) or ``random`` (no weights). ``where``: the path, repo id or URL (``""`` for
-    ``random``/``factory``); ``filenames``: the hub files tried in order.
-    """
-
-    kind: str
-    where: str = ""
-    filenames: tuple[str, ...] = ()
-
-
-def hub_cache_dir() -> str:
-    """The Hugging Face hub cache folder (``HF_HUB_CACHE``)."""
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set: nothing is downloaded."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def missing_weights(model_id: str, where: str, cause: BaseException | None = None, local: bool = False) -> MissingWeightsError:
-    """The :class:`MissingWeightsError` naming ``model_id``, the expected location and what to do."""
-    offline = "" if local or not hub_offline() else " (HF_HUB_OFFLINE is set: nothing is downloaded)"
-    hint = (
-        "Put the file there, or correct the weights_file column of the model registry."
-        if local
-        else "Download them on a node with internet (building the model once there fills the cache), copy the "
-        "hub cache to this node, or name a local file in the registry's weights_file column."
-    )
-    detail = f" Last error: {cause}" if cause is not None else ""
-    return MissingWeightsError(f"model {model_id!r}: weights not available{offline}; expected {where}. {hint}{detail}")
-
-
-def local_weights(row: Mapping[str, Any]) -> str | None:
-    """The registry's ``weights_file`` when set (:class:`MissingWeightsError` if it does not exist), else ``None``."""
-    weights_file = row_text(row, "weights_file")
-    if not weights_file:
-        return None
-    path = Path(weights_file).expanduser()
-    if not path.is_file():
-        raise missing_weights(
-            row_text(row, "model_id"), f"at the local weights_file {str(path)!r} named in the model registry", local=True
-        )
-    return str(path)
-
-
-def load_state_dict(path: str) -> dict:
-    """A state dict from a ``.safetensors`` file or a ``torch.save`` file (loaded with ``weights_only``)."""
-    import torch
-
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# ----------------------------------------------------------------------------- the final layer
-
-
-def float32_final_layer(model: "torch.nn.Module") -> "torch.nn.Module":
-    """``model`` with a float32 final layer, whatever autocast is active around it.
-
-    A model with timm's ``forward_features``/``forward_head`` pair runs its features under the ambient autocast
-    (reduced precision allowed) and its head with autocast disabled on float32 features; any other model runs
-    whole with autocast disabled, float32 from input to logits.
-    """
-    import torch
-
-    split = callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
-
-    class Float32FinalLayer(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module):
-            super().__init__()
-            self.model = inner
-
-        def forward(self, images: torch.Tensor) -> torch.Tensor:
-            features = self.model.forward_features(images) if split else images
-            with torch.autocast(device_type=images.device.type, enabled=False):
-                return (self.model.forward_head if split else self.model)(features.float())
-
-    return Float32FinalLayer(model).eval()
-
-
-# ----------------------------------------------------------------------------- published accuracy (QC)
-
-
-@dataclass(frozen=True)
-class ReferenceKey:
-    """Where a model's published top-1 is found: ``table`` (a reference-table family of
-    :mod:`clip_robustness.qc.published_accuracy`), ``names`` (the model names to look up, first match wins),
-    ``pretrained`` (the pretrained tag column, where the table has one) and ``img_size`` (where it has one)."""
-
-    table: str
-    names: tuple[str, ...]
-    pretrained: str = ""
-    img_size: int | None = None
-
-
-#: Reference-table families (the QC reads one file of open_clip's, one per dataset of timm's).
-OPEN_CLIP_RESULTS = "openclip_results"
-TIMM_RESULTS = "timm_results"
+#: Names other stages import from here (logits.cache, logits.loop, logits.decoded); their home is the module
+#: of their concern, imported above.
+__all__ = [
+    "HEAD_PRECISION", "N_CLASSES", "MissingWeightsError", "ModelAdapter", "ModelBuildError", "RowProblem",
+    "UnsupportedPreprocessingError", "plain_json", "row_text",
+]
 
 
 # ----------------------------------------------------------------------------- the interface
@@ -207,6 +61,14 @@ class ModelAdapter(ABC):
     #: True for zero-shot models: they output image features and need a text head (the zero-shot head)
     #: to give ImageNet logits. This is the one place that decides "zero-shot".
     needs_text_head: ClassVar[bool] = False
+    #: True when a row's decode spec follows from (architecture, pretrained tag) alone, so the decode-spec table
+    #: (``config/decode_specs.json``, :mod:`clip_robustness.logits.specs`) may hold it.
+    tabled_decode_spec: ClassVar[bool] = False
+    #: Distributions whose versions stamp the decode-spec table (a tabled spec depends on their transform code).
+    spec_stamp_distributions: ClassVar[tuple[str, ...]] = ()
+    #: What separates the architecture from the tag in ``make add-model``'s ``{name}:ARCH{sep}TAG``; ``None``: the
+    #: library cannot be added from the command line.
+    cli_separator: ClassVar[str | None] = None
 
     def version(self, row: Mapping[str, Any] | None = None) -> str:
         """Installed version of the library (that builds ``row``), for the cache metadata."""
@@ -225,6 +87,47 @@ class ModelAdapter(ABC):
         """``(architecture, pretrained)`` of an id's part after ``{id_prefix}__``; ``None`` if it is not this format."""
         architecture, sep, pretrained = rest.partition(self.id_separator)
         return (architecture, pretrained) if sep else None
+
+    # -- make add-model and the catalogue
+
+    def cli_usage(self) -> str:
+        """How ``make add-model`` spells a model of this library (``""``: it cannot be added from the command line)."""
+        return f"{self.name}:ARCH[{self.cli_separator}TAG]" if self.cli_separator is not None else ""
+
+    def parse_cli(self, rest: str) -> tuple[str, str]:
+        """``(architecture, tag)`` of the command line's part after ``{name}:`` (tag ``""``: none given)."""
+        if self.cli_separator is None:
+            raise ModelBuildError(f"{self.name} models cannot be added from the command line")
+        architecture, _, tag = rest.partition(self.cli_separator)
+        return architecture, tag
+
+    def canonical_checkpoint(self, architecture: str, tag: str) -> tuple[str, str]:
+        """The ``(architecture, tag)`` the registry writes for a checkpoint named ``(architecture, tag)``."""
+        return architecture, tag
+
+    def family_key(self, architecture: str) -> str:
+        """The architecture whose registry rows lend ``architecture`` their ``architecture_family``."""
+        return architecture
+
+    def library_input_size(self, architecture: str, tag: str) -> int:
+        """The input size (pixels) the library configures for ``architecture`` (and ``tag``); :class:`ModelBuildError`
+        naming the architecture when the library lacks it."""
+        raise ModelBuildError(f"architecture {architecture!r}: {self.name} states no input size")
+
+    def hub_checkpoints(self, repo_id: str) -> list[tuple[str, str]]:
+        """``(architecture, tag)`` of every checkpoint of the installed library whose weights live in hub repo
+        ``repo_id`` (``make add-model hf-hub:ORG/REPO``)."""
+        return []
+
+    def hub_rank(self, architecture: str) -> int:
+        """Rank of this library's checkpoint when several libraries list one hub repo (lowest wins, then the
+        table's order)."""
+        return 1
+
+    def catalogue_checkpoints(self) -> list[tuple[str, str, int]]:
+        """``(architecture, tag, resolution)`` of every checkpoint the all-checkpoints study lists for this library
+        (:mod:`clip_robustness.models.catalogue`)."""
+        return []
 
     @abstractmethod
     def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
@@ -288,6 +191,10 @@ class ModelAdapter(ABC):
         """Fetch hub or url weights into the library's cache; the local file, or ``None`` when the library will."""
         raise ModelBuildError(f"model {row_text(row, 'model_id')!r}: {self.name} downloads no {location.kind} weights")
 
+    def weights_source(self, row: Mapping[str, Any], path: str) -> str:
+        """Where the file ``path`` of :meth:`fetch_weights` came from, for the weights record (a URL, a repo, a path)."""
+        return self.weights_location(row).where
+
     # -- model, transform, final layer
 
     @abstractmethod
@@ -308,6 +215,12 @@ class ModelAdapter(ABC):
         """The text tokenizer of a zero-shot model (only adapters with :attr:`needs_text_head`)."""
         raise ValueError(f"model {row_text(row, 'model_id')!r} is a {self.name} classifier: it has no zero-shot head")
 
+    def build_text_head(self, model: "torch.nn.Module", row: Mapping[str, Any], prompt_set: str, device: Any,
+                        progress: bool = False) -> Any:
+        """The zero-shot head (:class:`~clip_robustness.models.adapters.text_head.ZeroShotHead`) of ``row``'s built
+        ``model`` with ``prompt_set``'s prompts (only adapters with :attr:`needs_text_head`)."""
+        raise ValueError(f"model {row_text(row, 'model_id')!r} is a {self.name} classifier: it has no zero-shot head")
+
     # -- decoded cache
 
     @abstractmethod
@@ -321,6 +234,17 @@ class ModelAdapter(ABC):
 
     # -- QC
 
-    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
-        """Where the library publishes ``row``'s top-1 (``None``: nowhere)."""
+    def qc_reference_files(self) -> tuple[str, ...]:
+        """The files of ``config/reference/`` holding the library's published results (``()``: it publishes none)."""
+        return ()
+
+    def load_qc_references(self, directory: Path) -> Any:
+        """The library's reference tables read from ``directory`` (only called when it has
+        :meth:`qc_reference_files`); :class:`~clip_robustness.models.adapters.published.ReferenceTableError` naming
+        a missing file or column."""
         return None
+
+    def published_top1(self, row: Mapping[str, Any], references: Any, datasets: tuple[str, ...]) -> list[Published]:
+        """``row``'s published top-1 (percent) and its source on each of ``datasets`` (ids of the dataset registry),
+        from ``references`` (:meth:`load_qc_references`); NaN with what was looked for where nothing is published."""
+        return [(float("nan"), f"missing: the {self.name} library publishes no results")] * len(datasets)

@@ -3,8 +3,8 @@
 Registry rows: ``architecture`` is open_clip's config name (the ``-quickgelu`` config where the tag was
 trained with QuickGELU), ``pretrained`` its pretrained tag; ids are ``openclip__{architecture}__{tag}``.
 These models output image features: they need a zero-shot text head
-(:mod:`clip_robustness.models.zero_shot`), whose logits ``logit_scale * normalize(features) @ W`` are
-computed in float32 with autocast disabled (:func:`~clip_robustness.models.zero_shot.zero_shot_logits`),
+(:mod:`clip_robustness.models.adapters.open_clip_head`, saved by :mod:`clip_robustness.models.zero_shot`), whose logits ``logit_scale * normalize(features) @ W`` are
+computed in float32 with autocast disabled (:func:`~clip_robustness.models.adapters.text_head.zero_shot_logits`),
 so the final layer is float32 whatever precision the image tower ran in.
 
 Importing the adapter's library (first use) registers the tiny open_clip configs shipped in
@@ -19,20 +19,19 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from clip_robustness.models.adapters.base import (
-    OPEN_CLIP_RESULTS,
-    ModelAdapter,
-    ModelBuildError,
-    ReferenceKey,
-    RowProblem,
-    UnsupportedPreprocessingError,
-    WeightsLocation,
-    hub_cache_dir,
-    missing_weights,
-    plain_json,
-    row_text,
-    tuples,
-)
+from clip_robustness.models.adapters.base import ModelAdapter
+from clip_robustness.models.adapters.errors import ModelBuildError, RowProblem, UnsupportedPreprocessingError
+from clip_robustness.models.adapters.published import Published, read_reference_csv
+from clip_robustness.models.adapters.rows import plain_json, row_text, tuples
+from clip_robustness.models.adapters.sources import WeightsLocation, hub_cache_dir, missing_weights, source_of
+
+#: open_clip's published zero-shot results (``docs/openclip_results.csv``, shipped in ``config/reference/``): top-1 as
+#: fractions, keyed by (``name``, ``pretrained``), and the column of each dataset of the QC.
+OPEN_CLIP_FILE = "openclip_results.csv"
+OPEN_CLIP_KEY = ("name", "pretrained")
+OPEN_CLIP_COLUMNS = {"imagenet_val": "ImageNet 1k", "imagenet_v2_matched_frequency": "ImageNet v2",
+                     "imagenet_sketch": "ImageNet Sketch", "imagenet_r": "ImageNet-R", "imagenet_a": "ImageNet-A",
+                     "objectnet": "ObjectNet"}
 
 #: Folder of the tiny open_clip model configs shipped with the package (``{name}.json``).
 OPEN_CLIP_CONFIG_DIR = Path(str(files("clip_robustness") / "resources" / "open_clip_configs"))
@@ -74,14 +73,68 @@ def _tag_cfg(architecture: str, tag: str) -> dict:
     return dict(_open_clip().get_pretrained_cfg(architecture, tag) or {}) if tag else {}
 
 
+def _image_size(model_cfg: Mapping[str, Any]) -> int:
+    """The input size (pixels) of an open_clip model config's visual tower."""
+    size = model_cfg["vision_cfg"]["image_size"]
+    return int(size if isinstance(size, int) else size[-1])
+
+
 class OpenClipAdapter(ModelAdapter):
     name = "open_clip"
     distribution = "open_clip_torch"
     id_prefix = "openclip"
     needs_text_head = True
+    tabled_decode_spec = True
+    spec_stamp_distributions = ("open_clip_torch", "torchvision")
+    cli_separator = ":"
 
     def prepare(self) -> None:
         register_open_clip_configs()
+
+    def canonical_checkpoint(self, architecture: str, tag: str) -> tuple[str, str]:
+        """Tags trained with QuickGELU run under the ``-quickgelu`` config (the registry's convention)."""
+        if not tag or architecture.endswith(QUICKGELU_SUFFIX):
+            return architecture, tag
+        twin = f"{architecture}{QUICKGELU_SUFFIX}"
+        if _tag_cfg(architecture, tag).get("quick_gelu") and twin in _open_clip().list_models():
+            return twin, tag
+        return architecture, tag
+
+    def family_key(self, architecture: str) -> str:
+        return architecture.removesuffix(QUICKGELU_SUFFIX)
+
+    def library_input_size(self, architecture: str, tag: str) -> int:
+        cfg = _open_clip().get_model_config(architecture)
+        if cfg is None:
+            raise ModelBuildError(f"architecture {architecture!r}: open_clip has no such model config")
+        return _image_size(cfg)
+
+    def hub_checkpoints(self, repo_id: str) -> list[tuple[str, str]]:
+        open_clip = _open_clip()
+        return [(architecture, tag) for architecture, tag in open_clip.list_pretrained()
+                if (open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub") or "").strip("/") == repo_id]
+
+    def hub_rank(self, architecture: str) -> int:
+        # open_clip lists OpenAI weights under a config and its -quickgelu twin: the twin is the registry's convention
+        # and wins over every library; a plain config loses to another library's checkpoint of the same repo.
+        return 0 if architecture.endswith(QUICKGELU_SUFFIX) else 2
+
+    def catalogue_checkpoints(self) -> list[tuple[str, str, int]]:
+        """Every pretrained pair, QuickGELU tags under their ``-quickgelu`` config, each pair once, in the library's
+        order."""
+        open_clip = _open_clip()
+        models = set(open_clip.list_models())
+        seen: dict[tuple[str, str], int] = {}
+        for architecture, tag in open_clip.list_pretrained():
+            cfg = open_clip.get_pretrained_cfg(architecture, tag) or {}
+            twin = f"{architecture}{QUICKGELU_SUFFIX}"
+            if cfg.get("quick_gelu") and not architecture.endswith(QUICKGELU_SUFFIX) and twin in models:
+                architecture = twin
+            model_cfg = open_clip.get_model_config(architecture)
+            if model_cfg is None or (architecture, tag) in seen:
+                continue
+            seen[(architecture, tag)] = _image_size(model_cfg)
+        return [(architecture, tag, size) for (architecture, tag), size in seen.items()]
 
     def registry_input_size(self, row: Mapping[str, Any]) -> int | None:
         open_clip = _open_clip()
@@ -95,8 +148,7 @@ class OpenClipAdapter(ModelAdapter):
             quick_gelu = _tag_cfg(arch, tag).get("quick_gelu", False)
             if quick_gelu and not (arch.endswith(QUICKGELU_SUFFIX) or model_cfg.get("quick_gelu", False)):
                 raise RowProblem(f"tag {tag!r} was trained with QuickGELU; use the config {arch + QUICKGELU_SUFFIX!r}")
-        size = model_cfg["vision_cfg"]["image_size"]
-        return size if isinstance(size, int) else size[-1]
+        return _image_size(model_cfg)
 
     def has_architecture(self, architecture: str) -> bool:
         return architecture in _open_clip().list_models()
@@ -120,12 +172,17 @@ class OpenClipAdapter(ModelAdapter):
     def download_weights(self, row: Mapping[str, Any], location: WeightsLocation) -> str | None:
         cfg = self._known_tag_cfg(row)
         source = f"hf hub repo {location.where!r}" if location.kind == "hub" else f"url {location.where!r}"
+        where = f"open_clip {source} in the cache {hub_cache_dir()!r}"
         try:
-            return str(_open_clip().download_pretrained(cfg))
+            path = _open_clip().download_pretrained(cfg)
         except Exception as exc:  # the loader's own errors: offline, 404, checksum mismatch
-            raise missing_weights(
-                row_text(row, "model_id"), f"open_clip {source} in the cache {hub_cache_dir()!r}", exc
-            ) from exc
+            raise missing_weights(row_text(row, "model_id"), where, exc) from exc
+        if not path:
+            raise missing_weights(row_text(row, "model_id"), f"{where} (open_clip names no download)")
+        return str(path)
+
+    def weights_source(self, row: Mapping[str, Any], path: str) -> str:
+        return source_of(path, str(self._known_tag_cfg(row).get("url", "")))
 
     @staticmethod
     def _quick_gelu(architecture: str, tag_cfg: Mapping[str, Any]) -> bool:
@@ -165,7 +222,7 @@ class OpenClipAdapter(ModelAdapter):
         return model.eval(), preprocess, info
 
     def classifier(self, model: Any, head: Any = None) -> Any:
-        from clip_robustness.models.zero_shot import ZeroShotClassifier
+        from clip_robustness.models.adapters.text_head import ZeroShotClassifier
 
         if head is None:
             raise ValueError("an open_clip model needs its zero-shot head to give ImageNet logits")
@@ -173,6 +230,13 @@ class OpenClipAdapter(ModelAdapter):
 
     def tokenizer(self, row: Mapping[str, Any]) -> Callable:
         return _open_clip().get_tokenizer(row_text(row, "architecture"))
+
+    def build_text_head(self, model: Any, row: Mapping[str, Any], prompt_set: str, device: Any,
+                        progress: bool = False) -> Any:
+        from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head
+
+        return build_zero_shot_head(model, self.tokenizer(row), row_text(row, "model_id"), prompt_set, device=device,
+                                    progress=progress)
 
     def decode_recipe(self, row: Mapping[str, Any]) -> dict:
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
@@ -199,9 +263,23 @@ class OpenClipAdapter(ModelAdapter):
 
         return image_transform_v2(PreprocessCfg(**tuples(recipe)), is_train=False)
 
-    def qc_reference_key(self, row: Mapping[str, Any]) -> ReferenceKey | None:
-        # open_clip's table lists the OpenAI weights (always loaded with QuickGELU) under the base config name only,
-        # so a -quickgelu config falls back to its base name's row.
-        arch = row_text(row, "architecture")
+    def qc_reference_files(self) -> tuple[str, ...]:
+        return (OPEN_CLIP_FILE,)
+
+    def load_qc_references(self, directory: Path) -> Any:
+        return read_reference_csv(directory / OPEN_CLIP_FILE, OPEN_CLIP_KEY + tuple(OPEN_CLIP_COLUMNS.values()))
+
+    def published_top1(self, row: Mapping[str, Any], references: Any, datasets: tuple[str, ...]) -> list[Published]:
+        """From open_clip's table (fractions, as percent): the first of the config name and, for a ``-quickgelu``
+        config, its base name with a (``name``, ``pretrained``) row (open_clip's table lists the OpenAI weights, always
+        loaded with QuickGELU, under the base config name only)."""
+        arch, tag = row_text(row, "architecture"), row_text(row, "pretrained")
         names = (arch, arch.removesuffix(QUICKGELU_SUFFIX)) if arch.endswith(QUICKGELU_SUFFIX) else (arch,)
-        return ReferenceKey(OPEN_CLIP_RESULTS, names, pretrained=row_text(row, "pretrained"))
+        for name in names:
+            rows = references[(references["name"] == name) & (references["pretrained"] == tag)]
+            if len(rows):
+                found = rows.iloc[0]
+                return [(100.0 * float(found[OPEN_CLIP_COLUMNS[d]]), f"{OPEN_CLIP_FILE}: ({found['name']}, {tag}) "
+                         f"[{OPEN_CLIP_COLUMNS[d]}]") if d in OPEN_CLIP_COLUMNS
+                        else (float("nan"), f"missing: open_clip publishes no {d} results") for d in datasets]
+        return [(float("nan"), f"missing: no ({names[0]}, {tag}) row in {OPEN_CLIP_FILE}")] * len(datasets)

@@ -26,16 +26,11 @@ from importlib.metadata import PackageNotFoundError, packages_distributions
 from importlib.metadata import version as package_version
 from typing import Any, Callable, Mapping
 
-from clip_robustness.models.adapters.base import (
-    ModelAdapter,
-    ModelBuildError,
-    RowProblem,
-    UnsupportedPreprocessingError,
-    WeightsLocation,
-    float32_final_layer,
-    load_state_dict,
-    row_text,
-)
+from clip_robustness.models.adapters.base import ModelAdapter
+from clip_robustness.models.adapters.errors import ModelBuildError, RowProblem, UnsupportedPreprocessingError
+from clip_robustness.models.adapters.final_layer import float32_final_layer
+from clip_robustness.models.adapters.rows import row_text
+from clip_robustness.models.adapters.sources import WeightsLocation, load_state_dict
 
 
 def resolve_factory(architecture: str, model_id: str = "") -> Callable[[], tuple[Any, Callable]]:

@@ -1,0 +1,221 @@
+"""Vectorised resampling for the findings table: cluster bootstrap weights, cluster permutations, and weighted
+statistics computed for every resample at once (numpy over a leading resample axis).
+
+A resample is a row of a weight matrix ``w`` of shape ``(B, n)``: ``w[b, i]`` is how many times model ``i`` is
+drawn in resample ``b`` (0, 1, 2, ...). Every statistic below takes such weights, so one call evaluates all
+resamples; the point estimate is the same call with one row of ones. Fits (least-squares lines, correlations,
+group means and medians) are therefore re-estimated inside every resample at no extra cost in Python.
+
+The methods are written down in docs/methods.md ("Findings statistics").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+#: A trailing input resolution in an architecture name (``vit_base_patch16_clip_384``, ``convnext_large_mlp_320``):
+#: checkpoints that differ only by it are near-duplicates (one network fine-tuned or evaluated at another size).
+RESOLUTION_SUFFIX = re.compile(r"[_-](\d{3})$")
+
+
+def architecture_stem(architecture: object) -> str:
+    """``architecture`` without a trailing 3-digit resolution suffix (``vit_base_patch16_clip_384`` ->
+    ``vit_base_patch16_clip``) and without open_clip's ``-quickgelu`` variant marker."""
+    text = str(architecture).replace("-quickgelu", "")
+    return RESOLUTION_SUFFIX.sub("", text)
+
+
+def cluster_ids(models: pd.DataFrame) -> np.ndarray:
+    """Integer cluster of each model (row): near-duplicate checkpoints share one.
+
+    Rule: same ``group``, same ``training_source``, same ``finetune_route`` and the same architecture stem
+    (:func:`architecture_stem`). Checkpoints of one network at several resolutions, epochs or tags of one source
+    are thus resampled and permuted together, never as independent models.
+    """
+    key = (models["group"].astype(str) + "|" + models["training_source"].astype(str) + "|"
+           + models["finetune_route"].astype(str) + "|" + models["architecture"].map(architecture_stem))
+    return pd.factorize(key, sort=True)[0].astype(np.int64)
+
+
+def cluster_bootstrap_weights(strata: np.ndarray, clusters: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(samples, n)`` weights of a cluster bootstrap: within each stratum, its ``K`` clusters are drawn ``K`` times
+    with replacement (a multinomial count per cluster) and every model of a drawn cluster gets that count.
+
+    ``strata``, ``clusters``: one value per model; a cluster must lie within one stratum."""
+    strata = np.asarray(strata)
+    clusters = np.asarray(clusters)
+    weights = np.zeros((samples, len(clusters)), dtype=np.float64)
+    for stratum in pd.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        members, inverse = np.unique(clusters[rows], return_inverse=True)
+        k = len(members)
+        counts = rng.multinomial(k, np.full(k, 1.0 / k), size=samples)
+        weights[:, rows] = counts[:, inverse]
+    return weights
+
+
+def cluster_permutations(labels: np.ndarray, clusters: np.ndarray, blocks: np.ndarray, samples: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``(samples, n)`` labels with the clusters' labels shuffled among the clusters of each block.
+
+    ``labels``: one integer per model, constant within a cluster; a negative label (a reference model that is
+    not compared) is never moved. ``blocks``: the permutation stays within each block (e.g. a pretraining source)."""
+    labels = np.asarray(labels)
+    clusters = np.asarray(clusters)
+    out = np.broadcast_to(labels, (samples, len(labels))).copy()
+    for block in pd.unique(np.asarray(blocks)[labels >= 0]):
+        rows = np.flatnonzero((np.asarray(blocks) == block) & (labels >= 0))
+        members, first, inverse = np.unique(clusters[rows], return_index=True, return_inverse=True)
+        per_cluster = np.broadcast_to(labels[rows][first], (samples, len(members)))
+        out[:, rows] = rng.permuted(per_cluster, axis=1)[:, inverse]
+    return out
+
+
+def within_block_shuffles(blocks: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(samples, n)`` row indices: each row's index is shuffled among the rows of its block (model level)."""
+    blocks = np.asarray(blocks)
+    n = len(blocks)
+    out = np.broadcast_to(np.arange(n), (samples, n)).copy()
+    for block in pd.unique(blocks):
+        rows = np.flatnonzero(blocks == block)
+        out[:, rows] = rng.permuted(np.broadcast_to(rows, (samples, len(rows))), axis=1)
+    return out
+
+
+def cluster_sign_flips(clusters: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(samples, n)`` signs +-1, one random sign per cluster (a paired test's null: the two values of each
+    model, e.g. ECE before and after scaling, are exchangeable)."""
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(samples, inverse.max() + 1))
+    return signs[:, inverse]
+
+
+# ---------------------------------------------------------------------------------------------- weighted statistics
+
+
+def _prepare(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = np.broadcast_to(np.asarray(values, dtype=np.float64), weights.shape)
+    finite = np.isfinite(v)
+    return np.where(finite, v, 0.0), np.where(finite, weights, 0.0)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(B,)`` median of ``values`` (``(n,)`` or ``(B, n)``) with integer ``weights`` ``(B, n)`` (a bootstrap
+    resample's multiplicities): the median of the multiset, the mean of the two middle values when the total is
+    even. NaN values carry no weight; NaN where the total weight is 0."""
+    v = np.broadcast_to(np.asarray(values, dtype=np.float64), weights.shape)
+    w = np.where(np.isfinite(v), weights, 0.0)
+    v = np.where(np.isfinite(v), v, np.inf)
+    order = np.argsort(v, axis=1, kind="stable")
+    vs = np.take_along_axis(v, order, axis=1)
+    cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    half = cw[:, -1:] / 2.0
+    last = v.shape[1] - 1
+    low = np.minimum((cw < half).sum(axis=1), last)
+    high = np.minimum((cw <= half).sum(axis=1), last)
+    rows = np.arange(v.shape[0])
+    with np.errstate(invalid="ignore"):
+        med = (vs[rows, low] + vs[rows, high]) / 2.0
+    return np.where(cw[:, -1] > 0, med, np.nan)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(B,)`` weighted mean; NaN values carry no weight; NaN where the total weight is 0."""
+    v, w = _prepare(values, weights)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w * v).sum(axis=1) / total, np.nan)
+
+
+def weighted_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(slope, intercept)``, each ``(B,)``: the weighted least-squares line of ``y`` on ``x`` per resample (NaN
+    where fewer than 2 distinct x carry weight)."""
+    xb = np.broadcast_to(np.asarray(x, dtype=np.float64), weights.shape)
+    yb = np.broadcast_to(np.asarray(y, dtype=np.float64), weights.shape)
+    w = np.where(np.isfinite(xb) & np.isfinite(yb), weights, 0.0)
+    xb, yb = np.where(w > 0, xb, 0.0), np.where(w > 0, yb, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * xb).sum(axis=1, keepdims=True) / total
+        my = (w * yb).sum(axis=1, keepdims=True) / total
+        sxx = (w * (xb - mx) ** 2).sum(axis=1)
+        sxy = (w * (xb - mx) * (yb - my)).sum(axis=1)
+        slope = np.where(sxx > 1e-12 * np.maximum(total[:, 0], 1.0), sxy / sxx, np.nan)
+    return slope, my[:, 0] - slope * mx[:, 0]
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(B,)`` Pearson r of ``x`` and ``y`` under ``weights`` (NaN without spread in either)."""
+    xb = np.broadcast_to(np.asarray(x, dtype=np.float64), weights.shape)
+    yb = np.broadcast_to(np.asarray(y, dtype=np.float64), weights.shape)
+    w = np.where(np.isfinite(xb) & np.isfinite(yb), weights, 0.0)
+    xb, yb = np.where(w > 0, xb, 0.0), np.where(w > 0, yb, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * xb).sum(axis=1, keepdims=True) / total
+        my = (w * yb).sum(axis=1, keepdims=True) / total
+        sxx = (w * (xb - mx) ** 2).sum(axis=1)
+        syy = (w * (yb - my) ** 2).sum(axis=1)
+        sxy = (w * (xb - mx) * (yb - my)).sum(axis=1)
+        scale = np.maximum(total[:, 0], 1.0) * 1e-12
+        return np.where((sxx > scale) & (syy > scale), sxy / np.sqrt(sxx * syy), np.nan)
+
+
+def omega_squared(values: np.ndarray, weights: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """``(B,)`` omega squared of a one-way ANOVA of ``values`` by ``labels`` (ints ``0..n_labels-1``; negative
+    labels are left out): the share of the variance explained by the grouping, corrected for the number of groups
+    (Hays' estimator, ``(SSB - (k - 1) MSW) / (SST + MSW)``; 0 expected under no effect, may be slightly negative).
+    NaN with fewer than 2 groups present or no within-group degrees of freedom."""
+    v, w = _prepare(values, weights)
+    lab = np.broadcast_to(labels, w.shape)
+    w = np.where(lab >= 0, w, 0.0)
+    onehot = lab[..., None] == np.arange(n_labels)
+    n_g = np.einsum("bn,bnk->bk", w, onehot)
+    s_g = np.einsum("bn,bnk->bk", w * v, onehot)
+    q = (w * v * v).sum(axis=1)
+    n = n_g.sum(axis=1)
+    s = s_g.sum(axis=1)
+    present = n_g > 0
+    k = present.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        group_part = np.where(present, s_g ** 2 / np.where(present, n_g, 1.0), 0.0).sum(axis=1)
+        ssb = group_part - s * s / n
+        ssw = q - group_part
+        sst = q - s * s / n
+        msw = ssw / (n - k)
+        omega = (ssb - (k - 1) * msw) / (sst + msw)
+    return np.where((k >= 2) & (n - k > 0) & (sst > 0), omega, np.nan)
+
+
+def distinct_models(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(B,)`` number of distinct models (weight > 0) among the rows where ``mask`` holds."""
+    return ((weights > 0) & np.broadcast_to(mask, weights.shape)).sum(axis=1)
+
+
+def nan_median_rows(stack: Sequence[np.ndarray]) -> np.ndarray:
+    """Median over a list of ``(B,)`` arrays, ignoring NaN (NaN where all are NaN)."""
+    arr = np.vstack([np.asarray(a, dtype=np.float64) for a in stack])
+    finite = np.isfinite(arr)
+    out = np.full(arr.shape[1], np.nan)
+    some = finite.any(axis=0)
+    if some.any():
+        out[some] = np.nanmedian(arr[:, some], axis=0)
+    return out
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error rate), NaN kept in place."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if len(finite) == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out

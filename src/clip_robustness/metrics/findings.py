@@ -384,11 +384,15 @@ def _effective_robustness(table: pd.DataFrame, factors: Sequence[str], reference
     x = _logit(x_acc)
     ys = [_column(table, _key("factor_accuracy", IMAGENET_X_DATASET, f)) for f in factors]
 
+    logit_ys = [_logit(y) for y in ys]
+
     def er(weights: np.ndarray) -> list[np.ndarray]:
+        if len(weights) > 1 and (weights == weights[:1]).all():  # one fit serves every row (permutations)
+            return [v[0] for v in er(weights[:1])]
         ref_w = weights * reference
         out = []
-        for y in ys:
-            slope, intercept = weighted_line(x, _logit(y), ref_w)
+        for y, logit_y in zip(ys, logit_ys):
+            slope, intercept = weighted_line(x, logit_y, ref_w)
             out.append(y - _sigmoid(slope[:, None] * x + intercept[:, None]))
         return out
 

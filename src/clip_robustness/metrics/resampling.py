@@ -135,17 +135,24 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``(B,)`` median of ``values`` (``(n,)`` or ``(B, n)``) with integer ``weights`` ``(B, n)`` (a bootstrap
     resample's multiplicities): the median of the multiset, the mean of the two middle values when the total is
     even. NaN values carry no weight; NaN where the total weight is 0."""
-    v = np.broadcast_to(np.asarray(values, dtype=np.float64), weights.shape)
-    w = np.where(np.isfinite(v), weights, 0.0)
-    v = np.where(np.isfinite(v), v, np.inf)
-    order = np.argsort(v, axis=1, kind="stable")
-    vs = np.take_along_axis(v, order, axis=1)
-    cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:  # one order for every resample
+        finite = np.isfinite(values)
+        order = np.argsort(np.where(finite, values, np.inf), kind="stable")
+        vs = np.broadcast_to(np.where(finite, values, np.inf)[order], weights.shape)
+        cw = np.cumsum(np.where(finite, weights, 0.0)[:, order], axis=1)
+    else:
+        v = np.broadcast_to(values, weights.shape)
+        w = np.where(np.isfinite(v), weights, 0.0)
+        v = np.where(np.isfinite(v), v, np.inf)
+        order = np.argsort(v, axis=1, kind="stable")
+        vs = np.take_along_axis(v, order, axis=1)
+        cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
     half = cw[:, -1:] / 2.0
-    last = v.shape[1] - 1
+    last = vs.shape[1] - 1
     low = np.minimum((cw < half).sum(axis=1), last)
     high = np.minimum((cw <= half).sum(axis=1), last)
-    rows = np.arange(v.shape[0])
+    rows = np.arange(vs.shape[0])
     with np.errstate(invalid="ignore"):
         med = (vs[rows, low] + vs[rows, high]) / 2.0
     return np.where(cw[:, -1] > 0, med, np.nan)
@@ -159,37 +166,44 @@ def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (w * v).sum(axis=1) / total, np.nan)
 
 
+def _moments(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Weighted sums ``(S_w, mean_x, mean_y, S_xx, S_yy, S_xy)`` per resample (centred), NaN pairs carrying no weight.
+    One-dimensional ``x``/``y`` go through matrix products (no ``(B, n)`` copies)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    both = np.isfinite(x) & np.isfinite(y)
+    w = np.where(both, weights, 0.0)
+    x0, y0 = np.where(both, x, 0.0), np.where(both, y, 0.0)
+    # centre on a fixed point first: the sums of squares below then lose no precision
+    cx = float(np.nanmean(np.where(both, x, np.nan))) if np.any(both) else 0.0
+    cy = float(np.nanmean(np.where(both, y, np.nan))) if np.any(both) else 0.0
+    xc, yc = np.where(both, x0 - cx, 0.0), np.where(both, y0 - cy, 0.0)
+    total = w.sum(axis=1)
+    if xc.ndim == 1 and yc.ndim == 1:
+        sx, sy = w @ xc, w @ yc
+        sxx, syy, sxy = w @ (xc * xc), w @ (yc * yc), w @ (xc * yc)
+    else:
+        sx, sy = (w * xc).sum(axis=1), (w * yc).sum(axis=1)
+        sxx, syy, sxy = (w * xc * xc).sum(axis=1), (w * yc * yc).sum(axis=1), (w * xc * yc).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = sx / total, sy / total
+        return total, mx + cx, my + cy, sxx - sx * mx, syy - sy * my, sxy - sx * my
+
+
 def weighted_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(slope, intercept)``, each ``(B,)``: the weighted least-squares line of ``y`` on ``x`` per resample (NaN
     where fewer than 2 distinct x carry weight)."""
-    xb = np.broadcast_to(np.asarray(x, dtype=np.float64), weights.shape)
-    yb = np.broadcast_to(np.asarray(y, dtype=np.float64), weights.shape)
-    w = np.where(np.isfinite(xb) & np.isfinite(yb), weights, 0.0)
-    xb, yb = np.where(w > 0, xb, 0.0), np.where(w > 0, yb, 0.0)
-    total = w.sum(axis=1, keepdims=True)
+    total, mx, my, sxx, _, sxy = _moments(x, y, weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * xb).sum(axis=1, keepdims=True) / total
-        my = (w * yb).sum(axis=1, keepdims=True) / total
-        sxx = (w * (xb - mx) ** 2).sum(axis=1)
-        sxy = (w * (xb - mx) * (yb - my)).sum(axis=1)
-        slope = np.where(sxx > 1e-12 * np.maximum(total[:, 0], 1.0), sxy / sxx, np.nan)
-    return slope, my[:, 0] - slope * mx[:, 0]
+        slope = np.where(sxx > 1e-12 * np.maximum(total, 1.0), sxy / sxx, np.nan)
+    return slope, my - slope * mx
 
 
 def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``(B,)`` Pearson r of ``x`` and ``y`` under ``weights`` (NaN without spread in either)."""
-    xb = np.broadcast_to(np.asarray(x, dtype=np.float64), weights.shape)
-    yb = np.broadcast_to(np.asarray(y, dtype=np.float64), weights.shape)
-    w = np.where(np.isfinite(xb) & np.isfinite(yb), weights, 0.0)
-    xb, yb = np.where(w > 0, xb, 0.0), np.where(w > 0, yb, 0.0)
-    total = w.sum(axis=1, keepdims=True)
+    total, _, _, sxx, syy, sxy = _moments(x, y, weights)
+    scale = np.maximum(total, 1.0) * 1e-12
     with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * xb).sum(axis=1, keepdims=True) / total
-        my = (w * yb).sum(axis=1, keepdims=True) / total
-        sxx = (w * (xb - mx) ** 2).sum(axis=1)
-        syy = (w * (yb - my) ** 2).sum(axis=1)
-        sxy = (w * (xb - mx) * (yb - my)).sum(axis=1)
-        scale = np.maximum(total[:, 0], 1.0) * 1e-12
         return np.where((sxx > scale) & (syy > scale), sxy / np.sqrt(sxx * syy), np.nan)
 
 

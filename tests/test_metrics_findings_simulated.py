@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from clip_robustness.metrics.findings import SUPPORTED, findings_table
-from clip_robustness.metrics.simulate import CLAIM_ROWS, CLEAR_EFFECTS, NULL_EFFECTS, simulate_study, simulation_settings
+from clip_robustness.metrics.simulate import (
+    CLAIM_ROWS,
+    CLEAR_EFFECTS,
+    NULL_EFFECTS,
+    simulate_study,
+    simulation_settings,
+)
 from clip_robustness.models.registry import load_model_registry
 
 REGISTRY = Path(__file__).resolve().parents[1] / "config" / "models.tsv"

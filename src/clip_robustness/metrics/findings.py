@@ -724,9 +724,11 @@ def _trend_claims(pair: pd.DataFrame, label: pd.Series, shown: pd.Series, id_tes
         lo = hi = float("nan")
     part, lab, sh = pair[keep], label[keep], shown[keep]
     x, y = x_all[keep], y_all[keep]
-    too_few = _too_few(sh, [zs, "others"], settings.min_models) or ("" if hi > lo else "the accuracy ranges do not overlap")
+    overlap = bool(hi > lo)  # NaN bounds (a group without values) compare False
+    too_few = ((_too_few(sh, [zs, "others"], settings.min_models) if overlap else "")
+               or ("" if overlap else f"no overlapping accuracy range of {zs} and the other classifiers on {id_test}"))
     design = _design(part, lab, part["group"], PERMUTATION, _permute(), too_few, note, sh)
-    grid = np.linspace(lo, hi, GAP_GRID_POINTS) if hi > lo else np.zeros(GAP_GRID_POINTS)
+    grid = np.linspace(lo, hi, GAP_GRID_POINTS) if overlap else np.zeros(GAP_GRID_POINTS)
 
     def lines(weights: np.ndarray, labels: np.ndarray):
         return [weighted_line(x, y, weights * (labels == g)) for g in (0, 1)]

@@ -194,7 +194,8 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     log_size = np.log10(pd.to_numeric(reg["training_size"], errors="coerce").to_numpy(dtype=float))
     size_z = np.where(zs, _standardise(log_size, zs), 0.0)
     # the source pattern of claim 8a, made orthogonal to log size among zero-shot CLIP (a size effect is claim 8b's)
-    calib_pattern = _standardise(source_pattern - size_z * (source_pattern[zs] @ size_z[zs]) / (size_z[zs] @ size_z[zs]), zs)
+    size_norm = float(size_z[zs] @ size_z[zs])
+    calib_pattern = _standardise(source_pattern - size_z * float(source_pattern[zs] @ size_z[zs]) / size_norm, zs) if size_norm > 0 else source_pattern
     ece = ECE_BASE + ECE_SD * noise() + np.where(zs, stats.norm.ppf(q) * ECE_SD + e["8a"] * calib_pattern + e["8b"] * size_z, 0.0)
     ece = np.abs(ece)
     add(id_test, "ece", ece)

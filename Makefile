@@ -65,7 +65,7 @@ PLAN_ARGS ?=
 plan: venv
 	$(PY) -m clip_robustness.logits.plan $(PLAN_ARGS)
 
-## The findings' verdicts validated on simulated studies (false-supported rate, power; no GPU, ~10 min on 2 cores)
+## The findings' verdicts validated on simulated studies (false-supported rate, power; no GPU, ~12 min on 2 idle cores)
 ## -> docs/findings-validation.md and .csv. Simulation is not evidence about CLIP.
 findings-check: venv
 	$(PY) benchmarks/findings_check.py --workers $(CORES)

@@ -6,6 +6,8 @@
 - :mod:`~clip_robustness.metrics.imagenet_x`: factor accuracy, error ratio, effective robustness;
 - :mod:`~clip_robustness.metrics.correlation`: accuracy vs AUROC correlations per (group, source family[, route]);
 - :mod:`~clip_robustness.metrics.findings`: the paper's claims tested on the aggregate table (findings.csv);
+- :mod:`~clip_robustness.metrics.resampling`: vectorised cluster bootstrap, permutations and weighted fits of the findings;
+- :mod:`~clip_robustness.metrics.simulate`: simulated studies with planted effects that validate the findings' verdicts;
 - :mod:`~clip_robustness.metrics.tables`: the tidy per-model and aggregate tables the rules write.
 """
 

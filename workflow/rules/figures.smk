@@ -1,4 +1,4 @@
-# Figures and tables (SPEC section 5): one rule per figure, each reading only the tidy metrics table and
+# Figures and tables (docs/methods.md, "Figures"): one rule per figure, each reading only the tidy metrics table and
 # the model registry, so `snakemake --cores 2 figures` after deleting results/figures/ reruns no cache
 # or metric job. Every output shown in the report has a caption under workflow/report/.
 # Target functions and figure options live in the "figures" section of common.smk.

@@ -1,4 +1,4 @@
-"""Metrics of the study (SPEC section 4): pure functions over arrays, plus the tidy-table builders.
+"""Metrics of the study (docs/methods.md, "Metric definitions"): pure functions over arrays, plus the tidy-table builders.
 
 - :mod:`~clip_robustness.metrics.accuracy`: top-1 within a dataset's label space;
 - :mod:`~clip_robustness.metrics.calibration`: ECE, NLL, temperature fit, the calibration split;

@@ -26,7 +26,7 @@ from clip_robustness.demo import archives as synthetic
 REPO = Path(__file__).resolve().parents[1]
 REGISTRY = REPO / "config" / "datasets.yaml"
 SOURCES = REPO / "config" / "dataset-sources.tsv"
-#: SPEC section 2, with ImageNet-C as its 15 corruptions x 5 severities.
+#: docs/methods.md ("Datasets and label spaces"), with ImageNet-C as its 15 corruptions x 5 severities.
 SPEC_DATASETS = [
     "imagenet_val", "imagenet_v2_threshold07", "imagenet_v2_matched_frequency", "imagenet_v2_top_images",
     "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet", "inaturalist", "sun", "places", "textures", "imagenet_o",

@@ -1,4 +1,4 @@
-"""The logits-cache parquet contract (SPEC section 3): schema, encodings, metadata, atomic writes, staleness."""
+"""The logits-cache parquet contract (docs/architecture.md, "Logits cache"): schema, encodings, metadata, atomic writes, staleness."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Top-1 accuracy with label-space restriction (SPEC section 4, 'Accuracy')."""
+"""Top-1 accuracy with label-space restriction (docs/methods.md, "Metric definitions")."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""ECE, NLL, temperature scaling and the calibration split (SPEC section 4, 'Calibration')."""
+"""ECE, NLL, temperature scaling and the calibration split (docs/methods.md, "Calibration split and temperature")."""
 
 import numpy as np
 import pytest

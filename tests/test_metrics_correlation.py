@@ -1,4 +1,4 @@
-"""Correlation of ImageNet accuracy with AUROC per model group (SPEC section 4, 'Correlations')."""
+"""Correlation of ImageNet accuracy with AUROC per model group (docs/methods.md, "Correlations (OOD table)")."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""OOD scores, AUROC and FPR@95 (SPEC section 4, 'OOD'). ID is the positive class."""
+"""OOD scores, AUROC and FPR@95 (docs/methods.md, "OOD scores and polarity"). ID is the positive class."""
 
 import numpy as np
 import pytest

@@ -111,7 +111,7 @@ CLIP_ZEROSHOT: list[tuple[str, str, str]] = [
 ]
 
 # --------------------------------------------------------------------------- 32 CLIP fine-tuned on ImageNet (timm)
-# Dropped from MODELS.md's 33 candidates: convnext_base.clip_laiona_augreg_ft_in1k_384, the only
+# Dropped from the 33 candidates of the model survey: convnext_base.clip_laiona_augreg_ft_in1k_384, the only
 # CLIP-FT model pretrained on LAION-Aesthetic (a one-point group in every by-source plot).
 _VIT_CLIP_FT = {
     "laion2b_ft_in12k_in1k": ["vit_base_patch32_clip_224", "vit_base_patch32_clip_384", "vit_base_patch32_clip_448",

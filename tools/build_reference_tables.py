@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tools/build_reference_tables.py --source /work/shared/reference [--registry config/models.tsv]
+    python tools/build_reference_tables.py --source DIR_OF_PUBLISHED_TABLES [--registry config/models.tsv]
         [--out config/reference]
 
 ``--source`` holds the unchanged upstream files (open_clip ``docs/openclip_results.csv`` and timm

@@ -5,9 +5,9 @@ Sub-packages, in DAG order:
 
 - :mod:`clip_robustness.datasets` -- dataset registry, downloads, archives, manifests, label spaces;
 - :mod:`clip_robustness.models` -- model registry, model/transform construction, zero-shot heads;
-- :mod:`clip_robustness.logits` -- running models over manifests and the parquet logits cache (SPEC section 3);
-- :mod:`clip_robustness.metrics` -- pure metric functions over arrays (SPEC section 4);
-- :mod:`clip_robustness.figures` -- figures and tables from tidy metric tables (SPEC section 5);
+- :mod:`clip_robustness.logits` -- running models over manifests and the parquet logits cache (docs/architecture.md, "Logits cache");
+- :mod:`clip_robustness.metrics` -- pure metric functions over arrays (docs/methods.md, "Metric definitions");
+- :mod:`clip_robustness.figures` -- figures and tables from tidy metric tables (docs/methods.md, "Figures");
 - :mod:`clip_robustness.qc` -- our numbers against published ones.
 
 Beside them: :mod:`clip_robustness.workflow` (glue shared by the stages: the study, job logs, atomic writes)

@@ -1,7 +1,9 @@
-# Figures and tables (SPEC section 5): one rule per figure, each reading only the tidy metrics table and
+# Figures and tables (docs/methods.md, "Figures"): one rule per figure, each reading only the tidy metrics table and
 # the model registry, so `snakemake --cores 2 figures` after deleting results/figures/ reruns no cache
 # or metric job. Every output shown in the report has a caption under workflow/report/.
 # Target functions and figure options live in the "figures" section of common.smk.
+
+from pathlib import Path
 
 
 rule figures:
@@ -39,12 +41,27 @@ for figure in FIGURES:
             "../scripts/plot_figure.py"
 
 
+# How the findings' verdicts behave on simulated studies at the paper's n (benchmarks/findings_check.py writes it
+# into docs/; simulation, not a result): shown beside the findings table in the report.
+FINDINGS_VALIDATION = str(Path(str(workflow.current_basedir)).parent.parent / "docs" / "findings-validation.csv")
+
+
 rule tabulate_findings:
     input:
         metrics=METRICS_TABLE,
         registry=config["model_registry"],
+        validation=FINDINGS_VALIDATION,
     output:
-        report("results/tables/findings.csv", caption="../report/findings.rst", category=CATEGORY_FINDINGS),
+        findings=report(
+            "results/tables/findings.csv",
+            caption="../report/findings.rst",
+            category=CATEGORY_FINDINGS,
+        ),
+        validation=report(
+            "results/tables/findings_validation.csv",
+            caption="../report/findings_validation.rst",
+            category=CATEGORY_FINDINGS,
+        ),
     log:
         "results/logs/figures/tabulate_findings.log",
     conda:

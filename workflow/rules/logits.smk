@@ -1,4 +1,4 @@
-# Logits stage (SPEC section 3): each model's 1000 ImageNet logits on each dataset, cached as parquet.
+# Logits stage (docs/architecture.md, "Logits cache"): each model's 1000 ImageNet logits on each dataset, cached as parquet.
 # Code: clip_robustness.models.build (models, transforms, weights), clip_robustness.models.zero_shot
 # (text heads), clip_robustness.logits.loop (the loop), clip_robustness.logits.cache (the file contract).
 #

@@ -1,4 +1,4 @@
-# Metrics stage (SPEC section 4; definitions in src/clip_robustness/metrics/): cached logits -> tidy tables.
+# Metrics stage (docs/methods.md, "Metric definitions"; code in src/clip_robustness/metrics/): cached logits -> tidy tables.
 # CPU only, no torch. One job per model reads each of its logits files once; the aggregate adds the
 # metrics that need every model (effective robustness, OOD correlations).
 

@@ -1,4 +1,7 @@
-"""Rule tabulate_findings: the paper's claims, tested on the metrics table -> results/tables/findings.csv."""
+"""Rule tabulate_findings: the paper's claims, tested on the metrics table -> results/tables/findings.csv; and the
+validation of the verdicts on simulated studies (docs/findings-validation.csv) -> results/tables/findings_validation.csv."""
+
+import pandas as pd
 
 from clip_robustness.figures.data import read_metrics
 from clip_robustness.metrics.findings import FindingsSettings, findings_table
@@ -8,4 +11,8 @@ from clip_robustness.workflow.joblog import job_log
 with job_log(snakemake.log[0]):
     settings = FindingsSettings.from_config(snakemake.config, snakemake.params.roles)
     table = findings_table(read_metrics(snakemake.input.metrics), load_model_registry(snakemake.input.registry).table, settings)
-    table.to_csv(snakemake.output[0], index=False, float_format="%.6g")
+    table.to_csv(snakemake.output.findings, index=False, float_format="%.6g")
+    # simulated studies, not a result of this run: labelled as such in every row
+    validation = pd.read_csv(snakemake.input.validation)
+    validation.insert(0, "what", "simulation at the paper's n (docs/findings-validation.md), not evidence about CLIP")
+    validation.to_csv(snakemake.output.validation, index=False)

@@ -17,7 +17,7 @@ from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
 from clip_robustness.workflow.study import imagenet_c_dataset_ids
 
-#: The study's group sizes (SPEC section 1): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
+#: The study's group sizes (docs/methods.md, "The study"): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
 STUDY_GROUP_COUNTS: dict[str, int] = {"clip_zeroshot": 51, "clip_ft": 32, "standard": 87, "more_data": 40}
 CLIP_SOURCES: tuple[str, ...] = ("WIT-400M", "YFCC-15M", "CC12M", "LAION-400M", "LAION-2B", "LAION-Aesthetic", "DataComp", "Merged-2B")
 TEST_CONDITIONS: tuple[str, ...] = (

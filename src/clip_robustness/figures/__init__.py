@@ -1,4 +1,4 @@
-"""Figures and tables of the study, drawn from the tidy metrics table and the model registry (SPEC section 5).
+"""Figures and tables of the study, drawn from the tidy metrics table and the model registry (docs/methods.md, "Figures").
 
 Each figure is one :class:`FigureSpec` of :data:`FIGURES` (name = stem of ``results/figures/{name}.png|pdf``,
 report category, caption file, options) and one drawing function ``(metrics, registry, style, **options) ->

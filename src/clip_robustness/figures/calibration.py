@@ -1,4 +1,4 @@
-"""Calibration figures (SPEC section 5, fourth and fifth bullets).
+"""Calibration figures (docs/methods.md, "Figures": calibration).
 
 ECE is in percent (15 equal-width confidence bins), NLL in nats; ``*_ts`` metrics are measured after
 dividing the logits by the temperature fitted on the ImageNet val calibration half. x axes: top-1

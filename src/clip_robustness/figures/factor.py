@@ -1,4 +1,4 @@
-"""Visual-factor robustness on ImageNet-X (SPEC section 5, first two bullets): one panel per factor.
+"""Visual-factor robustness on ImageNet-X (docs/methods.md, "Figures": factor robustness): one panel per factor.
 
 x axis: each model's accuracy on the whole filtered ImageNet-X annotated set (fraction, see
 :func:`clip_robustness.figures.data.imagenet_x_accuracy`); y axis: its accuracy on the images whose

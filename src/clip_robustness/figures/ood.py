@@ -1,4 +1,4 @@
-"""Out-of-distribution detection vs ImageNet accuracy (SPEC section 5, third bullet).
+"""Out-of-distribution detection vs ImageNet accuracy (docs/methods.md, "Figures": OOD detection).
 
 One column per OOD set, two rows: AUROC (ImageNet val positive; 0.5 = chance, 1 = perfect) and
 FPR@95TPR (fraction of OOD images scored at or above the threshold keeping 95% of ImageNet val

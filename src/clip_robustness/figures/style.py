@@ -61,7 +61,7 @@ OWN_LABEL = "Own model (labelled with its id)"
 CATALOGUE_COLOR = "#c7c7c7"
 CATALOGUE_LABEL = "Other library checkpoints"
 
-#: Markers of the CLIP training sources named in SPEC section 1 / MODELS.md, keyed by normalised name
+#: Markers of the CLIP training sources named in docs/methods.md ("The study") and config/models.tsv, keyed by normalised name
 #: (see :func:`normalise_source`). Sources not listed here get the next free marker of ``SPARE_MARKERS``
 #: in sorted order of their names over the whole registry.
 SOURCE_MARKERS: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Tables of the study (SPEC section 5, last bullet): the model registry as in the paper's appendix
+"""Tables of the study (docs/methods.md, "Figures": tables): the model registry as in the paper's appendix
 (CSV and LaTeX) and a per-model summary of every metric (CSV)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The logits cache: one parquet file per (model, dataset), the contract of SPEC section 3.
+"""The logits cache: one parquet file per (model, dataset), the contract in docs/architecture.md ("Logits cache").
 
 Columns: ``index`` (int32, row position in the dataset's manifest), ``label`` (int16, ImageNet-1k index,
 -1 for OOD images), ``logits`` (``fixed_size_list<float32>[1000]``: the model's 1000 ImageNet-1k class

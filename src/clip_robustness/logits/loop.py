@@ -276,7 +276,7 @@ def logits_for_manifest(
     num_workers: int,
     channels_last: bool | None = None,
 ) -> tuple[Path, dict]:
-    """Run ``built`` over ``manifest`` and write its cache file ``output`` atomically (SPEC section 3 metadata);
+    """Run ``built`` over ``manifest`` and write its cache file ``output`` atomically (metadata: docs/architecture.md, "Logits cache");
     returns the path and a timing record (``dataset``, ``n_images``, ``inference_s``, ``write_s``).
 
     ``decoded``/``decoded_metadata``: the fast path's checked array and sidecar, or ``None`` for the reference path.

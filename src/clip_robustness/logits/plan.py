@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-#: Bytes of one logits row (1000 float32) and the zstd + byte-stream-split ratio measured in PLATFORM.md
+#: Bytes of one logits row (1000 float32) and the zstd + byte-stream-split ratio measured on the project's platform
 #: (136-164 MiB for 50k rows of 191 MiB raw: 0.78 at the upper end).
 LOGITS_ROW_BYTES = 1000 * 4
 LOGITS_COMPRESSION = 0.86

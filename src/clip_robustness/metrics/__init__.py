@@ -1,4 +1,4 @@
-"""Metrics of the study (SPEC section 4): pure functions over arrays, plus the tidy-table builders.
+"""Metrics of the study (docs/methods.md, "Metric definitions"): pure functions over arrays, plus the tidy-table builders.
 
 - :mod:`~clip_robustness.metrics.accuracy`: top-1 within a dataset's label space;
 - :mod:`~clip_robustness.metrics.calibration`: ECE, NLL, temperature fit, the calibration split;
@@ -6,6 +6,8 @@
 - :mod:`~clip_robustness.metrics.imagenet_x`: factor accuracy, error ratio, effective robustness;
 - :mod:`~clip_robustness.metrics.correlation`: accuracy vs AUROC correlations per (group, source family[, route]);
 - :mod:`~clip_robustness.metrics.findings`: the paper's claims tested on the aggregate table (findings.csv);
+- :mod:`~clip_robustness.metrics.resampling`: vectorised cluster bootstrap, permutations and weighted fits of the findings;
+- :mod:`~clip_robustness.metrics.simulate`: simulated studies with planted effects that validate the findings' verdicts;
 - :mod:`~clip_robustness.metrics.tables`: the tidy per-model and aggregate tables the rules write.
 """
 

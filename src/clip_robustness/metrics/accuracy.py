@@ -1,4 +1,4 @@
-"""Top-1 accuracy with the dataset's label space applied at metric time (SPEC section 4).
+"""Top-1 accuracy with the dataset's label space applied at metric time (docs/methods.md, "Metric definitions").
 
 Logits always hold the 1000 ImageNet-1k classes (the cache is label-space free). A dataset scored
 on a subset (ImageNet-A/R: 200 classes) restricts the argmax to that subset; ObjectNet also maps

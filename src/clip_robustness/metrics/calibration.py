@@ -1,4 +1,4 @@
-"""Calibration: ECE and NLL before and after temperature scaling (SPEC section 4).
+"""Calibration: ECE and NLL before and after temperature scaling (docs/methods.md, "Metric definitions").
 
 Conventions (pinned, recorded in ``settings.json`` by the aggregate rule):
 

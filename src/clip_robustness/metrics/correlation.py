@@ -4,7 +4,7 @@ The OOD section of the paper finds that, within one training source, zero-shot C
 correlates strongly with AUROC. :func:`accuracy_auroc_correlations` computes Pearson's r and Spearman's rho
 (with their two-sided p-values and the number of models ``n``) for each OOD set, OOD score and set of models:
 zero-shot CLIP and CLIP-FT are never pooled, DataComp's scales form one source family, and CLIP-FT is also
-split by fine-tuning route (SPEC section 4, "Correlations").
+split by fine-tuning route (docs/methods.md, "Correlations (OOD table)").
 """
 
 from __future__ import annotations

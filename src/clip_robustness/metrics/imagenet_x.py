@@ -1,4 +1,4 @@
-"""ImageNet-X visual factors: factor accuracy, error ratio, effective robustness (SPEC section 4).
+"""ImageNet-X visual factors: factor accuracy, error ratio, effective robustness (docs/methods.md, "Metric definitions").
 
 The annotations are the real ones shipped in the ``imagenet-x`` wheel, loaded by its own
 ``load_annotations`` with its defaults: ``which_factor="top"`` (each image annotated with its one
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-#: The 10 factors the study reports (SPEC section 1.1), in its order; all are imagenet-x FACTORS.
+#: The 10 factors the study reports (docs/methods.md, "The study"), in its order; all are imagenet-x FACTORS.
 IMAGENET_X_FACTORS = (
     "pose",
     "background",

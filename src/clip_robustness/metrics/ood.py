@@ -1,4 +1,4 @@
-"""Out-of-distribution detection: scores, AUROC and FPR@95 (SPEC section 4).
+"""Out-of-distribution detection: scores, AUROC and FPR@95 (docs/methods.md, "Metric definitions").
 
 A score is higher for images the model believes in-distribution (ID). ID (ImageNet val) is the
 positive class. Scores, all over the 1000 ImageNet classes:

@@ -6,7 +6,8 @@ the logic is importable and tested. Paths are relative to the workflow directory
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,90 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
                 problems.append(missing_user_archive_message(entry, [dataset]))
     if problems:
         raise MissingUserArchiveError("Before any job runs: " + " ".join(problems))
+
+
+# ----------------------------------------------------------------------------- manifest sources
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so records compare equal to what is configured."""
+    return json.loads(json.dumps(value))
+
+
+def marker_sha256(marker: str | Path) -> str | None:
+    """The verified sha256 of the archive an extraction marker records, or ``None`` (no marker, or none recorded)."""
+    try:
+        return json.loads(Path(marker).read_text()).get("archive_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def manifest_source(params: Mapping[str, Any], subset: Mapping[str, Any] | None, markers: Iterable[str | Path],
+                    workdir: str | Path = ".") -> dict[str, Any]:
+    """What a manifest is built from, recorded in its metadata as ``source``: the registry ``entry``, the image
+    ``root`` folder, the ``devkit_root`` (ImageNet val with a devkit), the ImageNet-C ``subset``, and the sha256 of
+    each archive extracted for it (``archives``: archive name -> sha256, from the extraction ``markers``).
+
+    ``params``: :func:`manifest_params`; ``subset``: the rule's subset param. The rule script records it; every run
+    compares it with the configured one before planning (:func:`drop_changed_manifests`)."""
+    return _plain({
+        "entry": params["entry"],
+        "root": params["root"],
+        "devkit_root": params.get("devkit_root"),
+        "subset": None if subset is None else dict(subset),
+        "archives": {Path(m).name.removesuffix(".complete"): marker_sha256(Path(workdir) / m) for m in markers},
+    })
+
+
+def source_differences(metadata: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
+    """How a manifest's recorded source (its metadata: ``source``, or for a manifest written before sources were
+    recorded ``root`` and ``registry_entry``) differs from ``configured`` (:func:`manifest_source`), in words; empty
+    when it does not. An archive whose sha256 is unknown on either side (its marker is gone: it is extracted
+    again, and the manifest with it) is not compared."""
+    recorded = metadata.get("source")
+    if not isinstance(recorded, Mapping):  # an older manifest: compare what it has
+        recorded = {"root": metadata.get("root"), "entry": metadata.get("registry_entry", configured["entry"])}
+    differences = []
+    for key, what in (("root", "image root folder"), ("entry", "registry entry"), ("devkit_root", "devkit folder"),
+                      ("subset", "ImageNet-C subset")):
+        if key in recorded and recorded[key] != configured.get(key):
+            shown = (recorded[key], configured.get(key)) if key != "entry" else ("its record", "the registry's")
+            differences.append(f"{what} was {shown[0]!r}, is now {shown[1]!r}")
+    archives_then, archives_now = recorded.get("archives"), configured.get("archives") or {}
+    if isinstance(archives_then, Mapping):
+        if set(archives_then) != set(archives_now):
+            differences.append(f"archives were {sorted(archives_then)}, are now {sorted(archives_now)}")
+        for name, sha in archives_now.items():
+            if sha and archives_then.get(name) and archives_then[name] != sha:
+                differences.append(f"archive {name} was sha256 {archives_then[name][:16]}..., is now {sha[:16]}...")
+    return differences
+
+
+def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
+                           subset_of: Callable[[str], Mapping[str, Any] | None],
+                           workdir: str | Path = ".") -> list[str]:
+    """Before planning: remove each manifest (with its skipped-images list) whose recorded source differs from the
+    configured one (:func:`source_differences`), whatever ``.snakemake/`` holds; return the warnings. The run then
+    builds it again, and recomputes that dataset's decoded arrays and logits (a job keeps a logits file only when it
+    records the new manifest's hash). ``subset_of``: dataset id -> its ImageNet-C subset param, or ``None``."""
+    from clip_robustness.logits.check import manifest_metadata_of
+
+    workdir = Path(workdir)
+    messages = []
+    for dataset in dataset_ids:
+        manifest = workdir / manifest_path(dataset)
+        if not manifest.is_file():
+            continue
+        metadata = manifest_metadata_of(manifest)
+        if metadata is None:
+            continue  # unreadable: the logits check and the readers name it
+        markers = [m for paths in manifest_inputs(registry, dataset, downloads, workdir).values() for m in paths]
+        configured = manifest_source(manifest_params(registry, dataset, downloads, workdir), subset_of(dataset),
+                                     markers, workdir)
+        differences = source_differences(metadata, configured)
+        if differences:
+            manifest.unlink()
+            manifest.with_name(f"{dataset}.skipped.csv").unlink(missing_ok=True)
+            messages.append(f"{manifest_path(dataset)}: its source changed ({'; '.join(differences)}); this run builds "
+                            f"it again and recomputes {dataset}'s decoded arrays and logits")
+    return messages

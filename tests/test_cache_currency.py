@@ -1,0 +1,134 @@
+"""Issue 20, unit level: files are judged by the content identity they record, not by exact timestamps. An archive
+whose mtime alone changed is hashed once and its marker refreshed; a manifest whose recorded source differs from the
+configured one is dropped; a zero-shot head is read without torch; decoded arrays are checked against their
+manifest; files checked current are brought forward of their inputs. (End to end: tests/test_cache_travels.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from clip_robustness.datasets import extract as extract_module
+from clip_robustness.datasets.extract import extract_archive, marker_is_current
+from clip_robustness.datasets.workflow import drop_outdated_markers, source_differences
+from clip_robustness.demo import archives as synthetic
+from clip_robustness.logits.cache import StaleCacheError, write_logits
+from clip_robustness.logits.check import check_identity
+from clip_robustness.workflow.currency import (
+    bring_forward,
+    drop_stale_decoded,
+    drop_stale_heads,
+    head_identity,
+    weights_record_is_current,
+)
+
+
+@pytest.fixture
+def extracted(tmp_path) -> tuple[Path, str]:
+    """An archive in data/archives/ extracted with its sha256 recorded in the marker; (workdir, marker)."""
+    archive = synthetic.write_hendrycks_tar(tmp_path / "data/archives", "imagenet-r", [1, 2], 2,
+                                            synthetic.default_renderer)
+    marker = f"data/extracted/{archive.name}.complete"
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    extract_archive(archive, tmp_path / "data/extracted" / archive.name, tmp_path / marker, archive_sha256=sha)
+    return tmp_path, marker
+
+
+def test_archive_whose_mtime_alone_changed_is_hashed_once_and_its_marker_refreshed(extracted, monkeypatch):
+    workdir, marker = extracted
+    archive = workdir / "data/archives" / Path(marker).name.removesuffix(".complete")
+    stat = archive.stat()
+    os.utime(archive, ns=(stat.st_atime_ns, (stat.st_mtime_ns // 10**9) * 10**9 - 10**9))  # tar: whole seconds
+    hashed = []
+    real = extract_module.file_digests
+    monkeypatch.setattr(extract_module, "file_digests", lambda path: hashed.append(path) or real(path))
+    assert drop_outdated_markers([marker], workdir) == []
+    assert json.loads((workdir / marker).read_text())["archive_mtime_ns"] == archive.stat().st_mtime_ns
+    assert drop_outdated_markers([marker], workdir) == []
+    assert len(hashed) == 1  # the second run costs one stat
+
+
+def test_archive_with_other_bytes_and_the_same_size_is_not_current(extracted):
+    workdir, marker = extracted
+    archive = workdir / "data/archives" / Path(marker).name.removesuffix(".complete")
+    data = bytearray(archive.read_bytes())
+    data[100] ^= 0x01
+    archive.write_bytes(bytes(data))
+    assert not marker_is_current(workdir / marker, archive)
+
+
+def test_manifest_source_differences_name_root_and_archive():
+    source = {"entry": {"id": "imagenet_sketch"}, "root": "data/extracted/sketch.tar/sketch", "devkit_root": None,
+              "subset": None, "archives": {"sketch.tar": "a" * 64}}
+    assert source_differences({"source": source}, source) == []
+    moved = {**source, "root": "/new/folder", "archives": {}}
+    assert any("/new/folder" in d for d in source_differences({"source": source}, moved))
+    rebuilt = {**source, "archives": {"sketch.tar": "b" * 64}}
+    assert any("archive sketch.tar" in d for d in source_differences({"source": source}, rebuilt))
+    # a manifest written before sources were recorded: its root is compared
+    legacy = {"root": "data/extracted/sketch.tar/sketch", "registry_entry": {"id": "imagenet_sketch"}}
+    assert source_differences(legacy, source) == []
+    assert source_differences(legacy, moved) != []
+
+
+def test_zero_shot_head_is_read_without_torch_and_a_head_of_another_prompt_set_is_dropped(tmp_path):
+    head = tmp_path / "results/heads/m.pt"
+    head.parent.mkdir(parents=True)
+    torch.save({"weights": torch.zeros(4, 3), "logit_scale": 100.0, "prompt_set": "simple", "n_templates": 1,
+                "model_id": "m"}, head)
+    assert head_identity(head) == {"model_id": "m", "prompt_set": "simple"}
+    assert drop_stale_heads({"m": "results/heads/m.pt"}, "simple", tmp_path) == []
+    messages = drop_stale_heads({"m": "results/heads/m.pt"}, "openai", tmp_path)
+    assert len(messages) == 1 and "zero_shot.prompt_set" in messages[0] and not head.exists()
+
+
+def test_decoded_array_of_another_manifest_is_dropped(tmp_path):
+    npy = tmp_path / "data/decoded/d/k.npy"
+    npy.parent.mkdir(parents=True)
+    npy.write_bytes(b"x")
+    npy.with_suffix(".json").write_text(json.dumps({"key": "k", "dataset": "d", "manifest_hash": "h1"}))
+    assert drop_stale_decoded([("d", "k", "data/decoded/d/k.npy")], {"d": "h1"}, tmp_path) == []
+    assert npy.exists()
+    assert len(drop_stale_decoded([("d", "k", "data/decoded/d/k.npy")], {"d": "h2"}, tmp_path)) == 1
+    assert not npy.exists() and not npy.with_suffix(".json").exists()
+
+
+def test_bring_forward_makes_outputs_newer_than_their_newest_source(tmp_path):
+    source, output, newer = tmp_path / "in", tmp_path / "out", tmp_path / "newer"
+    for path, mtime in ((source, 2_000), (output, 1_000), (newer, 3_000)):
+        path.write_text(path.name)
+        os.utime(path, ns=(mtime * 10**6, mtime * 10**6))
+    assert bring_forward(["out", "newer"], ["in"], tmp_path) == [output]
+    assert output.stat().st_mtime_ns > source.stat().st_mtime_ns
+    assert newer.stat().st_mtime_ns == 3_000 * 10**6
+
+
+def test_weights_record_is_current_only_while_the_weights_have_the_recorded_sha256(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    record = tmp_path / "data/weights/m.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"files": [{"file": str(weights), "size": 7,
+                                             "sha256": hashlib.sha256(b"weights").hexdigest()}]}))
+    os.utime(weights, ns=(record.stat().st_mtime_ns + 10**9,) * 2)  # a newer copy of the same bytes
+    assert weights_record_is_current("data/weights/m.json", [str(weights)], tmp_path)
+    weights.write_bytes(b"WEIGHTS")
+    os.utime(weights, ns=(record.stat().st_mtime_ns + 10**9,) * 2)
+    assert not weights_record_is_current("data/weights/m.json", [str(weights)], tmp_path)
+
+
+def test_logits_computed_with_other_weights_are_stale(tmp_path):
+    import numpy as np
+
+    path = write_logits(tmp_path / "x.parquet", np.arange(2), np.zeros(2, dtype=np.int16),
+                        np.zeros((2, 1000), dtype=np.float32), {"model_id": "m", "weights_sha256": ["a"]})
+    check_identity(path, {"model_id": "m", "weights_sha256": ["a"]}, {"model_id": "m", "weights_sha256": ["a"]})
+    with pytest.raises(StaleCacheError, match="other weights"):
+        check_identity(path, {"model_id": "m", "weights_sha256": ["a"]}, {"model_id": "m", "weights_sha256": ["b"]})
+    # a file written before the weights were recorded is judged by the rest
+    check_identity(path, {"model_id": "m"}, {"model_id": "m", "weights_sha256": ["b"]})

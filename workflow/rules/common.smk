@@ -89,6 +89,10 @@ def reject_stale_logits():
         logger.warning(rejected.message)
 
 
+#: The rules whose jobs load a model's weights.
+WEIGHTS_RULES = {"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
+
+
 def check_scheduled_weights():
     """Stop before any job when a scheduled job needs a missing weights file, or a scheduled fetch cannot fetch (offline
     node, weights not in the hub cache), unless --keep-going (then only that model's jobs fail, its fetch first, and
@@ -100,7 +104,8 @@ def check_scheduled_weights():
     if workflow.execution_settings.keep_going:
         return
     jobs = list(workflow.dag.needrun_jobs())
-    scheduled = {job.wildcards.get("model") for job in jobs} - {None}
+    # Only jobs that load weights: metrics and figures of a shared cache need none (make figures-from-cache).
+    scheduled = {job.wildcards.get("model") for job in jobs if job.rule.name in WEIGHTS_RULES} - {None}
     fetching = {job.wildcards.model for job in jobs if job.rule.name == "fetch_model_weights"}
     missing = weights.missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
     unfetchable = weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
@@ -191,6 +196,11 @@ LOGITS_PLAN = LogitsPlan(
     spec_table=read_spec_table(Path(config["model_registry"]).with_name(SPEC_TABLE_NAME)),
     warn=logger.warning,
 )
+
+
+def get_spec_table_path():
+    """The decode-spec table beside the model registry (shipped in a shared cache with the registry)."""
+    return str(Path(config["model_registry"]).with_name(SPEC_TABLE_NAME))
 
 
 def get_model_row(wildcards):

@@ -51,10 +51,12 @@ share-cache: venv
 ## tables, findings and the report from it. Only the rules that read the cache may run (--allowed-rules): no download,
 ## extraction, decode or logits job is ever planned. Example: make figures-from-cache CACHE=shared_cache.tar
 FROM_CACHE := --configfile results/shared_cache/config.yaml --cores $(CORES)
+export FROM_CACHE_RULES := from clip_robustness.figures import FIGURE_NAMES; \
+	from clip_robustness.workflow.share import from_cache_rules; print(*from_cache_rules(FIGURE_NAMES))
 figures-from-cache: venv
 	@test -n "$(CACHE)" || { echo "usage: make figures-from-cache CACHE=<shared_cache.tar from make share-cache>" >&2; exit 2; }
 	$(PY) -m clip_robustness.workflow.share unpack "$(CACHE)"
-	$(SNAKEMAKE) from_cache $(FROM_CACHE) --allowed-rules $$($(PY) -m clip_robustness.workflow.share rules)
+	$(SNAKEMAKE) from_cache $(FROM_CACHE) --allowed-rules $$($(PY) -c "$$FROM_CACHE_RULES")
 	$(SNAKEMAKE) from_cache $(FROM_CACHE) --report results/report.html
 
 ## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.

@@ -98,14 +98,19 @@ def test_decoded_array_of_another_manifest_is_dropped(tmp_path):
     assert not npy.exists() and not npy.with_suffix(".json").exists()
 
 
-def test_bring_forward_makes_outputs_newer_than_their_newest_source(tmp_path):
-    source, output, newer = tmp_path / "in", tmp_path / "out", tmp_path / "newer"
-    for path, mtime in ((source, 2_000), (output, 1_000), (newer, 3_000)):
-        path.write_text(path.name)
-        os.utime(path, ns=(mtime * 10**6, mtime * 10**6))
-    assert bring_forward(["out", "newer"], ["in"], tmp_path) == [output]
-    assert output.stat().st_mtime_ns > source.stat().st_mtime_ns
-    assert newer.stat().st_mtime_ns == 3_000 * 10**6
+def test_bring_forward_orders_outputs_after_their_inputs_and_their_script(tmp_path):
+    mtimes = {"in": 2_000, "out": 1_000, "newer": 3_000, "tie": 2_000, "script": 2_500}
+    for name, mtime in mtimes.items():
+        (tmp_path / name).write_text(name)
+        os.utime(tmp_path / name, ns=(mtime * 10**6, mtime * 10**6))
+    # a tie with an input is in order for Snakemake (tar keeps whole seconds): left alone
+    assert bring_forward(["out", "newer", "tie"], ["in"], workdir=tmp_path) == [tmp_path / "out"]
+    assert (tmp_path / "out").stat().st_mtime_ns == (tmp_path / "in").stat().st_mtime_ns
+    assert (tmp_path / "newer").stat().st_mtime_ns == 3_000 * 10**6
+    assert (tmp_path / "tie").stat().st_mtime_ns == 2_000 * 10**6
+    # an output must be strictly newer than its rule's script
+    assert bring_forward(["tie", "newer"], ["in"], "script", tmp_path) == [tmp_path / "tie"]
+    assert (tmp_path / "tie").stat().st_mtime_ns > (tmp_path / "script").stat().st_mtime_ns
 
 
 def test_weights_record_is_current_only_while_the_weights_have_the_recorded_sha256(tmp_path):

@@ -216,8 +216,10 @@ def get_model_weights(wildcards):
 
 
 def decoded_output(path):
-    """A decoded array is temporary (deleted once its last consumer in this run is done) unless inference.keep_decoded."""
-    return path if config["inference"]["keep_decoded"] else temp(path)
+    """A decoded array is temporary (deleted once its last consumer in this run is done) unless inference.keep_decoded.
+    It is an update() file: a group's decode job keeps the arrays that are still current (same manifest, geometry and
+    decoders: clip_robustness.logits.decoded.decoded_is_current) and decodes only the others."""
+    return update(path if config["inference"]["keep_decoded"] else temp(path))
 
 
 def get_decode_params(wildcards):

@@ -246,6 +246,19 @@ def source_differences(metadata: Mapping[str, Any], configured: Mapping[str, Any
     return differences
 
 
+def _manifest_metadata(path: Path) -> dict | None:
+    """The ``clip_robustness`` metadata of a manifest's footer, or ``None`` when it cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(b"clip_robustness")
+        metadata = json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
 def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
                            subset_of: Callable[[str], Mapping[str, Any] | None],
                            workdir: str | Path = ".") -> list[str]:
@@ -253,15 +266,13 @@ def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str]
     configured one (:func:`source_differences`), whatever ``.snakemake/`` holds; return the warnings. The run then
     builds it again, and recomputes that dataset's decoded arrays and logits (a job keeps a logits file only when it
     records the new manifest's hash). ``subset_of``: dataset id -> its ImageNet-C subset param, or ``None``."""
-    from clip_robustness.logits.check import manifest_metadata_of
-
     workdir = Path(workdir)
     messages = []
     for dataset in dataset_ids:
         manifest = workdir / manifest_path(dataset)
         if not manifest.is_file():
             continue
-        metadata = manifest_metadata_of(manifest)
+        metadata = _manifest_metadata(manifest)
         if metadata is None:
             continue  # unreadable: the logits check and the readers name it
         markers = [m for paths in manifest_inputs(registry, dataset, downloads, workdir).values() for m in paths]

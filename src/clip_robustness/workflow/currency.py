@@ -22,6 +22,7 @@ A dropped file is missing, so Snakemake rebuilds it and everything downstream of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 
 #: A file brought forward past its rule's script ends up this much newer than it (Snakemake: output newer than script).
 STEP_NS = 1_000_000
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _mtime_ns(path: Path) -> int | None:
@@ -175,8 +184,6 @@ def weights_record_is_current(record: str | os.PathLike, weights_files: Iterable
     """True when the weights record (``data/weights/{model}.json``) describes the local weights files as they are:
     one not newer than the record is taken as recorded (Snakemake's own rule), a newer one of the recorded size is
     hashed once and must have the recorded sha256. False when the record is missing or unreadable."""
-    from clip_robustness.datasets.download import file_digests
-
     workdir = Path(workdir)
     record_path = workdir / record
     try:
@@ -191,7 +198,7 @@ def weights_record_is_current(record: str | os.PathLike, weights_files: Iterable
         recorded = files.get(path)
         if recorded is None or path.stat().st_size != recorded.get("size"):
             return False
-        if file_digests(path).sha256 != recorded.get("sha256"):
+        if _sha256(path) != recorded.get("sha256"):
             return False
     return True
 
@@ -209,14 +216,16 @@ def older_than(outputs: Iterable[str | os.PathLike], sources: Iterable[str | os.
 def computed_with(logits_files: Iterable[str | os.PathLike], identity: list[str] | None) -> bool:
     """True when every file of ``logits_files`` records ``weights_sha256`` equal to ``identity`` (the sha256 of the
     model's weights files now: :func:`clip_robustness.logits.cache.weights_identity`); reads only their footers."""
-    from clip_robustness.logits.cache import CacheError, read_metadata
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     if identity is None:
         return False
     for path in logits_files:
         try:
-            if read_metadata(path).get("weights_sha256") != identity:
+            raw = (pq.read_schema(path).metadata or {}).get(b"clip_robustness")
+            if raw is None or json.loads(raw).get("weights_sha256") != identity:
                 return False
-        except (CacheError, OSError):
+        except (OSError, pa.ArrowException, ValueError, AttributeError):
             return False
     return True

@@ -15,7 +15,7 @@ A shared cache is one tar file (``make share-cache``, rule ``share_cache``: ``re
 against ``SHA256SUMS`` before anything is written (a missing, extra, unsafe or changed member stops it, naming the
 member), then puts the files in place; a file already there with other bytes is never overwritten. The metrics,
 figures, tables, findings and report are then computed with only the rules that read the cache
-(:func:`from_cache_rules`): no download, extraction, decode or logits job can be planned.
+(:func:`from_cache_rules`, ``--allowed-rules``): no download, extraction, decode or logits job can be planned.
 """
 
 from __future__ import annotations
@@ -42,17 +42,16 @@ import yaml
 SHARED_DIR = "shared_cache"
 UNPACKED_DIR = Path("results") / SHARED_DIR
 SUMS = "SHA256SUMS"
-#: The rules ``figures-from-cache`` may run besides one ``plot_{figure}`` rule per figure (:func:`from_cache_rules`):
+#: The rules ``figures-from-cache`` may run besides one ``plot_{figure}`` rule per figure (:func:`from_cache_rules`, ``--allowed-rules``):
 #: they read only the cache (metrics, figures, tables, findings, QC).
 FROM_CACHE_RULES = ("compute_model_metrics", "aggregate_metrics", "figures", "tabulate_findings", "make_tables",
                     "qc_published_accuracy", "from_cache")
 
 
-def from_cache_rules() -> list[str]:
-    """Every rule ``figures-from-cache`` may run: :data:`FROM_CACHE_RULES` and the figure rules."""
-    from clip_robustness.figures import FIGURE_NAMES
-
-    return [*FROM_CACHE_RULES, *(f"plot_{name}" for name in FIGURE_NAMES)]
+def from_cache_rules(figure_names: Iterable[str]) -> list[str]:
+    """Every rule ``figures-from-cache`` may run: :data:`FROM_CACHE_RULES` and the rule of each figure
+    (``clip_robustness.figures.FIGURE_NAMES``; passed in: this package imports no stage)."""
+    return [*FROM_CACHE_RULES, *(f"plot_{name}" for name in figure_names)]
 LIBRARIES = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", "timm", "open_clip_torch", "snakemake")
 
 
@@ -189,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     unpack_cmd = sub.add_parser("unpack", help="verify a shared cache and put its files in place")
     unpack_cmd.add_argument("cache")
-    sub.add_parser("rules", help="print the rules figures-from-cache may run")
     args = parser.parse_args(argv)
-    if args.command == "rules":
-        print(" ".join(from_cache_rules()))
-        return 0
     try:
         config = unpack(args.cache)
     except SharedCacheError as err:

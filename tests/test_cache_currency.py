@@ -137,3 +137,17 @@ def test_logits_computed_with_other_weights_are_stale(tmp_path):
         check_identity(path, {"model_id": "m", "weights_sha256": ["a"]}, {"model_id": "m", "weights_sha256": ["b"]})
     # a file written before the weights were recorded is judged by the rest
     check_identity(path, {"model_id": "m"}, {"model_id": "m", "weights_sha256": ["b"]})
+
+
+def test_archive_brought_forward_of_the_download_script_is_not_hashed_again(extracted, monkeypatch):
+    from clip_robustness.datasets.workflow import bring_archives_forward
+
+    workdir, marker = extracted
+    archive = f"data/archives/{Path(marker).name.removesuffix('.complete')}"
+    script = workdir / "download_archive.py"
+    script.write_text("# newer than the archive: a fresh clone, or an edit")
+    os.utime(script, ns=((workdir / archive).stat().st_mtime_ns + 10**9,) * 2)
+    assert bring_archives_forward([marker], script, workdir) == [archive]
+    assert (workdir / archive).stat().st_mtime_ns > script.stat().st_mtime_ns
+    monkeypatch.setattr(extract_module, "file_digests", lambda path: pytest.fail(f"{path} hashed"))
+    assert drop_outdated_markers([marker], workdir) == []

@@ -328,10 +328,7 @@ def check_currency():
     forward = currency.bring_forward
     downloads = config["downloads"]
     markers = get_all_extraction_markers()
-    for marker in markers:
-        archive = datasets_workflow.archive_path(Path(marker).name.removesuffix(".complete"))
-        if not Path(archive).is_symlink():  # a link to the user's own file is left alone
-            forward([archive], [], rule_script("download_archive"))
+    datasets_workflow.bring_archives_forward(markers, rule_script("download_archive"))
     drop_outdated_extractions()  # hashes an archive whose mtime alone changed, once
     for marker in markers:
         archive = datasets_workflow.archive_path(Path(marker).name.removesuffix(".complete"))

@@ -144,7 +144,7 @@ def marker_is_current(marker: str | Path, archive: str | Path) -> bool:
 
 
 def refresh_marker(marker: str | Path, record: dict, archive_mtime_ns: int) -> None:
-    """Rewrite ``marker`` (atomically) with the archive's new modification time, its bytes checked unchanged; the
+    """Rewrite ``marker`` (atomically) with the archive's new modification time, the archive known unchanged; the
     marker keeps its own modification time (the extraction is the same one), so nothing downstream is replanned."""
     marker = Path(marker)
     before = marker.stat()
@@ -152,7 +152,7 @@ def refresh_marker(marker: str | Path, record: dict, archive_mtime_ns: int) -> N
     tmp_marker.write_text(json.dumps({**record, "archive_mtime_ns": archive_mtime_ns}) + "\n")
     os.utime(tmp_marker, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same extraction: nothing downstream reruns
     os.replace(tmp_marker, marker)
-    log.info("%s: archive bytes unchanged (sha256 %s); marker refreshed", marker, record["archive_sha256"][:16])
+    log.info("%s: the archive is unchanged; the marker records its new modification time", marker)
 
 
 def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Path, *, password: str | None = None,

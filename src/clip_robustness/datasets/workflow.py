@@ -285,3 +285,32 @@ def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str]
             messages.append(f"{manifest_path(dataset)}: its source changed ({'; '.join(differences)}); this run builds "
                             f"it again and recomputes {dataset}'s decoded arrays and logits")
     return messages
+
+
+def bring_archives_forward(markers: Iterable[str], script: str | Path, workdir: str | Path = ".") -> list[str]:
+    """Make each extracted archive of ``markers`` newer than the download rule's ``script`` (Snakemake downloads an
+    archive again when its script is newer: after a fresh clone, a ``cp -r`` or an edit of the script); return the
+    archives whose modification time was changed. A link to a user's own file is left alone. An archive that matched
+    its marker's size and mtime before is known unchanged: its marker records the new mtime, so nothing is hashed."""
+    from clip_robustness.datasets.extract import refresh_marker
+    from clip_robustness.workflow.currency import bring_forward
+
+    workdir = Path(workdir)
+    moved = []
+    for marker in markers:
+        archive = archive_path(Path(marker).name.removesuffix(".complete"))
+        path = workdir / archive
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            record = json.loads((workdir / marker).read_text())
+        except (OSError, ValueError):
+            record = None
+        stat = path.stat()
+        unchanged = (isinstance(record, dict) and record.get("archive_size_bytes") == stat.st_size
+                     and record.get("archive_mtime_ns") == stat.st_mtime_ns)
+        if bring_forward([archive], [], script, workdir):
+            moved.append(archive)
+            if unchanged:
+                refresh_marker(workdir / marker, record, path.stat().st_mtime_ns)
+    return moved

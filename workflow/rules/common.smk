@@ -313,7 +313,7 @@ SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
 def rule_script(name):
-    """The script of rule `name`'s script: directive (Snakemake reruns a job whose script is newer than its outputs)."""
+    """The script file of the rule called `name` (Snakemake reruns a job whose script is newer than its outputs)."""
     return str(SCRIPTS / f"{name}.py")
 
 

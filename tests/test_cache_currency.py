@@ -151,3 +151,26 @@ def test_archive_brought_forward_of_the_download_script_is_not_hashed_again(extr
     assert (workdir / archive).stat().st_mtime_ns > script.stat().st_mtime_ns
     monkeypatch.setattr(extract_module, "file_digests", lambda path: pytest.fail(f"{path} hashed"))
     assert drop_outdated_markers([marker], workdir) == []
+
+
+def test_a_local_folder_a_manifest_was_built_from_is_not_required_once_it_is_built(tmp_path):
+    """A shared cache of a study that read a dataset from downloads.local_folders opens on a machine without that
+    folder: its manifest records the folder as its root. Another folder that is missing still stops the run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clip_robustness.datasets.errors import MissingUserArchiveError
+    from clip_robustness.datasets.registry import load_dataset_registry
+    from clip_robustness.datasets.workflow import check_user_supplied_archives
+
+    registry = load_dataset_registry(Path(__file__).resolve().parents[1] / "config" / "datasets.yaml")
+    manifest = tmp_path / "data/manifests/imagenet_r.parquet"
+    manifest.parent.mkdir(parents=True)
+    table = pa.table({"index": [0]}).replace_schema_metadata(
+        {b"clip_robustness": json.dumps({"dataset": "imagenet_r", "root": "/gone/imagenet-r"}).encode()})
+    pq.write_table(table, manifest)
+    downloads = {"local_archives": {}, "local_folders": {"imagenet_r": "/gone/imagenet-r"}}
+    check_user_supplied_archives(registry, ["imagenet_r"], downloads, workdir=tmp_path)
+    with pytest.raises(MissingUserArchiveError, match="/other/imagenet-r"):
+        check_user_supplied_archives(registry, ["imagenet_r"], {**downloads, "local_folders": {
+            "imagenet_r": "/other/imagenet-r"}}, workdir=tmp_path)

@@ -164,11 +164,14 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
     local_folders = downloads.get("local_folders") or {}
     problems: list[str] = []
     for dataset in dataset_ids:
+        manifest = workdir / manifest_path(dataset)
         if dataset in local_folders:
             folder = Path(local_folders[dataset]).expanduser()
-            if not (folder if folder.is_absolute() else workdir / folder).is_dir():
+            built_from = (_manifest_metadata(manifest) or {}).get("root") if manifest.exists() else None
+            # a manifest built from this very folder needs it no more (a shared cache on another machine)
+            if built_from != str(folder) and not (folder if folder.is_absolute() else workdir / folder).is_dir():
                 problems.append(f"downloads.local_folders[{dataset!r}] is {folder}, which is not a folder.")
-        if (workdir / manifest_path(dataset)).exists():
+        if manifest.exists():
             continue
         dataset_entry = registry.resolve(dataset)
         names = [] if dataset in local_folders else list(dataset_entry.archives)

@@ -11,7 +11,8 @@ DEMO := --configfile config/demo.yaml
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model plan findings-check
+.PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model plan \
+	share-cache figures-from-cache findings-check
 
 venv: $(VENV)/.installed
 
@@ -39,6 +40,24 @@ demo-report: demo-data
 ## Figures and tables only, from cached metrics (no GPU, no logits job).
 figures: venv
 	$(SNAKEMAKE) --cores $(CORES) figures
+
+## The shared cache (README, "Regenerate all figures from cached logits"): results/shared_cache.tar holds the logits,
+## manifests, heads, weights records, registries and versions, with a checksum list. Example for the demo:
+##   make share-cache SNAKEMAKE_ARGS="--configfile config/demo.yaml --cores 2"
+share-cache: venv
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) share_cache
+
+## On any machine (a fresh clone: no dataset, no weights, no GPU): verify a shared cache, then compute metrics, figures,
+## tables, findings and the report from it. Only the rules that read the cache may run (--allowed-rules): no download,
+## extraction, decode or logits job is ever planned. Example: make figures-from-cache CACHE=shared_cache.tar
+FROM_CACHE := --configfile results/shared_cache/config.yaml --cores $(CORES)
+export FROM_CACHE_RULES := from clip_robustness.figures import FIGURE_NAMES; \
+	from clip_robustness.workflow.share import from_cache_rules; print(*from_cache_rules(FIGURE_NAMES))
+figures-from-cache: venv
+	@test -n "$(CACHE)" || { echo "usage: make figures-from-cache CACHE=<shared_cache.tar from make share-cache>" >&2; exit 2; }
+	$(PY) -m clip_robustness.workflow.share unpack "$(CACHE)"
+	$(SNAKEMAKE) from_cache $(FROM_CACHE) --allowed-rules $$($(PY) -c "$$FROM_CACHE_RULES")
+	$(SNAKEMAKE) from_cache $(FROM_CACHE) --report results/report.html
 
 ## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.
 ## Touches no other model's jobs. Example: make rerun-model MODEL=timm__resnet50.a1_in1k SNAKEMAKE_ARGS="--profile profiles/slurm"

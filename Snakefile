@@ -21,6 +21,7 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/report_cards.smk"
+include: "workflow/rules/share.smk"
 
 
 rule all:

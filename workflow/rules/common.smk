@@ -4,6 +4,7 @@
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -77,7 +78,7 @@ def get_all_logits():
 
 
 def reject_stale_logits():
-    """Every run reads the metadata of each logits file that changed since it was last found good (one stat per
+    """Every run (check_currency, below) reads the metadata of each logits file that changed since it was last found good (one stat per
     unchanged file), so a foreign or stale file, even one copied with its old timestamp, is moved aside and recomputed
     by this run (clip_robustness.logits.check)."""
     from snakemake.logging import logger
@@ -88,8 +89,8 @@ def reject_stale_logits():
         logger.warning(rejected.message)
 
 
-if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
-    reject_stale_logits()
+#: The rules whose jobs load a model's weights.
+WEIGHTS_RULES = {"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
 
 
 def check_scheduled_weights():
@@ -103,7 +104,8 @@ def check_scheduled_weights():
     if workflow.execution_settings.keep_going:
         return
     jobs = list(workflow.dag.needrun_jobs())
-    scheduled = {job.wildcards.get("model") for job in jobs} - {None}
+    # Only jobs that load weights: metrics and figures of a shared cache need none (make figures-from-cache).
+    scheduled = {job.wildcards.get("model") for job in jobs if job.rule.name in WEIGHTS_RULES} - {None}
     fetching = {job.wildcards.model for job in jobs if job.rule.name == "fetch_model_weights"}
     missing = weights.missing_weights_files({model: LOGITS_PLAN.row(model) for model in MODELS})
     unfetchable = weights.unfetchable_offline({model: LOGITS_PLAN.row(model) for model in sorted(fetching)})
@@ -140,10 +142,6 @@ def drop_outdated_extractions():
 
     for marker in datasets_workflow.drop_outdated_markers(get_all_extraction_markers()):
         logger.warning(f"{marker}: its archive is gone or changed since extraction; this run extracts it again")
-
-
-if RUN_LOCK is not None:
-    drop_outdated_extractions()
 
 
 def get_download_params(wildcards):
@@ -200,6 +198,11 @@ LOGITS_PLAN = LogitsPlan(
 )
 
 
+def get_spec_table_path():
+    """The decode-spec table beside the model registry (shipped in a shared cache with the registry)."""
+    return str(Path(config["model_registry"]).with_name(SPEC_TABLE_NAME))
+
+
 def get_model_row(wildcards):
     """The model-registry row of {model}: a dict of the registry columns (model_id, library, ...)."""
     return LOGITS_PLAN.row(wildcards.model)
@@ -213,8 +216,10 @@ def get_model_weights(wildcards):
 
 
 def decoded_output(path):
-    """A decoded array is temporary (deleted once its last consumer in this run is done) unless inference.keep_decoded."""
-    return path if config["inference"]["keep_decoded"] else temp(path)
+    """A decoded array is temporary (deleted once its last consumer in this run is done) unless inference.keep_decoded.
+    It is an update() file: a group's decode job keeps the arrays that are still current (same manifest, geometry and
+    decoders: clip_robustness.logits.decoded.decoded_is_current) and decodes only the others."""
+    return update(path if config["inference"]["keep_decoded"] else temp(path))
 
 
 def get_decode_params(wildcards):
@@ -296,6 +301,96 @@ def get_loader_workers(wildcards, threads):
 def get_decode_workers(wildcards, threads):
     """Decoding processes for decode_images: one per thread (the main process only writes the array)."""
     return max(threads, 1)
+
+
+# ============================================================================ currency before planning
+# Each intermediate file is judged by the content identity it records, not by an exact timestamp
+# (clip_robustness.workflow.currency): a moved study (tar, cp -r) or a fresh clone given a cache replans nothing that
+# is current, and a changed source (a dataset's folder or archive, the prompt set, a model's weights) is always seen,
+# whatever .snakemake/ holds.
+
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def rule_script(name):
+    """The script file of the rule called `name` (Snakemake reruns a job whose script is newer than its outputs)."""
+    return str(SCRIPTS / f"{name}.py")
+
+
+def check_currency():
+    """Before planning: drop what no longer matches the configuration (manifests of a changed source, stale decoded
+    arrays, heads of another prompt set, stale logits), then bring every file checked current forward of its inputs
+    and its rule's script, so Snakemake's timestamp comparison agrees with the content check."""
+    from clip_robustness.logits.cache import weights_identity
+    from clip_robustness.logits.check import manifest_metadata_of
+    from clip_robustness.workflow import currency
+
+    forward = currency.bring_forward
+    downloads = config["downloads"]
+    markers = get_all_extraction_markers()
+    datasets_workflow.bring_archives_forward(markers, rule_script("download_archive"))
+    drop_outdated_extractions()  # hashes an archive whose mtime alone changed, once
+    for marker in markers:
+        archive = datasets_workflow.archive_path(Path(marker).name.removesuffix(".complete"))
+        forward([marker], [archive], rule_script("extract_archive"))
+    for message in datasets_workflow.drop_changed_manifests(
+        DATASET_REGISTRY, DATASETS, downloads, lambda dataset: get_manifest_subset(SimpleNamespace(dataset=dataset))
+    ):
+        logger.warning(message)
+    for dataset in DATASETS:
+        inputs = datasets_workflow.manifest_inputs(DATASET_REGISTRY, dataset, downloads)
+        manifest = datasets_workflow.manifest_path(dataset)
+        markers_of = [m for paths in inputs.values() for m in paths]
+        skipped = manifest.replace(".parquet", ".skipped.csv")
+        forward([manifest, skipped], markers_of, rule_script("build_manifest"))
+    hashes = {}
+    for dataset in DATASETS:
+        metadata = manifest_metadata_of(datasets_workflow.manifest_path(dataset))
+        hashes[dataset] = None if metadata is None else metadata["manifest_hash"]
+    keys = sorted({spec.key for spec in map(LOGITS_PLAN.decode_spec, MODELS) if spec is not None})
+    arrays = [(d, key, f"{DECODED_ROOT}/{d}/{key}.npy") for key in keys for d in DATASETS]
+    for message in currency.drop_stale_decoded(arrays, hashes):
+        logger.warning(message)
+    groups = LOGITS_GROUPS.groups()
+    for key in keys:
+        for group, datasets in groups.items():
+            name = "core" if datasets == CORE_DATASETS else f"imagenet_c_{group}"
+            outputs = [f"{DECODED_ROOT}/{d}/{key}.{suffix}" for d in datasets for suffix in ("npy", "json")]
+            outputs.append(f"results/benchmarks/decode_images/{name}/{key}.tsv")
+            manifests = [datasets_workflow.manifest_path(d) for d in datasets]
+            forward(outputs, manifests, rule_script("decode_images"))
+    heads = {m: f"results/heads/{m}.pt" for m in MODELS if "head" in LOGITS_PLAN.cache_group_inputs(m, [])}
+    for message in currency.drop_stale_heads(heads, config["zero_shot"]["prompt_set"]):
+        logger.warning(message)
+    reject_stale_logits()
+    for model in MODELS:
+        record, weights = get_model_weights_record(SimpleNamespace(model=model)), LOGITS_PLAN.weights_input(model)
+        if not currency.weights_record_is_current(record, weights):
+            continue  # Snakemake fetches the weights again, and rebuilds what depends on them
+        forward([record], weights, rule_script("fetch_model_weights"))
+        # Past the weights only files computed with these weights: logits record their sha256 (a head is trusted when
+        # its model's logits are: they were computed with it).
+        outputs_of = {
+            group: [f"results/logits/{model}/{d}.parquet" for d in datasets] for group, datasets in groups.items()
+        }
+        logits = [path for outputs in outputs_of.values() for path in outputs]
+        older = currency.older_than(logits, [record, *weights])
+        same_weights = currency.computed_with(older, weights_identity(model))
+        weights_inputs = [record, *weights] if same_weights else []
+        if model in heads:
+            head_outputs = [heads[model], f"results/benchmarks/build_zero_shot_head/{model}.tsv"]
+            forward(head_outputs, weights_inputs, rule_script("build_zero_shot_head"))
+        for group, outputs in outputs_of.items():
+            inputs = LOGITS_PLAN.cache_group_inputs(model, groups[group])
+            sources = [*inputs.get("manifests", []), *inputs.get("decoded", []), *inputs.get("decoded_metadata", [])]
+            sources += [inputs["head"]] if "head" in inputs else []
+            name = "core" if groups[group] == CORE_DATASETS else f"imagenet_c_{group}"
+            benchmark = f"results/benchmarks/cache_logits/{model}/{name}.tsv"
+            forward([*outputs, benchmark], [*sources, *weights_inputs], rule_script("cache_logits"))
+
+
+if RUN_LOCK is not None:  # this process holds the run lock: no other run can be writing these files
+    check_currency()
 
 
 # ============================================================================ metrics (owner: metrics stage)

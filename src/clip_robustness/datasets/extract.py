@@ -5,9 +5,10 @@ An archive is extracted into a hidden temporary folder beside its destination, r
 ``data/extracted/{archive}.complete`` written (atomically). Downstream steps trust the folder only
 when the marker exists; a rerun removes a marker-less folder and any leftover temporary folder.
 
-The marker records the archive's size and modification time (and sha256 when known): the workflow
+The marker records the archive's size, modification time and sha256 (when known): the workflow
 drops a marker whose archive is gone or changed (:func:`marker_is_current`), so the next run extracts
-again. An extraction succeeds only when the tool reports success (``unzip`` exit status 0) and every
+again; an archive whose modification time alone changed (a moved study) is hashed once and kept when its
+sha256 is the recorded one. An extraction succeeds only when the tool reports success (``unzip`` exit status 0) and every
 member of the archive is on disk: a wrong password (``unzip`` skips every file and exits 1) or a short
 extraction fails, naming the archive, and leaves no marker.
 """
@@ -25,7 +26,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from clip_robustness.datasets.download import VERIFIED_DIR, verified_record_path, verify_stored_archive
+from clip_robustness.datasets.download import VERIFIED_DIR, file_digests, verified_record_path, verify_stored_archive
 from clip_robustness.datasets.errors import ExtractionError, UnsafeArchiveError
 from clip_robustness.datasets.registry import ArchiveEntry
 
@@ -110,9 +111,15 @@ class CorruptArchiveError(ExtractionError):
 
 
 def marker_is_current(marker: str | Path, archive: str | Path) -> bool:
-    """False when ``marker`` records an archive size and modification time and ``archive`` is gone or differs
-    from them (replaced, truncated, deleted): the extraction no longer matches its archive. Markers written
-    before these were recorded are trusted."""
+    """False when ``marker``'s extraction no longer matches ``archive``: the archive is gone, its size differs from
+    the recorded one, or its bytes differ from the recorded sha256. Markers written before sizes were recorded are
+    trusted.
+
+    A study moved with ``tar``, ``rsync`` or ``cp -r`` keeps every archive's bytes but not its exact modification
+    time. An archive whose size matches but whose mtime differs is therefore hashed once: the same sha256 as the
+    marker's refreshes the marker (:func:`refresh_marker`: the new mtime is recorded, so the next run costs one
+    ``stat``) and the extraction is kept; another sha256, or a marker without one, is not current.
+    """
     try:
         record = json.loads(Path(marker).read_text())
     except (OSError, ValueError):
@@ -123,7 +130,29 @@ def marker_is_current(marker: str | Path, archive: str | Path) -> bool:
         stat = Path(archive).stat()
     except FileNotFoundError:
         return False
-    return stat.st_size == record["archive_size_bytes"] and stat.st_mtime_ns == record["archive_mtime_ns"]
+    if stat.st_size != record["archive_size_bytes"]:
+        return False
+    if stat.st_mtime_ns == record["archive_mtime_ns"]:
+        return True
+    if not record.get("archive_sha256"):
+        return False
+    log.info("%s: modification time changed since extraction; hashing it once", archive)
+    if file_digests(archive).sha256 != record["archive_sha256"]:
+        return False
+    refresh_marker(marker, record, stat.st_mtime_ns)
+    return True
+
+
+def refresh_marker(marker: str | Path, record: dict, archive_mtime_ns: int) -> None:
+    """Rewrite ``marker`` (atomically) with the archive's new modification time, the archive known unchanged; the
+    marker keeps its own modification time (the extraction is the same one), so nothing downstream is replanned."""
+    marker = Path(marker)
+    before = marker.stat()
+    tmp_marker = marker.with_name(marker.name + ".tmp")
+    tmp_marker.write_text(json.dumps({**record, "archive_mtime_ns": archive_mtime_ns}) + "\n")
+    os.utime(tmp_marker, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same extraction: nothing downstream reruns
+    os.replace(tmp_marker, marker)
+    log.info("%s: the archive is unchanged; the marker records its new modification time", marker)
 
 
 def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Path, *, password: str | None = None,

@@ -6,7 +6,8 @@ the logic is importable and tested. Paths are relative to the workflow directory
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,11 +164,14 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
     local_folders = downloads.get("local_folders") or {}
     problems: list[str] = []
     for dataset in dataset_ids:
+        manifest = workdir / manifest_path(dataset)
         if dataset in local_folders:
             folder = Path(local_folders[dataset]).expanduser()
-            if not (folder if folder.is_absolute() else workdir / folder).is_dir():
+            built_from = (_manifest_metadata(manifest) or {}).get("root") if manifest.exists() else None
+            # a manifest built from this very folder needs it no more (a shared cache on another machine)
+            if built_from != str(folder) and not (folder if folder.is_absolute() else workdir / folder).is_dir():
                 problems.append(f"downloads.local_folders[{dataset!r}] is {folder}, which is not a folder.")
-        if (workdir / manifest_path(dataset)).exists():
+        if manifest.exists():
             continue
         dataset_entry = registry.resolve(dataset)
         names = [] if dataset in local_folders else list(dataset_entry.archives)
@@ -186,3 +190,130 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
                 problems.append(missing_user_archive_message(entry, [dataset]))
     if problems:
         raise MissingUserArchiveError("Before any job runs: " + " ".join(problems))
+
+
+# ----------------------------------------------------------------------------- manifest sources
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so records compare equal to what is configured."""
+    return json.loads(json.dumps(value))
+
+
+def marker_sha256(marker: str | Path) -> str | None:
+    """The verified sha256 of the archive an extraction marker records, or ``None`` (no marker, or none recorded)."""
+    try:
+        return json.loads(Path(marker).read_text()).get("archive_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def manifest_source(params: Mapping[str, Any], subset: Mapping[str, Any] | None, markers: Iterable[str | Path],
+                    workdir: str | Path = ".") -> dict[str, Any]:
+    """What a manifest is built from, recorded in its metadata as ``source``: the registry ``entry``, the image
+    ``root`` folder, the ``devkit_root`` (ImageNet val with a devkit), the ImageNet-C ``subset``, and the sha256 of
+    each archive extracted for it (``archives``: archive name -> sha256, from the extraction ``markers``).
+
+    ``params``: :func:`manifest_params`; ``subset``: the rule's subset param. The rule script records it; every run
+    compares it with the configured one before planning (:func:`drop_changed_manifests`)."""
+    return _plain({
+        "entry": params["entry"],
+        "root": params["root"],
+        "devkit_root": params.get("devkit_root"),
+        "subset": None if subset is None else dict(subset),
+        "archives": {Path(m).name.removesuffix(".complete"): marker_sha256(Path(workdir) / m) for m in markers},
+    })
+
+
+def source_differences(metadata: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
+    """How a manifest's recorded source (its metadata: ``source``, or for a manifest written before sources were
+    recorded ``root`` and ``registry_entry``) differs from ``configured`` (:func:`manifest_source`), in words; empty
+    when it does not. An archive whose sha256 is unknown on either side (its marker is gone: it is extracted
+    again, and the manifest with it) is not compared."""
+    recorded = metadata.get("source")
+    if not isinstance(recorded, Mapping):  # an older manifest: compare what it has
+        recorded = {"root": metadata.get("root"), "entry": metadata.get("registry_entry", configured["entry"])}
+    differences = []
+    for key, what in (("root", "image root folder"), ("entry", "registry entry"), ("devkit_root", "devkit folder"),
+                      ("subset", "ImageNet-C subset")):
+        if key in recorded and recorded[key] != configured.get(key):
+            shown = (recorded[key], configured.get(key)) if key != "entry" else ("its record", "the registry's")
+            differences.append(f"{what} was {shown[0]!r}, is now {shown[1]!r}")
+    archives_then, archives_now = recorded.get("archives"), configured.get("archives") or {}
+    if isinstance(archives_then, Mapping):
+        if set(archives_then) != set(archives_now):
+            differences.append(f"archives were {sorted(archives_then)}, are now {sorted(archives_now)}")
+        for name, sha in archives_now.items():
+            if sha and archives_then.get(name) and archives_then[name] != sha:
+                differences.append(f"archive {name} was sha256 {archives_then[name][:16]}..., is now {sha[:16]}...")
+    return differences
+
+
+def _manifest_metadata(path: Path) -> dict | None:
+    """The ``clip_robustness`` metadata of a manifest's footer, or ``None`` when it cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(b"clip_robustness")
+        metadata = json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
+def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
+                           subset_of: Callable[[str], Mapping[str, Any] | None],
+                           workdir: str | Path = ".") -> list[str]:
+    """Before planning: remove each manifest (with its skipped-images list) whose recorded source differs from the
+    configured one (:func:`source_differences`), whatever ``.snakemake/`` holds; return the warnings. The run then
+    builds it again, and recomputes that dataset's decoded arrays and logits (a job keeps a logits file only when it
+    records the new manifest's hash). ``subset_of``: dataset id -> its ImageNet-C subset param, or ``None``."""
+    workdir = Path(workdir)
+    messages = []
+    for dataset in dataset_ids:
+        manifest = workdir / manifest_path(dataset)
+        if not manifest.is_file():
+            continue
+        metadata = _manifest_metadata(manifest)
+        if metadata is None:
+            continue  # unreadable: the logits check and the readers name it
+        markers = [m for paths in manifest_inputs(registry, dataset, downloads, workdir).values() for m in paths]
+        configured = manifest_source(manifest_params(registry, dataset, downloads, workdir), subset_of(dataset),
+                                     markers, workdir)
+        differences = source_differences(metadata, configured)
+        if differences:
+            manifest.unlink()
+            manifest.with_name(f"{dataset}.skipped.csv").unlink(missing_ok=True)
+            messages.append(f"{manifest_path(dataset)}: its source changed ({'; '.join(differences)}); this run builds "
+                            f"it again and recomputes {dataset}'s decoded arrays and logits")
+    return messages
+
+
+def bring_archives_forward(markers: Iterable[str], script: str | Path, workdir: str | Path = ".") -> list[str]:
+    """Make each extracted archive of ``markers`` newer than the download rule's ``script`` (Snakemake downloads an
+    archive again when its script is newer: after a fresh clone, a ``cp -r`` or an edit of the script); return the
+    archives whose modification time was changed. A link to a user's own file is left alone. An archive that matched
+    its marker's size and mtime before is known unchanged: its marker records the new mtime, so nothing is hashed."""
+    from clip_robustness.datasets.extract import refresh_marker
+    from clip_robustness.workflow.currency import bring_forward
+
+    workdir = Path(workdir)
+    moved = []
+    for marker in markers:
+        archive = archive_path(Path(marker).name.removesuffix(".complete"))
+        path = workdir / archive
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            record = json.loads((workdir / marker).read_text())
+        except (OSError, ValueError):
+            record = None
+        stat = path.stat()
+        unchanged = (isinstance(record, dict) and record.get("archive_size_bytes") == stat.st_size
+                     and record.get("archive_mtime_ns") == stat.st_mtime_ns)
+        if bring_forward([archive], [], script, workdir):
+            moved.append(archive)
+            if unchanged:
+                refresh_marker(workdir / marker, record, path.stat().st_mtime_ns)
+    return moved

@@ -135,7 +135,25 @@ def cache_metadata(
         "n_classes": N_CLASSES,
         "pipeline_version": PIPELINE_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": weights_identity(text("model_id")),
     }
+
+
+#: Where the weights record of a model lies (rule fetch_model_weights), relative to the working directory.
+WEIGHTS_RECORD = "data/weights/{model}.json"
+
+
+def weights_identity(model_id: str, workdir: str | os.PathLike = ".") -> list[str] | None:
+    """The sha256 of each weights file of ``model_id`` (sorted), from its weights record
+    (``data/weights/{model}.json``, :mod:`clip_robustness.models.weights`); ``[]`` for random weights; ``None`` when
+    there is no readable record (a job run outside the workflow). Written into each cache file's metadata as
+    ``weights_sha256``, so a moved or shared cache is judged by the weights it was computed with, not by timestamps
+    (:func:`clip_robustness.logits.check.check_logits_files`)."""
+    try:
+        record = json.loads((Path(workdir) / WEIGHTS_RECORD.format(model=model_id)).read_text())
+        return sorted(str(f["sha256"]) for f in record.get("files", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def expected_metadata(

@@ -25,11 +25,13 @@ import pyarrow.parquet as pq
 from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.logits.cache import (
     CacheError,
+    StaleCacheError,
     cache_path,
     check_expected,
     current_metadata,
     read_metadata,
     reject_cache_file,
+    weights_identity,
 )
 from clip_robustness.workflow.io import atomic_path
 
@@ -110,7 +112,7 @@ def check_logits_files(
             continue
         fresh.pop(str(path), None)
         try:
-            check_expected(path, read_metadata(path), expect)
+            check_identity(path, read_metadata(path), expect)
         except CacheError as error:
             rejected.append(Rejection(path, reject_cache_file(path), str(error).split(" Delete", 1)[0]))
             continue
@@ -119,6 +121,24 @@ def check_logits_files(
         with atomic_path(state_path) as tmp:
             tmp.write_text(json.dumps(fresh, indent=0, sort_keys=True))
     return rejected
+
+
+#: Key of an expectation compared only when the file records it (files written before it was recorded are judged by
+#: the rest): the sha256 of the model's weights files (:func:`~clip_robustness.logits.cache.weights_identity`).
+WEIGHTS_KEY = "weights_sha256"
+
+
+def check_identity(path: Path, metadata: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+    """:func:`~clip_robustness.logits.cache.check_expected`, plus the weights the file was computed with: a file that
+    records ``weights_sha256`` other than the model's current weights record is stale (:class:`StaleCacheError`)."""
+    expect = dict(expect)
+    weights = expect.pop(WEIGHTS_KEY, None)
+    check_expected(path, metadata, expect)
+    recorded = metadata.get(WEIGHTS_KEY)
+    if weights is not None and recorded is not None and list(recorded) != list(weights):
+        raise StaleCacheError(
+            f"{path}: stale logits cache, computed with other weights (weights_sha256 {recorded}, the model's weights "
+            f"record data/weights/{metadata.get('model_id')}.json now gives {weights}). Delete it and rerun.", path)
 
 
 def current_metadata_of(
@@ -134,6 +154,7 @@ def current_metadata_of(
     """
     manifests: dict[str, dict | None] = {}
     rows: dict[str, Mapping[str, Any]] = {}
+    weights: dict[str, list[str] | None] = {}
 
     def expect_of(key: tuple[str, str]) -> dict | None:
         model, dataset = key
@@ -143,7 +164,11 @@ def current_metadata_of(
             return None
         if model not in rows:  # a registry lookup costs ~0.3 ms: once per model, not per file
             rows[model] = row_of(model)
-        return current_metadata(rows[model], manifests[dataset], prompt_set)
+            weights[model] = weights_identity(model)
+        expect = current_metadata(rows[model], manifests[dataset], prompt_set)
+        if weights[model] is not None:
+            expect[WEIGHTS_KEY] = weights[model]
+        return expect
 
     return expect_of
 

@@ -414,7 +414,8 @@ def decode_group(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> list[Path]:
-    """Decode several manifests through one geometry (:func:`decode_dataset` each), under the decoded-array budget.
+    """Decode several manifests through one geometry (:func:`decode_dataset` each), under the decoded-array budget;
+    an array that is already current (:func:`decoded_is_current`) is kept, not decoded again.
 
     ``manifests``/``outputs``/``metadata_outputs``: parallel lists. ``budget_bytes`` (config
     ``inference.decoded_budget_gb``; ``None``: no cap): before writing anything, the job reserves the bytes of all
@@ -425,11 +426,39 @@ def decode_group(
 
     if not len(manifests) == len(outputs) == len(metadata_outputs):
         raise ValueError(f"{job}: {len(manifests)} manifests, {len(outputs)} outputs, {len(metadata_outputs)} sidecars")
-    n_bytes = sum(decoded_size_bytes(len(m.table), spec.input_size) + NPY_HEADER_ALLOWANCE for m in manifests)
+    todo = []
+    for manifest, output, metadata_output in zip(manifests, outputs, metadata_outputs):
+        if decoded_is_current(manifest, spec, output, metadata_output):
+            log.info("%s is current (manifest %s), kept", output, manifest.manifest_hash[:12])
+        else:
+            todo.append((manifest, output, metadata_output))
+    n_bytes = sum(decoded_size_bytes(len(m.table), spec.input_size) + NPY_HEADER_ALLOWANCE for m, _, _ in todo)
     written = []
     with reserve(budget_root, n_bytes, budget_bytes, job) as reservation:
-        for manifest, output, metadata_output in zip(manifests, outputs, metadata_outputs):
+        for manifest, output, metadata_output in todo:
             refresh(reservation)
             written.append(decode_dataset(manifest, spec, output, metadata_output, batch_size=batch_size,
                                           num_workers=num_workers))
     return written
+
+
+#: Sidecar keys that do not identify a decoded array's content.
+VOLATILE_SIDECAR_KEYS = ("created_utc",)
+
+
+def decoded_is_current(manifest: Any, spec: DecodeSpec, output: str | os.PathLike,
+                       metadata_output: str | os.PathLike) -> bool:
+    """True when ``output`` and its sidecar already hold ``manifest`` decoded through ``spec``: the sidecar records
+    what :func:`decoded_metadata` would write now (geometry, manifest hash, image count, decoder versions; the time
+    aside) and the array has the size of that many images. A group job then keeps it (its outputs are ``update()``
+    files): a changed dataset re-decodes only its own arrays, the group's others stay byte-identical."""
+    output, metadata_output = Path(output), Path(metadata_output)
+    try:
+        recorded = json.loads(metadata_output.read_text())
+        size = output.stat().st_size
+    except (OSError, ValueError):
+        return False
+    n = len(manifest.table)
+    now = decoded_metadata(spec, manifest.metadata, n)
+    same = all(recorded.get(key) == value for key, value in now.items() if key not in VOLATILE_SIDECAR_KEYS)
+    return same and 0 <= size - decoded_size_bytes(n, spec.input_size) <= NPY_HEADER_ALLOWANCE

@@ -1,0 +1,202 @@
+"""The shared cache: what a colleague needs to regenerate every figure with no dataset, no weights and no GPU.
+
+A shared cache is one tar file (``make share-cache``, rule ``share_cache``: ``results/shared_cache.tar``) holding
+
+- the logits of every (model, dataset) of the study: ``results/logits/{model}/{dataset}.parquet``;
+- the small files the metrics and the checks before planning read: the manifests (``data/manifests/``, with their
+  skipped-images lists), the zero-shot heads (``results/heads/``), the weights records (``data/weights/``: the sha256
+  the logits were computed with);
+- under ``shared_cache/``: the study's resolved config (``config.yaml``, its registries pointing at the copies
+  beside it), the model registry with its decode-spec table, the dataset registry, ``cache.json`` (versions:
+  pipeline, Python, libraries; the study's models and datasets; when it was packed) and ``SHA256SUMS`` (every other
+  member with its sha256).
+
+``python -m clip_robustness.workflow.share unpack CACHE`` (``make figures-from-cache CACHE=...``) checks every member
+against ``SHA256SUMS`` before anything is written (a missing, extra, unsafe or changed member stops it, naming the
+member), then puts the files in place; a file already there with other bytes is never overwritten. The metrics,
+figures, tables, findings and report are then computed with only the rules that read the cache
+(:func:`from_cache_rules`, ``--allowed-rules``): no download, extraction, decode or logits job can be planned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Folder of the cache's own files inside the tar and, once unpacked, in the working directory.
+SHARED_DIR = "shared_cache"
+UNPACKED_DIR = Path("results") / SHARED_DIR
+SUMS = "SHA256SUMS"
+#: The rules ``figures-from-cache`` may run besides one ``plot_{figure}`` rule per figure (:func:`from_cache_rules`, ``--allowed-rules``):
+#: they read only the cache (metrics, figures, tables, findings, QC).
+FROM_CACHE_RULES = ("compute_model_metrics", "aggregate_metrics", "figures", "tabulate_findings", "make_tables",
+                    "qc_published_accuracy", "from_cache")
+
+
+def from_cache_rules(figure_names: Iterable[str]) -> list[str]:
+    """Every rule ``figures-from-cache`` may run: :data:`FROM_CACHE_RULES` and the rule of each figure
+    (``clip_robustness.figures.FIGURE_NAMES``; passed in: this package imports no stage)."""
+    return [*FROM_CACHE_RULES, *(f"plot_{name}" for name in figure_names)]
+LIBRARIES = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", "timm", "open_clip_torch", "snakemake")
+
+
+class SharedCacheError(RuntimeError):
+    """A shared cache cannot be packed or used; the message names the file or member and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str | os.PathLike = ".") -> list[str]:
+    """The study's files a shared cache holds (relative paths); :class:`SharedCacheError` names the missing logits
+    files and manifests (run the pipeline first)."""
+    workdir = Path(workdir)
+    models, datasets = list(models), list(datasets)
+    needed = [f"results/logits/{m}/{d}.parquet" for m in models for d in datasets]
+    needed += [f"data/manifests/{d}.parquet" for d in datasets]
+    missing = [path for path in needed if not (workdir / path).is_file()]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise SharedCacheError(f"cannot pack a shared cache: {len(missing)} file(s) of the study are missing ({shown}). "
+                               "Run the pipeline first (make demo, or snakemake with your config), then pack again.")
+    optional = [f"data/manifests/{d}.skipped.csv" for d in datasets]
+    optional += [f"results/heads/{m}.pt" for m in models] + [f"data/weights/{m}.json" for m in models]
+    return needed + [path for path in optional if (workdir / path).is_file()]
+
+
+def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[str], out: str | os.PathLike,
+         workdir: str | os.PathLike = ".", spec_table: str | os.PathLike | None = None) -> Path:
+    """Write the shared cache of the study (``config``: the run's resolved config) to ``out`` atomically."""
+    from clip_robustness.workflow.io import atomic_path
+
+    workdir, out = Path(workdir), Path(out)
+    models, datasets = list(models), list(datasets)
+    members = cache_members(models, datasets, workdir)
+    registries = {"models.tsv": Path(config["model_registry"]), "datasets.yaml": Path(config["dataset_registry"])}
+    if spec_table is not None and (workdir / spec_table).is_file():
+        registries[Path(spec_table).name] = Path(spec_table)
+    shared_config = json.loads(json.dumps(dict(config)))
+    shared_config["model_registry"] = str(UNPACKED_DIR / "models.tsv")
+    shared_config["dataset_registry"] = str(UNPACKED_DIR / "datasets.yaml")
+    shared_config["models"] = models
+    extra = {
+        f"{SHARED_DIR}/config.yaml": yaml.safe_dump(shared_config, sort_keys=False).encode(),
+        f"{SHARED_DIR}/cache.json": json.dumps({
+            "format": 1, "versions": _versions(), "models": models, "datasets": datasets,
+            "packed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_files": len(members),
+        }, indent=1).encode(),
+    }
+    for name, path in registries.items():
+        extra[f"{SHARED_DIR}/{name}"] = (workdir / path).read_bytes()
+    sums = [f"{_sha256(workdir / path)}  {path}" for path in members]
+    sums += [f"{hashlib.sha256(data).hexdigest()}  {name}" for name, data in extra.items()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, tarfile.open(tmp, "w") as tar:
+        for name, data in {**extra, f"{SHARED_DIR}/{SUMS}": ("\n".join(sums) + "\n").encode()}.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), int(datetime.now().timestamp()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        for path in members:
+            tar.add(workdir / path, arcname=path, recursive=False)
+    return out
+
+
+def _read_sums(text: str, cache: Path) -> dict[str, str]:
+    sums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise SharedCacheError(f"{cache}: {SHARED_DIR}/{SUMS} line {number} is not '<sha256>  <path>': {line!r}")
+        sums[name] = digest
+    return sums
+
+
+def unpack(cache: str | os.PathLike, workdir: str | os.PathLike = ".") -> Path:
+    """Verify the shared cache ``cache`` member by member against its checksum list, then put its files in place in
+    ``workdir``; return the config to run with (``results/shared_cache/config.yaml``). Nothing is written when a
+    member is missing, unlisted, unsafe or changed; an existing file with other bytes is never overwritten."""
+    cache, workdir = Path(cache), Path(workdir)
+    if not cache.is_file():
+        raise SharedCacheError(f"shared cache {cache} does not exist (make share-cache writes results/shared_cache.tar)")
+    with tempfile.TemporaryDirectory(dir=workdir, prefix=".shared_cache-") as tmp:
+        staging = Path(tmp)
+        try:
+            with tarfile.open(cache) as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise SharedCacheError(f"shared cache {cache} cannot be read ({type(err).__name__}: {err}); it is truncated, "
+                                   "corrupt or unsafe: ask for it again") from None
+        sums_path = staging / SHARED_DIR / SUMS
+        if not sums_path.is_file():
+            raise SharedCacheError(f"{cache} is not a shared cache: it has no {SHARED_DIR}/{SUMS}")
+        sums = _read_sums(sums_path.read_text(), cache)
+        present = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {f"{SHARED_DIR}/{SUMS}"}
+        problems = [f"{name}: listed but missing" for name in sorted(set(sums) - present)]
+        problems += [f"{name}: not in the checksum list" for name in sorted(present - set(sums))]
+        problems += [f"{name}: sha256 {_sha256(staging / name)[:16]}..., the list says {digest[:16]}..."
+                     for name, digest in sorted(sums.items()) if name in present and _sha256(staging / name) != digest]
+        if problems:
+            raise SharedCacheError(f"shared cache {cache} failed its checksums, nothing was written: " + "; ".join(problems[:20]))
+        targets = {name: workdir / (UNPACKED_DIR / name[len(SHARED_DIR) + 1:] if name.startswith(f"{SHARED_DIR}/")
+                                    else name) for name in [*sums, f"{SHARED_DIR}/{SUMS}"]}
+        clashes = [str(target.relative_to(workdir)) for name, target in targets.items()
+                   if target.is_file() and _sha256(target) != _sha256(staging / name)]
+        if clashes:
+            raise SharedCacheError(f"this directory already has other versions of {len(clashes)} file(s) of the cache "
+                                   f"({', '.join(clashes[:10])}); nothing was written. Use a fresh clone, or move "
+                                   "those files away first.")
+        for name, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(staging / name, target)  # the packed mtimes: the workflow orders them before planning
+    return workdir / UNPACKED_DIR / "config.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clip_robustness.workflow.share", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    unpack_cmd = sub.add_parser("unpack", help="verify a shared cache and put its files in place")
+    unpack_cmd.add_argument("cache")
+    args = parser.parse_args(argv)
+    try:
+        config = unpack(args.cache)
+    except SharedCacheError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

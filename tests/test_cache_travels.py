@@ -1,0 +1,229 @@
+"""Issue 20, end to end on a finished demo (two models, one of them zero-shot; three datasets; decoded arrays kept):
+the study moved with tar or cp -r replans no extraction, manifest, decode or logits job; a changed data source is
+seen without .snakemake/ and only that dataset is recomputed; a shared cache gives the figures, tables, findings and
+report in a fresh clone with no dataset, no weights and no GPU."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import ROOT, make_demo_workdir
+
+from clip_robustness.figures import FIGURE_NAMES
+from clip_robustness.logits.cache import read_metadata
+from clip_robustness.workflow.share import SharedCacheError, from_cache_rules, unpack
+
+pytestmark = pytest.mark.integration
+
+MODELS = ["timm__test_resnet.demo", "openclip__clip_tiny_demo__demo"]
+DATASETS = ["imagenet_val", "imagenet_sketch", "imagenet_r"]
+SMALL = {
+    "models": MODELS,
+    "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch", "imagenet_r"], "ood": [],
+                 "imagenet_c": {"corruptions": [], "severities": []}},
+    "inference": {"keep_decoded": True},
+}
+COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2"]
+#: What a moved study or a shared cache must never plan again.
+EXPENSIVE = {"download_archive", "extract_archive", "build_manifest", "decode_images", "decode_images_imagenet_c",
+             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
+#: The reruns after a change stop at the logits (metrics, figures and tables read them like after any other change;
+#: tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but most of its time.
+UP_TO_LOGITS = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
+                "fetch_model_weights", "build_zero_shot_head", "cache_logits", "all"]
+#: A clone has these beside the workflow (the Makefile's venv target reads the first two).
+CLONE_FILES = ("Makefile", "requirements.txt", "pyproject.toml")
+
+
+def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snakemake", *command, *extra], cwd=workdir, capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def make(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """A Makefile target as typed in ``workdir``, with this checkout's virtual environment."""
+    venv = Path(sys.executable).parent.parent
+    return subprocess.run(["make", *args, f"VENV={venv}", f"PY={sys.executable}",
+                           f"SNAKEMAKE={sys.executable} -m snakemake"], cwd=workdir, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def jobs_planned(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> jobs, from Snakemake's 'Job stats' table (stdout for a dry run); {} for 'Nothing to be done'."""
+    lines = (result.stdout + result.stderr).splitlines()
+    if "Job stats:" not in lines:
+        return {}
+    counts = {}
+    for line in lines[lines.index("Job stats:") + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checksums(workdir: Path, pattern: str) -> dict[str, str]:
+    return {str(p.relative_to(workdir)): sha256(p) for p in sorted(workdir.glob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, demo_upstream) -> Path:
+    workdir = make_demo_workdir(tmp_path_factory.mktemp("cache_travels"), demo_upstream)
+    for name in CLONE_FILES:
+        shutil.copy2(ROOT / name, workdir / name)
+    (workdir / "config/small.yaml").write_text(yaml.safe_dump(SMALL))
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def assert_nothing_expensive_planned(workdir: Path) -> dict[str, int]:
+    dry_run = snakemake(workdir, "--dry-run")
+    assert dry_run.returncode == 0, dry_run.stderr[-4000:]
+    planned = jobs_planned(dry_run)
+    assert not EXPENSIVE & set(planned), planned
+    return planned
+
+
+def assert_markers_match_archives(workdir: Path) -> None:
+    for marker in (workdir / "data/extracted").glob("*.complete"):
+        record = json.loads(marker.read_text())
+        assert record["archive_mtime_ns"] == (workdir / "data/archives" / record["archive"]).stat().st_mtime_ns
+
+
+def test_study_moved_with_tar_plans_no_extraction_manifest_decode_or_logits_job(finished, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    subprocess.run(f"tar -C {finished} -cf - . | tar -C {moved} -xf -", shell=True, check=True)  # whole seconds
+    logits = checksums(moved, "results/logits/*/*.parquet")
+    assert assert_nothing_expensive_planned(moved) == {}
+    assert_markers_match_archives(moved)  # hashed once, markers refreshed: the next run costs one stat each
+    assert checksums(moved, "results/logits/*/*.parquet") == logits
+
+
+def test_study_copied_with_cp_r_plans_no_extraction_manifest_decode_or_logits_job(finished, tmp_path):
+    copied = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(finished), str(copied)], check=True)  # fresh modification times, in any order
+    logits = checksums(copied, "results/logits/*/*.parquet")
+    assert_nothing_expensive_planned(copied)
+    assert_markers_match_archives(copied)
+    assert checksums(copied, "results/logits/*/*.parquet") == logits
+    assert snakemake(copied).returncode == 0
+    assert checksums(copied, "results/logits/*/*.parquet") == logits
+
+
+def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(finished, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir, symlinks=True)
+    shutil.rmtree(workdir / ".snakemake")
+    folder = tmp_path / "my_sketch"
+    shutil.copytree(workdir / "data/extracted/ImageNet-Sketch.zip/sketch", folder)
+    removed = sorted(folder.rglob("*.JPEG"))[0]
+    removed.unlink()  # the new folder has one image fewer
+    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "downloads": {
+        "local_folders": {"imagenet_sketch": str(folder)}}}))
+    others = {**checksums(workdir, "results/logits/*/imagenet_val.parquet"),
+              **checksums(workdir, "results/logits/*/imagenet_r.parquet"),
+              **checksums(workdir, "data/manifests/imagenet_[vr]*.parquet")}
+    for log in (workdir / "results/logs/decode_images/core").glob("*.log"):
+        log.unlink()  # job logs are appended to: keep only this run's
+    result = snakemake(workdir, *UP_TO_LOGITS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "data/manifests/imagenet_sketch.parquet: its source changed" in result.stderr
+    assert str(folder) in result.stderr
+    ran = jobs_planned(result)
+    assert ran["build_manifest"] == 1 and "extract_archive" not in ran, ran
+    manifest = json.loads(pq.read_schema(workdir / "data/manifests/imagenet_sketch.parquet").metadata[b"clip_robustness"])
+    assert manifest["root"] == str(folder)
+    for model in MODELS:
+        metadata = read_metadata(workdir / f"results/logits/{model}/imagenet_sketch.parquet")
+        assert metadata["manifest_hash"] == manifest["manifest_hash"]
+        assert metadata["n_images"] == manifest["n_images"]
+    # the other datasets' manifests, decoded arrays and logits are the very same bytes, and were not decoded again
+    assert {path: sha256(workdir / path) for path in others} == others
+    logs = list((workdir / "results/logs/decode_images/core").glob("*.log"))
+    assert len(logs) == 2  # the demo's two decode geometries, each re-run for imagenet_sketch
+    for log in logs:
+        text = log.read_text()
+        assert "imagenet_val" in text and "imagenet_r" in text and "kept" in text, text[-2000:]
+        written = re.findall(r"decoded \d+ images to (\S+)", text)
+        assert len(written) == 1 and "/imagenet_sketch/" in written[0], text[-2000:]  # one array written
+    assert jobs_planned(snakemake(workdir, "--dry-run", *UP_TO_LOGITS)) == {}
+
+
+def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits(finished, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir, symlinks=True)
+    shutil.rmtree(workdir / ".snakemake")
+    before = checksums(workdir, "results/logits/*/*.parquet")
+    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple"}}))
+    result = snakemake(workdir, *UP_TO_LOGITS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "zero_shot.prompt_set" in result.stderr
+    ran = jobs_planned(result)
+    assert ran["build_zero_shot_head"] == 1 and ran["cache_logits"] == 1, ran
+    assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
+    after = checksums(workdir, "results/logits/*/*.parquet")
+    changed = {path.split("/")[2] for path in before if before[path] != after[path]}
+    assert changed == {"openclip__clip_tiny_demo__demo"}
+    assert all(read_metadata(workdir / f"results/logits/openclip__clip_tiny_demo__demo/{d}.parquet")["prompt_set"]
+               == "simple" for d in DATASETS)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(finished) -> Path:
+    result = make(finished, "share-cache", f"SNAKEMAKE_ARGS={' '.join(COMMAND)}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return finished / "results/shared_cache.tar"
+
+
+def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_cache(finished, shared_cache, tmp_path):
+    clone = tmp_path / "clone"  # no data/, no dataset, no weights (the demo's upstream is not there either)
+    clone.mkdir()
+    for name in (*CLONE_FILES, "Snakefile", "config.yaml"):
+        shutil.copy2(ROOT / name, clone / name)
+    for folder in ("workflow", "config", "envs", "profiles"):
+        shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = make(clone, "figures-from-cache", f"CACHE={shared_cache}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    ran = jobs_planned(result)
+    assert ran and set(ran) <= set(from_cache_rules(FIGURE_NAMES)), ran
+    assert not (clone / "data/archives").exists() and not (clone / "data/extracted").exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(clone / "results/metrics/metrics.parquet"),
+                                  pd.read_parquet(finished / "results/metrics/metrics.parquet"))
+    assert len(pd.read_csv(clone / "results/tables/findings.csv")) > 0
+    assert len(list((clone / "results/figures").glob("*.png"))) >= 5
+    assert (clone / "results/report.html").stat().st_size > 10_000
+
+
+def test_a_changed_member_of_a_shared_cache_is_refused_naming_it_and_nothing_is_written(shared_cache, tmp_path):
+    broken = tmp_path / "broken.tar"
+    with tarfile.open(shared_cache) as source, tarfile.open(broken, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read()
+            if member.name.endswith("imagenet_r.parquet") and "timm" in member.name:
+                data = data[:-10] + bytes(10)
+            target.addfile(member, io.BytesIO(data))
+    workdir = tmp_path / "clone"
+    workdir.mkdir()
+    with pytest.raises(SharedCacheError, match="results/logits/timm__test_resnet.demo/imagenet_r.parquet: sha256"):
+        unpack(broken, workdir)
+    assert [p.name for p in workdir.iterdir()] == []

@@ -237,7 +237,8 @@ def test_the_next_item_is_prepared_while_the_current_one_computes_and_results_ke
     assert [record["n_images"] for _, record in results] == [1, 2, 3, 4]
     assert [c for c in calls if c.startswith("compute")] == [f"compute {i}" for i in range(4)]
     assert calls.index("prepare 1") < calls.index("compute 0") and calls.index("prepare 3") < calls.index("compute 2")
-    assert all(set(record) == {"n_images", "inference_s", "wait_s", "write_s"} for _, record in results)
+    assert all(set(record) == {"n_images", "inference_s", "wait_s", "write_s",
+                                                                 "compute_started"} for _, record in results)
 
 
 def test_a_failed_compute_still_writes_every_file_computed_before_it(tmp_path):

@@ -189,7 +189,8 @@ def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute:
 
     ``compute`` runs in the calling thread (it drives the device). Returns ``(path, record)`` per item, ``record``
     holding ``n_images``, ``inference_s`` (the compute), ``write_s`` (the write itself) and ``wait_s`` (seconds the
-    calling thread waited for the item's preparation: the exposed part of it). A failed write is raised as soon as
+    calling thread waited for the item's preparation: the exposed part of it), ``compute_started``
+    (``time.perf_counter()`` when its compute began, for benchmarks). A failed write is raised as soon as
     it is seen (and at the latest after the last compute): the writes already queued finish first, so every file
     of the items before it is written; the job fails either way. A failed preparation or compute is raised likewise,
     after the writes of the items before it; ``discard`` then releases an item prepared but never computed.
@@ -208,9 +209,11 @@ def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute:
                 prepared = upcoming.result()
                 wait_s = time.perf_counter() - waited
                 upcoming = preparer.submit(prepare, items[k + 1]) if k + 1 < len(items) else None
+                started = time.perf_counter()
                 logits, inference_s = compute(prepared)
                 writes.append(writer.submit(write, prepared, logits))
-                records.append({"n_images": len(logits), "inference_s": inference_s, "wait_s": wait_s})
+                records.append({"n_images": len(logits), "inference_s": inference_s, "wait_s": wait_s,
+                                "compute_started": started})
                 for done in writes:  # a failed write fails the job now, not after the whole group
                     if done.done() and done.exception() is not None:
                         raise done.exception()

@@ -122,7 +122,7 @@ def cache_group_logits(
     from clip_robustness.logits.cache import current_metadata
     from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model, select_device
+    from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -154,7 +154,8 @@ def cache_group_logits(
         log.info("%s: every output of the group is current; no model built", model_id)
         return []
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
+                       library_version(row))  # once per job: the python adapter's lookup takes ~0.5 s
     apply_tf32(precision)
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
         task, manifest, decoded_metadata = item

@@ -412,7 +412,7 @@ def cache_dataset_logits(
     written atomically.
     """
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model, select_device
+    from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -435,7 +435,8 @@ def cache_dataset_logits(
         check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
                       manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
+                       library_version(row))
     apply_tf32(precision)
     path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
                                   precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
@@ -456,6 +457,7 @@ class BuiltModel:
     preprocessing: Mapping[str, Any]
     head: Any
     prompt_set: str | None
+    library_version: str = ""  # of the library that built it (the cache metadata), read once per job
 
 
 @dataclass
@@ -510,7 +512,7 @@ def prepare_manifest(
         collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
     metadata = cache_metadata(
         row=built.row,
-        library_version=library_version(built.row),
+        library_version=built.library_version or library_version(built.row),
         preprocessing=built.preprocessing,
         logit_scale=None if built.head is None else built.head.logit_scale,
         prompt_set=built.prompt_set,

@@ -56,7 +56,8 @@ def model_row(args: argparse.Namespace) -> dict:
 
 def make_dataset(folder: Path, name: str, n: int, spec, seed: int) -> tuple[Path, Path]:
     """A manifest of ``n`` rows (fake paths, ImageNet labels) and its decoded array for ``spec`` with the decode job's
-    sidecar; returns (manifest path, array path)."""
+    sidecar; returns (manifest path, array path). Made once per folder: the pixels (``pixels_{H}x{W}.npy``) are shared
+    by every geometry of that size (the array is linked under each key), so four 224-px models read the same files."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -66,22 +67,27 @@ def make_dataset(folder: Path, name: str, n: int, spec, seed: int) -> tuple[Path
     from clip_robustness.logits.decoded import decoded_metadata
 
     folder.mkdir(parents=True, exist_ok=True)
-    labels = np.arange(n, dtype=np.int16) % 1000
-    table = pd.DataFrame({"index": np.arange(n, dtype=np.int32), "path": [f"{name}/{i:08d}.JPEG" for i in range(n)],
-                          "label": labels})
-    metadata = {"dataset": name, "root": str(folder), "manifest_hash": manifest_hash(table), "n_images": n,
-                "label_space": json.loads(LabelSpace.imagenet_1k().to_json()), "border_crop_px": 0}
     manifest_path = folder / f"{name}.manifest.parquet"
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    pq.write_table(arrow.replace_schema_metadata({"clip_robustness": json.dumps(metadata)}), manifest_path)
+    if not manifest_path.exists() or len(read_manifest(manifest_path).table) != n:
+        labels = np.arange(n, dtype=np.int16) % 1000
+        table = pd.DataFrame({"index": np.arange(n, dtype=np.int32),
+                              "path": [f"{name}/{i:08d}.JPEG" for i in range(n)], "label": labels})
+        metadata = {"dataset": name, "root": str(folder), "manifest_hash": manifest_hash(table), "n_images": n,
+                    "label_space": json.loads(LabelSpace.imagenet_1k().to_json()), "border_crop_px": 0}
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        pq.write_table(arrow.replace_schema_metadata({"clip_robustness": json.dumps(metadata)}), manifest_path)
     h, w = spec.input_size
-    rows = np.random.default_rng(seed).integers(0, 256, (16, h, w, 3), dtype=np.uint8)
+    pixels = folder / f"pixels_{h}x{w}.npy"
+    if not pixels.exists() or np.load(pixels, mmap_mode="r").shape[0] != n:
+        rows = np.random.default_rng(seed).integers(0, 256, (16, h, w, 3), dtype=np.uint8)
+        array = np.lib.format.open_memmap(pixels, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+        for lo in range(0, n, 16):
+            array[lo : lo + 16] = rows[: min(16, n - lo)]
+        array.flush()
+        del array
     npy = folder / f"{spec.key}.npy"
-    array = np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
-    for lo in range(0, n, 16):
-        array[lo : lo + 16] = rows[: min(16, n - lo)]
-    array.flush()
-    del array
+    npy.unlink(missing_ok=True)
+    npy.symlink_to(pixels.name)
     sidecar = decoded_metadata(spec, read_manifest(manifest_path).metadata, n)
     npy.with_suffix(".json").write_text(json.dumps(sidecar))
     return manifest_path, npy
@@ -157,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="group-job runs (best and median reported)")
     parser.add_argument("--compare-single", action="store_true", help="also one dataset of K x N images")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="folder for the datasets, kept and reused by later runs (default: a temp folder)")
+    parser.add_argument("--workdir", type=Path, default=None, help="folder for the temp folder")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args(argv)
     if args.threads:
@@ -179,11 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_1min": [os.getloadavg()[0]]}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
+        data = args.data or tmp
         head = random_head(row, tmp)
         tasks = []
         for k in range(args.datasets):
             name = f"bench_{k}"
-            manifest, npy = make_dataset(tmp / name, name, args.n_images, spec, seed=k)
+            manifest, npy = make_dataset(data / name, name, args.n_images, spec, seed=k)
             tasks.append(DatasetTask(name, manifest, tmp / "logits" / f"{name}.parquet", npy))
         forward = forward_rate(row, head, spec.input_size, args.device, args.precision, args.batch_size, args.forward_batches)
         run_job(row, tasks[:1], head, args)  # warm: imports, first allocations, the arrays in the page cache
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         })
         if args.compare_single:
             name = "bench_single"
-            manifest, npy = make_dataset(tmp / name, name, args.n_images * args.datasets, spec, seed=99)
+            manifest, npy = make_dataset(data / name, name, args.n_images * args.datasets, spec, seed=99)
             single = [DatasetTask(name, manifest, tmp / "logits" / f"{name}.parquet", npy)]
             run_job(row, single, head, args)  # warm
             group_calls = [r["call_s"] for r in runs]

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             result["difference_per_dataset_s_best"] = (min(group_calls) - min(single_calls)) / args.datasets
 
     table = read_throughput(REPO / "config" / "throughput.tsv")
-    found = None if args.null else throughput_for(table, args.gpu, row["library"], row["architecture"], args.precision)
+    on_gpu = args.device == "cuda" and not args.null  # the table holds GPU rows: a CPU run is predicted from itself
+    found = throughput_for(table, args.gpu, row["library"], row["architecture"], args.precision) if on_gpu else None
     rate, source = (found[0], f"config/throughput.tsv, {args.gpu} {found[1]}") if found else (forward, "measured here")
     predicted = predicted_logits_seconds(best["images"], rate, jobs=0, job_startup_s=0.0)
     result["plan"] = {"images_per_s": rate, "source": source, "predicted_compute_s": predicted,

@@ -113,7 +113,8 @@ def cache_group_logits(
     ``head_path``: the model's zero-shot head (zero-shot CLIP models; ``None`` for classifiers);
     ``weights_path``: its local weights file, if any (a newer one makes every file stale).
     Other arguments as :func:`clip_robustness.logits.loop.cache_dataset_logits`. Every manifest and decoded array
-    is checked before the model is built; each output is written atomically as soon as it is computed, so a job
+    is checked before the model is built; each output is written atomically as soon as it is computed (by a
+    background writer, while the next dataset computes: :func:`run_overlapped`), so a job
     that fails on its fifth dataset has written four valid files. ``timings``: if given, one record per computed
     dataset is appended (``dataset``, ``n_images``, ``inference_s``: seconds in the forward loop,
     ``write_s``: seconds writing the parquet). Returns the outputs written (the current ones are not rewritten).
@@ -157,6 +158,7 @@ def cache_group_logits(
     built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
                        library_version(row))  # once per job: the python adapter's lookup takes ~0.5 s
     apply_tf32(precision)
+
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
         task, manifest, decoded_metadata = item
         return prepare_manifest(built, manifest, task.output, decoded=task.decoded, decoded_metadata=decoded_metadata,

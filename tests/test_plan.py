@@ -90,4 +90,5 @@ def test_make_plan_prints_the_demo_plan_without_running_a_job(tmp_path, demo_ups
                     "Disk:"):
         assert section in out
     assert "cache_logits " in out and "decode_images " in out
+    assert "checked against measured runs" in out  # the plan states its error band
     assert not (workdir / "results").exists() and not (workdir / "data/manifests").exists()

@@ -57,6 +57,15 @@ class Plan:
 #: 20.0-22.3 s measured on an H200 node by benchmarks/gpu_check.sh (docs/performance.md, "Job cutting").
 MEASURED_JOB_STARTUP_S = 21.0
 
+#: How far measured runs have been from the plan's logits time (measured / predicted), stated with every plan:
+#: benchmarks/bench_plan_check.py and bench_group_job.py, docs/performance.md "The plan against measured runs".
+PLAN_ERROR_BAND = (
+    "checked against measured runs (docs/performance.md, 'The plan against measured runs'): on CPU the demo's logits "
+    "stage took 0.67x the predicted time (its jobs 0.36-0.92x; 2 shared cores, forward measured at batch 256); on a GPU "
+    "not measured since issue 22: the H200 check before it ran the decoded path at 0.14-0.38x of forward, i.e. 2.6-7x "
+    "the forward time the plan counts; benchmarks/gpu_check.sh reports the ratio for four models"
+)
+
 #: The rules whose jobs each build a model on a GPU.
 LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c")
 
@@ -280,7 +289,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     }
     notes = ["GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
              f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
-             "parameter-count guesses, not measurements."]
+             "parameter-count guesses, not measurements.", f"The plan's logits time is {PLAN_ERROR_BAND}."]
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")

@@ -3,7 +3,7 @@
 # speed, and is `make plan` right about it?
 #
 #     bash benchmarks/gpu_check.sh            # from the repository root, on a GPU node, with the project's .venv
-#     DEVICE=cpu N_IMAGES=32 BATCH_SIZE=16 FORWARD_BATCHES=1 bash benchmarks/gpu_check.sh   # CPU smoke run, no GPU numbers
+#     DEVICE=cpu N_IMAGES=8 BATCH_SIZE=8 FORWARD_BATCHES=1 N_STARTUP=16 bash benchmarks/gpu_check.sh  # CPU smoke run
 #
 # 1. benchmarks/bench_group_job.py for open_clip ViT-B-32, timm resnet50, open_clip RN50 and ViT-B-16 (random weights,
 #    offline) at bf16: one logits group job (the pipeline's own, decoded path) over three datasets of N_IMAGES images

@@ -360,8 +360,9 @@ class DecodedImages(Dataset):
             raise StaleDecodedCacheError(f"{self.path}: expected a [n, H, W, 3] uint8 array, got {shape} {dtype}")
         self.shape = shape
         self.row_bytes = int(np.prod(shape[1:]))
-        self._fd: int | None = None  # opened lazily, once per process (loader workers open their own)
-        self._pid: int | None = None
+        # open now, so the read-ahead threads share one descriptor; a loader worker (another process) opens its own
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self._pid: int | None = os.getpid()
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():

@@ -9,8 +9,9 @@ Two input paths feed the model (recorded as ``input_pipeline`` in the cache meta
 
 - ``reference``: each job decodes the manifest's images with the model's own transform (PIL, CPU workers);
 - ``decoded``: the job streams a shared uint8 array decoded once per preprocessing geometry
-  (:mod:`clip_robustness.logits.decoded`), pinned and copied asynchronously to the device, where it is
-  normalised. On CPU its logits are bit-identical to the reference path's.
+  (:mod:`clip_robustness.logits.decoded`) in whole batches (one positioned read each, into pinned memory on CUDA),
+  copied to the device on a side stream while it computes the previous batch, and normalised there. On CPU its
+  logits are bit-identical to the reference path's.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-#: Batches read ahead of the one the device computes: by the decoded path's read-ahead thread, and for the next
+#: Batches read ahead of the one the device computes: by the decoded path's read-ahead threads, and for the next
 #: dataset of a group job while the current one computes (:func:`prepare_manifest`).
 PREFETCH_BATCHES = 2
 

@@ -486,6 +486,19 @@ def test_cuda_out_of_memory_under_a_memory_fraction_cap_halves_the_batch(tmp_pat
 
 
 @cuda
+def test_cuda_decoded_path_pinned_reads_side_stream_copies_and_late_gather_give_the_cpu_logits(tmp_path):
+    from clip_robustness.logits.decoded import DecodedImages, NormalizedModel
+
+    pixels, path = saved_pixels(tmp_path, 37)  # 4 full batches of 8 and a last one of 5
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    on_cpu = compute_logits(NormalizedModel(Linear8x8().eval(), mean, std), DecodedImages(path), 8, 0, "cpu", FP32)
+    model = NormalizedModel(Linear8x8().cuda().eval(), mean, std).cuda()
+    on_cuda = compute_logits(model, DecodedImages(path), 8, 0, "cuda", FP32)
+    assert model.model.batch_sizes == [8, 8, 8, 8, 5]
+    np.testing.assert_allclose(on_cuda, on_cpu, rtol=1e-4, atol=1e-4)
+
+
+@cuda
 def test_cuda_runs_the_model_in_bf16_autocast_and_returns_float32(tmp_path):
     paths = write_images(tmp_path, list(range(4)))
     dataset = ManifestImageDataset(tmp_path, paths, to_small_tensor)

@@ -17,7 +17,7 @@ every thread counted) per image:
 Reports each step's best and median over ``--repeats``, the sum of the job's steps (:data:`JOB_STEPS`; with
 ``host_copy`` beside it), and that sum against the budget: on a GPU node of
 ``--node-cores`` cores, the sum divided by the cores must stay under ``--share`` of the forward time per image
-(``--forward-us``: ViT-B-32 on an H100, 22,300 img/s -> 45 us). Writes ``cpu_budget.json`` under ``--out``.
+(``--forward-us``; default ViT-B-32 on an H100 at bf16 from ``config/throughput.tsv``, 22,300 img/s -> 45 us). Writes ``cpu_budget.json`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-
-#: ViT-B-32's forward throughput on one H100 at bf16 (PLATFORM.md; config/throughput.tsv), images per second.
-VIT_B_32_H100_IMG_PER_S = 22_300
 
 #: The steps the job's CPU does on a GPU node: the read fills pinned memory, and the device copies it by DMA, so
 #: ``host_copy`` (the pinned copy's stand-in) is not one of them.
@@ -63,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--node-cores", type=int, default=16)
     parser.add_argument("--share", type=float, default=0.10)
-    parser.add_argument("--forward-us", type=float, default=1e6 / VIT_B_32_H100_IMG_PER_S)
+    parser.add_argument("--forward-us", type=float, default=None,
+                        help="forward time per image, us (default: ViT-B-32 on an H100 at bf16, config/throughput.tsv)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args(argv)
@@ -73,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     from clip_robustness.logits.cache import write_logits
     from clip_robustness.logits.decoded import DecodedImages
     from clip_robustness.logits.loop import LogitsGather, batch_source
+    from clip_robustness.logits.plan import read_throughput, throughput_for
 
+    if args.forward_us is None:
+        rate, _ = throughput_for(read_throughput(REPO / "config" / "throughput.tsv"), "H100", "open_clip", "ViT-B-32",
+                                 "bf16")
+        args.forward_us = 1e6 / rate
     n, b = args.n_images, args.batch_size
     loads = [os.getloadavg()[0]]
     steps: dict[str, list[float]] = {}

@@ -27,15 +27,19 @@ from clip_robustness.datasets.manifest import manifest_hash, read_manifest
 from clip_robustness.demo.generate import render_image
 from clip_robustness.logits.cache import read_logits
 from clip_robustness.logits.decoded import (
+    BufferRing,
+    DecodedBatches,
     DecodedImages,
     NormalizedModel,
     StaleDecodedCacheError,
     UnsupportedPreprocessingError,
+    batch_bounds,
     decode_dataset,
     decode_spec_for_row,
     geometry_key,
     spec_from_transform,
     split_transform,
+    stack_uint8,
 )
 from clip_robustness.logits.images import UnreadableImageError
 from clip_robustness.logits.loop import cache_dataset_logits
@@ -302,3 +306,90 @@ def test_python_fast_path_logits_match_the_reference_path(tmp_path, manifest):
         cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=4, num_workers=0,
                              precision_name="fp32", allow_tf32=False, device="cpu", decoded=decoded)
     assert_same_predictions(read_logits(fast).logits, read_logits(reference).logits, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- reading whole batches
+
+
+def saved_array(tmp_path: Path, n: int = 11, h: int = 4, w: int = 3) -> tuple[np.ndarray, Path]:
+    """A ``[n, h, w, 3]`` uint8 array whose every byte differs from its neighbours', saved as ``.npy``."""
+    array = (np.arange(n * h * w * 3, dtype=np.int64) * 7 % 251).astype(np.uint8).reshape(n, h, w, 3)
+    np.save(tmp_path / "a.npy", array)
+    return array, tmp_path / "a.npy"
+
+
+def test_read_rows_reads_a_run_of_rows_into_a_new_or_the_given_tensor(tmp_path):
+    array, path = saved_array(tmp_path)
+    images = DecodedImages(path)
+    np.testing.assert_array_equal(images.read_rows(2, 9).numpy(), array[2:9])
+    out = torch.zeros((3, 4, 3, 3), dtype=torch.uint8)
+    assert images.read_rows(8, 11, out) is out
+    np.testing.assert_array_equal(out.numpy(), array[8:11])
+    assert images.read_rows(5, 5).shape == (0, 4, 3, 3)
+    with pytest.raises(ValueError, match="out must be a contiguous uint8 CPU tensor of shape"):
+        images.read_rows(0, 2, torch.zeros((3, 4, 3, 3), dtype=torch.uint8))
+    with pytest.raises(IndexError, match=r"rows \[9, 12\) outside \[0, 11\)"):
+        images.read_rows(9, 12)
+
+
+def test_a_truncated_array_is_refused_naming_it(tmp_path):
+    _, path = saved_array(tmp_path)
+    path.write_bytes(path.read_bytes()[:-40])  # the header still says 11 rows
+    images = DecodedImages(path)
+    assert images.read_rows(0, 2).shape == (2, 4, 3, 3)  # the rows still there read
+    with pytest.raises(StaleDecodedCacheError, match=f"{path}: truncated"):
+        images.read_rows(0, 11)
+
+
+@pytest.mark.parametrize("batch_size, start", [(1, 0), (3, 0), (4, 2), (11, 0), (20, 5)])
+def test_decoded_batches_are_the_rows_in_order_each_batch_one_slice(tmp_path, batch_size, start):
+    array, path = saved_array(tmp_path)
+    batches = DecodedBatches(DecodedImages(path), batch_size, start)
+    got = [batches[i].clone() for i in range(len(batches))]
+    assert [len(b) for b in got[:-1]] == [batch_size] * (len(got) - 1) and 0 < len(got[-1]) <= batch_size
+    np.testing.assert_array_equal(torch.cat(got).numpy(), array[start:])
+    assert batch_bounds(11, batch_size, start)[0][0] == start
+
+
+def test_a_buffer_ring_reuses_its_buffers_and_every_batch_still_holds_its_rows(tmp_path):
+    array, path = saved_array(tmp_path)
+    ring = BufferRing(3)
+    batches = DecodedBatches(DecodedImages(path), 2, ring=ring)
+    seen = []
+    for i in range(len(batches)):  # a consumer holding one batch at a time
+        batch = batches[i]
+        np.testing.assert_array_equal(batch.numpy(), array[2 * i : 2 * i + 2])
+        seen.append(batch.data_ptr())
+    assert len(set(seen)) == 3 and seen[:3] == seen[3:6]  # three buffers, reused in turn
+    with pytest.raises(ValueError, match="not a ring"):
+        DecodedBatches(DecodedImages(path), 2, pin=True, ring=ring)
+
+
+def test_decoded_images_survive_pickling_for_loader_workers(tmp_path):
+    import pickle
+
+    array, path = saved_array(tmp_path)
+    images = DecodedImages(path)
+    images.read_rows(0, 1)  # the file is open in this process
+    copy = pickle.loads(pickle.dumps(images))
+    np.testing.assert_array_equal(copy.read_rows(3, 7).numpy(), array[3:7])
+
+
+def test_batched_decoded_path_gives_the_per_image_paths_logits_bit_for_bit(tmp_path, manifest):
+    """The fast path reads whole batches (DecodedBatches through ReadAhead); the logits are those of the same array
+    read image by image through a DataLoader and stacked, to the bit."""
+    from torch.utils.data import Subset
+
+    from clip_robustness.logits.loop import Precision, compute_logits
+
+    row = timm_row(tmp_path, "test_resnet", seed=2)
+    npy = decode_for(row, manifest, tmp_path / "decoded")
+    model, preprocess, _ = build_model(row, "cpu")
+    _, mean, std = split_transform(preprocess)
+    normalised = NormalizedModel(model, mean, std).eval()
+    images = DecodedImages(npy)
+    per_image = Subset(images, range(len(images)))  # not a DecodedImages: read per item, collated
+    for batch_size in (5, 24, 64):
+        batched = compute_logits(normalised, images, batch_size, 0, "cpu", Precision(amp_dtype=None, allow_tf32=False))
+        reference = compute_logits(normalised, per_image, batch_size, 0, "cpu", Precision(amp_dtype=None, allow_tf32=False), collate_fn=stack_uint8)
+        assert batched.tobytes() == reference.tobytes()

@@ -198,6 +198,75 @@ def test_out_of_memory_at_batch_size_one_fails_clearly(tmp_path, memory_cap):
         compute_logits(model, dataset, 4, 0, "cpu", FP32)
 
 
+def saved_pixels(tmp_path: Path, n: int) -> tuple[np.ndarray, Path]:
+    """``n`` random 8x8 uint8 RGB images saved as a decoded array (``[n, 8, 8, 3]`` ``.npy``)."""
+    pixels = np.random.default_rng(4).integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "decoded.npy", pixels)
+    return pixels, tmp_path / "decoded.npy"
+
+
+def test_decoded_path_out_of_memory_halves_the_batch_and_reads_on_from_where_it_failed(tmp_path, memory_cap, caplog):
+    from clip_robustness.logits.decoded import DecodedImages, NormalizedModel
+
+    pixels, path = saved_pixels(tmp_path, 10)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    workspace = WorkspaceModel(bytes_per_image=384 * 2**20).eval()  # as above: batches of 8 and 4 fail, 2 fit
+
+    with caplog.at_level(logging.WARNING, logger="clip_robustness.logits.loop"):
+        logits = compute_logits(NormalizedModel(workspace, mean, std), DecodedImages(path), 8, 0, "cpu", FP32)
+
+    assert workspace.batch_sizes == [2, 2, 2, 2, 2]
+    assert len(caplog.records) == 2
+    with torch.no_grad():
+        expected = NormalizedModel(Linear8x8().eval(), mean, std)(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+
+
+class Numbers(torch.utils.data.Dataset):
+    """Items ``0, 10, 20, ...``; item ``broken`` raises."""
+
+    def __init__(self, n: int, broken: int = -1):
+        self.n, self.broken = n, broken
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        if i == self.broken:
+            raise ValueError(f"item {i} is unreadable")
+        return 10 * i
+
+
+def test_read_ahead_yields_every_item_in_order_and_raises_a_failed_item_in_its_place():
+    from clip_robustness.logits.loop import ReadAhead
+
+    assert list(ReadAhead(Numbers(9), depth=3, threads=2)) == [10 * i for i in range(9)]
+    items = ReadAhead(Numbers(6, broken=3), depth=2, threads=2)
+    assert [next(items) for _ in range(3)] == [0, 10, 20]
+    with pytest.raises(ValueError, match="item 3 is unreadable"):
+        next(items)
+    assert list(items) == []  # closed by the failure
+
+
+def test_a_primed_batch_source_hands_its_opening_to_the_first_matching_open_only():
+    from clip_robustness.logits.loop import BatchSource
+
+    opened = []
+
+    def opener(start: int, batch_size: int) -> list[tuple[int, int]]:
+        opened.append((start, batch_size))
+        return [(start, batch_size)]
+
+    source = BatchSource(10, opener)
+    source.prime(4)
+    assert opened == [(0, 4)]
+    assert source.open(0, 4) == [(0, 4)] and opened == [(0, 4)]  # the primed opening, not a new one
+    source.open(0, 4)
+    source.prime(4)
+    source.open(6, 2)  # after an out-of-memory error: another start and size, opened afresh
+    assert opened == [(0, 4), (0, 4), (0, 4), (6, 2)]
+
+
 def test_allocator_errors_count_as_out_of_memory_and_others_do_not():
     with pytest.raises(RuntimeError) as cpu_failure:
         torch.empty(2**62, dtype=torch.uint8)  # no machine has 4 EiB: the CPU allocator refuses
@@ -414,6 +483,19 @@ def test_cuda_out_of_memory_under_a_memory_fraction_cap_halves_the_batch(tmp_pat
     assert sizes[0] == 2 and sum(sizes) == 10 and sizes == sorted(sizes, reverse=True)
     reference = compute_logits(Linear8x8().cuda().eval(), dataset, 10, 0, "cuda", FP32)
     np.testing.assert_allclose(logits, reference, rtol=1e-6, atol=1e-6)
+
+
+@cuda
+def test_cuda_decoded_path_pinned_reads_side_stream_copies_and_late_gather_give_the_cpu_logits(tmp_path):
+    from clip_robustness.logits.decoded import DecodedImages, NormalizedModel
+
+    pixels, path = saved_pixels(tmp_path, 37)  # 4 full batches of 8 and a last one of 5
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    on_cpu = compute_logits(NormalizedModel(Linear8x8().eval(), mean, std), DecodedImages(path), 8, 0, "cpu", FP32)
+    model = NormalizedModel(Linear8x8().cuda().eval(), mean, std).cuda()
+    on_cuda = compute_logits(model, DecodedImages(path), 8, 0, "cuda", FP32)
+    assert model.model.batch_sizes == [8, 8, 8, 8, 5]
+    np.testing.assert_allclose(on_cuda, on_cpu, rtol=1e-4, atol=1e-4)
 
 
 @cuda

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -203,3 +204,101 @@ def test_rule_lists_zip_into_tasks_and_a_lone_path_is_a_group_of_one():
         "imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
     with pytest.raises(ValueError, match="parallel lists"):
         tasks_from_lists(["a", "b"], ["m"], ["o1", "o2"])
+
+
+# ----------------------------------------------------------------------------- overlapped datasets, background writer
+
+
+def test_the_next_item_is_prepared_while_the_current_one_computes_and_results_keep_their_order():
+    import threading
+
+    from clip_robustness.logits.job import run_overlapped
+
+    prepared = [threading.Event() for _ in range(4)]
+    calls: list[str] = []
+
+    def prepare(item: int) -> int:
+        calls.append(f"prepare {item}")
+        prepared[item].set()
+        return item
+
+    def compute(item: int):
+        # the next item's preparation runs meanwhile: wait for it (a 10 s guard, not a timing)
+        overlapped = item + 1 == len(prepared) or prepared[item + 1].wait(10)
+        calls.append(f"compute {item}")
+        return np.full((item + 1, 2), float(overlapped), dtype=np.float32), 0.0
+
+    def write(item: int, logits):
+        return Path(f"out{item}"), 0.0
+
+    results = run_overlapped(list(range(4)), prepare, compute, write)
+
+    assert [str(path) for path, _ in results] == ["out0", "out1", "out2", "out3"]
+    assert [record["n_images"] for _, record in results] == [1, 2, 3, 4]
+    assert [c for c in calls if c.startswith("compute")] == [f"compute {i}" for i in range(4)]
+    assert calls.index("prepare 1") < calls.index("compute 0") and calls.index("prepare 3") < calls.index("compute 2")
+    assert all(set(record) == {"n_images", "inference_s", "wait_s", "write_s",
+                                                                 "compute_started"} for _, record in results)
+
+
+def test_a_failed_compute_still_writes_every_file_computed_before_it(tmp_path):
+    from clip_robustness.logits.job import run_overlapped
+
+    def compute(item: int):
+        if item == 2:
+            raise RuntimeError("device lost at item 2")
+        return np.zeros((1, 1), dtype=np.float32), 0.0
+
+    def write(item: int, logits):
+        (tmp_path / f"out{item}").write_text("done")
+        return tmp_path / f"out{item}", 0.0
+
+    with pytest.raises(RuntimeError, match="device lost at item 2"):
+        run_overlapped([0, 1, 2, 3], lambda item: item, compute, write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out0", "out1"]
+
+
+def test_a_failed_parquet_write_fails_the_group_job_and_leaves_no_file_there(tmp_path, resnet_row):
+    from clip_robustness.workflow.io import temp_files_of
+
+    built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist"])
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    outputs = {"imagenet_r": tmp_path / "logits" / "imagenet_r.parquet", "textures": blocked / "textures.parquet",
+               "inaturalist": tmp_path / "logits" / "inaturalist.parquet"}
+    tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", outputs[name]) for name in built]
+
+    with pytest.raises(OSError):  # the writer thread's error, raised by the job
+        run_group(resnet_row, tasks)
+
+    first = read_logits(outputs["imagenet_r"], expect=expected_metadata(resnet_row, "imagenet_r",
+                                                                         built["imagenet_r"].manifest_hash, None))
+    assert first.logits.shape == (3, 1000)  # the file before the failure is complete and valid
+    assert not outputs["textures"].exists() and blocked.is_file()
+    assert temp_files_of(outputs["imagenet_r"]) == [] and temp_files_of(outputs["inaturalist"]) == []
+
+
+def test_decoded_group_job_writes_each_dataset_the_one_dataset_jobs_logits_bit_for_bit(tmp_path, resnet_row):
+    from clip_robustness.logits.decoded import decode_dataset, decode_spec_for_row
+
+    built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist", "imagenet_a"])
+    spec = decode_spec_for_row(resnet_row)
+    tasks = []
+    for name, manifest in built.items():
+        npy = tmp_path / "decoded" / name / f"{spec.key}.npy"
+        decode_dataset(manifest, spec, npy, npy.with_suffix(".json"))
+        tasks.append(DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet",
+                                 tmp_path / "logits" / f"{name}.parquet", npy))
+    timings: list[dict] = []
+
+    run_group(resnet_row, tasks, timings)
+
+    assert [t["dataset"] for t in timings] == list(built)
+    for task in tasks:
+        single = tmp_path / "single" / f"{task.dataset}.parquet"
+        cache_dataset_logits(resnet_row, built[task.dataset], single, head_path=None, prompt_set="openai",
+                             batch_size=4, num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu",
+                             decoded=task.decoded)
+        grouped = read_logits(task.output)
+        assert grouped.logits.tobytes() == read_logits(single).logits.tobytes()
+        assert grouped.metadata["input_pipeline"]["path"] == "decoded"

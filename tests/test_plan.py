@@ -14,6 +14,7 @@ from conftest import make_demo_workdir
 from clip_robustness.logits.plan import (
     count_dry_run_jobs,
     dataset_images,
+    predicted_logits_seconds,
     read_throughput,
     slurm_job_counts,
     startup_hours,
@@ -49,6 +50,13 @@ def test_start_up_counts_every_logits_job_and_no_other():
     assert startup_hours(jobs, 21.0) == (1260, 1260 * 21.0 / 3600)
 
 
+def test_predicted_logits_time_is_images_at_the_forward_rate_plus_each_jobs_start_up():
+    assert predicted_logits_seconds(98_304, 8_192.0, jobs=0, job_startup_s=21.0) == 12.0
+    assert predicted_logits_seconds(820, 41.0, jobs=5, job_startup_s=6.0) == 20.0 + 30.0
+    with pytest.raises(ValueError, match="images_per_s must be > 0"):
+        predicted_logits_seconds(10, 0.0, jobs=1, job_startup_s=1.0)
+
+
 def test_localrules_are_read_from_the_workflow_files():
     localrules = workflow_localrules(sorted((ROOT / "workflow/rules").glob("*.smk")))
 
@@ -82,4 +90,5 @@ def test_make_plan_prints_the_demo_plan_without_running_a_job(tmp_path, demo_ups
                     "Disk:"):
         assert section in out
     assert "cache_logits " in out and "decode_images " in out
+    assert "checked against measured runs" in out  # the plan states its error band
     assert not (workdir / "results").exists() and not (workdir / "data/manifests").exists()

@@ -332,42 +332,151 @@ def check_decoded(metadata: Mapping[str, Any], path: str | os.PathLike, *, key: 
         )
 
 
+def npy_layout(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset in bytes)`` of a C-ordered ``.npy`` file, read from its header alone."""
+    with open(path, "rb") as stream:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise StaleDecodedCacheError(f"{path}: .npy format version {version} is not 1.0 or 2.0")
+        shape, fortran_order, dtype = readers[version](stream)
+        offset = stream.tell()
+    if fortran_order:
+        raise StaleDecodedCacheError(f"{path}: a Fortran-ordered array; decoded arrays are C-ordered")
+    return tuple(int(d) for d in shape), np.dtype(dtype), offset
+
+
 class DecodedImages(Dataset):
-    """A decoded array read back in batches: ``dataset[i]`` is a ``[H, W, 3]`` uint8 tensor; a DataLoader with
-    ``collate_fn=stack_uint8`` gets ``[b, H, W, 3]`` uint8 batches read as one slice of the memory map."""
+    """A decoded array read back: ``dataset[i]`` is a ``[H, W, 3]`` uint8 tensor, and :meth:`read_rows` reads a run
+    of rows with one positioned read (``os.preadv``) straight into a caller's tensor (pinned, on a GPU node): from the
+    page cache that is one copy per byte, the fastest a file can be read (no memory-map page faults, no stacking).
+
+    Readers batch it with :class:`DecodedBatches` (one item = one whole batch)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        header = np.load(self.path, mmap_mode="r")
-        if header.ndim != 4 or header.shape[-1] != 3 or header.dtype != np.uint8:
-            raise StaleDecodedCacheError(f"{self.path}: expected a [n, H, W, 3] uint8 array, got {header.shape} {header.dtype}")
-        self.shape = tuple(header.shape)
-        self._array: np.ndarray | None = None  # opened lazily, once per loader worker
+        shape, dtype, self.offset = npy_layout(self.path)
+        if len(shape) != 4 or shape[-1] != 3 or dtype != np.uint8:
+            raise StaleDecodedCacheError(f"{self.path}: expected a [n, H, W, 3] uint8 array, got {shape} {dtype}")
+        self.shape = shape
+        self.row_bytes = int(np.prod(shape[1:]))
+        # open now, so the read-ahead threads share one descriptor; a loader worker (another process) opens its own
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
+        self._pid: int | None = os.getpid()
 
-    def _data(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
-        return self._array
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
     def __len__(self) -> int:
         return self.shape[0]
 
+    def read_rows(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``[start, stop)`` as a ``[stop - start, H, W, 3]`` uint8 tensor, read with positioned reads into
+        ``out`` (a contiguous uint8 CPU tensor of that shape, e.g. pinned) or a new tensor; ``out`` is returned.
+        A file shorter than its header says raises :class:`StaleDecodedCacheError`."""
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"{self.path}: rows [{start}, {stop}) outside [0, {len(self)})")
+        shape = (stop - start, *self.shape[1:])
+        if out is None:
+            out = torch.empty(shape, dtype=torch.uint8)
+        elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous() or out.device.type != "cpu":
+            raise ValueError(f"out must be a contiguous uint8 CPU tensor of shape {shape}, got {out.dtype} "
+                             f"{list(out.shape)} on {out.device}")
+        if stop == start:
+            return out
+        view = memoryview(out.numpy()).cast("B")
+        position, done, fd = self.offset + start * self.row_bytes, 0, self._file()
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], position + done)
+            if got == 0:
+                raise StaleDecodedCacheError(f"{self.path}: truncated: rows [{start}, {stop}) end past the file's end; "
+                                             "delete it and run the same command again")
+            done += got
+        return out
+
     def __getitem__(self, position: int) -> torch.Tensor:
-        return torch.from_numpy(np.array(self._data()[position]))
+        position = int(position)
+        return self.read_rows(position, position + 1)[0]
 
     def __getitems__(self, positions: Sequence[int]) -> torch.Tensor:
-        positions = list(positions)
-        first, last = positions[0], positions[-1]
-        if last - first + 1 == len(positions) and positions == list(range(first, last + 1)):
-            return torch.from_numpy(np.array(self._data()[first : last + 1]))
-        return torch.from_numpy(self._data()[np.asarray(positions)])
+        positions = [int(p) for p in positions]
+        first = positions[0]
+        if positions == list(range(first, first + len(positions))):
+            return self.read_rows(first, first + len(positions))
+        return torch.stack([self[p] for p in positions])
+
+
+def batch_bounds(n: int, batch_size: int, start: int = 0) -> list[tuple[int, int]]:
+    """``(first row, end row)`` of each batch of ``batch_size`` rows covering rows ``[start, n)`` in order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return [(lo, min(lo + batch_size, n)) for lo in range(start, n, batch_size)]
+
+
+class BufferRing:
+    """``size`` reused uint8 host buffers: item ``i`` of a reader goes to buffer ``i % size``. Reusing memory avoids
+    the page faults of fresh allocations (about twice the read throughput on CPU). Safe for a consumer that holds
+    fewer than ``size`` items at once, counting those still being read."""
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a ring needs at least one buffer, got {size}")
+        self._buffers: list[torch.Tensor | None] = [None] * int(size)
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def buffer(self, i: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Buffer ``i % size`` as a contiguous uint8 tensor of ``shape`` (grown when it holds fewer rows)."""
+        slot = i % len(self._buffers)
+        held = self._buffers[slot]
+        if held is None or held.shape[0] < shape[0] or tuple(held.shape[1:]) != tuple(shape[1:]):
+            held = self._buffers[slot] = torch.empty(shape, dtype=torch.uint8)
+        return held[: shape[0]]
+
+
+class DecodedBatches(Dataset):
+    """Whole batches of a :class:`DecodedImages`: item ``i`` is rows ``[start + i * batch_size, ...)`` as one
+    ``[b, H, W, 3]`` uint8 tensor, read as one contiguous slice of the file (:meth:`DecodedImages.read_rows`).
+
+    ``pin``: read straight into pinned memory (CUDA hosts; torch's caching host allocator reuses the blocks once
+    their copies to the device are done), so nothing copies the batch again before the device copy. ``ring``: read
+    item ``i`` into a :class:`BufferRing`'s buffer instead of a new tensor (CPU); ``None``: a new tensor per item.
+    """
+
+    def __init__(self, images: DecodedImages, batch_size: int, start: int = 0, pin: bool = False,
+                 ring: BufferRing | None = None):
+        if pin and ring is not None:
+            raise ValueError("pinned batches come from torch's caching host allocator, not a ring")
+        self.images = images
+        self.bounds = batch_bounds(len(images), batch_size, start)
+        self.pin = bool(pin)
+        self.ring = ring
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        lo, hi = self.bounds[i]
+        shape = (hi - lo, *self.images.shape[1:])
+        if self.ring is not None:
+            out = self.ring.buffer(i, shape)
+        else:
+            out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+        return self.images.read_rows(lo, hi, out)
 
 
 def stack_uint8(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """Collate for :class:`DecodedImages`: a batch already read as one tensor passes through."""
+    """Collate for :class:`DecodedImages` read per image: a batch already read as one tensor passes through."""
     return batch if isinstance(batch, torch.Tensor) else torch.stack(list(batch))
 
 

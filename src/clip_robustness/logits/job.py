@@ -5,6 +5,11 @@ pays the fixed costs (interpreter, torch/timm/open_clip imports, model build, we
 once and then writes one cache file per dataset of its group, each atomically and each with its own
 metadata (:mod:`clip_robustness.logits.cache`), exactly as a one-dataset job would.
 
+The per-dataset fixed costs are hidden behind the forward passes: while one dataset computes, a thread prepares the
+next (opens its input, checks it against the model, reads its first batches), and each finished dataset's parquet is
+written by a background writer (zstd compression releases the GIL), so the device goes from one dataset's last batch
+to the next one's first without waiting. Each write stays atomic; a failed write fails the job.
+
 Outputs already on disk are kept when they are *current* (:func:`reuse_reason`): their metadata is what
 :func:`~clip_robustness.logits.cache.current_metadata` says (this model, manifest, prompt set, head precision, subset;
 the same definition the check before planning uses) plus the precision this job runs in, and the file is newer than
@@ -17,11 +22,21 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from clip_robustness.logits.loop import BuiltModel, apply_tf32, logits_for_manifest, resolve_precision
+from clip_robustness.logits.loop import (
+    BuiltModel,
+    PreparedDataset,
+    apply_tf32,
+    compute_prepared,
+    prepare_manifest,
+    resolve_precision,
+    write_prepared,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +113,8 @@ def cache_group_logits(
     ``head_path``: the model's zero-shot head (zero-shot CLIP models; ``None`` for classifiers);
     ``weights_path``: its local weights file, if any (a newer one makes every file stale).
     Other arguments as :func:`clip_robustness.logits.loop.cache_dataset_logits`. Every manifest and decoded array
-    is checked before the model is built; each output is written atomically as soon as it is computed, so a job
+    is checked before the model is built; each output is written atomically as soon as it is computed (by a
+    background writer, while the next dataset computes: :func:`run_overlapped`), so a job
     that fails on its fifth dataset has written four valid files. ``timings``: if given, one record per computed
     dataset is appended (``dataset``, ``n_images``, ``inference_s``: seconds in the forward loop,
     ``write_s``: seconds writing the parquet). Returns the outputs written (the current ones are not rewritten).
@@ -107,7 +123,7 @@ def cache_group_logits(
     from clip_robustness.logits.cache import current_metadata
     from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model, select_device
+    from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -139,14 +155,76 @@ def cache_group_logits(
         log.info("%s: every output of the group is current; no model built", model_id)
         return []
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
+                       library_version(row))  # once per job: the python adapter's lookup takes ~0.5 s
     apply_tf32(precision)
+
+    def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
+        task, manifest, decoded_metadata = item
+        return prepare_manifest(built, manifest, task.output, decoded=task.decoded, decoded_metadata=decoded_metadata,
+                                precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
+                                channels_last=channels_last, prime=True)
+
+    def compute(prepared: PreparedDataset) -> tuple[Any, float]:
+        return compute_prepared(built, prepared, precision=precision, device=device, batch_size=batch_size,
+                                num_workers=num_workers)
+
+    results = run_overlapped(todo, prepare, compute, write_prepared, discard=lambda prepared: prepared.source.close())
     written = []
-    for task, manifest, decoded_metadata in todo:
-        path, timing = logits_for_manifest(built, manifest, task.output, decoded=task.decoded,
-                                           decoded_metadata=decoded_metadata, precision=precision, device=device,
-                                           batch_size=batch_size, num_workers=num_workers, channels_last=channels_last)
+    for (task, _, _), (path, record) in zip(todo, results):
+        log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", model_id, task.dataset, path,
+                 record["inference_s"], record["write_s"])
         written.append(path)
         if timings is not None:
-            timings.append({**timing, "dataset": task.dataset})
+            timings.append({**record, "dataset": task.dataset})
     return written
+
+
+def _keep(prepared: Any) -> None:
+    """The default ``discard`` of :func:`run_overlapped`: nothing to release."""
+
+
+def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute: Callable[[Any], tuple[Any, float]],
+                   write: Callable[[Any, Any], tuple[Path, float]],
+                   discard: Callable[[Any], None] = _keep) -> list[tuple[Path, dict]]:
+    """``write(p, compute(p))`` for ``p = prepare(item)`` of every item in order, overlapped: ``prepare`` of the next
+    item runs in a thread while the current one computes, and each ``write`` in a background writer thread, in order.
+
+    ``compute`` runs in the calling thread (it drives the device). Returns ``(path, record)`` per item, ``record``
+    holding ``n_images``, ``inference_s`` (the compute), ``write_s`` (the write itself) and ``wait_s`` (seconds the
+    calling thread waited for the item's preparation: the exposed part of it), ``compute_started``
+    (``time.perf_counter()`` when its compute began, for benchmarks). A failed write is raised as soon as
+    it is seen (and at the latest after the last compute): the writes already queued finish first, so every file
+    of the items before it is written; the job fails either way. A failed preparation or compute is raised likewise,
+    after the writes of the items before it; ``discard`` then releases an item prepared but never computed.
+    """
+    if not items:
+        return []
+    records: list[dict] = []
+    writes: list[Future] = []
+    upcoming: Future | None = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-next") as preparer, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as writer:
+            upcoming = preparer.submit(prepare, items[0])
+            for k in range(len(items)):
+                waited = time.perf_counter()
+                prepared = upcoming.result()
+                wait_s = time.perf_counter() - waited
+                upcoming = preparer.submit(prepare, items[k + 1]) if k + 1 < len(items) else None
+                started = time.perf_counter()
+                logits, inference_s = compute(prepared)
+                writes.append(writer.submit(write, prepared, logits))
+                records.append({"n_images": len(logits), "inference_s": inference_s, "wait_s": wait_s,
+                                "compute_started": started})
+                for done in writes:  # a failed write fails the job now, not after the whole group
+                    if done.done() and done.exception() is not None:
+                        raise done.exception()
+            out = []
+            for future, record in zip(writes, records):
+                path, write_s = future.result()
+                out.append((path, {**record, "write_s": write_s}))
+        return out
+    finally:  # the executors are shut down here: a dataset prepared but never computed stops its reads
+        if upcoming is not None and upcoming.done() and not upcoming.cancelled() and upcoming.exception() is None:
+            discard(upcoming.result())

@@ -9,8 +9,9 @@ Two input paths feed the model (recorded as ``input_pipeline`` in the cache meta
 
 - ``reference``: each job decodes the manifest's images with the model's own transform (PIL, CPU workers);
 - ``decoded``: the job streams a shared uint8 array decoded once per preprocessing geometry
-  (:mod:`clip_robustness.logits.decoded`), pinned and copied asynchronously to the device, where it is
-  normalised. On CPU its logits are bit-identical to the reference path's.
+  (:mod:`clip_robustness.logits.decoded`) in whole batches (one positioned read each, into pinned memory on CUDA),
+  copied to the device on a side stream while it computes the previous batch, and normalised there. On CPU its
+  logits are bit-identical to the reference path's.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -93,15 +96,201 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+#: Batches read ahead of the one the device computes: by the decoded path's read-ahead threads, and for the next
+#: dataset of a group job while the current one computes (:func:`prepare_manifest`).
+PREFETCH_BATCHES = 2
+
+#: Threads reading the decoded path's batches (each batch one positioned read): two reads in flight keep a page-cached
+#: array streaming at memory speed while the main thread drives the device.
+READ_THREADS = 2
+
+
+class ReadAhead:
+    """Iterate the items ``batches[0], batches[1], ...`` of a map-style dataset in order, with up to ``depth`` of them
+    being fetched ahead by ``threads`` background threads.
+
+    The decoded path's items are whole batches read with ``os.preadv`` (which releases the GIL), so the next batches
+    are read while the main thread drives the device, and two threads read two batches at once. An error raised
+    while fetching an item is raised by ``next`` for that item. Fetching starts at construction (priming);
+    :meth:`close` stops it.
+    """
+
+    def __init__(self, batches: Dataset, depth: int = PREFETCH_BATCHES, threads: int = READ_THREADS):
+        if depth < 1 or threads < 1:
+            raise ValueError(f"depth and threads must be >= 1, got {depth} and {threads}")
+        self._batches = batches
+        self._n = len(batches)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="read-ahead")
+        self._pending: deque[Future] = deque()
+        self._next_index = 0
+        self._depth = depth
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._next_index < self._n and len(self._pending) < self._depth:
+            self._pending.append(self._pool.submit(self._batches.__getitem__, self._next_index))
+            self._next_index += 1
+
+    def __iter__(self) -> "ReadAhead":
+        return self
+
+    def __next__(self) -> Any:
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        try:
+            item = self._pending.popleft().result()
+        except BaseException:
+            self.close()
+            raise
+        self._fill()
+        return item
+
+    def close(self) -> None:
+        """Stop fetching: items not started are dropped, and the reads under way are waited for (their buffers may be
+        reused by the next reader)."""
+        self._next_index = self._n
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class BatchSource:
+    """Where a dataset's batches come from: ``n`` rows, and :meth:`open` ``(start, batch_size)``: an iterable of the
+    batches of rows ``[start, n)`` in order (the loop reopens at a smaller batch size after an out-of-memory error).
+
+    ``opener``: the function :meth:`open` calls. :meth:`prime` opens ``(0, batch_size)`` ahead of time (a group job's
+    next dataset, while the current one computes); the next :meth:`open` of that start and size returns it.
+    """
+
+    def __init__(self, n: int, opener: Callable[[int, int], Iterable[torch.Tensor]]):
+        self.n = int(n)
+        self._opener = opener
+        self._primed: tuple[int, Iterable[torch.Tensor]] | None = None
+
+    def prime(self, batch_size: int) -> None:
+        """Open the batches from row 0 now (a read-ahead source starts reading its first batches)."""
+        self.close()
+        self._primed = (batch_size, self._opener(0, batch_size))
+
+    def open(self, start: int, batch_size: int) -> Iterable[torch.Tensor]:
+        if self._primed is not None and start == 0 and self._primed[0] == batch_size:
+            batches, self._primed = self._primed[1], None
+            return batches
+        self.close()
+        return self._opener(start, batch_size)
+
+    def close(self) -> None:
+        """Drop a primed, unused opening."""
+        if self._primed is not None:
+            _close(self._primed[1])
+            self._primed = None
+
+
+def _close(batches: Iterable[Any]) -> None:
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+
+
+def batch_source(dataset: Dataset, num_workers: int, device: str | torch.device,
+                 collate_fn: Callable[[Any], torch.Tensor] | None = None) -> BatchSource:
+    """The batches of ``dataset`` for ``device``.
+
+    A :class:`~clip_robustness.logits.decoded.DecodedImages` (the decoded path) is read in whole batches, each one
+    contiguous slice of the array read by :class:`ReadAhead`'s thread straight into pinned memory on CUDA
+    (:class:`~clip_robustness.logits.decoded.DecodedBatches`); ``num_workers`` is not used there: one thread reads
+    faster than a model consumes (docs/performance.md, "The loader"). Any other dataset is read per item by a DataLoader
+    with ``num_workers`` processes and ``collate_fn``, pinned on CUDA.
+    """
+    from clip_robustness.logits.decoded import BufferRing, DecodedBatches, DecodedImages
+
+    pin = torch.device(device).type == "cuda"
+    if isinstance(dataset, DecodedImages):
+        # CPU: a ring of reused host buffers (compute_logits holds at most two batches besides the ones being read,
+        # and a closed ReadAhead has finished its reads); CUDA: pinned buffers from torch's caching host allocator,
+        # which reuses each once its copy to the device is done
+        ring = None if pin else BufferRing(PREFETCH_BATCHES + 3)
+
+        def open_decoded(start: int, batch_size: int) -> Iterable[torch.Tensor]:
+            return ReadAhead(DecodedBatches(dataset, batch_size, start, pin=pin, ring=ring))
+
+        return BatchSource(len(dataset), open_decoded)
+
+    def open_items(start: int, batch_size: int) -> Iterable[torch.Tensor]:
+        return DataLoader(Subset(dataset, range(start, len(dataset))), batch_size=batch_size, shuffle=False,
+                          num_workers=num_workers, pin_memory=pin, persistent_workers=False, collate_fn=collate_fn,
+                          prefetch_factor=4 if num_workers > 0 else None)
+
+    return BatchSource(len(dataset), open_items)
+
+
+class DeviceFeed:
+    """Host batches to the device: on CUDA each copy is issued without blocking on a side stream, so it overlaps the
+    compute stream's forward of the previous batch; :meth:`take` makes the compute stream wait for it. On CPU both are
+    the identity (no copy)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def put(self, batch: torch.Tensor) -> torch.Tensor:
+        """Start copying ``batch`` to the device; returns the device tensor (not to be used before :meth:`take`)."""
+        if self.stream is None:
+            return batch.to(self.device)
+        with torch.cuda.stream(self.stream):
+            return batch.to(self.device, non_blocking=True)
+
+    def take(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` (from :meth:`put`), ready for use on the current stream."""
+        if self.stream is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self.stream)
+            images.record_stream(current)
+        return images
+
+
+class LogitsGather:
+    """Device logits into the host array ``[n, n_outputs]``: on CUDA each batch's logits are copied without blocking
+    into pinned memory and written into the array later (:meth:`flush`), so the host never waits for the batch the
+    device is computing; on CPU they are written at once."""
+
+    def __init__(self, n: int, device: torch.device):
+        self.n = n
+        self.cuda = device.type == "cuda"
+        self.out: np.ndarray | None = None
+        self._pending: deque[tuple[int, torch.Tensor, Any]] = deque()
+
+    def add(self, row: int, logits: torch.Tensor) -> None:
+        """Logits of rows ``[row, row + len(logits))`` (float32, on the device)."""
+        if self.out is None:
+            self.out = np.empty((self.n, logits.shape[1]), dtype=np.float32)
+        if not self.cuda:
+            self.out[row : row + len(logits)] = logits.numpy()
+            return
+        host = torch.empty(logits.shape, dtype=logits.dtype, pin_memory=True)
+        host.copy_(logits, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((row, host, event))
+
+    def flush(self, keep: int = 0) -> None:
+        """Write all but the ``keep`` most recent pending batches into the array (waiting for their copies)."""
+        while len(self._pending) > keep:
+            row, host, event = self._pending.popleft()
+            event.synchronize()
+            self.out[row : row + len(host)] = host.numpy()
+
+
 def compute_logits(
     model_fn: Callable[[torch.Tensor], torch.Tensor],
-    dataset: Dataset,
+    dataset: Dataset | None,
     batch_size: int,
     num_workers: int,
     device: str | torch.device,
     precision: Precision,
     progress_desc: str = "logits",
     collate_fn: Callable[[Any], torch.Tensor] | None = None,
+    source: BatchSource | None = None,
 ) -> np.ndarray:
     """Run ``model_fn`` over every item of ``dataset`` in order; float32 ``[len(dataset), n_outputs]``.
 
@@ -110,29 +299,35 @@ def compute_logits(
     asked). On out-of-memory the batch size is halved and the
     failed batch redone from where it failed; the loader then continues at the smaller size. Raises
     :class:`InferenceOOMError` when one image does not fit. A tqdm bar reports progress on stderr (the job log).
-    ``collate_fn``: the DataLoader's (default: torch's ``default_collate``); batches are pinned on CUDA and copied
-    with ``non_blocking=True``, so the next batch loads while the device computes.
+    ``collate_fn``: the DataLoader's (default: torch's ``default_collate``). ``source``: the batches, when already
+    made (and perhaps primed) by the caller; default :func:`batch_source` of ``dataset``.
+
+    The device never waits on the host (CUDA): while it computes batch ``i``, the host reads batch ``i + 1`` and its
+    copy to the device runs on a side stream (:class:`DeviceFeed`); logits come back without blocking and are
+    written into the result one batch later (:class:`LogitsGather`). On CPU the same steps run in order.
     """
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(dataset)
+    if source is None:
+        if dataset is None:
+            raise ValueError("compute_logits needs a dataset or a batch source")
+        source = batch_source(dataset, num_workers, device, collate_fn)
+    n = source.n
     if n == 0:
         raise ValueError("the dataset is empty: there is nothing to compute logits for")
-    out: np.ndarray | None = None
     autocast_enabled = precision.amp_dtype is not None
+    feed, gather = DeviceFeed(device), LogitsGather(n, device)
 
-    def forward(images: torch.Tensor) -> np.ndarray:
-        images = images.to(device, non_blocking=True)
+    def forward(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), torch.autocast(
             device_type=device.type, dtype=precision.amp_dtype or torch.float32, enabled=autocast_enabled
         ):
             logits = model_fn(images)
-        return logits.float().cpu().numpy()
+        return logits.float()
 
     def run_loaded_batch(images: torch.Tensor, start: int, size: int) -> int:
-        """Forward an already-loaded batch in chunks of ``size``, halving on OOM; returns the size that worked."""
-        nonlocal out
+        """Forward a batch already on the device in chunks of ``size``, halving on OOM; returns the size that worked."""
         done = 0
         while done < len(images):
             chunk = images[done : done + size]
@@ -152,35 +347,36 @@ def compute_logits(
                 size //= 2
                 log.warning("out of memory at image %d; halving the batch size to %d", start + done, size)
                 continue
-            if out is None:
-                out = np.empty((n, logits.shape[1]), dtype=np.float32)
-            out[start + done : start + done + len(chunk)] = logits
+            gather.add(start + done, logits)
             done += len(chunk)
         return size
+
+    def next_on_device(batches: Iterator[torch.Tensor]) -> torch.Tensor | None:
+        batch = next(batches, None)
+        return None if batch is None else feed.put(batch)
 
     start = 0
     with tqdm(total=n, desc=progress_desc, unit="img", mininterval=10.0, dynamic_ncols=False) as bar:
         while start < n:
-            remaining = Subset(dataset, range(start, n))
-            loader = DataLoader(
-                remaining,
-                batch_size=batch_size,
-                shuffle=False,
-                num_workers=num_workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-                collate_fn=collate_fn,
-                prefetch_factor=4 if num_workers > 0 else None,
-            )
-            for images in loader:
-                size = run_loaded_batch(images, start, batch_size)
-                start += len(images)
-                bar.update(len(images))
-                if size < batch_size:
-                    batch_size = size  # restart the loader at the smaller size
-                    break
-    assert out is not None
-    return out
+            opened = source.open(start, batch_size)
+            batches = iter(opened)
+            try:
+                ahead = next_on_device(batches)
+                while ahead is not None:
+                    images = feed.take(ahead)
+                    size = run_loaded_batch(images, start, batch_size)
+                    start += len(images)
+                    bar.update(len(images))
+                    if size < batch_size:
+                        batch_size = size  # reopen the batches at the smaller size
+                        break
+                    ahead = next_on_device(batches)  # read and copy the next batch while the device computes
+                    gather.flush(keep=1)
+            finally:
+                _close(opened)
+    gather.flush()
+    assert gather.out is not None
+    return gather.out
 
 
 def cache_dataset_logits(
@@ -217,7 +413,7 @@ def cache_dataset_logits(
     written atomically.
     """
     from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model, select_device
+    from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
@@ -240,7 +436,8 @@ def cache_dataset_logits(
         check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
                       manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set)
+    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
+                       library_version(row))
     apply_tf32(precision)
     path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
                                   precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
@@ -261,6 +458,106 @@ class BuiltModel:
     preprocessing: Mapping[str, Any]
     head: Any
     prompt_set: str | None
+    library_version: str = ""  # of the library that built it (the cache metadata), read once per job
+
+
+@dataclass
+class PreparedDataset:
+    """One dataset made ready for a built model (:func:`prepare_manifest`): its batches (:class:`BatchSource`, perhaps
+    primed), the model function that takes them, the cache metadata and where the file goes."""
+
+    dataset_id: str
+    manifest: Any
+    output: Path
+    model_fn: Callable[[torch.Tensor], torch.Tensor]
+    source: BatchSource
+    metadata: dict
+    channels_last: bool
+
+
+def prepare_manifest(
+    built: BuiltModel,
+    manifest: Any,
+    output: str | os.PathLike,
+    *,
+    decoded: str | os.PathLike | None,
+    decoded_metadata: Mapping[str, Any] | None,
+    precision: Precision,
+    device: str | torch.device,
+    batch_size: int,
+    num_workers: int,
+    channels_last: bool | None = None,
+    prime: bool = False,
+) -> PreparedDataset:
+    """Everything a dataset needs before its first forward: the input path's dataset and checks (the decoded array's
+    geometry against the model's), the cache metadata, and with ``prime`` its first batches already being read (the
+    decoded path). Leaves the model untouched, so a group job runs it for the next dataset while the current one
+    computes."""
+    from clip_robustness.logits.cache import cache_metadata
+    from clip_robustness.models.adapters.base import HEAD_PRECISION
+    from clip_robustness.models.build import library_version
+
+    model_id = str(built.row["model_id"])
+    table = manifest.table
+    dataset_id = str(manifest.metadata["dataset"])
+    model_fn, collate_fn, use_channels_last = built.classifier, None, False
+    if decoded_metadata is None:
+        dataset: Dataset = ManifestImageDataset(
+            manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
+        )
+        pipeline: dict[str, Any] = {"path": "reference"}
+    else:
+        model_fn, dataset, pipeline = _decoded_input(
+            model_id, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device, channels_last,
+        )
+        collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
+    metadata = cache_metadata(
+        row=built.row,
+        library_version=built.library_version or library_version(built.row),
+        preprocessing=built.preprocessing,
+        logit_scale=None if built.head is None else built.head.logit_scale,
+        prompt_set=built.prompt_set,
+        amp_dtype=precision.amp_dtype_name,
+        allow_tf32=precision.allow_tf32,
+        gpu_name=device_name(device),
+        dataset=dataset_id,
+        manifest_hash=str(manifest.metadata["manifest_hash"]),
+        n_images=len(dataset),
+    )
+    metadata["input_pipeline"] = pipeline
+    metadata["head_precision"] = HEAD_PRECISION
+    metadata["manifest_subset"] = manifest.metadata.get("subset")
+    source = batch_source(dataset, num_workers, device, collate_fn)
+    if prime and decoded_metadata is not None:  # the reference path's loader workers are started by the loop
+        source.prime(batch_size)
+    log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
+             num_workers, precision, pipeline)
+    return PreparedDataset(dataset_id, manifest, Path(output), model_fn, source, metadata, use_channels_last)
+
+
+def compute_prepared(built: BuiltModel, prepared: PreparedDataset, *, precision: Precision,
+                     device: str | torch.device, batch_size: int, num_workers: int) -> tuple[np.ndarray, float]:
+    """The logits of a prepared dataset, and the seconds the forward loop took."""
+    if prepared.channels_last:
+        built.model.to(memory_format=torch.channels_last)  # idempotent: converted once per job in effect
+    start = time.perf_counter()
+    try:
+        logits = compute_logits(prepared.model_fn, None, batch_size, num_workers, device, precision,
+                                progress_desc=f"{built.row['model_id']}/{prepared.dataset_id}", source=prepared.source)
+    finally:
+        prepared.source.close()
+    return logits, time.perf_counter() - start
+
+
+def write_prepared(prepared: PreparedDataset, logits: np.ndarray) -> tuple[Path, float]:
+    """Write a prepared dataset's cache file atomically; returns the path and the seconds the write took."""
+    from clip_robustness.logits.cache import write_logits
+
+    start = time.perf_counter()
+    table = prepared.manifest.table
+    path = write_logits(prepared.output, table["index"].to_numpy(), table["label"].to_numpy(), logits,
+                        prepared.metadata)
+    return path, time.perf_counter() - start
 
 
 def logits_for_manifest(
@@ -280,54 +577,20 @@ def logits_for_manifest(
     returns the path and a timing record (``dataset``, ``n_images``, ``inference_s``, ``write_s``).
 
     ``decoded``/``decoded_metadata``: the fast path's checked array and sidecar, or ``None`` for the reference path.
-    Shared by the single-dataset job (:func:`cache_dataset_logits`) and the group job
-    (:func:`clip_robustness.logits.job.cache_group_logits`).
+    The single-dataset job (:func:`cache_dataset_logits`); the group job
+    (:func:`clip_robustness.logits.job.cache_group_logits`) runs the same three steps (:func:`prepare_manifest`,
+    :func:`compute_prepared`, :func:`write_prepared`) overlapped across its datasets.
     """
-    from clip_robustness.logits.cache import cache_metadata, write_logits
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
-    from clip_robustness.models.build import library_version
-
-    model_id = str(built.row["model_id"])
-    table = manifest.table
-    dataset_id = str(manifest.metadata["dataset"])
-    model_fn, collate_fn = built.classifier, None
-    if decoded_metadata is None:
-        dataset: Dataset = ManifestImageDataset(
-            manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
-        )
-        pipeline: dict[str, Any] = {"path": "reference"}
-    else:
-        model_fn, dataset, pipeline = _decoded_input(
-            model_id, built.model, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device,
-            channels_last,
-        )
-        collate_fn = _stack_uint8
-    metadata = cache_metadata(
-        row=built.row,
-        library_version=library_version(built.row),
-        preprocessing=built.preprocessing,
-        logit_scale=None if built.head is None else built.head.logit_scale,
-        prompt_set=built.prompt_set,
-        amp_dtype=precision.amp_dtype_name,
-        allow_tf32=precision.allow_tf32,
-        gpu_name=device_name(device),
-        dataset=dataset_id,
-        manifest_hash=str(manifest.metadata["manifest_hash"]),
-        n_images=len(dataset),
-    )
-    metadata["input_pipeline"] = pipeline
-    metadata["head_precision"] = HEAD_PRECISION
-    metadata["manifest_subset"] = manifest.metadata.get("subset")
-    log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
-             num_workers, precision, pipeline)
-    start = time.perf_counter()
-    logits = compute_logits(model_fn, dataset, batch_size, num_workers, device, precision,
-                            progress_desc=f"{model_id}/{dataset_id}", collate_fn=collate_fn)
-    inference_s = time.perf_counter() - start
-    path = write_logits(output, table["index"].to_numpy(), table["label"].to_numpy(), logits, metadata)
-    write_s = time.perf_counter() - start - inference_s
-    log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", model_id, dataset_id, path, inference_s, write_s)
-    return path, {"dataset": dataset_id, "n_images": len(dataset), "inference_s": inference_s, "write_s": write_s}
+    prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
+                                precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
+                                channels_last=channels_last)
+    logits, inference_s = compute_prepared(built, prepared, precision=precision, device=device, batch_size=batch_size,
+                                           num_workers=num_workers)
+    path, write_s = write_prepared(prepared, logits)
+    log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", built.row["model_id"], prepared.dataset_id, path,
+             inference_s, write_s)
+    return path, {"dataset": prepared.dataset_id, "n_images": prepared.source.n, "inference_s": inference_s,
+                  "write_s": write_s}
 
 
 def _stack_uint8(batch: Any) -> torch.Tensor:
@@ -338,7 +601,6 @@ def _stack_uint8(batch: Any) -> torch.Tensor:
 
 def _decoded_input(
     model_id: str,
-    model: torch.nn.Module,
     model_fn: Callable[[torch.Tensor], torch.Tensor],
     preprocess: Callable,
     decoded: Path,
@@ -346,7 +608,8 @@ def _decoded_input(
     device: str | torch.device,
     channels_last: bool | None,
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Dataset, dict]:
-    """The fast path's model function (uint8 NHWC in, normalised on the device), dataset and metadata record.
+    """The fast path's model function (uint8 NHWC in, normalised on the device), dataset and metadata record
+    (``channels_last``: whether the model is to run in channels-last memory order; the caller converts it).
 
     Checks that the built model's own transform has the decoded array's geometry (:class:`StaleDecodedCacheError`
     naming the model, the file and both keys otherwise).
@@ -370,8 +633,6 @@ def _decoded_input(
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     dataset = DecodedImages(decoded)
     pipeline = {
         "path": "decoded",

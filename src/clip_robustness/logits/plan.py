@@ -57,8 +57,26 @@ class Plan:
 #: 20.0-22.3 s measured on an H200 node by benchmarks/gpu_check.sh (docs/performance.md, "Job cutting").
 MEASURED_JOB_STARTUP_S = 21.0
 
+#: How far measured runs have been from the plan's logits time (measured / predicted), stated with every plan:
+#: benchmarks/bench_plan_check.py and bench_group_job.py, docs/performance.md "The plan against measured runs".
+PLAN_ERROR_BAND = (
+    "checked against measured runs (docs/performance.md, 'The plan against measured runs'): on CPU the demo's logits "
+    "stage took 0.67-0.83x the predicted time over three runs (its jobs 0.36-1.32x with this code; 2 shared cores, "
+    "forward measured at batch 256); on a GPU "
+    "not measured since issue 22: the H200 check before it ran the decoded path at 0.14-0.38x of forward, i.e. 2.6-7x "
+    "the forward time the plan counts; benchmarks/gpu_check.sh reports the ratio for four models"
+)
+
 #: The rules whose jobs each build a model on a GPU.
 LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c")
+
+
+def predicted_logits_seconds(images: int, images_per_s: float, jobs: int, job_startup_s: float) -> float:
+    """The plan's time for logits work: ``images`` at the forward throughput ``images_per_s`` plus ``jobs`` start-ups
+    of ``job_startup_s`` each (the one formula behind the GPU-hours, and what the benchmarks check it against)."""
+    if images_per_s <= 0:
+        raise ValueError(f"images_per_s must be > 0, got {images_per_s}")
+    return images / images_per_s + jobs * job_startup_s
 
 
 def startup_hours(jobs_per_rule: Mapping[str, int], seconds_per_job: float) -> tuple[int, float]:
@@ -233,7 +251,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     for model in study.model_ids:
         row = models_registry.row(model)
         found = throughput_for(throughput, gpu, str(row["library"]), str(row["architecture"]), precision)
-        hours[model] = None if found is None else total_images / found[0] / 3600
+        hours[model] = None if found is None else predicted_logits_seconds(total_images, found[0], 0, 0.0) / 3600
         sources[model] = "" if found is None else f"{found[0]:,.0f} img/s, {found[1]}"
         if config["inference"].get("decoded_cache", True):
             try:
@@ -272,7 +290,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     }
     notes = ["GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
              f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
-             "parameter-count guesses, not measurements."]
+             "parameter-count guesses, not measurements.", f"The plan's logits time is {PLAN_ERROR_BAND}."]
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")

@@ -44,11 +44,12 @@ def demo_upstream(tmp_path_factory) -> Path:
 
 
 def make_demo_workdir(dest: Path, upstream: Path) -> Path:
-    """A user's checkout in ``dest``: the files the workflow reads (Snakefile, config, workflow, envs, profiles),
+    """A user's checkout in ``dest``: the files the workflow reads (Snakefile, config, workflow, envs, profiles, and
+    docs for the findings' validation table),
     with the demo's upstream linked at data/demo/upstream; no data/ or results/ of its own."""
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
     shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
-    for folder in ("workflow", "config", "envs", "profiles"):
+    for folder in ("workflow", "config", "envs", "profiles", "docs"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "data/demo").mkdir(parents=True)
     (dest / "data/demo/upstream").symlink_to(upstream, target_is_directory=True)

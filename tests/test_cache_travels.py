@@ -200,7 +200,7 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     clone.mkdir()
     for name in (*CLONE_FILES, "Snakefile", "config.yaml"):
         shutil.copy2(ROOT / name, clone / name)
-    for folder in ("workflow", "config", "envs", "profiles"):
+    for folder in ("workflow", "config", "envs", "profiles", "docs"):
         shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("__pycache__"))
     result = make(clone, "figures-from-cache", f"CACHE={shared_cache}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]

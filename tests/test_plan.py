@@ -60,7 +60,7 @@ def test_predicted_logits_time_is_images_at_the_forward_rate_plus_each_jobs_star
 def test_localrules_are_read_from_the_workflow_files():
     localrules = workflow_localrules(sorted((ROOT / "workflow/rules").glob("*.smk")))
 
-    assert sorted(localrules) == ["download_archive", "extract_archive", "fetch_model_weights"]
+    assert sorted(localrules) == ["download_archive", "extract_archive", "fetch_model_weights", "from_cache", "share_cache"]
 
 
 def test_images_come_from_the_registry_capped_by_the_imagenet_c_subset(tmp_path):

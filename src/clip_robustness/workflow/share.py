@@ -52,7 +52,9 @@ def from_cache_rules(figure_names: Iterable[str]) -> list[str]:
     """Every rule ``figures-from-cache`` may run: :data:`FROM_CACHE_RULES` and the rule of each figure
     (``clip_robustness.figures.FIGURE_NAMES``; passed in: this package imports no stage)."""
     return [*FROM_CACHE_RULES, *(f"plot_{name}" for name in figure_names)]
-LIBRARIES = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", "timm", "open_clip_torch", "snakemake")
+#: Distributions whose versions every shared cache records; the model libraries' own are passed in by the caller
+#: (their adapters' ``distribution``: this package imports no stage).
+CORE_DISTRIBUTIONS = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", "snakemake")
 
 
 class SharedCacheError(RuntimeError):
@@ -67,9 +69,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
+def _versions(distributions: Iterable[str] = ()) -> dict[str, str | None]:
+    """``{"interpreter": Python's version, distribution: version or None}`` for the core and given distributions."""
+    found: dict[str, str | None] = {"interpreter": platform.python_version()}
+    for name in dict.fromkeys([*CORE_DISTRIBUTIONS, *distributions]):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -95,8 +98,10 @@ def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str |
 
 
 def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[str], out: str | os.PathLike,
-         workdir: str | os.PathLike = ".", spec_table: str | os.PathLike | None = None) -> Path:
-    """Write the shared cache of the study (``config``: the run's resolved config) to ``out`` atomically."""
+         workdir: str | os.PathLike = ".", spec_table: str | os.PathLike | None = None,
+         distributions: Iterable[str] = ()) -> Path:
+    """Write the shared cache of the study (``config``: the run's resolved config) to ``out`` atomically; its
+    ``cache.json`` records the versions of the core distributions and of ``distributions`` (the model libraries')."""
     from clip_robustness.workflow.io import atomic_path
 
     workdir, out = Path(workdir), Path(out)
@@ -112,7 +117,7 @@ def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[st
     extra = {
         f"{SHARED_DIR}/config.yaml": yaml.safe_dump(shared_config, sort_keys=False).encode(),
         f"{SHARED_DIR}/cache.json": json.dumps({
-            "format": 1, "versions": _versions(), "models": models, "datasets": datasets,
+            "format": 1, "versions": _versions(distributions), "models": models, "datasets": datasets,
             "packed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_files": len(members),
         }, indent=1).encode(),
     }

@@ -55,8 +55,8 @@ from clip_robustness.metrics.imagenet_x import (
 )
 from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, ood_scores
 from clip_robustness.models.registry import paper_rows
+from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, REFERENCE_GROUP, id_test_dataset
 from clip_robustness.workflow.io import atomic_path
-from clip_robustness.workflow.study import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, id_test_dataset
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +467,7 @@ def effective_robustness_rows(metrics: pd.DataFrame, reference_models: Sequence[
 def aggregate_metrics(
     tables: Sequence[pd.DataFrame],
     registry: pd.DataFrame,
-    reference_group: str = "standard",
+    reference_group: str = REFERENCE_GROUP,
 ) -> pd.DataFrame:
     """All per-model tables in one tidy frame, plus the ``effective_robustness`` rows and the ImageNet-C condition
     (:func:`imagenet_c_mean_rows`).
@@ -554,7 +554,7 @@ def aggregate_from_files(
     registry: pd.DataFrame,
     settings: MetricSettings,
     in_distribution: str,
-    reference_group: str = "standard",
+    reference_group: str = REFERENCE_GROUP,
     n_imagenet_x_annotated: int | None = None,
 ) -> AggregateResult:
     """Read every per-model table, check they share ``settings``, and aggregate them.

@@ -342,6 +342,8 @@ class ManifestBuild:
     skipped: pd.DataFrame
 
 
+# Longer than 60 lines: the manifest recipe's checks in the order a user meets them (root, layout, listing, subset,
+# images, count), each with its own message.
 def build_manifest(
     entry: DatasetEntry,
     root: str | Path,

@@ -327,6 +327,7 @@ def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archiv
     return tuple(sources)
 
 
+# Longer than 60 lines: validation of the whole YAML file in one place, one check and message per key.
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
 

@@ -220,6 +220,8 @@ def deep_merge(base: dict, extra: Mapping) -> dict:
     return out
 
 
+# Longer than 60 lines: one pass over the study summing images, GPU-hours, disk and Slurm jobs into one Plan; the sums
+# share the per-dataset counts.
 def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any],
                throughput: pd.DataFrame, gpu: str, workdir: Path = Path("."),
                job_startup_s: float = MEASURED_JOB_STARTUP_S) -> Plan:

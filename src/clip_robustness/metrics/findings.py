@@ -448,6 +448,7 @@ FIGURE_CALIBRATION = "results/figures/calibration.png"
 FIGURE_SHIFT = "results/figures/calibration_shift.png"
 
 
+# Longer than 60 lines: the factor claims share one factor frame and its label; each claim is a short block.
 def _factor_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:
     zs, others, thr = settings.zero_shot, settings.others, settings.thresholds
     table, factors, note = _factor_frame(models, [zs, *others], settings)
@@ -592,6 +593,7 @@ def _score_text(settings: FindingsSettings) -> str:
     return "MCM for zero-shot CLIP, MSP for the rest" if settings.ood_score == PAPER_OOD_SCORE else settings.ood_score
 
 
+# Longer than 60 lines: the OOD claims share one scored frame and their designs; each claim is a short block.
 def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, suffix: str) -> list[dict[str, Any]]:
     sets = [d for d in settings.ood_sets if any(c.startswith(f"{metric}|{d}|") for c in models.columns)]
     scored = _scored(models, sets, settings, metric)

@@ -69,10 +69,8 @@ def test_subpackages_import_each_other_without_cycles():
 
 
 #: Module import circles known and owned elsewhere, each to be removed with its fix (not a licence for new ones):
-#: logits.decoded <-> logits.specs (the decoded-cache split of issue 21, goal 5).
-KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset({
-    frozenset({"clip_robustness.logits.decoded", "clip_robustness.logits.specs"}),
-})
+#: none left.
+KNOWN_CIRCLES: frozenset[frozenset[str]] = frozenset()
 
 
 def module_name(path: Path) -> str:

@@ -10,7 +10,8 @@ Sub-packages, in DAG order:
 - :mod:`clip_robustness.figures` -- figures and tables from tidy metric tables (docs/methods.md, "Figures");
 - :mod:`clip_robustness.qc` -- our numbers against published ones.
 
-Beside them: :mod:`clip_robustness.workflow` (glue shared by the stages: the study, job logs, atomic writes)
+Beside them: :mod:`clip_robustness.names` (the study's shared names: groups, dataset ids, output paths),
+:mod:`clip_robustness.workflow` (glue shared by the stages: the study, job logs, atomic writes)
 and :mod:`clip_robustness.demo` (the embedded demo and test fixtures, not production code).
 """
 

@@ -278,6 +278,8 @@ def missing_user_archive_message(entry: ArchiveEntry, datasets: Sequence[str], u
     )
 
 
+# Longer than 60 lines: the ways to obtain an archive tried in order (user folder, local copy, user-supplied, each URL
+# with resume), one message each.
 def obtain_archive(
     entry: ArchiveEntry,
     dest: str | Path,

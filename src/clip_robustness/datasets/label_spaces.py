@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from clip_robustness.datasets.errors import ManifestError, RegistryError
+from clip_robustness.names import NUM_CLASSES
 
-N_IMAGENET_CLASSES = 1000
+#: The ImageNet-1k class count (:data:`clip_robustness.names.NUM_CLASSES`), under its older name.
+N_IMAGENET_CLASSES = NUM_CLASSES
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,7 @@ order, -1 for OOD sets). Its schema metadata key ``clip_robustness`` holds JSON:
 from each side when loading an image: ObjectNet 1), ``n_skipped`` and, for ObjectNet,
 ``class_mapping`` (folder -> ObjectNet class, ImageNet indices, group).
 
-Recipes (``layout`` in the registry, :data:`LAYOUTS`):
+Recipes (``layout`` in the registry, :data:`LAYOUT_RECIPES`):
 
 - ``imagenet_val``: ``ILSVRC2012_val_XXXXXXXX.JPEG`` files (flat, or in wnid folders); labels from
   the sources in the entry's ``labels_from``: the ``filename_label.csv`` that ships in the
@@ -52,7 +52,8 @@ from clip_robustness.datasets.label_spaces import (
     package_file,
     wnid_to_index,
 )
-from clip_robustness.datasets.registry import DatasetEntry
+from clip_robustness.datasets.registry import LAYOUTS, DatasetEntry
+from clip_robustness.names import EXTRACTED_DIR, extraction_marker, skipped_path
 from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -301,13 +302,12 @@ def _list_ood_images(entry: DatasetEntry, root: Path) -> _Listing:
     return _Listing(paths, [-1] * len(paths), label_space_named("ood"), {})
 
 
-LAYOUTS: dict[str, Callable[[DatasetEntry, Path], _Listing]] = {
-    "imagenet_val": _list_imagenet_val,
-    "wnid_folders": _list_wnid_folders,
-    "class_index_folders": _list_class_index_folders,
-    "objectnet": _list_objectnet,
-    "ood_images": _list_ood_images,
-}
+#: The recipe of each layout the registry knows (:data:`clip_robustness.datasets.registry.LAYOUTS`, same order).
+LAYOUT_RECIPES: dict[str, Callable[[DatasetEntry, Path], _Listing]] = dict(zip(
+    LAYOUTS,
+    (_list_imagenet_val, _list_wnid_folders, _list_class_index_folders, _list_objectnet, _list_ood_images),
+    strict=True,
+))
 
 
 # ----------------------------------------------------------------------------- building
@@ -342,6 +342,8 @@ class ManifestBuild:
     skipped: pd.DataFrame
 
 
+# Longer than 60 lines: the manifest recipe's checks in the order a user meets them (root, layout, listing, subset,
+# images, count), each with its own message.
 def build_manifest(
     entry: DatasetEntry,
     root: str | Path,
@@ -366,14 +368,14 @@ def build_manifest(
     root = Path(root)
     if not root.is_dir():
         raise ManifestError(f"dataset {entry.id}: folder {root} does not exist (layout {entry.layout}, subdir {entry.subdir!r})")
-    if entry.layout not in LAYOUTS:
-        raise ManifestError(f"dataset {entry.id}: unknown layout {entry.layout!r}; known: {sorted(LAYOUTS)}")
+    if entry.layout not in LAYOUT_RECIPES:
+        raise ManifestError(f"dataset {entry.id}: unknown layout {entry.layout!r}; known: {sorted(LAYOUT_RECIPES)}")
     if entry.layout == "imagenet_val":
         listing = _list_imagenet_val(entry, root, devkit_root)
     elif devkit_root is not None:
         raise ManifestError(f"dataset {entry.id}: an ImageNet devkit is only read for layout imagenet_val, not {entry.layout}")
     else:
-        listing = LAYOUTS[entry.layout](entry, root)
+        listing = LAYOUT_RECIPES[entry.layout](entry, root)
     if not listing.paths:
         raise ManifestError(f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
                             f"(layout {entry.layout}); is subdir {entry.subdir!r} right?")
@@ -389,8 +391,8 @@ def build_manifest(
         raise CorruptImageError(
             f"dataset {entry.id}: {len(bad)} unreadable image(s): {shown}{more}. To leave them out, set "
             f"downloads.skip_corrupt_images: true and run the same command (they are listed in "
-            f"data/manifests/{entry.id}.skipped.csv). If they were damaged on this disk, extract again instead: delete "
-            + ", ".join(f"data/extracted/{archive}.complete" for archive in entry.archives)
+            f"{skipped_path(entry.id)}). If they were damaged on this disk, extract again instead: delete "
+            + ", ".join(extraction_marker(archive) for archive in entry.archives)
             + " and run the same command."
         )
     keep = [i for i, r in enumerate(reasons) if r is None]
@@ -446,7 +448,7 @@ def write_manifest(build: ManifestBuild, path: str | Path, skipped_path: str | P
     _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def dataset_root(entry: DatasetEntry, extracted_dir: str | Path = "data/extracted", local_folder: str | Path | None = None) -> Path:
+def dataset_root(entry: DatasetEntry, extracted_dir: str | Path = EXTRACTED_DIR, local_folder: str | Path | None = None) -> Path:
     """The folder ``entry``'s images are read from: the user's ``local_folder`` (config
     ``downloads.local_folders[dataset]``) as given, else ``{extracted_dir}/{first archive}/{subdir}``."""
     if local_folder is not None:

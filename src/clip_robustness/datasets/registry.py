@@ -19,7 +19,7 @@ The registry is data (``config/datasets.yaml``), not code: a new dataset is one 
       imagenet_r:
         title: ImageNet-R
         archives: [imagenet-r.tar]
-        layout: wnid_folders           # manifest recipe, see clip_robustness.datasets.manifest.LAYOUTS
+        layout: wnid_folders           # manifest recipe, see clip_robustness.datasets.manifest.LAYOUT_RECIPES
         subdir: imagenet-r             # folder inside the extracted archive that holds the images
         label_space: imagenet_r        # imagenet1k | imagenet_r | imagenet_a | objectnet | ood
         n_images: 30000                # expected image count (documentation; a mismatch is logged)
@@ -51,7 +51,7 @@ import yaml
 
 from clip_robustness.datasets.errors import RegistryError, UnknownDatasetError
 
-#: Manifest recipes (see :mod:`clip_robustness.datasets.manifest`).
+#: Manifest recipes, by name (their code: :data:`clip_robustness.datasets.manifest.LAYOUT_RECIPES`).
 LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "ood_images")
 #: Label spaces a dataset may declare (see :mod:`clip_robustness.datasets.label_spaces`).
 LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood")
@@ -327,6 +327,7 @@ def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archiv
     return tuple(sources)
 
 
+# Longer than 60 lines: validation of the whole YAML file in one place, one check and message per key.
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
 

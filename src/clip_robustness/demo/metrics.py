@@ -15,7 +15,7 @@ from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IM
 from clip_robustness.metrics.tables import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
-from clip_robustness.workflow.study import imagenet_c_dataset_ids
+from clip_robustness.names import imagenet_c_dataset_ids
 
 #: The study's group sizes (docs/methods.md, "The study"): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
 STUDY_GROUP_COUNTS: dict[str, int] = {"clip_zeroshot": 51, "clip_ft": 32, "standard": 87, "more_data": 40}

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clip_robustness.names import REFERENCE_GROUP, id_test_dataset
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -32,7 +34,7 @@ class FigureSpec:
     under ``category`` with the caption ``workflow/report/{name}.rst``.
 
     ``study_options``: keyword options of the figure's function filled from the study (names of
-    :func:`study_options`: ``id_dataset``, ``id_test``, ``ood_sets``, ``test_conditions``).
+    :func:`study_options`: ``id_dataset``, ``id_test``, ``ood_sets``, ``test_conditions``, ``reference_group``).
     ``fixed_options``: keyword options that make this figure a variant of its function (e.g. the OOD score).
     ``y_metric``: the metric of the tidy table on the figure's y axis (its ``score``, if any, is the ``score`` fixed
     option), by which a model's report card places it among the paper's groups.
@@ -59,10 +61,10 @@ CATEGORY_TABLES = "Tables"
 
 #: Every figure, in report order. Drawing functions: :func:`figure_function` (same names).
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("factor_robustness", CATEGORY_FACTOR, y_metric="factor_accuracy"),
-    FigureSpec("factor_effective_robustness", CATEGORY_FACTOR, y_metric="effective_robustness"),
-    FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR, y_metric="effective_robustness"),
-    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR, y_metric="effective_robustness"),
+    FigureSpec("factor_robustness", CATEGORY_FACTOR, ("reference_group",), y_metric="factor_accuracy"),
+    FigureSpec("factor_effective_robustness", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
+    FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
+    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
     FigureSpec("ood_detection", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "msp"}, y_metric="auroc"),
     FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}, y_metric="auroc"),
     FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",), y_metric="ece"),
@@ -84,22 +86,28 @@ def figure_spec(name: str) -> FigureSpec:
     raise KeyError(f"unknown figure {name!r}; known figures: {list(FIGURE_NAMES)}")
 
 
-def study_options(in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str]) -> dict[str, object]:
-    """Every study-dependent figure option, by name (a :class:`FigureSpec` picks its ``study_options``)."""
-    from clip_robustness.workflow.study import id_test_dataset
+def study_options(
+    in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str], reference_group: str = REFERENCE_GROUP,
+) -> dict[str, object]:
+    """Every study-dependent figure option, by name (a :class:`FigureSpec` picks its ``study_options``).
 
+    ``reference_group``: the group whose trend defines effective robustness (the metrics' reference group)."""
     return {
         "id_dataset": in_distribution,
         "id_test": id_test_dataset(in_distribution),
         "ood_sets": list(ood_sets),
         "test_conditions": list(test_conditions),
+        "reference_group": reference_group,
     }
 
 
-def figure_options(name: str, in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str]) -> dict[str, object]:
+def figure_options(
+    name: str, in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str],
+    reference_group: str = REFERENCE_GROUP,
+) -> dict[str, object]:
     """Keyword options of figure ``name``'s function for a study (its study options, then its fixed ones)."""
     spec = figure_spec(name)
-    available = study_options(in_distribution, test_conditions, ood_sets)
+    available = study_options(in_distribution, test_conditions, ood_sets, reference_group)
     return {**{key: available[key] for key in spec.study_options}, **dict(spec.fixed_options)}
 
 

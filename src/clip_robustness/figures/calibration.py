@@ -7,7 +7,6 @@ accuracy (fraction) on the same dataset, which temperature scaling does not chan
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -24,7 +23,12 @@ from clip_robustness.figures.panels import (
     scatter_models,
 )
 from clip_robustness.figures.style import Style, dataset_title
-from clip_robustness.workflow.study import IMAGENET_C_DATASET, IMAGENET_C_PATTERN
+from clip_robustness.names import (
+    IMAGENET_C_DATASET,
+    IMAGENET_C_PATTERN,
+    IMAGENET_C_SEVERITY_PATTERN,
+    imagenet_c_severity,
+)
 
 #: The paper's Figure 4 columns after the ID test half: ImageNet-V2-A, ImageNet-R, ImageNet-A.
 FIGURE4_SHIFTS: tuple[str, ...] = ("imagenet_v2_threshold07", "imagenet_r", "imagenet_a")
@@ -34,7 +38,6 @@ ROW_LABELS: dict[str, str] = {
     "nll": "NLL (nats)",
     "nll_ts": "NLL after TS (nats)",
 }
-IMAGENET_C = IMAGENET_C_PATTERN
 
 
 def plot_calibration(
@@ -76,11 +79,11 @@ def condition_values(metrics: pd.DataFrame, metric: str, condition: str) -> pd.S
     or ``imagenet_c_severity_{s}``: the mean over every ImageNet-C corruption at severity ``s`` present in the
     table (means of accuracies, ECEs, NLLs).
     """
-    match = re.fullmatch(r"imagenet_c_severity_([1-5])", condition)
+    match = IMAGENET_C_SEVERITY_PATTERN.fullmatch(condition)
     if match is None:
         return select(metrics, metric, dataset=condition)
     rows = metrics[(metrics["metric"] == metric) & metrics["factor"].isna() & metrics["score"].isna()]
-    severity = rows["dataset"].str.extract(IMAGENET_C)["severity"]
+    severity = rows["dataset"].str.extract(IMAGENET_C_PATTERN)["severity"]
     rows = rows[severity == match.group(1)]
     return rows.groupby("model")["value"].mean().astype(float)
 
@@ -96,15 +99,15 @@ def shift_conditions(metrics: pd.DataFrame, test_conditions: Sequence[str] | Non
     if test_conditions is None:
         present = metrics.loc[metrics["metric"] == "ece_ts", "dataset"].dropna().unique()
         test_conditions = sorted(d for d in present if d not in (IMAGENET_VAL, id_test, IMAGENET_C_DATASET))
-    plain = [d for d in test_conditions if not IMAGENET_C.match(d) and d not in (id_test, IMAGENET_C_DATASET)]
-    severities = sorted({IMAGENET_C.match(d).group("severity") for d in test_conditions if IMAGENET_C.match(d)})
+    plain = [d for d in test_conditions if not IMAGENET_C_PATTERN.match(d) and d not in (id_test, IMAGENET_C_DATASET)]
+    severities = sorted({IMAGENET_C_PATTERN.match(d).group("severity") for d in test_conditions if IMAGENET_C_PATTERN.match(d)})
     imagenet_c = [IMAGENET_C_DATASET] if severities else []
-    return [id_test, *plain, *imagenet_c, *(f"imagenet_c_severity_{s}" for s in severities)]
+    return [id_test, *plain, *imagenet_c, *(imagenet_c_severity(s) for s in severities)]
 
 
 def condition_title(condition: str) -> str:
     """Panel title of a condition id."""
-    match = re.fullmatch(r"imagenet_c_severity_([1-5])", condition)
+    match = IMAGENET_C_SEVERITY_PATTERN.fullmatch(condition)
     if condition == IMAGENET_C_DATASET:
         return "ImageNet-C (mean, all)"
     return f"ImageNet-C s{match.group(1)} (mean)" if match else dataset_title(condition)

@@ -18,7 +18,7 @@ from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS as FACTORS  # 
 from clip_robustness.metrics.tables import IMAGENET_X_DATASET as IMAGENET_X  # annotated, prototype-filtered val subset
 from clip_robustness.metrics.tables import METRIC_COLUMNS
 from clip_robustness.models.registry import OWN_STUDY, PAPER_STUDY, study_of
-from clip_robustness.workflow.study import id_test_dataset
+from clip_robustness.names import id_test_dataset
 
 REGISTRY_COLUMNS: tuple[str, ...] = ("model_id", "group", "training_source")
 

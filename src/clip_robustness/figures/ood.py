@@ -34,6 +34,7 @@ from clip_robustness.figures.panels import (
     scatter_models,
 )
 from clip_robustness.figures.style import Style, dataset_title, group_label
+from clip_robustness.names import FINE_TUNED_GROUP, ZERO_SHOT_GROUP
 
 #: OOD sets of the paper in its order; sets found only in the table are appended, sorted.
 OOD_ORDER: tuple[str, ...] = ("inaturalist", "sun", "places", "textures", "imagenet_o")
@@ -46,7 +47,7 @@ def trend_sets(pts: pd.DataFrame) -> pd.Series:
     for CLIP-FT (split by pretraining source and fine-tuning route), the group's legend name otherwise."""
     routes = pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series("", index=pts.index)
     names = [
-        f"CLIP: {s}" if g == "clip_zeroshot" else f"{group_label(g)}: {s} / {r}" if g == "clip_ft" else group_label(g)
+        f"CLIP: {s}" if g == ZERO_SHOT_GROUP else f"{group_label(g)}: {s} / {r}" if g == FINE_TUNED_GROUP else group_label(g)
         for g, s, r in zip(pts["group"], pts["training_source"], routes)
     ]
     return pd.Series(names, index=pts.index)

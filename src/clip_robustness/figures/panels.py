@@ -18,7 +18,6 @@ from clip_robustness.figures.data import paper_points
 from clip_robustness.figures.style import (
     CATALOGUE_COLOR,
     CATALOGUE_LABEL,
-    CLIP_GROUPS,
     DEFAULT_MARKER,
     OTHER_COLOR,
     OWN_COLOR,
@@ -28,6 +27,7 @@ from clip_robustness.figures.style import (
     group_label,
 )
 from clip_robustness.models.registry import CATALOGUE_STUDY, OWN_STUDY, PAPER_STUDY, study_of
+from clip_robustness.names import CLIP_GROUPS, FINE_TUNED_GROUP, ZERO_SHOT_GROUP
 
 #: Accuracies are clipped to [EPS, 1 - EPS] before a logit transform (0 and 1 have no logit).
 EPS = 1e-4
@@ -191,9 +191,9 @@ def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
     pts = paper_points(pts)
     handles = []
     present_groups = set(pts["group"])
-    ft_routes = sorted(set(pts.loc[pts["group"] == "clip_ft", "finetune_route"].dropna().astype(str))) if "finetune_route" in pts.columns else []
+    ft_routes = sorted(set(pts.loc[pts["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna().astype(str))) if "finetune_route" in pts.columns else []
     for group in style.groups:
-        if group == "clip_ft" and len(ft_routes) > 1:
+        if group == FINE_TUNED_GROUP and len(ft_routes) > 1:
             for route in ft_routes:
                 handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.point_color(group, route),
                                       label=f"{group_label(group)} ({route})"))
@@ -202,7 +202,7 @@ def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
     clip_sources = set(pts.loc[pts["group"].isin(CLIP_GROUPS), "training_source"].dropna().astype(str))
     for source, marker in style.source_markers.items():
         if source in clip_sources:
-            handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color("clip_zeroshot"), label=f"CLIP: {source}"))
+            handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color(ZERO_SHOT_GROUP), label=f"CLIP: {source}"))
     if OWN_STUDY in studies:
         handles.append(Line2D([], [], linestyle="", marker=OWN_MARKER, markerfacecolor="none", markeredgecolor=OWN_COLOR,
                               markersize=6, label=OWN_LABEL))

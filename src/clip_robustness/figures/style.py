@@ -15,36 +15,42 @@ import matplotlib as mpl
 import pandas as pd
 import seaborn as sns
 
-from clip_robustness.workflow.study import ID_TEST_SUFFIX
+from clip_robustness.names import (
+    ADVERSARIAL_GROUP,
+    CLIP_GROUPS,
+    FINE_TUNED_GROUP,
+    ID_TEST_SUFFIX,
+    MORE_DATA_GROUP,
+    PAPER_GROUPS,
+    STANDARD_GROUP,
+    ZERO_SHOT_GROUP,
+)
 
 #: Model groups of the registry (column ``group``), in legend order.
-GROUP_ORDER: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial")
+GROUP_ORDER: tuple[str, ...] = PAPER_GROUPS
 
 #: Legend names of the groups (the paper's wording).
 GROUP_LABELS: dict[str, str] = {
-    "clip_zeroshot": "CLIP (zero-shot)",
-    "clip_ft": "CLIP-FT",
-    "standard": "Standard (IN-1k)",
-    "more_data": "More data",
-    "adversarial": "Adversarial",
+    ZERO_SHOT_GROUP: "CLIP (zero-shot)",
+    FINE_TUNED_GROUP: "CLIP-FT",
+    STANDARD_GROUP: "Standard (IN-1k)",
+    MORE_DATA_GROUP: "More data",
+    ADVERSARIAL_GROUP: "Adversarial",
 }
 
 _COLORBLIND = sns.color_palette("colorblind", 10).as_hex()
 
 #: One colour per group (seaborn's colour-blind palette); used by every figure.
 GROUP_PALETTE: dict[str, str] = {
-    "clip_zeroshot": _COLORBLIND[3],  # vermilion
-    "clip_ft": _COLORBLIND[4],  # purple
-    "standard": _COLORBLIND[0],  # blue
-    "more_data": _COLORBLIND[2],  # green
-    "adversarial": _COLORBLIND[5],  # brown
+    ZERO_SHOT_GROUP: _COLORBLIND[3],  # vermilion
+    FINE_TUNED_GROUP: _COLORBLIND[4],  # purple
+    STANDARD_GROUP: _COLORBLIND[0],  # blue
+    MORE_DATA_GROUP: _COLORBLIND[2],  # green
+    ADVERSARIAL_GROUP: _COLORBLIND[5],  # brown
 }
 
 #: Colours of the CLIP-FT fine-tuning routes after the first (which keeps the CLIP-FT colour), in sorted route order.
 SPARE_ROUTE_COLORS: tuple[str, ...] = (_COLORBLIND[6], _COLORBLIND[9], _COLORBLIND[8], _COLORBLIND[1])  # pink, sky, ...
-
-#: Groups whose models carry their (pre)training source's marker and are split by fine-tuning route.
-CLIP_GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft")
 
 #: Colour of anything outside the known groups, and of reference (trend) lines of standard models.
 OTHER_COLOR = "#7f7f7f"
@@ -168,9 +174,9 @@ class Style:
         clip = registry.loc[registry["group"].isin(CLIP_GROUPS), "training_source"].dropna()
         routes: list[str] = []
         if "finetune_route" in registry.columns:
-            routes = sorted({str(r) for r in registry.loc[registry["group"] == "clip_ft", "finetune_route"].dropna() if str(r)})
+            routes = sorted({str(r) for r in registry.loc[registry["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna() if str(r)})
         spare = iter(SPARE_ROUTE_COLORS)
-        route_colors = {r: colors.get("clip_ft", OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR) for i, r in enumerate(routes)}
+        route_colors = {r: colors.get(FINE_TUNED_GROUP, OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR) for i, r in enumerate(routes)}
         return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors)
 
     def color(self, group: str) -> str:
@@ -179,7 +185,7 @@ class Style:
 
     def point_color(self, group: str, finetune_route: object = None) -> str:
         """Colour of one model: its group's, except CLIP-FT models, coloured by fine-tuning route."""
-        if group == "clip_ft" and finetune_route is not None and str(finetune_route) in self.route_colors:
+        if group == FINE_TUNED_GROUP and finetune_route is not None and str(finetune_route) in self.route_colors:
             return self.route_colors[str(finetune_route)]
         return self.color(group)
 

@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.models.adapters import is_zero_shot
 from clip_robustness.models.adapters.base import HEAD_PRECISION, N_CLASSES, row_text
+from clip_robustness.names import cache_path as cache_path  # re-exported: callers import it from here
+from clip_robustness.names import weights_record_path
 from clip_robustness.workflow.io import atomic_path
 
 #: Schema metadata key holding the JSON metadata.
@@ -43,16 +45,8 @@ LOGITS_SCHEMA = pa.schema(
     ]
 )
 
-#: Where the cache files live: ``{LOGITS_DIR}/{model}/{dataset}.parquet``.
-LOGITS_DIR = Path("results/logits")
-
 #: Metadata keys downstream readers compare to decide whether a cache is stale.
 STALENESS_KEYS = ("model_id", "dataset", "manifest_hash", "prompt_set")
-
-
-def cache_path(model_id: str, dataset: str) -> str:
-    """``results/logits/{model}/{dataset}.parquet``: the cache file of ``model_id`` on ``dataset``."""
-    return str(LOGITS_DIR / model_id / f"{dataset}.parquet")
 
 
 class CacheError(RuntimeError):
@@ -139,10 +133,6 @@ def cache_metadata(
     }
 
 
-#: Where the weights record of a model lies (rule fetch_model_weights), relative to the working directory.
-WEIGHTS_RECORD = "data/weights/{model}.json"
-
-
 def weights_identity(model_id: str, workdir: str | os.PathLike = ".") -> list[str] | None:
     """The sha256 of each weights file of ``model_id`` (sorted), from its weights record
     (``data/weights/{model}.json``, :mod:`clip_robustness.models.weights`); ``[]`` for random weights; ``None`` when
@@ -150,7 +140,7 @@ def weights_identity(model_id: str, workdir: str | os.PathLike = ".") -> list[st
     ``weights_sha256``, so a moved or shared cache is judged by the weights it was computed with, not by timestamps
     (:func:`clip_robustness.logits.check.check_logits_files`)."""
     try:
-        record = json.loads((Path(workdir) / WEIGHTS_RECORD.format(model=model_id)).read_text())
+        record = json.loads((Path(workdir) / weights_record_path(model_id)).read_text())
         return sorted(str(f["sha256"]) for f in record.get("files", []))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -162,7 +162,7 @@ def current_metadata_of(
             manifests[dataset] = manifest_metadata_of(manifest_of(dataset))
         if manifests[dataset] is None:
             return None
-        if model not in rows:  # a registry lookup costs ~0.3 ms: once per model, not per file
+        if model not in rows:  # a registry lookup per model, not per file (docs/performance.md)
             rows[model] = row_of(model)
             weights[model] = weights_identity(model)
         expect = current_metadata(rows[model], manifests[dataset], prompt_set)

@@ -26,16 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clip_robustness.names import imagenet_c_id
+
 #: Group id of the core datasets (every dataset of the study that is not an ImageNet-C condition).
 CORE_GROUP = "core"
 
 #: The values of config ``inference.imagenet_c_jobs``: how a model's ImageNet-C conditions are cut into jobs.
 IMAGENET_C_CUTS = ("per_severity", "per_corruption")
-
-
-def imagenet_c_id(corruption: str, severity: int) -> str:
-    """The dataset id of one ImageNet-C condition (the registry's ``id_format``)."""
-    return f"imagenet_c_{corruption}_{severity}"
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,8 @@ class LogitsGroups:
         ``imagenet_c_fog_{wildcard}`` for each corruption (``per_severity``) or ``imagenet_c_{wildcard}_3`` for each
         severity (``per_corruption``); the rules' outputs expand these."""
         if self.cut == "per_severity":
-            return [f"imagenet_c_{c}_{{{wildcard}}}" for c in self.corruptions]
-        return [f"imagenet_c_{{{wildcard}}}_{s}" for s in self.severities]
+            return [imagenet_c_id(c, f"{{{wildcard}}}") for c in self.corruptions]
+        return [imagenet_c_id(f"{{{wildcard}}}", s) for s in self.severities]
 
     def groups(self) -> dict[str, list[str]]:
         """Group id -> dataset ids: ``core`` first, then each ImageNet-C group."""

@@ -1,31 +1,22 @@
-"""The decoded-image cache: each dataset decoded once per preprocessing geometry, shared by every model using it.
+"""The decoded-image cache's arrays: each dataset decoded once per preprocessing geometry, shared by every model
+using it.
 
-A model's evaluation transform (timm's ``create_transform``, open_clip's ``image_transform_v2``) is a
-*geometry* (resize, crop: PIL image -> PIL image of the model's input size) followed by ``ToTensor`` and
-``Normalize(mean, std)``. Many models share the geometry and differ only in mean/std. The fast path
-therefore decodes every image of a dataset once per geometry into a uint8 array
+Every image of a dataset is decoded once per geometry (:mod:`clip_robustness.logits.geometry`) into a uint8 array
 
     ``data/decoded/{dataset}/{key}.npy``: ``[n, H, W, 3]`` uint8 RGB pixels (0..255), manifest row order,
 
 with a JSON sidecar ``{key}.json`` (:func:`decoded_metadata`), and each logits job streams uint8 batches to
 the device, where :class:`NormalizedModel` applies ``/255``, mean and std (the same float operations as
-``ToTensor`` + ``Normalize``, so on CPU the logits are bit-identical to the reference path's).
-
-The key (:func:`geometry_key`, e.g. ``224x224-bicubic-1f0e9c2d3b``) is a digest of the geometric steps'
-class names and parameters; it is derived from a model-registry row without building the model
-(:func:`decode_spec_for_row`: the adapter's ``decode_recipe``, e.g. timm's pretrained config, open_clip's
-preprocess config), so the workflow
-knows it when the DAG is built. The logits job checks that the model it built has the same key.
+``ToTensor`` + ``Normalize``, so on CPU the logits are bit-identical to the reference path's). This module holds
+the Datasets that decode and read the arrays, the writer and the sidecar checks.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -35,10 +26,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from clip_robustness import PIPELINE_VERSION
+from clip_robustness.logits.geometry import (
+    DecodeSpec,
+    UnsupportedPreprocessingError,
+    decode_spec_for_row,
+    geometry_from_recipe,
+    geometry_key,
+    spec_from_transform,
+    split_transform,
+    transform_from_recipe,
+)
 from clip_robustness.logits.images import open_manifest_image
-from clip_robustness.logits.specs import DecodeSpec
-from clip_robustness.models.adapters import adapter_for, row_adapter
-from clip_robustness.models.adapters.base import UnsupportedPreprocessingError, plain_json, row_text
+from clip_robustness.names import DECODED_DIR
 from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -50,128 +49,15 @@ DECODED_LAYOUT = "NHWC-uint8-RGB"
 PIXEL_SCALE = 255.0
 
 
-# re-exported: raised by the adapters' recipes and by split_transform; the spec record (clip_robustness.logits.specs)
-__all__ = ["DecodeSpec", "UnsupportedPreprocessingError"]
+# re-exported from clip_robustness.logits.geometry, where callers of the decoded cache have long found them
+__all__ = [
+    "DecodeSpec", "UnsupportedPreprocessingError", "decode_spec_for_row", "geometry_key", "spec_from_transform",
+    "split_transform", "transform_from_recipe",
+]
 
 
 class StaleDecodedCacheError(RuntimeError):
     """A decoded array was made for another manifest or geometry than the one asked for."""
-
-
-# ----------------------------------------------------------------------------- the geometry of a transform
-
-
-def describe_step(step: Any) -> str:
-    """JSON text naming a transform step's class and every public parameter (``fill`` included, which
-    some transforms leave out of their repr)."""
-    params = {
-        k: plain_json(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"
-    }
-    return json.dumps({"type": f"{type(step).__module__}.{type(step).__qualname__}", "params": params}, sort_keys=True)
-
-
-def _is_rgb_conversion(step: Any) -> bool:
-    name = getattr(step, "__name__", type(step).__name__)
-    return name in ("_convert_to_rgb", "MaybeConvertMode", "convert_to_rgb")
-
-
-def _is_to_tensor(step: Any) -> bool:
-    return type(step).__name__ in ("ToTensor", "MaybeToTensor")
-
-
-def split_transform(transform: Any, model_id: str = "") -> tuple[list[Callable], tuple[float, ...], tuple[float, ...]]:
-    """Split an evaluation transform into ``(geometry steps, mean, std)``.
-
-    ``transform``: a torchvision ``Compose`` of geometric PIL steps, optional RGB conversion, ``ToTensor`` (or
-    timm's/open_clip's ``MaybeToTensor``) and ``Normalize``, as timm and open_clip build them for evaluation.
-    Raises :class:`UnsupportedPreprocessingError` naming ``model_id`` for anything else.
-    """
-    steps = list(getattr(transform, "transforms", []))
-    who = f"model {model_id!r}: " if model_id else ""
-    hint = "; set inference.decoded_cache: false to run it through the reference path"
-    if len(steps) < 2 or not _is_to_tensor(steps[-2]) or type(steps[-1]).__name__ != "Normalize":
-        raise UnsupportedPreprocessingError(
-            f"{who}transform {transform!r} does not end in ToTensor, Normalize: the decoded cache cannot hold it{hint}"
-        )
-    geometry = [s for s in steps[:-2] if not _is_rgb_conversion(s)]
-    for step in geometry:
-        if _is_to_tensor(step) or type(step).__name__ == "Normalize":
-            raise UnsupportedPreprocessingError(f"{who}transform {transform!r} has {step!r} before its geometry ends{hint}")
-    normalize = steps[-1]
-    mean = tuple(float(v) for v in torch.as_tensor(normalize.mean).flatten().tolist())
-    std = tuple(float(v) for v in torch.as_tensor(normalize.std).flatten().tolist())
-    return geometry, mean, std
-
-
-def _input_size(geometry: Sequence[Any]) -> tuple[int, int]:
-    """``(H, W)`` of a geometry's output: the size of its last crop (or resize to an explicit (h, w))."""
-    for step in reversed(geometry):
-        size = getattr(step, "size", None)
-        if isinstance(size, (tuple, list)) and len(size) == 2:
-            return int(size[0]), int(size[1])
-        if isinstance(size, (tuple, list)) and len(size) == 1:
-            return int(size[0]), int(size[0])
-    raise UnsupportedPreprocessingError(f"geometry {geometry!r} fixes no output size (no crop or (h, w) resize)")
-
-
-def geometry_key(geometry: Sequence[Any]) -> str:
-    """The filesystem-safe key of a geometry: ``{H}x{W}-{interpolation}-{first 10 hex of sha256}``.
-
-    Two geometries have the same key exactly when their steps have the same classes and parameters.
-    """
-    h, w = _input_size(geometry)
-    description = [describe_step(s) for s in geometry]
-    digest = hashlib.sha256("\n".join(description).encode()).hexdigest()[:10]
-    interpolations = {str(plain_json(getattr(s, "interpolation"))) for s in geometry if hasattr(s, "interpolation")}
-    interp = "-".join(sorted(i.replace(" ", "") for i in interpolations)) or "none"
-    return f"{h}x{w}-{interp}-{digest}"
-
-
-def spec_from_transform(transform: Any, library: str, recipe: Mapping[str, Any], model_id: str = "") -> DecodeSpec:
-    """The :class:`DecodeSpec` of an evaluation transform built by ``library`` from ``recipe``."""
-    geometry, mean, std = split_transform(transform, model_id)
-    return DecodeSpec(
-        key=geometry_key(geometry),
-        input_size=_input_size(geometry),
-        steps=tuple(describe_step(s) for s in geometry),
-        mean=mean,
-        std=std,
-        library=library,
-        recipe=dict(recipe),
-    )
-
-
-# ----------------------------------------------------------------------------- specs without building models
-
-
-def transform_from_recipe(library: str, recipe: Mapping[str, Any]) -> Any:
-    """The library's own evaluation transform for ``recipe`` (its adapter's :meth:`transform_from_recipe`)."""
-    return adapter_for(library).transform_from_recipe(recipe)
-
-
-def geometry_from_recipe(library: str, recipe: Mapping[str, Any]) -> list[Callable]:
-    """The geometric steps (PIL -> PIL) of the library transform built from ``recipe``."""
-    return split_transform(transform_from_recipe(library, recipe))[0]
-
-
-@lru_cache(maxsize=None)
-def _spec_cached(library: str, architecture: str, tag: str, weights_file: str, model_id: str) -> DecodeSpec:
-    row = {"model_id": model_id, "library": library, "architecture": architecture, "pretrained": tag,
-           "weights_file": weights_file}
-    adapter = row_adapter(row)
-    adapter.prepare()
-    recipe = adapter.decode_recipe(row)
-    return spec_from_transform(adapter.transform_from_recipe(recipe), library, recipe, model_id)
-
-
-def decode_spec_for_row(row: Mapping[str, Any]) -> DecodeSpec:
-    """The preprocessing geometry of a model-registry row, from the libraries' configs, without building it.
-
-    Cached per process (the workflow asks once per model while building the DAG; ~1 ms per model after
-    timm and open_clip are imported). Raises :class:`UnsupportedPreprocessingError` naming the model when its
-    transform is not "geometry, ToTensor, Normalize".
-    """
-    return _spec_cached(*(row_text(row, key) for key in ("library", "architecture", "pretrained", "weights_file", "model_id")))
 
 
 # ----------------------------------------------------------------------------- decoding a dataset
@@ -518,7 +404,7 @@ def decode_group(
     metadata_outputs: Sequence[str | os.PathLike],
     *,
     budget_bytes: int | None = None,
-    budget_root: str | os.PathLike = "data/decoded",
+    budget_root: str | os.PathLike = DECODED_DIR,
     job: str = "decode",
     batch_size: int = 64,
     num_workers: int = 0,

@@ -92,6 +92,8 @@ def reuse_reason(output: str | os.PathLike, expect: Mapping[str, Any], newer_tha
     return None
 
 
+# Longer than 60 lines: the group job's sequence (cheap checks for every dataset, one model build, the overlapped
+# prepare/compute/write loop, the records); its steps are functions already.
 def cache_group_logits(
     row: Mapping[str, Any],
     tasks: Sequence[DatasetTask],
@@ -156,7 +158,7 @@ def cache_group_logits(
         return []
     model, preprocess, preprocessing = build_model(row, device)
     built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
-                       library_version(row))  # once per job: the python adapter's lookup takes ~0.5 s
+                       library_version(row))  # once per job: the python adapter's lookup is slow (docs/performance.md)
     apply_tf32(precision)
 
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:

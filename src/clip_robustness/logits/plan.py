@@ -220,6 +220,8 @@ def deep_merge(base: dict, extra: Mapping) -> dict:
     return out
 
 
+# Longer than 60 lines: one pass over the study summing images, GPU-hours, disk and Slurm jobs into one Plan; the sums
+# share the per-dataset counts.
 def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any],
                throughput: pd.DataFrame, gpu: str, workdir: Path = Path("."),
                job_startup_s: float = MEASURED_JOB_STARTUP_S) -> Plan:
@@ -229,6 +231,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     from clip_robustness.logits.cutting import LogitsGroups
     from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row, decoded_size_bytes
     from clip_robustness.models.registry import load_model_registry
+    from clip_robustness.names import manifest_path
     from clip_robustness.workflow.study import Study
 
     datasets_registry = load_dataset_registry(workdir / config["dataset_registry"])
@@ -241,7 +244,7 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     images = {}
     for dataset in study.dataset_ids:
         entry = datasets_registry.resolve(dataset)
-        images[dataset] = dataset_images(dataset, entry.n_images, workdir / "data/manifests" / f"{dataset}.parquet",
+        images[dataset] = dataset_images(dataset, entry.n_images, workdir / manifest_path(dataset),
                                          subset if dataset in c_ids else None)
     total_images = sum(n for n, _ in images.values())
     precision = config["inference"]["precision"]

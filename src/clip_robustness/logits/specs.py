@@ -1,8 +1,9 @@
-"""Decode specs without torch: the :class:`DecodeSpec` record and the table of them shipped beside the model registry.
+"""The decode-spec table shipped beside the model registry, read without torch (the :class:`DecodeSpec` record:
+:mod:`clip_robustness.logits.geometry`).
 
-Deriving a model's preprocessing geometry (:func:`clip_robustness.logits.decoded.decode_spec_for_row`) builds the
-library's evaluation transform, so it imports torch, timm and open_clip: about 3 s of every Snakemake start (dry
-runs included) on the project machines. ``config/decode_specs.json`` holds the specs of the registry's timm and
+Deriving a model's preprocessing geometry (:func:`clip_robustness.logits.geometry.decode_spec_for_row`) builds the
+library's evaluation transform, so it imports torch, timm and open_clip, a cost every Snakemake start (dry runs
+included) would pay (docs/performance.md). ``config/decode_specs.json`` holds the specs of the registry's timm and
 open_clip rows, keyed by ``library|architecture|pretrained`` and stamped with the versions they were derived
 with (timm, open_clip, torchvision, this package); the workflow reads it and derives live only what it lacks
 (a new row, a local ``weights_file``, a ``python`` model) or everything when a version differs. Nothing here
@@ -18,7 +19,6 @@ with a live derivation. Regenerate after changing the registry or a library vers
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from clip_robustness.logits.geometry import DecodeSpec, UnsupportedPreprocessingError, decode_spec_for_row
 from clip_robustness.models.adapters import ADAPTERS
 
 log = logging.getLogger(__name__)
@@ -41,41 +42,6 @@ TABLED_LIBRARIES = tuple(name for name, adapter in ADAPTERS.items() if adapter.t
 #: adapters' ``spec_stamp_distributions``).
 STAMP_PACKAGES = tuple(dict.fromkeys(
     package for name in TABLED_LIBRARIES for package in ADAPTERS[name].spec_stamp_distributions))
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeSpec:
-    """The preprocessing geometry of a model, as the decoded cache needs it.
-
-    ``key``: filesystem-safe id of the geometry (``{H}x{W}-{interpolation}-{digest}``);
-    ``input_size``: ``(H, W)`` pixels of the decoded images; ``steps``: JSON description of each geometric
-    step (class and parameters); ``mean``/``std``: per-channel normalisation on [0, 1] pixel values (not
-    part of the key: applied on the device); ``library``/``recipe``: the library transform's keyword
-    arguments, enough to rebuild the geometry (:func:`clip_robustness.logits.decoded.geometry_from_recipe`).
-    """
-
-    key: str
-    input_size: tuple[int, int]
-    steps: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    library: str
-    recipe: Mapping[str, Any]
-
-    def recipe_params(self) -> dict:
-        """``{"library": ..., "recipe": ...}``: plain JSON-able values for a rule's ``params``."""
-        return {"library": self.library, "recipe": json.loads(json.dumps(dict(self.recipe)))}
-
-    def to_json(self) -> dict:
-        """The spec as plain JSON values (:meth:`from_json` reads it back)."""
-        return {"key": self.key, "input_size": list(self.input_size), "steps": list(self.steps),
-                "mean": list(self.mean), "std": list(self.std), **self.recipe_params()}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "DecodeSpec":
-        return cls(key=str(data["key"]), input_size=tuple(int(v) for v in data["input_size"]),  # type: ignore[arg-type]
-                   steps=tuple(str(s) for s in data["steps"]), mean=tuple(float(v) for v in data["mean"]),
-                   std=tuple(float(v) for v in data["std"]), library=str(data["library"]), recipe=dict(data["recipe"]))
 
 
 def table_key(row: Mapping[str, Any]) -> str | None:
@@ -118,8 +84,6 @@ def read_spec_table(path: str | Path) -> dict[str, DecodeSpec]:
 
 def derive_spec_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, DecodeSpec]:
     """Live specs of every tabled row (:func:`table_key`) whose transform the decoded cache can hold."""
-    from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row
-
     specs: dict[str, DecodeSpec] = {}
     for row in rows:
         key = table_key(row)

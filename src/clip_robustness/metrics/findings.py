@@ -47,7 +47,16 @@ from clip_robustness.metrics.resampling import (
 )
 from clip_robustness.metrics.tables import IMAGENET_X_DATASET
 from clip_robustness.models.registry import paper_rows
-from clip_robustness.workflow.study import IMAGENET_C_DATASET, fold_imagenet_c, id_test_dataset
+from clip_robustness.names import (
+    FINE_TUNED_GROUP,
+    IMAGENET_C_DATASET,
+    MORE_DATA_GROUP,
+    REFERENCE_GROUP,
+    STANDARD_GROUP,
+    ZERO_SHOT_GROUP,
+    id_test_dataset,
+)
+from clip_robustness.workflow.study import fold_imagenet_c
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,6 @@ FINDINGS_COLUMNS: tuple[str, ...] = (
     "verdict", "reason", "notes", "figure",
 )
 SUPPORTED, NOT_SUPPORTED, UNDETERMINED = "supported", "not supported", "undetermined"
-VERDICTS: tuple[str, ...] = (SUPPORTED, NOT_SUPPORTED, UNDETERMINED)
 #: ``findings.ood_score`` value of the journal extension's protocol: MCM for zero-shot CLIP, MSP for every other model.
 PAPER_OOD_SCORE = "paper"
 #: Tests named in the ``test`` column.
@@ -70,7 +78,8 @@ GAP_GRID_POINTS = 21
 
 #: Defaults of the ``findings`` config keys (the JSON schema carries the same defaults; one place here for code).
 DEFAULT_GROUPS: dict[str, Any] = {
-    "zero_shot": "clip_zeroshot", "fine_tuned": "clip_ft", "others": ["standard", "more_data"], "reference": "standard",
+    "zero_shot": ZERO_SHOT_GROUP, "fine_tuned": FINE_TUNED_GROUP, "others": [STANDARD_GROUP, MORE_DATA_GROUP],
+    "reference": REFERENCE_GROUP,
 }
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "majority_of_factors": 6,  # claim 1a: "6 of the 10 factors"
@@ -439,6 +448,7 @@ FIGURE_CALIBRATION = "results/figures/calibration.png"
 FIGURE_SHIFT = "results/figures/calibration_shift.png"
 
 
+# Longer than 60 lines: the factor claims share one factor frame and its label; each claim is a short block.
 def _factor_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:
     zs, others, thr = settings.zero_shot, settings.others, settings.thresholds
     table, factors, note = _factor_frame(models, [zs, *others], settings)
@@ -583,6 +593,7 @@ def _score_text(settings: FindingsSettings) -> str:
     return "MCM for zero-shot CLIP, MSP for the rest" if settings.ood_score == PAPER_OOD_SCORE else settings.ood_score
 
 
+# Longer than 60 lines: the OOD claims share one scored frame and their designs; each claim is a short block.
 def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, suffix: str) -> list[dict[str, Any]]:
     sets = [d for d in settings.ood_sets if any(c.startswith(f"{metric}|{d}|") for c in models.columns)]
     scored = _scored(models, sets, settings, metric)

@@ -52,6 +52,7 @@ from pathlib import Path
 import pandas as pd
 
 from clip_robustness.models.adapters import ADAPTERS, adapter_for, is_zero_shot
+from clip_robustness.names import GROUPS, UNKNOWN_GROUP, ZERO_SHOT_GROUP
 
 #: The columns that define a model (what :meth:`ModelRegistry.row` returns).
 MODEL_COLUMNS: tuple[str, ...] = (
@@ -62,10 +63,8 @@ MODEL_COLUMNS: tuple[str, ...] = (
 REGISTRY_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "study")
 OPTIONAL_COLUMNS: frozenset[str] = frozenset({"weights_file", "study"})
 INTEGER_COLUMNS: tuple[str, ...] = ("training_size", "resolution")
-GROUPS: tuple[str, ...] = ("clip_zeroshot", "clip_ft", "standard", "more_data", "adversarial", "unknown")
-ZERO_SHOT_GROUP = "clip_zeroshot"
 #: Value of ``group`` / ``training_source`` where the library does not state it.
-UNKNOWN = "unknown"
+UNKNOWN = UNKNOWN_GROUP
 #: Values of the ``study`` column: the paper's models (the default: empty cell or no column), a user's own models
 #: (``add_model``), every other library checkpoint (``catalogue``). Only ``paper`` models make up the paper's groups,
 #: their medians, trend fits, correlations and findings; see :func:`paper_rows`.

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from clip_robustness.names import NUM_CLASSES
+
 if TYPE_CHECKING:
     import torch
 
-#: Number of ImageNet-1k classes every model must output.
-N_CLASSES = 1000
+#: Number of ImageNet-1k classes every model must output (:data:`clip_robustness.names.NUM_CLASSES`).
+N_CLASSES = NUM_CLASSES
 
 #: The dtype every model's final layer runs in (recorded as ``head_precision`` in the cache metadata).
 HEAD_PRECISION = "float32"

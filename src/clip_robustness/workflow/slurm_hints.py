@@ -9,6 +9,8 @@ run's log, which prints one line per such job naming the rule and the resource t
     (minutes), in the rule's `resources: runtime` or the profile's `set-resources: cache_logits: runtime:` ...
 
 A job killed for memory (``OUT_OF_MEMORY``) gets the same line for ``mem_mb``. Nothing is printed for other errors.
+The state must be in the log: the plugin writes it for a rule's job; for a group job it may write only
+``Error in group <name>`` (then no line is printed, and docs/cluster.md says how to look the state up).
 """
 
 from __future__ import annotations

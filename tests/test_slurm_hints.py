@@ -58,6 +58,7 @@ def test_hints_are_printed_from_the_log_file_and_nothing_for_other_errors_or_no_
     log.write_text(LOG)
     out = io.StringIO()
     assert len(print_limit_hints(log, out)) == 2 and out.getvalue().count("clip_robustness: ") == 2
+    assert len(print_limit_hints([str(log)], io.StringIO())) == 2  # onerror's `log`: Snakemake 9 hands a list of files
     log.write_text(LOG.replace("TIMEOUT", "FAILED").replace("OUT_OF_MEMORY", "CANCELLED"))
     assert print_limit_hints(log, io.StringIO()) == []
     assert print_limit_hints(tmp_path / "missing.log", io.StringIO()) == [] and print_limit_hints(None) == []

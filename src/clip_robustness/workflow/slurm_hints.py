@@ -73,13 +73,27 @@ def limit_hits(log_text: str) -> list[LimitHit]:
     return hits
 
 
-def print_limit_hints(log: str | os.PathLike | None, stream: TextIO = sys.stderr) -> list[str]:
-    """Print (and return) one hint per job of the Snakemake log file ``log`` that SLURM stopped at a limit; the
-    workflow's ``onerror`` handler. A missing or unreadable log prints nothing."""
-    try:
-        text = Path(log).read_text(errors="replace") if log else ""
-    except OSError:
+def _log_files(log: object) -> list[Path]:
+    """The log file(s) Snakemake hands to ``onerror`` (a path, or a list of paths with several log handlers)."""
+    if not log:
         return []
+    if isinstance(log, (str, os.PathLike)):
+        return [Path(log)]
+    try:
+        return [Path(str(item)) for item in log]  # type: ignore[union-attr]
+    except TypeError:
+        return [Path(str(log))]
+
+
+def print_limit_hints(log: object, stream: TextIO = sys.stderr) -> list[str]:
+    """Print (and return) one hint per job of the Snakemake log file(s) ``log`` that SLURM stopped at a limit; the
+    workflow's ``onerror`` handler. A missing or unreadable log prints nothing."""
+    text = ""
+    for path in _log_files(log):
+        try:
+            text += path.read_text(errors="replace")
+        except OSError:
+            continue
     hints = list(dict.fromkeys(hit.hint() for hit in limit_hits(text)))
     for hint in hints:
         print(hint, file=stream)

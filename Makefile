@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
 .PHONY: venv demo demo-data demo-report test lint dry-run figures rerun-model clean-demo add-model plan \
-	share-cache figures-from-cache findings-check
+	share-cache figures-from-cache findings-check faults
 
 venv: $(VENV)/.installed
 
@@ -88,6 +88,14 @@ plan: venv
 ## -> docs/findings-validation.md and .csv. Simulation is not evidence about CLIP.
 findings-check: venv
 	$(PY) benchmarks/findings_check.py --workers $(CORES)
+
+## The fault matrix of both reliability rounds (tools/faults.py): runs each fault's test on real files and runs, prints one
+## line per fault (detected, message, recovered by the same command, wrong outputs left). FAULTS: all (default; the
+## slurm faults need `bash tests/slurm/cluster.sh up`), fast (seconds: what CI runs of it), demo, slurm, round1, round2,
+## or fault names separated by commas (`$(PY) tools/faults.py --list`).
+FAULTS ?= all
+faults: demo-data
+	CLIP_ROBUSTNESS_DEMO_UPSTREAM=$(CURDIR)/data/demo/upstream $(PY) tools/faults.py "$(FAULTS)"
 
 dry-run: venv
 	$(SNAKEMAKE) --cores $(CORES) --dry-run --quiet rules

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPSTREAM_VARIABLE = "CLIP_ROBUSTNESS_DEMO_UPSTREAM"
+#: The findings' validation on simulated studies, read by the workflow from the checkout's docs/ (workflow/rules/figures.smk).
+FINDINGS_VALIDATION = "docs/findings-validation.csv"
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +46,15 @@ def demo_upstream(tmp_path_factory) -> Path:
 
 
 def make_demo_workdir(dest: Path, upstream: Path) -> Path:
-    """A user's checkout in ``dest``: the files the workflow reads (Snakefile, config, workflow, envs, profiles, and
-    docs for the findings' validation table),
-    with the demo's upstream linked at data/demo/upstream; no data/ or results/ of its own."""
+    """A user's checkout in ``dest``: the files the workflow reads (Snakefile, config, workflow, envs, profiles,
+    docs/findings-validation.csv), with the demo's upstream linked at data/demo/upstream; no data/ or results/ of its
+    own."""
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
     shutil.copy(ROOT / "config.yaml", dest / "config.yaml")
-    for folder in ("workflow", "config", "envs", "profiles", "docs"):
+    for folder in ("workflow", "config", "envs", "profiles"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "docs").mkdir()
+    shutil.copy(ROOT / FINDINGS_VALIDATION, dest / FINDINGS_VALIDATION)  # rule tabulate_findings reads it
     (dest / "data/demo").mkdir(parents=True)
     (dest / "data/demo/upstream").symlink_to(upstream, target_is_directory=True)
     return dest

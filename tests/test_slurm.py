@@ -157,8 +157,9 @@ rule cache_logits:
     log:
         "logs/cache_logits/{model}/{dataset}.log",
     shell:
-        # Written as the real cache is: temp file in the same folder, then rename.
-        "echo started job=$SLURM_JOB_ID gpus=$CUDA_VISIBLE_DEVICES > {log}; "
+        # Written as the real cache is (clip_robustness.workflow.io.atomic_path): leftovers of an interrupted write
+        # removed, temp file in the same folder, then rename.
+        "echo started job=$SLURM_JOB_ID gpus=$CUDA_VISIBLE_DEVICES > {log}; rm -f {output}.tmp*; "
         "printf '%s/%s first half\n' {wildcards.model} {wildcards.dataset} > {output}.tmp$$; "
         "sleep {params.slow}; "
         "printf '%s/%s second half\n' {wildcards.model} {wildcards.dataset} >> {output}.tmp$$; "
@@ -207,6 +208,23 @@ rule always_fails:
         "logs/always_fails.log",
     shell:
         "exit 3"
+
+
+rule over_runtime:
+    output:
+        "faults/over_runtime.txt",
+    log:
+        "logs/over_runtime.log",
+    resources:
+        runtime=1,
+    shell:
+        "sleep 600; echo done > {output}"
+
+
+onerror:
+    from clip_robustness.workflow.slurm_hints import print_limit_hints
+
+    print_limit_hints(log)
 '''
 
 
@@ -374,3 +392,103 @@ def test_demo_runs_under_slurm_and_every_job_completes(node, demo_upstream, tmp_
     assert set(metrics["model"]) == set(DEMO_UNDER_SLURM["models"])
     assert {"imagenet_val", "imagenet_r", "textures"} <= set(metrics["dataset"])
     assert len(list((workdir / "results/figures").glob("*.png"))) >= 5
+
+
+# ------------------------------------------------------------------------------------------ the cluster's faults (issue 20)
+
+#: What the toy DAG writes: every file of a run, compared byte for byte with a clean run.
+TOY_OUTPUTS = ("manifests/*.txt", "logits/*/*", "metrics/*", "results/*")
+
+
+def toy_outputs(workdir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(workdir)): p.read_bytes() for pattern in TOY_OUTPUTS for p in sorted(workdir.glob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def clean_toy(test_profile: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The outputs of one clean run of the toy DAG under SLURM."""
+    workdir = tmp_path_factory.mktemp("clean_toy")
+    (workdir / "Snakefile").write_text(TOY_SNAKEFILE)
+    status, log = run_snakemake(workdir, test_profile)
+    assert status == 0, log[-4000:]
+    return toy_outputs(workdir)
+
+
+def start_with_slow_cache_job(toy: Path, profile: Path, seconds: int) -> tuple[subprocess.Popen, str]:
+    """Start the profile's command on the toy DAG with m2/d2's cache job sleeping half way; returns the run and the
+    SLURM job id of that job once it runs."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", str(profile), "--directory", str(toy),
+                            "--config", f"slow=m2/d2:{seconds}"], cwd=toy, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    slow_log = toy / "logs/cache_logits/m2/d2.log"
+    deadline = time.monotonic() + 180
+    while not (slow_log.exists() and "started" in slow_log.read_text()):
+        assert run.poll() is None and time.monotonic() < deadline, "the slow cache job never started"
+        time.sleep(0.5)
+    return run, slow_log.read_text().split("job=")[1].split()[0]
+
+
+def assert_like_a_clean_run(toy: Path, clean: dict[str, bytes]) -> None:
+    """Every output as in the clean run, no output left partial (no temporary file beside the logits) and no job
+    left marked incomplete."""
+    assert toy_outputs(toy) == clean
+    assert sorted(p.name for p in toy.glob("logits/*/*") if not p.name.endswith(".txt")) == []
+    incomplete = toy / ".snakemake/incomplete"
+    assert not incomplete.exists() or not any(incomplete.iterdir())
+
+
+def test_scancel_of_a_running_logits_job_the_same_command_completes_like_a_clean_run(toy, test_profile, clean_toy):
+    run, job_id = start_with_slow_cache_job(toy, test_profile, 20)
+    subprocess.run(["scancel", job_id], check=True)
+    log, _ = run.communicate(timeout=300)
+    assert records_of({job_id: "cancelled"})[job_id]["JobState"] == "CANCELLED"
+    # The profile's `retries` resubmits the cancelled group job within the same command.
+    assert run.returncode == 0, log[-4000:]
+    assert "Error in group cache_m2" in log  # the cancelled group job is reported, then resubmitted
+    states = [r["JobState"] for r in records_of(submitted_jobs(log)).values()]
+    assert states.count("CANCELLED") == 1 and states.count("COMPLETED") == len(states) - 1
+    assert_like_a_clean_run(toy, clean_toy)
+
+
+def test_job_over_its_runtime_is_named_with_the_resource_to_raise(toy, test_profile):
+    status, log = run_snakemake(toy, test_profile, "faults/over_runtime.txt", "--retries", "0", timeout=400)
+    assert status != 0
+    [job_id] = submitted_jobs(log)
+    assert records_of({job_id: "over_runtime"})[job_id]["JobState"] == "TIMEOUT"
+    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'TIMEOUT'" in log  # Snakemake names the rule, not the resource
+    assert (f"clip_robustness: rule over_runtime: SLURM job {job_id} ran over its time limit (TIMEOUT): raise its "
+            "runtime (minutes), in the rule's `resources: runtime` or the profile's "
+            "`set-resources: over_runtime: runtime:`") in log, log[-3000:]
+    assert not (toy / "faults/over_runtime.txt").exists()
+
+
+def test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like_a_clean_run(toy, test_profile,
+                                                                                            clean_toy):
+    run, job_id = start_with_slow_cache_job(toy, test_profile, 20)
+    # What the scheduler does to a job on a failing node: every process of the job killed at once.
+    listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
+    job_pids = [int(line.split()[0]) for line in listed.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    assert job_pids, listed
+    for pid in job_pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, log[-4000:]
+    records = records_of(submitted_jobs(log))
+    assert records[job_id]["JobState"] == "FAILED", records[job_id]
+    assert sum(r["JobState"] == "COMPLETED" for r in records.values()) == len(records) - 1
+    assert_like_a_clean_run(toy, clean_toy)
+
+
+def test_logits_job_requeued_by_the_scheduler_runs_again_under_its_id_and_the_run_completes(toy, test_profile,
+                                                                                          clean_toy):
+    run, job_id = start_with_slow_cache_job(toy, test_profile, 20)
+    subprocess.run(["scontrol", "requeue", job_id], check=True)  # as SLURM does for a preempted job or a lost node
+    log, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, log[-4000:]
+    assert job_id in submitted_jobs(log)
+    assert log.count(f"SLURM jobid {job_id} ") == 1  # one submission: SLURM ran it again, Snakemake waited
+    assert_like_a_clean_run(toy, clean_toy)

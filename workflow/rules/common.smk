@@ -128,6 +128,14 @@ onstart:
     check_scheduled_weights()
 
 
+# A job SLURM stopped at its time or memory limit: one line naming the rule and the resource to raise
+# (runtime, mem_mb), after Snakemake's own error (clip_robustness.workflow.slurm_hints, docs/cluster.md).
+onerror:
+    from clip_robustness.workflow.slurm_hints import print_limit_hints
+
+    print_limit_hints(log)
+
+
 # ============================================================================ datasets (owner: datasets stage)
 
 from clip_robustness.datasets import workflow as datasets_workflow

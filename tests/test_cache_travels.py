@@ -143,7 +143,7 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(
     others = {**checksums(workdir, "results/logits/*/imagenet_val.parquet"),
               **checksums(workdir, "results/logits/*/imagenet_r.parquet"),
               **checksums(workdir, "data/manifests/imagenet_[vr]*.parquet")}
-    for log in (workdir / "results/logs/decode_images/core").glob("*.log"):
+    for log in (workdir / "results/logs/decode_images").glob("*.log"):
         log.unlink()  # job logs are appended to: keep only this run's
     result = snakemake(workdir, *UP_TO_LOGITS)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -159,7 +159,7 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(
         assert metadata["n_images"] == manifest["n_images"]
     # the other datasets' manifests, decoded arrays and logits are the very same bytes, and were not decoded again
     assert {path: sha256(workdir / path) for path in others} == others
-    logs = list((workdir / "results/logs/decode_images/core").glob("*.log"))
+    logs = list((workdir / "results/logs/decode_images").glob("*.log"))
     assert len(logs) == 2  # the demo's two decode geometries, each re-run for imagenet_sketch
     for log in logs:
         text = log.read_text()

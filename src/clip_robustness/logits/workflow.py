@@ -102,7 +102,7 @@ class LogitsPlan:
         """The local weights file as a job input: :meth:`weights` when that file exists, else ``[]``. A named file that
         is missing is left out so the DAG still builds (a missing input would stop the whole run, even under
         ``--keep-going``): the model's ``fetch_model_weights`` job then fails naming it, and with ``--keep-going`` every
-        other model's branch goes on (``common.smk`` stops the run before any job without it)."""
+        other model's branch goes on (``StartUp.before_jobs`` stops the run before any job without it)."""
         return [path for path in self.weights(model_id) if Path(path).exists()]
 
     def decode_spec(self, model_id: str) -> DecodeSpec | None:

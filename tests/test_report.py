@@ -37,6 +37,7 @@ metrics: {ece_bins: 15, calibration_split_seed: 0, temperature_range: [0.01, 10.
           objectnet_pooling: max_logit}
 figures: {logit_scaled_accuracy: false}
 findings: {bootstrap_samples: 200, seed: 0, min_models: 4}
+zero_shot: {prompt_set: openai}
 """
 
 # Stands in for the Snakefile + common.smk's other sections (which need downloaded dataset registries): common.smk's

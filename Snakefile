@@ -2,7 +2,10 @@
 # (Tu, Deng, Gedeon, NeurIPS 2023). Stages, in DAG order, one file each under workflow/rules/.
 # See docs/architecture.md for the file contracts.
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+
+from clip_robustness.logits.startup import StartUp
 
 min_version("9.0")
 
@@ -22,6 +25,19 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/report_cards.smk"
 include: "workflow/rules/share.smk"
+
+
+# The start-up checks, all in clip_robustness.logits.startup: before planning (run lock, user-supplied archives, each
+# file judged by the identity it records), and before the first job (weights of the scheduled jobs).
+START_UP = StartUp(STUDY, scripts=f"{workflow.basedir}/workflow/scripts", warn=logger.warning)
+START_UP.before_planning(dryrun=workflow.output_settings.dryrun, main_process=workflow.is_main_process)
+
+
+onstart:
+    jobs = [(job.rule.name, job.wildcards.get("model")) for job in workflow.dag.needrun_jobs()]
+    stop = START_UP.before_jobs(jobs, keep_going=workflow.execution_settings.keep_going)
+    if stop:
+        raise WorkflowError(stop)
 
 
 rule all:

@@ -89,10 +89,14 @@ def ood_folders(upstream: Path, dest: Path, n: int) -> dict[str, str]:
     return folders
 
 
+#: The logits rules, each with its folder of logs and benchmarks (results/logs/{rule}/, results/benchmarks/{rule}/).
+LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c")
+
+
 def log_seconds(workdir: Path) -> tuple[float, int]:
     """Sum of (wrote - "N images") seconds over every logits log, and how many (model, dataset) pairs."""
     total, pairs = 0.0, 0
-    for log in sorted((workdir / "results/logs/cache_logits").rglob("*.log")):
+    for log in sorted(p for rule in LOGITS_RULES for p in (workdir / "results/logs" / rule).rglob("*.log")):
         start = None
         for line in log.read_text().splitlines():
             stamp = STAMP.match(line)
@@ -110,7 +114,7 @@ def log_seconds(workdir: Path) -> tuple[float, int]:
 
 def job_wall(workdir: Path) -> tuple[float, int]:
     total, jobs = 0.0, 0
-    for tsv in (workdir / "results/benchmarks/cache_logits").rglob("*.tsv"):
+    for tsv in (p for rule in LOGITS_RULES for p in (workdir / "results/benchmarks" / rule).rglob("*.tsv")):
         with open(tsv) as stream:
             row = next(csv.DictReader(stream, delimiter="\t"))
         total += float(row["s"])

@@ -4,7 +4,7 @@
 
 ``DEMO_CHECKOUT``: a checkout where the demo has run (``make demo``, or ``snakemake --configfile config/demo.yaml
 --until cache_logits``): its manifests and the benchmark files Snakemake wrote for each ``cache_logits`` job
-(``results/benchmarks/cache_logits/{model}/core.tsv``). ``--run`` first reruns the logits stage there
+(``results/benchmarks/cache_logits/{model}.tsv``). ``--run`` first reruns the logits stage there
 (``snakemake --configfile config/demo.yaml --cores 2 --forcerun cache_logits --until cache_logits``).
 
 1. Measures, first, what the plan takes as given, on this machine: each demo model's forward throughput on CPU
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loads = [os.getloadavg()[0]]
     jobs = []
-    for bench in sorted(Path("results/benchmarks/cache_logits").glob("*/core.tsv")):
-        model = bench.parent.name
+    for bench in sorted(Path("results/benchmarks/cache_logits").glob("*.tsv")):
+        model = bench.stem
         row = dict(registry.row(model))
         head = Path("results/heads") / f"{model}.pt"
         images = sum(len(read_manifest(m).table) for m in

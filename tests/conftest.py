@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from clip_robustness.names import FINDINGS_VALIDATION
+
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UPSTREAM_VARIABLE = "CLIP_ROBUSTNESS_DEMO_UPSTREAM"
 #: The findings' validation on simulated studies, read by the workflow from the checkout's docs/ (workflow/rules/figures.smk).
-FINDINGS_VALIDATION = "docs/findings-validation.csv"
 
 
 @pytest.fixture(scope="session")

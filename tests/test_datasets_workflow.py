@@ -58,7 +58,7 @@ def test_rules_download_extract_and_build_manifests_over_http(tmp_path):
     assert (work / "data/archives" / val.name).resolve() == val.resolve()  # verified, then linked
     assert pd.read_csv(work / "data/checksums/pinned.tsv", sep="\t")["archive"].tolist() == [val.name]
     for rule in ("download_archive", "extract_archive", "build_manifest"):
-        assert any((work / "results/logs/datasets" / rule).iterdir()), rule
+        assert any((work / "results/logs" / rule).iterdir()), rule
 
 
 def test_rule_run_stops_on_checksum_mismatch_and_keeps_no_archive(tmp_path):
@@ -73,7 +73,7 @@ def test_rule_run_stops_on_checksum_mismatch_and_keeps_no_archive(tmp_path):
             synthetic.registry_datasets("imagenet_val", "imagenet_v2_top_images", registry_path=REPO / "config" / "datasets.yaml"))
         run = snakemake(tmp_path, write_config(tmp_path, registry, val), "data/manifests/imagenet_v2_top_images.parquet")
     assert run.returncode != 0
-    log = (tmp_path / "work/results/logs/datasets/download_archive" / f"{v2.name}.log").read_text()
+    log = (tmp_path / "work/results/logs/download_archive" / f"{v2.name}.log").read_text()
     assert "a" * 64 in log and server.url(v2.name) in log and "imagenet_v2_top_images" in log
     assert not (tmp_path / "work/data/archives" / v2.name).exists()
     assert len(list((tmp_path / "work/data/archives/rejected").iterdir())) == 1

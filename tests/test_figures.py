@@ -90,9 +90,7 @@ def test_figure_rules_read_only_the_metric_tables_and_the_registry():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
     inputs = [block for _, block in re.findall(r"^( *)input:\n((?:\1    .+\n)+)", rules, re.M)]
     allowed = {"metrics=METRICS_TABLE,", 'registry=config["model_registry"],', "ood_correlations=OOD_CORRELATIONS,",
-               "get_figures(),", "get_tables(),",
-               # the findings table's rule also reads the simulated validation of its verdicts (docs/).
-               "validation=FINDINGS_VALIDATION,"}
+               "get_figures(),", "get_tables(),"}
     assert {line.strip() for block in inputs for line in block.splitlines()} <= allowed
 
 

@@ -88,7 +88,7 @@ def test_a_new_dataset_computes_only_its_own_files(small_study):
 
     assert {p: fingerprint(small_study / p) for p in old} == old
     for model in bigger["models"]:
-        log = (small_study / f"results/logs/cache_logits/{model}/core.log").read_text()
+        log = (small_study / f"results/logs/cache_logits/{model}.log").read_text()
         assert f"{model} on imagenet_a: computing" in log
         assert read_metadata(small_study / f"results/logits/{model}/imagenet_a.parquet")["dataset"] == "imagenet_a"
 

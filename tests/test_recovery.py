@@ -112,7 +112,7 @@ def test_archive_with_flipped_bytes_is_rejected_then_restored_by_the_same_comman
     archive.write_bytes(bytes(data))
     failed = snakemake(workdir)
     assert failed.returncode != 0
-    log = (workdir / "results/logs/datasets/extract_archive/imagenet-r.tar.log").read_text()
+    log = (workdir / "results/logs/extract_archive/imagenet-r.tar.log").read_text()
     assert "checksum mismatch for archive imagenet-r.tar" in log and "run the same command again" in log.lower()
     assert not archive.exists() and not (workdir / "data/extracted/imagenet-r.tar.complete").exists()
     result = snakemake(workdir)
@@ -137,7 +137,7 @@ def test_switching_skip_corrupt_images_replans_nothing(workdir):
 
 def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, clean_run):
     (workdir / LOGITS).unlink()
-    job_log = workdir / f"results/logs/cache_logits/{MODEL}/core.log"
+    job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
     run = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
@@ -155,7 +155,7 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
 
 def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes(workdir, clean_run, tmp_path):
     (workdir / LOGITS).unlink()
-    job_log = workdir / f"results/logs/cache_logits/{MODEL}/core.log"
+    job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
     with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
         first = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=out,
@@ -212,4 +212,4 @@ def test_with_keep_going_missing_weights_of_one_model_do_not_stop_the_others(wor
     # That model's branch fails at its first job, the fetch (an input of its cache job), naming the file.
     failed_log = (workdir / f"results/logs/fetch_model_weights/{other}.log").read_text()
     assert str(missing) in failed_log and "WeightsFetchError" in failed_log
-    assert not (workdir / f"results/logs/cache_logits/{other}").exists()
+    assert not (workdir / f"results/logs/cache_logits/{other}.log").exists()

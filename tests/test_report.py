@@ -1,5 +1,5 @@
-"""The HTML report: the real figure/table rules (workflow/rules/figures.smk and the figures section of
-common.smk) run by Snakemake on synthetic metric tables in a temporary project, then `--report`,
+"""The HTML report: the real figure/table rules (workflow/rules/figures.smk, the findings rule of metrics.smk, and
+the imports and the metrics and figures sections of common.smk) run by Snakemake on synthetic metric tables in a temporary project, then `--report`,
 then the report opened in headless Chromium (Debian package `chromium`)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
 from clip_robustness.figures import CATEGORY_FINDINGS, FIGURE_NAMES, TABLE_FILES
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "# ============================================================================ figures (owner: figures stage)"
+SECTION = "# ============================================================================ metrics (owner: metrics stage)"
+NEXT_SECTION = "# ============================================================================ qc (owner: qc stage)"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -36,22 +37,30 @@ metrics: {ece_bins: 15, calibration_split_seed: 0, temperature_range: [0.01, 10.
           objectnet_pooling: max_logit}
 figures: {logit_scaled_accuracy: false}
 findings: {bootstrap_samples: 200, seed: 0, min_models: 4}
+zero_shot: {prompt_set: openai}
 """
 
-# Stands in for the Snakefile + common.smk's other sections (which need downloaded dataset registries):
-# a STUDY with the attributes the figures section reads, then that section verbatim, then figures.smk.
+# Stands in for the Snakefile + common.smk's other sections (which need downloaded dataset registries): common.smk's
+# imports, a STUDY with what the metrics and figures sections read (no models: the metric tables are given), those
+# sections verbatim, then metrics.smk (the findings table) and figures.smk.
 SNAKEFILE = """\
 from types import SimpleNamespace
-
+{imports}
 configfile: "config.yaml"
 report: "{repo}/workflow/report/workflow.rst"
 
-STUDY = SimpleNamespace(
+ROLES = dict(
     in_distribution="imagenet_val",
     test_conditions=("imagenet_v2_threshold07", "imagenet_r", "imagenet_c_fog_1"),
-    ood_datasets=("textures", "inaturalist"),
+    ood=("textures", "inaturalist"),
 )
+STUDY = SimpleNamespace(
+    study=SimpleNamespace(**{{**ROLES, "ood_datasets": ROLES["ood"]}}), metric_roles=lambda: dict(ROLES)
+)
+MODELS, DATASETS = [], []
+get_all_manifests = get_model_row = lambda wildcards: []
 {section}
+include: "{repo}/workflow/rules/metrics.smk"
 include: "{repo}/workflow/rules/figures.smk"
 """
 
@@ -79,10 +88,15 @@ setTimeout(async function () {
 """
 
 
+def common_imports() -> str:
+    """The imports at the top of workflow/rules/common.smk, verbatim."""
+    return (REPO / "workflow/rules/common.smk").read_text().split("validate(config", 1)[0]
+
+
 def figures_section() -> str:
-    """The figures section of workflow/rules/common.smk, verbatim."""
+    """The metrics and figures sections of workflow/rules/common.smk, verbatim."""
     text = (REPO / "workflow/rules/common.smk").read_text()
-    return text.split(SECTION, 1)[1].split("# ====", 1)[0]
+    return SECTION + text.split(SECTION, 1)[1].split(NEXT_SECTION, 1)[0]
 
 
 def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -106,7 +120,7 @@ def project(tmp_path_factory) -> Path:
                   "n_models": [1], "pearson_r": [float("nan")], "spearman_rho": [float("nan")]}).to_csv(
         root / "results/metrics/ood_correlations.csv", index=False)
     (root / "config.yaml").write_text(CONFIG)
-    (root / "Snakefile").write_text(SNAKEFILE.format(repo=REPO, section=figures_section()))
+    (root / "Snakefile").write_text(SNAKEFILE.format(repo=REPO, imports=common_imports(), section=figures_section()))
     run = snakemake(root, "figures")
     assert run.returncode == 0, run.stderr[-4000:]
     report = snakemake(root, "figures", "--report", "report.html")
@@ -127,7 +141,7 @@ def test_figures_target_writes_every_figure_and_table(project):
         assert (project / f"results/figures/{name}.pdf").stat().st_size > 0
     for table in TABLE_FILES:
         assert (project / f"results/tables/{table}").stat().st_size > 0
-    assert "figure ood_detection: 4 models" in (project / "results/logs/figures/plot_ood_detection.log").read_text()
+    assert "figure ood_detection: 4 models" in (project / "results/logs/plot_ood_detection.log").read_text()
 
 
 def test_deleting_a_figure_reruns_only_its_plot_rule(project):

@@ -96,6 +96,9 @@ WEIGHTS_RECORD = WEIGHTS_DIR + "/{model}.json"
 HEAD = HEADS_DIR + "/{model}.pt"
 LOGITS = LOGITS_DIR + "/{model}/{dataset}.parquet"
 FIGURE = FIGURES_DIR + "/{name}.{ext}"
+#: How the findings' verdicts behave on simulated studies (``make findings-check`` writes it; the findings rule shows
+#: it beside the findings table). Relative to the checkout, like every path here, so a moved study replans nothing.
+FINDINGS_VALIDATION = "docs/findings-validation.csv"
 
 
 def archive_path(archive: str) -> str:

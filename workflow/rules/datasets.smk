@@ -9,9 +9,9 @@ localrules:
 
 rule download_archive:
     output:
-        archive="data/archives/{archive}",
+        archive=datasets_workflow.archive_path("{archive}"),
     log:
-        "results/logs/datasets/download_archive/{archive}.log",
+        log_path("download_archive", "archive"),
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -22,11 +22,11 @@ rule download_archive:
 
 rule extract_archive:
     input:
-        archive="data/archives/{archive}",
+        archive=datasets_workflow.archive_path("{archive}"),
     output:
-        marker="data/extracted/{archive}.complete",
+        marker=datasets_workflow.extraction_marker("{archive}"),
     log:
-        "results/logs/datasets/extract_archive/{archive}.log",
+        log_path("extract_archive", "archive"),
     conda:
         "../../envs/analysis.yaml"
     params:
@@ -39,10 +39,10 @@ rule build_manifest:
     input:
         unpack(get_manifest_inputs),
     output:
-        manifest="data/manifests/{dataset}.parquet",
-        skipped="data/manifests/{dataset}.skipped.csv",
+        manifest=manifest_path("{dataset}"),
+        skipped=datasets_workflow.skipped_path("{dataset}"),
     log:
-        "results/logs/datasets/build_manifest/{dataset}.log",
+        log_path("build_manifest", "dataset"),
     conda:
         "../../envs/analysis.yaml"
     threads: 4

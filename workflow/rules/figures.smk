@@ -1,9 +1,8 @@
 # Figures and tables (docs/methods.md, "Figures"): one rule per figure, each reading only the tidy metrics table and
 # the model registry, so `snakemake --cores 2 figures` after deleting results/figures/ reruns no cache
 # or metric job. Every output shown in the report has a caption under workflow/report/.
-# Target functions and figure options live in the "figures" section of common.smk.
-
-from pathlib import Path
+# Target functions and figure options live in the "figures" section of common.smk; the findings table is made
+# by the metrics stage (metrics.smk).
 
 
 rule figures:
@@ -27,7 +26,7 @@ for figure in FIGURES:
             png=report(f"results/figures/{figure.name}.png", caption=figure.caption, category=figure.category),
             pdf=f"results/figures/{figure.name}.pdf",
         log:
-            f"results/logs/figures/plot_{figure.name}.log",
+            log_path(f"plot_{figure.name}"),
         conda:
             "../../envs/analysis.yaml"
         resources:
@@ -39,40 +38,6 @@ for figure in FIGURES:
             options=get_figure_options(figure.name),
         script:
             "../scripts/plot_figure.py"
-
-
-# How the findings' verdicts behave on simulated studies at the paper's n (benchmarks/findings_check.py writes it
-# into docs/; simulation, not a result): shown beside the findings table in the report.
-FINDINGS_VALIDATION = str(Path(str(workflow.current_basedir)).parent.parent / "docs" / "findings-validation.csv")
-
-
-rule tabulate_findings:
-    input:
-        metrics=METRICS_TABLE,
-        registry=config["model_registry"],
-        validation=FINDINGS_VALIDATION,
-    output:
-        findings=report(
-            "results/tables/findings.csv",
-            caption="../report/findings.rst",
-            category=CATEGORY_FINDINGS,
-        ),
-        validation=report(
-            "results/tables/findings_validation.csv",
-            caption="../report/findings_validation.rst",
-            category=CATEGORY_FINDINGS,
-        ),
-    log:
-        "results/logs/figures/tabulate_findings.log",
-    conda:
-        "../../envs/analysis.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    params:
-        roles=get_findings_roles(),
-    script:
-        "../scripts/tabulate_findings.py"
 
 
 rule make_tables:
@@ -92,7 +57,7 @@ rule make_tables:
             "results/tables/ood_correlations.csv", caption="../report/ood_correlations.rst", category=CATEGORY_TABLES
         ),
     log:
-        "results/logs/figures/make_tables.log",
+        log_path("make_tables"),
     conda:
         "../../envs/analysis.yaml"
     resources:

@@ -40,12 +40,12 @@ rule decode_images:
     input:
         manifests=get_group_manifests,
     output:
-        npy=decoded_group_output(CORE_DATASETS, "npy"),
-        metadata=decoded_group_output(CORE_DATASETS, "json"),
+        npy=decoded_outputs("npy", core=True),
+        metadata=decoded_outputs("json", core=True),
     log:
-        "results/logs/decode_images/core/{preprocessing}.log",
+        log_path("decode_images", "preprocessing"),
     benchmark:
-        "results/benchmarks/decode_images/core/{preprocessing}.tsv"
+        benchmark_path("decode_images", "preprocessing")
     conda:
         "../../envs/torch.yaml"
     threads: 4
@@ -61,63 +61,25 @@ rule decode_images:
         "../scripts/decode_images.py"
 
 
-rule decode_images_imagenet_c:
-    input:
-        manifests=get_group_manifests,
+use rule decode_images as decode_images_imagenet_c with:
     output:
-        npy=decoded_output(imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.npy")),
-        metadata=decoded_output(imagenet_c_outputs("data/decoded/{condition}/{{preprocessing}}.json")),
+        npy=decoded_outputs("npy", core=False),
+        metadata=decoded_outputs("json", core=False),
     log:
-        "results/logs/decode_images/imagenet_c_{imagenet_c_group}/{preprocessing}.log",
+        log_path("decode_images_imagenet_c", "preprocessing", "imagenet_c_group"),
     benchmark:
-        "results/benchmarks/decode_images/imagenet_c_{imagenet_c_group}/{preprocessing}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: 4
-    resources:
-        workers=get_decode_workers,
-        batch_size=64,
-        mem_mb=4000,
-        runtime=240,
-    params:
-        spec=get_decode_params,
-        decoded_root=get_decoded_root,
-    script:
-        "../scripts/decode_images.py"
-
-
-rule build_zero_shot_head:
-    input:
-        weights=get_model_weights,
-        weights_record=get_model_weights_record,
-    output:
-        "results/heads/{model}.pt",
-    log:
-        "results/logs/build_zero_shot_head/{model}.log",
-    benchmark:
-        "results/benchmarks/build_zero_shot_head/{model}.tsv"
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=16000,
-        runtime=60,
-    params:
-        row=get_model_row,
-        prompt_set=config["zero_shot"]["prompt_set"],
-    script:
-        "../scripts/build_zero_shot_head.py"
+        benchmark_path("decode_images_imagenet_c", "preprocessing", "imagenet_c_group")
 
 
 rule cache_logits:
     input:
         unpack(get_cache_group_input),
     output:
-        update(expand("results/logits/{{model}}/{dataset}.parquet", dataset=CORE_DATASETS)),
+        logits_outputs(core=True),
     log:
-        "results/logs/cache_logits/{model}/core.log",
+        log_path("cache_logits", "model"),
     benchmark:
-        "results/benchmarks/cache_logits/{model}/core.tsv"
+        benchmark_path("cache_logits", "model")
     priority: 1
     conda:
         "../../envs/torch.yaml"
@@ -138,30 +100,10 @@ rule cache_logits:
         "../scripts/cache_logits.py"
 
 
-rule cache_logits_imagenet_c:
-    input:
-        unpack(get_cache_group_input),
+use rule cache_logits as cache_logits_imagenet_c with:
     output:
-        update(imagenet_c_outputs("results/logits/{{model}}/{condition}.parquet")),
+        logits_outputs(core=False),
     log:
-        "results/logs/cache_logits/{model}/imagenet_c_{imagenet_c_group}.log",
+        log_path("cache_logits_imagenet_c", "model", "imagenet_c_group"),
     benchmark:
-        "results/benchmarks/cache_logits/{model}/imagenet_c_{imagenet_c_group}.tsv"
-    priority: 1
-    conda:
-        "../../envs/torch.yaml"
-    threads: 4
-    resources:
-        batch_size=256,
-        workers=get_loader_workers,
-        mem_mb=16000,
-        runtime=240,
-    params:
-        datasets=get_cache_group_params,
-        row=get_model_row,
-        prompt_set=config["zero_shot"]["prompt_set"],
-        precision=config["inference"]["precision"],
-        allow_tf32=config["inference"]["allow_tf32"],
-        cpu_autocast=config["inference"]["cpu_autocast"],
-    script:
-        "../scripts/cache_logits.py"
+        benchmark_path("cache_logits_imagenet_c", "model", "imagenet_c_group")

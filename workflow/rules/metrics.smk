@@ -1,18 +1,22 @@
 # Metrics stage (docs/methods.md, "Metric definitions"; code in src/clip_robustness/metrics/): cached logits -> tidy tables.
 # CPU only, no torch. One job per model reads each of its logits files once; the aggregate adds the
-# metrics that need every model (effective robustness, OOD correlations).
+# metrics that need every model (effective robustness against the reference group of
+# clip_robustness.metrics.tables.aggregate_from_files, OOD correlations); the findings table tests the paper's claims
+# on the aggregate.
+
+from pathlib import Path
 
 
 rule compute_model_metrics:
     input:
         logits=get_model_metric_logits,
-        manifests=get_metric_manifests,
+        manifests=get_all_manifests,
     output:
         "results/metrics/models/{model}.parquet",
     log:
-        "results/logs/metrics/compute_model_metrics/{model}.log",
+        log_path("compute_model_metrics", "model"),
     benchmark:
-        "results/benchmarks/compute_model_metrics/{model}.tsv"
+        benchmark_path("compute_model_metrics", "model")
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -21,7 +25,8 @@ rule compute_model_metrics:
         runtime=60,
     params:
         roles=get_metric_roles,
-        model_row=get_metric_model_row,
+        model_row=get_model_row,
+        zero_shot=get_is_zero_shot,
         settings=config["metrics"],
         prompt_set=config["zero_shot"]["prompt_set"],
     script:
@@ -33,12 +38,12 @@ rule aggregate_metrics:
         tables=get_model_metric_tables,
         registry=config["model_registry"],
     output:
-        parquet="results/metrics/metrics.parquet",
+        parquet=METRICS_TABLE,
         csv="results/metrics/metrics.csv",
         settings="results/metrics/settings.json",
-        correlations="results/metrics/ood_correlations.csv",
+        correlations=OOD_CORRELATIONS,
     log:
-        "results/logs/metrics/aggregate_metrics.log",
+        log_path("aggregate_metrics"),
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -48,6 +53,35 @@ rule aggregate_metrics:
     params:
         roles=get_metric_roles,
         settings=config["metrics"],
-        reference_group="standard",
     script:
         "../scripts/aggregate_metrics.py"
+
+
+rule tabulate_findings:
+    input:
+        metrics=METRICS_TABLE,
+        registry=config["model_registry"],
+        # How the verdicts behave on simulated studies at the paper's n (make findings-check; not a result).
+        validation=FINDINGS_VALIDATION,
+    output:
+        findings=report(
+            "results/tables/findings.csv",
+            caption="../report/findings.rst",
+            category=CATEGORY_FINDINGS,
+        ),
+        validation=report(
+            "results/tables/findings_validation.csv",
+            caption="../report/findings_validation.rst",
+            category=CATEGORY_FINDINGS,
+        ),
+    log:
+        log_path("tabulate_findings"),
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        roles=get_metric_roles(),
+    script:
+        "../scripts/tabulate_findings.py"

@@ -5,18 +5,18 @@
 
 rule qc_published_accuracy:
     input:
-        metrics="results/metrics/metrics.parquet",
+        metrics=METRICS_TABLE,
         registry=config["model_registry"],
         references=get_published_reference_tables,
     output:
         table=report(
-            "results/qc/published_accuracy.csv",
+            QC_TABLE,
             caption="../report/qc.rst",
             category="Quality control",
             labels={"table": "published top-1 accuracy"},
         ),
     log:
-        "results/logs/qc/published_accuracy.log",
+        log_path("qc_published_accuracy"),
     conda:
         "../../envs/analysis.yaml"
     params:

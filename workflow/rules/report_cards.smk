@@ -1,4 +1,4 @@
-# Report cards (issue 14, section 3): one standalone HTML page per model of a user's own (registry study `own`,
+# Report cards: one standalone HTML page per model of a user's own (registry study `own`,
 # added by `make add-model`) in the HTML report (`snakemake --report`), under "Report cards", one subcategory per
 # model: its metrics beside the paper's groups, its place on each figure, its published-accuracy QC and the
 # provenance of its logits and weights. Code: clip_robustness.figures.report_card. A study without own models
@@ -27,7 +27,7 @@ rule write_report_card:
             labels={"model": "{model}"},
         ),
     log:
-        "results/logs/report_cards/{model}.log",
+        log_path("write_report_card", "model"),
     conda:
         "../../envs/analysis.yaml"
     resources:

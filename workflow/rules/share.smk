@@ -16,13 +16,13 @@ rule share_cache:
     output:
         "results/shared_cache.tar",
     log:
-        "results/logs/share_cache.log",
+        log_path("share_cache"),
     conda:
         "../../envs/analysis.yaml"
     params:
         models=MODELS,
         datasets=DATASETS,
-        spec_table=get_spec_table_path(),
+        spec_table=spec_table_path(config["model_registry"]),
     script:
         "../scripts/share_cache.py"
 
@@ -30,7 +30,7 @@ rule share_cache:
 rule from_cache:
     """What `make figures-from-cache` builds from a shared cache: metrics, figures, tables (findings included), QC."""
     input:
-        "results/metrics/metrics.parquet",
-        "results/qc/published_accuracy.csv",
+        METRICS_TABLE,
+        QC_TABLE,
         get_figures(),
         get_tables(),

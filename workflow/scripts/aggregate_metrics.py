@@ -15,7 +15,6 @@ with job_log(snakemake.log[0]) as log:
         load_model_registry(snakemake.input.registry).table,
         settings,
         snakemake.params.roles["in_distribution"],
-        reference_group=snakemake.params.reference_group,
         n_imagenet_x_annotated=n_annotated,
     )
     write_metrics_table(result.metrics, snakemake.output.parquet, {"settings": settings.to_dict()})

@@ -12,7 +12,7 @@ with job_log(snakemake.log[0]) as log:
     model = snakemake.wildcards.model
     roles = snakemake.params.roles
     row = dict(snakemake.params.model_row)
-    zero_shot = bool(row.pop("is_zero_shot"))
+    zero_shot = bool(snakemake.params.zero_shot)
     settings = MetricSettings.from_config(snakemake.params.settings)
     annotations = load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes)
     try:

@@ -1,13 +1,11 @@
 """Rule download_archive: put a verified copy of one archive at data/archives/{archive}."""
 
-import logging
-
 from clip_robustness.datasets.download import obtain_archive
 from clip_robustness.datasets.registry import ArchiveEntry
+from clip_robustness.workflow.joblog import job_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-p = snakemake.params.download
-try:
+with job_log(snakemake.log[0]):
+    p = snakemake.params.download
     obtain_archive(
         ArchiveEntry.from_dict(p["archive"]),
         snakemake.output.archive,
@@ -19,6 +17,3 @@ try:
         timeout_s=p["timeout_s"],
         datasets=p["datasets"],
     )
-except Exception:
-    logging.exception("download_archive failed")
-    raise

@@ -1,16 +1,12 @@
 """Rule qc_published_accuracy: our top-1 against open_clip's and timm's published numbers."""
 
-import logging
-
 import pandas as pd
 
 from clip_robustness.models.registry import load_model_registry
 from clip_robustness.qc.published_accuracy import load_reference_tables, published_accuracy_qc, qc_summary
+from clip_robustness.workflow.joblog import job_log
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("qc_published_accuracy")
-
-try:
+with job_log(snakemake.log[0]) as log:
     tolerance_pp = float(snakemake.params.tolerance_pp)
     metrics = pd.read_parquet(snakemake.input.metrics)
     registry = load_model_registry(snakemake.input.registry)
@@ -19,6 +15,3 @@ try:
     table.to_csv(snakemake.output.table, index=False, float_format="%.4f")
     for line in qc_summary(table, tolerance_pp):
         (log.warning if line.startswith("FLAGGED") else log.info)(line)
-except Exception:
-    log.exception("published-accuracy QC failed")
-    raise

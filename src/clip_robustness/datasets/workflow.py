@@ -39,6 +39,11 @@ def manifest_path(dataset: str) -> str:
     return str(MANIFESTS_DIR / f"{dataset}.parquet")
 
 
+def skipped_path(dataset: str) -> str:
+    """``data/manifests/{dataset}.skipped.csv``: the images the manifest build left out, with the reason."""
+    return str(MANIFESTS_DIR / f"{dataset}.skipped.csv")
+
+
 def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
     """Params of ``download_archive`` for ``archive`` (plain data; a change reruns the download)."""
     return {

@@ -1,5 +1,10 @@
 """The logits stage's workflow glue: what ``common.smk``'s input functions return, as plain, tested code.
 
+:class:`StudyWorkflow` is everything the workflow files know about a run, built once from the config: the
+registries, the :class:`~clip_robustness.workflow.study.Study`, the logits jobs (:class:`LogitsPlan`) and how they
+are cut (:class:`~clip_robustness.logits.cutting.LogitsGroups`). The path functions below name each file the logits
+stage and its neighbours exchange, once.
+
 :class:`LogitsPlan` answers, per model of the study, the registry row, the local weights input, the
 decoded-cache geometry (:class:`~clip_robustness.logits.specs.DecodeSpec`: from the spec table shipped beside the
 registry, else derived from the model's adapter without building it) and the inputs of ``cache_logits``; per geometry key, the recipe
@@ -11,17 +16,54 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from clip_robustness.datasets import workflow as datasets_workflow
+from clip_robustness.datasets.registry import DatasetRegistry, load_dataset_registry
+from clip_robustness.datasets.subset import imagenet_c_subset_param
 from clip_robustness.datasets.workflow import manifest_path
-from clip_robustness.logits.specs import DecodeSpec, table_key
+from clip_robustness.logits.cutting import CORE_GROUP, LogitsGroups
+from clip_robustness.logits.specs import SPEC_TABLE_NAME, DecodeSpec, read_spec_table, table_key
 from clip_robustness.models.adapters import is_zero_shot
-
-if TYPE_CHECKING:
-    from clip_robustness.models.registry import ModelRegistry
+from clip_robustness.models.registry import OWN_STUDY, ModelRegistry, load_model_registry
+from clip_robustness.workflow.study import Study
 
 log = logging.getLogger(__name__)
+
+#: Where decoded arrays live: ``{DECODED_ROOT}/{dataset}/{preprocessing}.npy`` with a ``.json`` sidecar.
+DECODED_ROOT = "data/decoded"
+
+
+def decoded_path(dataset: str, key: str, suffix: str = "npy") -> str:
+    """``data/decoded/{dataset}/{key}.{suffix}``: the decoded array (``npy``) or its sidecar (``json``) of ``dataset``
+    through preprocessing geometry ``key``."""
+    return f"{DECODED_ROOT}/{dataset}/{key}.{suffix}"
+
+
+def head_path(model_id: str) -> str:
+    """``results/heads/{model}.pt``: a zero-shot CLIP model's text head."""
+    return f"results/heads/{model_id}.pt"
+
+
+def weights_record_path(model_id: str) -> str:
+    """``data/weights/{model}.json``: what ``fetch_model_weights`` fetched for ``model_id`` (file, size, sha256)."""
+    return f"data/weights/{model_id}.json"
+
+
+def group_rule(rule: str, group: str) -> tuple[str, tuple[str, ...]]:
+    """The rule of logits group ``group``'s job, and the wildcards it adds: ``(rule, ())`` for the core group (rules
+    ``decode_images``, ``cache_logits``), ``(rule + "_imagenet_c", ("imagenet_c_group",))`` for an ImageNet-C group.
+    Group wildcards come last in a job's log and benchmark paths."""
+    if group == CORE_GROUP:
+        return rule, ()
+    return f"{rule}_imagenet_c", ("imagenet_c_group",)
+
+
+def spec_table_path(model_registry: str | Path) -> str:
+    """The decode-spec table beside the model registry (shipped in a shared cache with the registry)."""
+    return str(Path(model_registry).with_name(SPEC_TABLE_NAME))
 
 
 class LogitsPlan:
@@ -60,7 +102,7 @@ class LogitsPlan:
         """The local weights file as a job input: :meth:`weights` when that file exists, else ``[]``. A named file that
         is missing is left out so the DAG still builds (a missing input would stop the whole run, even under
         ``--keep-going``): the model's ``fetch_model_weights`` job then fails naming it, and with ``--keep-going`` every
-        other model's branch goes on (``common.smk`` stops the run before any job without it)."""
+        other model's branch goes on (``StartUp.before_jobs`` stops the run before any job without it)."""
         return [path for path in self.weights(model_id) if Path(path).exists()]
 
     def decode_spec(self, model_id: str) -> DecodeSpec | None:
@@ -98,7 +140,7 @@ class LogitsPlan:
     def _model_inputs(self, model_id: str) -> dict[str, str]:
         """The inputs a model's cache job has whatever its datasets: its zero-shot head (zero-shot models) and its
         local weights file, if any (:meth:`weights_input`)."""
-        inputs = {"head": f"results/heads/{model_id}.pt"} if is_zero_shot(self.row(model_id)) else {}
+        inputs = {"head": head_path(model_id)} if is_zero_shot(self.row(model_id)) else {}
         inputs.update(zip(["weights"], self.weights_input(model_id)))
         return inputs
 
@@ -108,8 +150,8 @@ class LogitsPlan:
         inputs = {"manifest": manifest_path(dataset)}
         spec = self.decode_spec(model_id)
         if spec is not None:
-            inputs["decoded"] = f"data/decoded/{dataset}/{spec.key}.npy"
-            inputs["decoded_metadata"] = f"data/decoded/{dataset}/{spec.key}.json"
+            inputs["decoded"] = decoded_path(dataset, spec.key, "npy")
+            inputs["decoded_metadata"] = decoded_path(dataset, spec.key, "json")
         return inputs
 
     def cache_logits_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
@@ -130,3 +172,107 @@ class LogitsPlan:
         }
         inputs = {key: value for key, value in inputs.items() if value != []}
         return {**inputs, **self._model_inputs(model_id)}
+
+
+@dataclass
+class StudyWorkflow:
+    """Everything the workflow files know about one run, built once per process from the config
+    (:meth:`from_config`): ``datasets_registry``, ``model_registry``, ``study``, ``plan`` (the logits jobs) and
+    ``groups`` (how the logits and decode jobs are cut)."""
+
+    config: Mapping[str, Any]
+    dataset_registry: DatasetRegistry
+    model_registry: ModelRegistry
+    study: Study
+    plan: LogitsPlan
+    groups: LogitsGroups
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], *, warn: Callable[[str], Any] | None = None) -> StudyWorkflow:
+        """Load the registries the config names, select the study, and plan its logits jobs. Decode geometries come
+        from the spec table beside the model registry (:func:`spec_table_path`): deriving them imports torch."""
+        dataset_registry = load_dataset_registry(
+            config["dataset_registry"], url_overrides=config["downloads"]["url_overrides"]
+        )
+        model_registry = load_model_registry(config["model_registry"])
+        study = Study.from_config(config, dataset_registry, model_registry)
+        plan = LogitsPlan(
+            model_registry,
+            study.model_ids,
+            decoded_cache=config["inference"]["decoded_cache"],
+            spec_table=read_spec_table(spec_table_path(config["model_registry"])),
+            warn=warn,
+        )
+        groups = LogitsGroups.from_study(
+            study.dataset_ids,
+            config["datasets"].get("imagenet_c"),
+            cut=config["inference"].get("imagenet_c_jobs", "per_severity"),
+        )
+        return cls(config, dataset_registry, model_registry, study, plan, groups)
+
+    @property
+    def models(self) -> list[str]:
+        """The study's model ids, in registry order."""
+        return list(self.study.model_ids)
+
+    @property
+    def datasets(self) -> list[str]:
+        """The study's dataset ids, in role order."""
+        return self.study.dataset_ids
+
+    @property
+    def core_datasets(self) -> list[str]:
+        """The datasets of each model's core logits job: every dataset of the study but ImageNet-C."""
+        return list(self.groups.core)
+
+    def group_datasets(self, imagenet_c_group: str | None = None) -> list[str]:
+        """The dataset ids of a group job: ImageNet-C group ``imagenet_c_group``'s conditions, or (``None``) the core
+        datasets."""
+        if imagenet_c_group is None:
+            return self.core_datasets
+        return self.groups.imagenet_c_ids(imagenet_c_group)
+
+    def extraction_markers(self) -> list[str]:
+        """The extraction markers the study's manifests read (none for datasets in ``downloads.local_folders``)."""
+        return datasets_workflow.extraction_markers(self.dataset_registry, self.datasets, self.config["downloads"])
+
+    def manifest_subset(self, dataset: str) -> dict | None:
+        """``build_manifest``'s subset of ``dataset`` (config ``datasets.imagenet_c.images_per_condition``), or
+        ``None``."""
+        return imagenet_c_subset_param(
+            dataset, self.groups.all_imagenet_c_ids(), self.config["datasets"].get("imagenet_c")
+        )
+
+    def cache_group_inputs(self, model_id: str, imagenet_c_group: str | None = None) -> dict[str, list[str] | str]:
+        """Inputs of a ``cache_logits`` group job (:meth:`LogitsPlan.cache_group_inputs`) and the model's weights
+        record (rule ``fetch_model_weights``), so the job never starts before its weights are fetched."""
+        inputs = self.plan.cache_group_inputs(model_id, self.group_datasets(imagenet_c_group))
+        inputs["weights_record"] = weights_record_path(model_id)
+        return inputs
+
+    @property
+    def own_models(self) -> list[str]:
+        """The study's models of the user's own (registry study ``own``, added by ``make add-model``)."""
+        return [model for model in self.models if self.model_registry.study(model) == OWN_STUDY]
+
+    def own_model_registry(self, model_id: str) -> str:
+        """``write_report_card``'s registry input: the model registry's path, once ``model_id`` is known to be an own
+        model. ``ValueError`` naming the model's study otherwise: report cards are made for own models only."""
+        study = self.model_registry.study(model_id)
+        if study != OWN_STUDY:
+            raise ValueError(
+                f"results/report_cards/{model_id}.html: report cards are made for models of your own (registry "
+                f"study {OWN_STUDY!r}, added with `make add-model`); {model_id!r} is of study {study!r}"
+            )
+        return str(self.config["model_registry"])
+
+    def metric_roles(self, *, with_datasets: bool = True) -> dict[str, Any]:
+        """Dataset ids by role, for the metric and findings scripts: the ID set, test conditions, OOD sets, and (with
+        ``with_datasets``) every dataset in the order of the metric rules' inputs."""
+        roles: dict[str, Any] = {"datasets": list(self.datasets)} if with_datasets else {}
+        roles.update(
+            in_distribution=self.study.in_distribution,
+            test_conditions=list(self.study.test_conditions),
+            ood=list(self.study.ood_datasets),
+        )
+        return roles

@@ -5,7 +5,7 @@ dropped, whatever ``.snakemake/`` holds.
 Snakemake reruns a job whose input is newer than its oldest output, or whose script is newer than an output. A study
 moved with ``cp -r`` (fresh, arbitrary modification times) or opened from a fresh clone (scripts newer than every
 result) would therefore replan extractions, manifests, decodes and logits jobs whose results are exactly right. So,
-before planning, the workflow (``workflow/rules/common.smk``):
+before planning, the workflow (``clip_robustness.logits.startup.StartUp.before_planning``, from the ``Snakefile``):
 
 1. drops each extraction marker whose archive is gone or whose bytes changed (an archive whose size matches but whose
    mtime differs is hashed once: :func:`clip_robustness.datasets.extract.marker_is_current`);

@@ -1,4 +1,9 @@
-"""One logging idiom for every rule script: its logging, warnings and stderr go to the job's Snakemake log."""
+"""One log scheme for every rule: where a job's log and benchmark live, and how its script opens the log.
+
+Every rule logs to ``results/logs/{rule}/{wildcards}.log`` (:func:`log_path`) and, where it has one, benchmarks to
+``results/benchmarks/{rule}/{wildcards}.tsv`` (:func:`benchmark_path`); every rule script wraps its work in
+:func:`job_log`, so its logging, warnings and stderr go to that log.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,30 @@ import os
 import sys
 from pathlib import Path
 from typing import Iterator
+
+#: Where every rule's log lives: ``{LOGS_DIR}/{rule}/{wildcards}.log``.
+LOGS_DIR = "results/logs"
+#: Where every benchmarked rule's timings live: ``{BENCHMARKS_DIR}/{rule}/{wildcards}.tsv``.
+BENCHMARKS_DIR = "results/benchmarks"
+
+
+def _job_path(root: str, rule: str, wildcards: tuple[str, ...], suffix: str) -> str:
+    if not wildcards:
+        return f"{root}/{rule}{suffix}"
+    return f"{root}/{rule}/" + "/".join(f"{{{name}}}" for name in wildcards) + suffix
+
+
+def log_path(rule: str, *wildcards: str) -> str:
+    """The log of a job of ``rule`` as a Snakemake pattern over the named ``wildcards``, in order:
+    ``log_path("cache_logits", "model")`` is ``results/logs/cache_logits/{model}.log``; a rule without wildcards
+    logs to ``results/logs/{rule}.log``."""
+    return _job_path(LOGS_DIR, rule, wildcards, ".log")
+
+
+def benchmark_path(rule: str, *wildcards: str) -> str:
+    """The benchmark file of a job of ``rule``, named like its log (:func:`log_path`):
+    ``results/benchmarks/{rule}/{wildcards}.tsv``."""
+    return _job_path(BENCHMARKS_DIR, rule, wildcards, ".tsv")
 
 
 @contextlib.contextmanager

@@ -246,7 +246,7 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     clone.mkdir()
     for name in (*CLONE_FILES, "Snakefile", "config.yaml"):
         shutil.copy2(ROOT / name, clone / name)
-    for folder in ("workflow", "config", "envs", "profiles", "docs"):
+    for folder in ("workflow", "config", "envs", "profiles"):
         shutil.copytree(ROOT / folder, clone / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (clone / "docs").mkdir()
     shutil.copy2(ROOT / FINDINGS_VALIDATION, clone / FINDINGS_VALIDATION)

@@ -185,6 +185,9 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
         'config["model_registry"] = "models.tsv"\n'
         'config["qc"] = {"tolerance_pp": 0.5}\n'
         f'QC_REFERENCE_DIR = {str(REFERENCE)!r}\n'
+        'METRICS_TABLE = "results/metrics/metrics.parquet"\n'
+        'QC_TABLE = "results/qc/published_accuracy.csv"\n'
+        "from clip_robustness.workflow.joblog import log_path\n"
         "def get_published_reference_tables(wildcards):\n"
         "    from clip_robustness.qc.published_accuracy import reference_table_files\n"
         "    return [str(p) for p in reference_table_files(QC_REFERENCE_DIR)]\n"
@@ -197,7 +200,7 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "qc" / "published_accuracy.csv")
     assert table[table["flagged"]][["model", "dataset"]].values.tolist() == [[CONVNEXT, "imagenet_val"]]
-    log = (tmp_path / "results" / "logs" / "qc" / "published_accuracy.log").read_text()
+    log = (tmp_path / "results" / "logs" / "qc_published_accuracy.log").read_text()
     assert "1 deviate by more than 0.5 pp" in log and f"FLAGGED {CONVNEXT} on imagenet_val" in log
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from clip_robustness.demo.metrics import synthetic_metrics, synthetic_registry
 from clip_robustness.figures import CATEGORY_FINDINGS, FIGURE_NAMES, TABLE_FILES
+from clip_robustness.names import FINDINGS_VALIDATION
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "# ============================================================================ metrics (owner: metrics stage)"
@@ -120,6 +121,8 @@ def project(tmp_path_factory) -> Path:
                   "n_models": [1], "pearson_r": [float("nan")], "spearman_rho": [float("nan")]}).to_csv(
         root / "results/metrics/ood_correlations.csv", index=False)
     (root / "config.yaml").write_text(CONFIG)
+    (root / "docs").mkdir()  # the findings rule shows the simulated validation of its verdicts from docs/
+    shutil.copy(REPO / FINDINGS_VALIDATION, root / FINDINGS_VALIDATION)
     (root / "Snakefile").write_text(SNAKEFILE.format(repo=REPO, imports=common_imports(), section=figures_section()))
     run = snakemake(root, "figures")
     assert run.returncode == 0, run.stderr[-4000:]

@@ -52,14 +52,14 @@ import yaml
 from clip_robustness.datasets.errors import RegistryError, UnknownDatasetError
 
 #: Manifest recipes, by name (their code: :data:`clip_robustness.datasets.manifest.LAYOUT_RECIPES`).
-LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "ood_images")
+LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "ood_images", "cue_conflict")
 #: Label spaces a dataset may declare (see :mod:`clip_robustness.datasets.label_spaces`).
-LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood")
+LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood", "cue_conflict")
 
 _ARCHIVE_KEYS = {"url", "mirrors", "sha256", "md5", "size_bytes", "source", "user_supplied", "password", "notes"}
 _DATASET_KEYS = {"title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source",
-                 "labels_from", "devkit_archive"}
-_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive"}) | {
+                 "labels_from", "devkit_archive", "category_mapping"}
+_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive", "category_mapping"}) | {
     "template", "id_format", "corruption_archives", "severities"}
 #: Label sources of layout ``imagenet_val`` (``labels_from``); the default is the first.
 VAL_LABEL_SOURCES = ("imagenet_x", "devkit")
@@ -135,6 +135,9 @@ class DatasetEntry:
     notes: str = ""
     labels_from: tuple[str, ...] = _DEFAULT_LABELS_FROM
     devkit_archive: str | None = None
+    #: Layout ``cue_conflict``: the category mapping (``model_vs_human_16``, the shipped one, or a TSV path;
+    #: :mod:`clip_robustness.datasets.cue_conflict`).
+    category_mapping: str | None = None
 
     @property
     def label_archives(self) -> tuple[str, ...]:
@@ -167,6 +170,7 @@ class DatasetEntry:
             # only when set, so that the other datasets' rule params (and manifests) stay as they were
             **({"labels_from": list(self.labels_from)} if self.labels_from != _DEFAULT_LABELS_FROM else {}),
             **({"devkit_archive": self.devkit_archive} if self.devkit_archive else {}),
+            **({"category_mapping": self.category_mapping} if self.category_mapping else {}),
         }
 
     @classmethod
@@ -327,6 +331,17 @@ def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archiv
     return tuple(sources)
 
 
+def _check_category_mapping(path: Path, where: str, data: Mapping[str, Any]) -> str | None:
+    """``category_mapping`` of a ``cue_conflict`` entry (default: the shipped model-vs-human mapping); no other
+    layout takes one, and a ``cue_conflict`` entry has label space ``cue_conflict``."""
+    is_cue = data["layout"] == "cue_conflict"
+    if is_cue != (data["label_space"] == "cue_conflict"):
+        raise _fail(path, where, "layout cue_conflict and label_space cue_conflict go together")
+    if "category_mapping" in data and not is_cue:
+        raise _fail(path, f"{where}.category_mapping", f"applies to layout cue_conflict only, not {data['layout']!r}")
+    return str(data.get("category_mapping") or "model_vs_human_16") if is_cue else None
+
+
 # Longer than 60 lines: validation of the whole YAML file in one place, one check and message per key.
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
@@ -390,6 +405,7 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
             notes=str(data.get("notes") or ""),
             labels_from=labels_from,
             devkit_archive=data.get("devkit_archive"),
+            category_mapping=_check_category_mapping(path, where, data),
         )
     registry = DatasetRegistry(path, archives, datasets, templates)
     ids = registry.known_ids()

@@ -28,6 +28,7 @@ with job_log(snakemake.log[0]) as log:
             registry_row=row,
             prompt_set=snakemake.params.prompt_set,
             annotations=annotations,
+            cue_conflict=roles.get("cue_conflict", []),
         )
     except CacheError as error:  # moved aside, so the same command recomputes it
         if error.path is None or not error.path.exists():

@@ -274,5 +274,6 @@ class StudyWorkflow:
             in_distribution=self.study.in_distribution,
             test_conditions=list(self.study.test_conditions),
             ood=list(self.study.ood_datasets),
+            cue_conflict=list(self.study.cue_conflict),
         )
         return roles

@@ -185,12 +185,14 @@ def model_metrics_from_files(
     registry_row: Mapping[str, Any] | None = None,
     prompt_set: str | None = None,
     annotations: pd.DataFrame | None = None,
+    cue_conflict: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """:func:`model_metrics_table` from cache and manifest files (dataset id -> path), one file in memory at a time.
+    """:func:`model_metrics_table` from cache and manifest files (dataset id -> path), one file in memory at a time,
+    and the shape-bias rows of each ``cue_conflict`` dataset (:mod:`clip_robustness.metrics.shape_bias`).
 
     Raises :class:`MetricsInputError` naming the dataset when a role's dataset has no file.
     """
-    for dataset in (in_distribution, *test_conditions, *ood_sets):
+    for dataset in (in_distribution, *test_conditions, *ood_sets, *cue_conflict):
         for kind, paths in (("logits", logits_paths), ("manifest", manifest_paths)):
             if dataset not in paths:
                 raise MetricsInputError(f"model {model!r}: no {kind} file given for dataset {dataset!r}")
@@ -199,7 +201,7 @@ def model_metrics_from_files(
         log.info("%s: reading %s", model, logits_paths[dataset])
         return load_dataset_logits(dataset, logits_paths[dataset], manifest_paths[dataset], registry_row, prompt_set)
 
-    return model_metrics_table(
+    table = model_metrics_table(
         model,
         load(in_distribution),
         (load(d) for d in test_conditions),
@@ -208,3 +210,10 @@ def model_metrics_from_files(
         zero_shot,
         annotations,
     )
+    if not cue_conflict:
+        return table
+    from clip_robustness.metrics.shape_bias import shape_bias_rows_from_files
+
+    rows = [row for d in cue_conflict for row in shape_bias_rows_from_files(
+        model, d, logits_paths[d], manifest_paths[d], registry_row, prompt_set)]
+    return tidy_frame([*table.to_dict("records"), *rows])

@@ -106,6 +106,8 @@ def settings_record(settings: MetricSettings, in_distribution: str, n_imagenet_x
             "top1": "fraction", "factor_accuracy": "fraction", "effective_robustness": "fraction",
             "auroc": "fraction", "fpr95": "fraction", "ece": "percent", "ece_ts": "percent",
             "nll": "nats", "nll_ts": "nats", "temperature": "divisor of the logits", "error_ratio": "ratio",
+            "shape_bias": "fraction", "shape_fraction": "fraction", "texture_fraction": "fraction",
+            "n_cue_conflict": "images",
         },
         "library_versions": library_versions(),
     }

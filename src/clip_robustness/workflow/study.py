@@ -56,12 +56,14 @@ class Study:
     ``in_distribution``: the ImageNet val dataset id (ID set for calibration and OOD detection).
     ``test_conditions``: dataset ids of the distribution shifts (ImageNet-C expanded).
     ``ood_datasets``: dataset ids of the out-of-distribution sets (label -1).
+    ``cue_conflict``: dataset ids of cue-conflict stimuli (layout ``cue_conflict``), scored for shape bias only.
     """
 
     model_ids: tuple[str, ...]
     in_distribution: str
     test_conditions: tuple[str, ...]
     ood_datasets: tuple[str, ...]
+    cue_conflict: tuple[str, ...] = ()
 
     @classmethod
     def from_config(
@@ -80,6 +82,7 @@ class Study:
             in_distribution=datasets["in_distribution"],
             test_conditions=tuple(test_conditions),
             ood_datasets=tuple(datasets["ood"]),
+            cue_conflict=tuple(datasets.get("cue_conflict") or ()),
         )
         study._check_datasets(dataset_registry)
         return study
@@ -87,7 +90,7 @@ class Study:
     @property
     def dataset_ids(self) -> list[str]:
         """Every dataset the run needs, in role order, without repeats."""
-        return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets]))
+        return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets, *self.cue_conflict]))
 
     def _check_datasets(self, dataset_registry: _DatasetRegistry) -> None:
         duplicates = sorted({d for d in self.test_conditions if self.test_conditions.count(d) > 1})
@@ -98,6 +101,9 @@ class Study:
             raise ConfigError(f"config datasets: {overlap} is both an OOD set and a labelled set")
         for dataset_id in self.dataset_ids:
             entry = dataset_registry.resolve(dataset_id)  # raises UnknownDatasetError naming the id
+            if (dataset_id in self.cue_conflict) != (getattr(entry, "layout", None) == "cue_conflict"):
+                raise ConfigError(f"config datasets: {dataset_id!r} goes in datasets.cue_conflict exactly when its "
+                                  f"registry layout is cue_conflict (it is {getattr(entry, 'layout', None)!r})")
             is_ood = bool(getattr(entry, "is_ood", False))
             if dataset_id in self.ood_datasets and not is_ood:
                 raise ConfigError(f"config datasets.ood lists {dataset_id!r}, whose registry entry has labels (not OOD)")

@@ -75,11 +75,14 @@ def synthetic_metrics(
     ood_sets: Sequence[str] = OOD_SETS,
     factors: Sequence[str] = FACTORS,
     seed: int = 0,
+    cue_conflict: Sequence[str] = (),
 ) -> pd.DataFrame:
     """A tidy metrics table (columns model, dataset, metric, value, factor, score) for every registry model.
 
     Units follow the contract: accuracies, AUROC and FPR@95 are fractions, ECE is percent, NLL nats.
     Each model gets an ImageNet accuracy in [0.55, 0.88]; other values follow from it with noise.
+    ``cue_conflict``: datasets given shape-bias rows (drawn from their own generator, so the other rows are the same
+    with or without them).
     """
     rng = np.random.default_rng(seed)
     conditions = [ID_TEST_HALF, *test_conditions, *imagenet_c_dataset_ids(list(corruptions), list(severities))]
@@ -117,6 +120,17 @@ def synthetic_metrics(
                 (model, IMAGENET_X, "factor_accuracy", acc_f, factor, None),
                 (model, IMAGENET_X, "error_ratio", (1 - acc_f) / (1 - acc_x), factor, None),
                 (model, IMAGENET_X, "effective_robustness", acc_f - (acc_x - 0.15), factor, None),
+            ]
+    shape_rng = np.random.default_rng([seed, 10])
+    for model, group in zip(registry["model_id"], registry["group"]):
+        for dataset in cue_conflict:
+            shape = shape_rng.uniform(0.1, 0.45) + (0.15 if group == "clip_zeroshot" else 0.0)
+            texture = shape_rng.uniform(0.3, 0.9) * (1.0 - shape)
+            records += [
+                (model, dataset, "shape_bias", shape / (shape + texture), None, None),
+                (model, dataset, "shape_fraction", shape, None, None),
+                (model, dataset, "texture_fraction", texture, None, None),
+                (model, dataset, "n_cue_conflict", 1000.0, None, None),  # a stand-in count
             ]
     table = pd.DataFrame.from_records(records, columns=["model", "dataset", "metric", "value", "factor", "score"])
     table = table.astype({"value": float})

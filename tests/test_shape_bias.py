@@ -118,3 +118,20 @@ def test_registry_keeps_layout_and_label_space_together(tmp_path):
         load_dataset_registry(tmp_path / "r.yaml")
     (tmp_path / "r.yaml").write_text(text.replace("label_space: imagenet1k", "label_space: cue_conflict"))
     assert load_dataset_registry(tmp_path / "r.yaml").resolve("c").category_mapping == "model_vs_human_16"
+
+
+def test_the_study_takes_cue_conflict_sets_in_their_own_role_only():
+    from types import SimpleNamespace
+
+    from clip_robustness.workflow.study import ConfigError, Study
+
+    registry = load_dataset_registry("config/datasets.yaml")
+    models = SimpleNamespace(select=lambda ids: ["m"])
+    config = {"models": "all", "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"],
+                                            "ood": ["textures"], "cue_conflict": ["cue_conflict"]}}
+    study = Study.from_config(config, registry, models)
+    assert study.cue_conflict == ("cue_conflict",) and study.dataset_ids[-1] == "cue_conflict"
+    config["datasets"]["test_conditions"] = ["imagenet_r", "cue_conflict"]
+    config["datasets"]["cue_conflict"] = []
+    with pytest.raises(ConfigError, match="datasets.cue_conflict"):
+        Study.from_config(config, registry, models)

@@ -102,6 +102,7 @@ DATASET_TITLES: dict[str, str] = {
     "places": "Places",
     "textures": "Textures",
     "imagenet_o": "ImageNet-O",
+    "cue_conflict": "Cue conflict (model-vs-human)",
 }
 
 #: Width of a full-width figure in the paper (NeurIPS text width, inches).

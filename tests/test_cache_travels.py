@@ -37,7 +37,7 @@ DATASETS = ["imagenet_val", "imagenet_sketch"]
 SMALL = {
     "models": MODELS,
     "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch"], "ood": [],
-                 "imagenet_c": {"corruptions": [], "severities": []}},
+                 "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
     "inference": {"keep_decoded": True},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2"]

@@ -34,7 +34,8 @@ TOY = "toy__tinynet__seed1"
 #: A paper model beside the toy: the report card compares a model with the paper's models of its group.
 PAPER_PEER = "timm__test_convnext.demo"
 STUDY = {"datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"],
-                      "imagenet_c": {"corruptions": [], "severities": []}, "ood": ["textures"]},
+                      "imagenet_c": {"corruptions": [], "severities": []}, "ood": ["textures"],
+                      "cue_conflict": []},
          "models": [PAPER_PEER, TOY]}
 
 

@@ -49,7 +49,7 @@ print(time.perf_counter() - start)
 
 def forward_rate(row: dict, head: Path | None, batch_size: int, batches: int) -> float:
     """CPU images/s of ``row``'s model (float32 final layer; its zero-shot head) on random batches of its input size."""
-    from clip_robustness.logits.decoded import decode_spec_for_row
+    from clip_robustness.logits.geometry import decode_spec_for_row
     from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model
     from clip_robustness.models.zero_shot import load_head

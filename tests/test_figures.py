@@ -85,7 +85,7 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
     # every table has a rule: the findings table's sits with the metrics stage (metrics.smk), the others here
     tables_rules = rules + (REPO / "workflow/rules/metrics.smk").read_text()
     for table in TABLE_FILES:
-        assert f"results/tables/{table}" in tables_rules
+        assert f'table_path("{table}")' in tables_rules
 
 
 def test_figure_rules_read_only_the_metric_tables_and_the_registry():

@@ -9,13 +9,14 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from clip_robustness.datasets import workflow as datasets_workflow
-from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.figures import CATEGORY_FINDINGS, CATEGORY_TABLES, FIGURE_NAMES, FIGURES, TABLE_FILES
 from clip_robustness.figures import figure_options  # cheap: the plotting libraries load in the jobs
-from clip_robustness.logits.cache import cache_path
-from clip_robustness.logits.workflow import StudyWorkflow, decoded_path, head_path, spec_table_path
-from clip_robustness.logits.workflow import weights_record_path
-from clip_robustness.names import FINDINGS_VALIDATION
+from clip_robustness.logits.workflow import StudyWorkflow, spec_table_path
+from clip_robustness.names import FINDINGS_VALIDATION, archive_path, cache_path, decoded_metadata_path, decoded_path
+from clip_robustness.names import extraction_marker, head_path, manifest_path, skipped_path, weights_record_path
+from clip_robustness.names import FIGURE, METRICS_CSV, METRICS_SETTINGS, METRICS_TABLE, MODEL_METRICS
+from clip_robustness.names import OOD_CORRELATIONS, QC_TABLE, REPORT_CARD, TABLE, figure_path, model_metrics_path
+from clip_robustness.names import report_card_path, table_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -37,7 +38,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     archive="|".join(re.escape(name) for name in sorted(STUDY.dataset_registry.archives)),
-    # A decode geometry key (clip_robustness.logits.decoded.DecodeSpec.key) and an ImageNet-C group: a severity
+    # A decode geometry key (clip_robustness.logits.geometry.DecodeSpec.key) and an ImageNet-C group: a severity
     # (inference.imagenet_c_jobs: per_severity) or a corruption name (per_corruption).
     preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     imagenet_c_group=r"[1-5]|[a-z_]+",
@@ -144,7 +145,8 @@ def decoded_outputs(suffix, *, core):
     """The decoded arrays (suffix npy) or sidecars (json) of a decode group job. Temporary (deleted once their last
     consumer in this run is done) unless inference.keep_decoded; update() files: a group's decode job keeps the arrays
     that are still current (clip_robustness.logits.decoded.decoded_is_current) and decodes only the others."""
-    paths = [decoded_path(dataset, "{preprocessing}", suffix) for dataset in group_patterns(core=core)]
+    path = decoded_path if suffix == "npy" else decoded_metadata_path
+    paths = [path(dataset, "{preprocessing}") for dataset in group_patterns(core=core)]
     return update(paths if config["inference"]["keep_decoded"] else temp(paths))
 
 
@@ -190,8 +192,6 @@ def get_decode_workers(wildcards, threads):
 
 
 # ============================================================================ metrics (owner: metrics stage)
-METRICS_TABLE = "results/metrics/metrics.parquet"
-OOD_CORRELATIONS = "results/metrics/ood_correlations.csv"
 
 
 def get_model_metric_logits(wildcards):
@@ -211,7 +211,7 @@ def get_is_zero_shot(wildcards):
 
 def get_model_metric_tables(wildcards):
     """Per-model metric tables of every model of the study."""
-    return expand("results/metrics/models/{model}.parquet", model=MODELS)
+    return expand(MODEL_METRICS, model=MODELS)
 
 
 # ============================================================================ figures (owner: figures stage)
@@ -227,18 +227,17 @@ def get_figure_options(name):
 
 def get_figures():
     """PNG and PDF of every figure: results/figures/{name}.png|pdf."""
-    return expand("results/figures/{name}.{ext}", name=FIGURE_NAMES, ext=("png", "pdf"))
+    return expand(FIGURE, name=FIGURE_NAMES, ext=("png", "pdf"))
 
 
 def get_tables():
     """Every table: the model registry (CSV, LaTeX), the per-model summary, the OOD correlations."""
-    return expand("results/tables/{file}", file=TABLE_FILES)
+    return expand(TABLE, file=TABLE_FILES)
 
 
 # ============================================================================ qc (owner: qc stage)
 # Published top-1 tables the QC compares against (rows cut by tools/build_reference_tables.py).
 QC_REFERENCE_DIR = "config/reference"
-QC_TABLE = "results/qc/published_accuracy.csv"
 
 
 def get_published_reference_tables(wildcards):
@@ -248,7 +247,7 @@ def get_published_reference_tables(wildcards):
 
 # ============================================================================ report cards (owner: figures stage)
 # The own models of the study (registry study 'own', added by make add-model) and their cards, targets of `all`.
-REPORT_CARDS = expand("results/report_cards/{model}.html", model=STUDY.own_models)
+REPORT_CARDS = expand(REPORT_CARD, model=STUDY.own_models)
 
 
 def get_own_model_registry(wildcards):

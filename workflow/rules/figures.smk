@@ -23,8 +23,8 @@ for figure in FIGURES:
             metrics=METRICS_TABLE,
             registry=config["model_registry"],
         output:
-            png=report(f"results/figures/{figure.name}.png", caption=figure.caption, category=figure.category),
-            pdf=f"results/figures/{figure.name}.pdf",
+            png=report(figure_path(figure.name), caption=figure.caption, category=figure.category),
+            pdf=figure_path(figure.name, "pdf"),
         log:
             log_path(f"plot_{figure.name}"),
         conda:
@@ -47,14 +47,14 @@ rule make_tables:
         ood_correlations=OOD_CORRELATIONS,
     output:
         registry_csv=report(
-            "results/tables/model_registry.csv", caption="../report/model_registry.rst", category=CATEGORY_TABLES
+            table_path("model_registry.csv"), caption="../report/model_registry.rst", category=CATEGORY_TABLES
         ),
-        registry_tex="results/tables/model_registry.tex",
+        registry_tex=table_path("model_registry.tex"),
         summary=report(
-            "results/tables/model_summary.csv", caption="../report/model_summary.rst", category=CATEGORY_TABLES
+            table_path("model_summary.csv"), caption="../report/model_summary.rst", category=CATEGORY_TABLES
         ),
         ood_correlations=report(
-            "results/tables/ood_correlations.csv", caption="../report/ood_correlations.rst", category=CATEGORY_TABLES
+            table_path("ood_correlations.csv"), caption="../report/ood_correlations.rst", category=CATEGORY_TABLES
         ),
     log:
         log_path("make_tables"),

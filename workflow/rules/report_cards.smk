@@ -20,7 +20,7 @@ rule write_report_card:
         logits=get_model_metric_logits,
     output:
         report(
-            "results/report_cards/{model}.html",
+            report_card_path("{model}"),
             caption="../report/report_card.rst",
             category="Report cards",
             subcategory="{model}",

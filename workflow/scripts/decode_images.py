@@ -5,7 +5,8 @@ import torch
 
 from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.logits.budget import budget_bytes
-from clip_robustness.logits.decoded import decode_group, spec_from_transform, transform_from_recipe
+from clip_robustness.logits.decoded import decode_group
+from clip_robustness.logits.geometry import spec_from_transform, transform_from_recipe
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:

@@ -43,11 +43,6 @@ def archive_format(path: str | Path) -> str:
     raise ExtractionError(f"archive {path}: unknown format (expected .zip, .tar, .tar.gz or .tgz)")
 
 
-def is_extracted(dest_dir: str | Path, marker: str | Path) -> bool:
-    """True when ``dest_dir`` holds a complete extraction (its marker exists)."""
-    return Path(marker).is_file() and Path(dest_dir).is_dir()
-
-
 def _extract_tar(archive: Path, into: Path) -> int:
     with tarfile.open(archive, "r:*") as tar:
         members = tar.getmembers()  # reads the whole index

@@ -16,32 +16,17 @@ from clip_robustness.datasets.errors import MissingUserArchiveError
 from clip_robustness.datasets.extract import marker_is_current
 from clip_robustness.datasets.manifest import dataset_root
 from clip_robustness.datasets.registry import DatasetRegistry
+from clip_robustness.names import (
+    ARCHIVES_DIR,
+    EXTRACTED_DIR,
+    archive_path,
+    extraction_marker,
+    manifest_path,
+    marker_archive,
+)
 
-ARCHIVES_DIR = Path("data/archives")
-REJECTED_DIR = ARCHIVES_DIR / "rejected"
-EXTRACTED_DIR = Path("data/extracted")
-MANIFESTS_DIR = Path("data/manifests")
+REJECTED_DIR = Path(ARCHIVES_DIR) / "rejected"
 PINNED_PATH = Path("data/checksums/pinned.tsv")
-
-
-def archive_path(archive: str) -> str:
-    """``data/archives/{archive}``."""
-    return str(ARCHIVES_DIR / archive)
-
-
-def extraction_marker(archive: str) -> str:
-    """``data/extracted/{archive}.complete``: written last by a complete extraction."""
-    return str(EXTRACTED_DIR / f"{archive}.complete")
-
-
-def manifest_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.parquet``."""
-    return str(MANIFESTS_DIR / f"{dataset}.parquet")
-
-
-def skipped_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.skipped.csv``: the images the manifest build left out, with the reason."""
-    return str(MANIFESTS_DIR / f"{dataset}.skipped.csv")
 
 
 def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,7 +47,7 @@ def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
     """Params of ``extract_archive``: destination folder, zip password (ObjectNet), and what verifying the
     archive before use needs (its registry entry, the pinned checksums, where a bad archive goes)."""
     return {
-        "dest": str(EXTRACTED_DIR / archive),
+        "dest": str(Path(EXTRACTED_DIR) / archive),
         "password": registry.archive(archive).password,
         "archive": registry.archive(archive).to_dict(),
         "pinned_path": str(PINNED_PATH),
@@ -90,7 +75,7 @@ def drop_outdated_markers(markers: Iterable[str], workdir: str | Path = ".") -> 
     dropped = []
     for marker in markers:
         path = workdir / marker
-        archive = workdir / archive_path(Path(marker).name.removesuffix(".complete"))
+        archive = workdir / archive_path(marker_archive(marker))
         if path.is_file() and not marker_is_current(path, archive):
             path.unlink()
             dropped.append(marker)
@@ -148,7 +133,7 @@ def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[
     }
     if entry.label_archives:  # only then, so the other datasets' params stay as they were
         supplied = supplied_label_archives(registry, dataset, downloads, workdir)
-        params["devkit_root"] = str(EXTRACTED_DIR / supplied[0]) if supplied else None
+        params["devkit_root"] = str(Path(EXTRACTED_DIR) / supplied[0]) if supplied else None
     return params
 
 
@@ -226,7 +211,7 @@ def manifest_source(params: Mapping[str, Any], subset: Mapping[str, Any] | None,
         "root": params["root"],
         "devkit_root": params.get("devkit_root"),
         "subset": None if subset is None else dict(subset),
-        "archives": {Path(m).name.removesuffix(".complete"): marker_sha256(Path(workdir) / m) for m in markers},
+        "archives": {marker_archive(m): marker_sha256(Path(workdir) / m) for m in markers},
     })
 
 
@@ -306,7 +291,7 @@ def bring_archives_forward(markers: Iterable[str], script: str | Path, workdir: 
     workdir = Path(workdir)
     moved = []
     for marker in markers:
-        archive = archive_path(Path(marker).name.removesuffix(".complete"))
+        archive = archive_path(marker_archive(marker))
         path = workdir / archive
         if path.is_symlink() or not path.is_file():
             continue

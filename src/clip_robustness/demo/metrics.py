@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X
-from clip_robustness.metrics.tables import imagenet_c_mean_rows
+from clip_robustness.metrics.aggregate import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
 from clip_robustness.names import imagenet_c_dataset_ids

@@ -33,6 +33,7 @@ from clip_robustness.figures import FIGURES, FigureSpec
 from clip_robustness.figures.data import check_metrics, check_models_known
 from clip_robustness.figures.style import GROUP_ORDER, dataset_title, group_label
 from clip_robustness.models.registry import paper_rows
+from clip_robustness.names import QC_TABLE, cache_path, figure_path, weights_record_path
 
 #: The metrics of the card's first table, in order, with their description and unit.
 CARD_METRICS: dict[str, str] = {
@@ -95,7 +96,7 @@ def figure_places(comparison: pd.DataFrame, figures: Sequence[FigureSpec] = FIGU
         score = spec.fixed_options.get("score")
         part = comparison[comparison["metric"] == spec.y_metric]
         part = part[part["score"] == score] if score is not None else part[part["score"].isna()]
-        base = {"figure": f"results/figures/{spec.name}.png", "y_metric": spec.y_metric, "score": score}
+        base = {"figure": figure_path(spec.name), "y_metric": spec.y_metric, "score": score}
         per_group = part.dropna(subset=["group"]).groupby("group", sort=False)
         if not len(per_group):
             rows.append({**base, "group": None, "panels": 0, "percentile": np.nan})
@@ -262,16 +263,16 @@ Percentile: share of the group's models with a lower value (ties half), 0-100.</
 The percentile is on the figure's y-axis metric, median over the figure's panels.</p>
 {_table(places_display(card.places))}
 <h2>QC against published accuracy</h2>
-<p class="note">Top-1 in percent; diff_pp = ours minus published (results/qc/published_accuracy.csv).</p>
+<p class="note">Top-1 in percent; diff_pp = ours minus published ({QC_TABLE}).</p>
 {qc}
 <h2>Provenance of the logits</h2>
-<p class="note">From the cache metadata of each logits file (results/logits/{e(card.model)}/*.parquet): fields equal
+<p class="note">From the cache metadata of each logits file ({e(cache_path(card.model, '*'))}): fields equal
 in every file, then the per-file ones.</p>
 <table>{provenance_items}</table>
 {_table(card.provenance_per_file)}
 <h2>Weights</h2>
 <p>Library {e(str(card.weights.get("library", "")))} {e(str(card.weights.get("library_version", "")))}
-(data/weights/{e(card.model)}.json)</p>
+({e(weights_record_path(card.model))})</p>
 {weights}
 <script type="application/json" id="report-card-data">{data}</script>
 </body></html>

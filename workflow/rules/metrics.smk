@@ -12,7 +12,7 @@ rule compute_model_metrics:
         logits=get_model_metric_logits,
         manifests=get_all_manifests,
     output:
-        model_metrics_path("{model}"),
+        names.model_metrics_path("{model}"),
     log:
         log_path("compute_model_metrics", "model"),
     benchmark:
@@ -39,8 +39,8 @@ rule aggregate_metrics:
         registry=config["model_registry"],
     output:
         parquet=METRICS_TABLE,
-        csv=METRICS_CSV,
-        settings=METRICS_SETTINGS,
+        csv=names.METRICS_CSV,
+        settings=names.METRICS_SETTINGS,
         correlations=OOD_CORRELATIONS,
     log:
         log_path("aggregate_metrics"),
@@ -62,15 +62,15 @@ rule tabulate_findings:
         metrics=METRICS_TABLE,
         registry=config["model_registry"],
         # How the verdicts behave on simulated studies at the paper's n (make findings-check; not a result).
-        validation=FINDINGS_VALIDATION,
+        validation=names.FINDINGS_VALIDATION,
     output:
         findings=report(
-            table_path("findings.csv"),
+            names.table_path("findings.csv"),
             caption="../report/findings.rst",
             category=CATEGORY_FINDINGS,
         ),
         validation=report(
-            table_path("findings_validation.csv"),
+            names.table_path("findings_validation.csv"),
             caption="../report/findings_validation.rst",
             category=CATEGORY_FINDINGS,
         ),

@@ -18,6 +18,7 @@ The registry is data (``config/datasets.yaml``), not code: a new dataset is one 
     datasets:
       imagenet_r:
         title: ImageNet-R
+        short_title: ImageNet-R        # optional: the name figures show (default: title)
         archives: [imagenet-r.tar]
         layout: wnid_folders           # manifest recipe, see clip_robustness.datasets.manifest.LAYOUT_RECIPES
         subdir: imagenet-r             # folder inside the extracted archive that holds the images
@@ -35,7 +36,8 @@ must agree on every file of the dataset (the manifest build fails naming the fil
 
 A ``template`` entry expands to several dataset ids (ImageNet-C): ``id_format`` with ``{corruption}``
 and ``{severity}``, ``corruption_archives`` (corruption -> archive), ``severities``, and a ``subdir``
-that uses the same two fields.
+that uses the same two fields. A template's ``short_title`` names the whole family (the figures' condition whose id
+is the template's key, e.g. ``imagenet_c``: the mean over its corruptions and severities).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "
 LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood")
 
 _ARCHIVE_KEYS = {"url", "mirrors", "sha256", "md5", "size_bytes", "source", "user_supplied", "password", "notes"}
-_DATASET_KEYS = {"title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source",
+_DATASET_KEYS = {"title", "short_title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source",
                  "labels_from", "devkit_archive"}
 _TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive"}) | {
     "template", "id_format", "corruption_archives", "severities"}
@@ -121,7 +123,8 @@ class DatasetEntry:
     (OOD sets carry label -1). ``n_images``: the published image count, or ``None``.
     ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 2, for its 1-pixel red border, as every reference loader).
     ``labels_from`` / ``devkit_archive`` (layout ``imagenet_val``): the label sources and the devkit
-    archive (see the module docstring).
+    archive (see the module docstring). ``short_title``: the name figures show (empty: ``title``); display only,
+    so it is left out of :meth:`to_dict` (the rules' params) and renaming it reruns no dataset job.
     """
 
     id: str
@@ -135,6 +138,12 @@ class DatasetEntry:
     notes: str = ""
     labels_from: tuple[str, ...] = _DEFAULT_LABELS_FROM
     devkit_archive: str | None = None
+    short_title: str = ""
+
+    @property
+    def figure_title(self) -> str:
+        """The name figures show: ``short_title``, else ``title``."""
+        return self.short_title or self.title
 
     @property
     def label_archives(self) -> tuple[str, ...]:
@@ -254,6 +263,13 @@ class DatasetRegistry:
             raise UnknownDatasetError(
                 f"archive {name!r} is not in the dataset registry {self.path}; known: {sorted(self.archives)}"
             ) from None
+
+    def figure_titles(self, dataset_ids: Sequence[str]) -> dict[str, str]:
+        """The names figures show for ``dataset_ids`` (:attr:`DatasetEntry.figure_title`), and for the family of each
+        template with a ``short_title`` (under the template's key, e.g. ``imagenet_c``)."""
+        titles = {dataset_id: self.resolve(dataset_id).figure_title for dataset_id in dataset_ids}
+        titles.update({t.key: str(t.base["short_title"]) for t in self._templates if t.base.get("short_title")})
+        return titles
 
     def datasets_using(self, archive: str) -> list[str]:
         """Dataset ids whose entry needs ``archive``, for images or labels (for error messages)."""
@@ -390,6 +406,7 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
             notes=str(data.get("notes") or ""),
             labels_from=labels_from,
             devkit_archive=data.get("devkit_archive"),
+            short_title=str(data.get("short_title") or ""),
         )
     registry = DatasetRegistry(path, archives, datasets, templates)
     ids = registry.known_ids()

@@ -183,9 +183,11 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, na_rep="—", border=0, escape=True)
 
 
-def metrics_display(comparison: pd.DataFrame) -> pd.DataFrame:
+def metrics_display(comparison: pd.DataFrame, dataset_titles: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The card's metrics table: one row per metric row of the model (:data:`CARD_METRICS` only), its value, and per
-    paper group one column ``median [min, max] (n) · percentile``."""
+    paper group one column ``median [min, max] (n) · percentile``. ``dataset_titles``: the names the datasets are
+    shown by (the dataset registry's; default: their ids)."""
+    titles = dict(dataset_titles or {})
     shown = comparison[comparison["metric"].isin(CARD_METRICS)]
     order = {m: i for i, m in enumerate(CARD_METRICS)}
     shown = shown.assign(_order=shown["metric"].map(order)).sort_values("_order", kind="stable")  # datasets: table order
@@ -196,7 +198,7 @@ def metrics_display(comparison: pd.DataFrame) -> pd.DataFrame:
     ]
     shown = shown.assign(
         Metric=shown["metric"].map(CARD_METRICS),
-        Dataset=shown["dataset"].map(dataset_title),
+        Dataset=shown["dataset"].map(lambda dataset: dataset_title(dataset, titles)),
         Detail=[" / ".join(str(v) for v in (f, s) if v is not None and not pd.isna(v)) for f, s in zip(shown["factor"], shown["score"])],
         Value=shown["value"].map(_number),
         cell=cell,
@@ -235,8 +237,9 @@ def card_data(card: ReportCard) -> dict[str, Any]:
     }
 
 
-def render_html(card: ReportCard) -> str:
-    """The report card as one standalone HTML page (inline CSS, no external resources)."""
+def render_html(card: ReportCard, dataset_titles: Mapping[str, str] | None = None) -> str:
+    """The report card as one standalone HTML page (inline CSS, no external resources); ``dataset_titles``: the names
+    the datasets are shown by (:func:`metrics_display`)."""
     e = html.escape
     row = card.registry_row
     files = pd.DataFrame(card.weights.get("files", []), columns=["file", "size", "sha256", "source"])
@@ -257,7 +260,7 @@ Percentile: share of the group's models with a lower value (ties half), 0-100.</
 <h2>Registry row</h2>
 <table>{registry_items}</table>
 <h2>Metrics beside the paper's groups</h2>
-{_table(metrics_display(card.comparison))}
+{_table(metrics_display(card.comparison, dataset_titles))}
 <h2>Place on the figures</h2>
 <p class="note">In every figure the model is drawn as a hollow black ring labelled <code>{e(card.model)}</code>.
 The percentile is on the figure's y-axis metric, median over the figure's panels.</p>

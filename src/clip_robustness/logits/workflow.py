@@ -232,6 +232,11 @@ class StudyWorkflow:
         inputs["weights_record"] = weights_record_path(model_id)
         return inputs
 
+    def dataset_titles(self) -> dict[str, str]:
+        """The names figures and report cards show for the study's datasets (and the ImageNet-C family): the
+        dataset registry's short titles (:meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`)."""
+        return self.dataset_registry.figure_titles(self.datasets)
+
     @property
     def own_models(self) -> list[str]:
         """The study's models of the user's own (registry study ``own``, added by ``make add-model``)."""

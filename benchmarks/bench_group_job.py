@@ -119,6 +119,7 @@ def summarise(call_s: float, timings: list[dict], end: float) -> dict:
             "before_first_batch_s": call_s - span, "datasets": timings}
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     who = parser.add_mutually_exclusive_group(required=True)

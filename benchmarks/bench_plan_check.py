@@ -82,6 +82,7 @@ def measured_job_s(path: Path) -> float:
     return float(rows[-1]["s"])
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a demo checkout where the demo has run")

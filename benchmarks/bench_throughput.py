@@ -78,6 +78,7 @@ def model_row(args: argparse.Namespace) -> dict:
     return {**row, "pretrained": "", "weights_file": ""}
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     who = parser.add_mutually_exclusive_group(required=True)

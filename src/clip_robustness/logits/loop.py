@@ -381,8 +381,6 @@ def compute_logits(
     return gather.out
 
 
-# Longer than 60 lines: the cheap checks before a model is built (head, decoded array) and then one dataset's run;
-# about a third is the docstring.
 def cache_dataset_logits(
     row: Mapping[str, Any],
     manifest: Any,

@@ -50,10 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         predict,
     )
     from clip_robustness.metrics.imagenet_x import error_ratios, factor_accuracies, load_imagenet_x_annotations
-    from clip_robustness.metrics.inputs import DatasetLogits
-    from clip_robustness.metrics.model_rows import model_metrics_table
+    from clip_robustness.metrics.model_rows import DatasetLogits, model_metrics_table
     from clip_robustness.metrics.ood import auroc, fpr_at_tpr, ood_scores
-    from clip_robustness.metrics.settings import MetricSettings
+    from clip_robustness.metrics.tidy import MetricSettings
 
     val = pd.read_csv(imagenet_x.utils.get_annotation_path() / "filename_label.csv").head(args.n)
     n = len(val)

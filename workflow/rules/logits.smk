@@ -56,7 +56,6 @@ rule decode_images:
         runtime=240,
     params:
         spec=get_decode_params,
-        decoded_root=names.DECODED_DIR,  # where the disk-budget ledger lives
     script:
         "../scripts/decode_images.py"
 

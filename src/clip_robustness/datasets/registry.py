@@ -124,7 +124,7 @@ class DatasetEntry:
     ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 2, for its 1-pixel red border, as every reference loader).
     ``labels_from`` / ``devkit_archive`` (layout ``imagenet_val``): the label sources and the devkit
     archive (see the module docstring). ``short_title``: the name figures show (empty: ``title``); display only,
-    so it is left out of :meth:`to_dict` (the rules' params) and renaming it reruns no dataset job.
+    so it is left out of :meth:`to_dict` (the rules' params; renaming it reruns no dataset job) and of equality.
     """
 
     id: str
@@ -138,7 +138,7 @@ class DatasetEntry:
     notes: str = ""
     labels_from: tuple[str, ...] = _DEFAULT_LABELS_FROM
     devkit_archive: str | None = None
-    short_title: str = ""
+    short_title: str = field(default="", compare=False)  # display only: not the entry's identity, nor in to_dict
 
     @property
     def figure_title(self) -> str:

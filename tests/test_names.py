@@ -122,7 +122,8 @@ def test_no_module_or_rule_file_spells_out_an_output_folder():
     """Every stage output's folder is written only in names.py: modules, scripts and rule files use its templates."""
     folders = {names.ARCHIVES_DIR, names.EXTRACTED_DIR, names.MANIFESTS_DIR, names.DECODED_DIR, names.WEIGHTS_DIR,
                names.HEADS_DIR, names.LOGITS_DIR, names.FIGURES_DIR, names.METRICS_DIR, names.TABLES_DIR,
-               names.QC_DIR, names.REPORT_CARDS_DIR}
+               names.QC_DIR, names.REPORT_CARDS_DIR, names.CHECKSUMS_DIR, names.USER_SUPPLIED_DIR, names.LOGS_DIR,
+               names.BENCHMARKS_DIR}
     found = {}
     for path in PACKAGE.rglob("*.py"):
         rel = str(path.relative_to(PACKAGE))

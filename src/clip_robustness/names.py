@@ -91,8 +91,21 @@ METRICS_DIR = "results/metrics"
 TABLES_DIR = "results/tables"
 QC_DIR = "results/qc"
 REPORT_CARDS_DIR = "results/report_cards"
+CHECKSUMS_DIR = "data/checksums"
+#: Where the user puts the archives the pipeline never downloads (ImageNet val and its devkit).
+USER_SUPPLIED_DIR = "data/user_supplied"
+#: Every rule's log (``{rule}/{wildcards}.log``) and every benchmarked rule's timings (``{rule}/{wildcards}.tsv``),
+#: by :func:`clip_robustness.workflow.joblog.log_path` and ``benchmark_path``.
+LOGS_DIR = "results/logs"
+BENCHMARKS_DIR = "results/benchmarks"
 
 ARCHIVE = ARCHIVES_DIR + "/{archive}"
+#: Where a download that failed its checksum is moved (kept for inspection, never used).
+REJECTED_ARCHIVES_DIR = ARCHIVES_DIR + "/rejected"
+#: The sha256 pinned at first download of an archive without a published one.
+PINNED_CHECKSUMS = CHECKSUMS_DIR + "/pinned.tsv"
+#: One record per verified archive (``{archive}.json``: sha256, size, modification time).
+VERIFIED_DIR = CHECKSUMS_DIR + "/verified"
 #: Suffix of an extraction marker (:data:`EXTRACTION_MARKER`).
 MARKER_SUFFIX = ".complete"
 EXTRACTION_MARKER = EXTRACTED_DIR + "/{archive}" + MARKER_SUFFIX

@@ -26,9 +26,10 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from clip_robustness.datasets.download import VERIFIED_DIR, file_digests, verified_record_path, verify_stored_archive
+from clip_robustness.datasets.download import file_digests, verified_record_path, verify_stored_archive
 from clip_robustness.datasets.errors import ExtractionError, UnsafeArchiveError
 from clip_robustness.datasets.registry import ArchiveEntry
+from clip_robustness.names import VERIFIED_DIR
 
 log = logging.getLogger(__name__)
 

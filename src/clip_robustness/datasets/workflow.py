@@ -11,22 +11,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clip_robustness.datasets.download import USER_SUPPLIED_DIR, missing_user_archive_message
+from clip_robustness.datasets.download import missing_user_archive_message
 from clip_robustness.datasets.errors import MissingUserArchiveError
 from clip_robustness.datasets.extract import marker_is_current
 from clip_robustness.datasets.manifest import dataset_root
 from clip_robustness.datasets.registry import DatasetRegistry
 from clip_robustness.names import (
-    ARCHIVES_DIR,
     EXTRACTED_DIR,
+    PINNED_CHECKSUMS,
+    REJECTED_ARCHIVES_DIR,
+    USER_SUPPLIED_DIR,
     archive_path,
     extraction_marker,
     manifest_path,
     marker_archive,
 )
-
-REJECTED_DIR = Path(ARCHIVES_DIR) / "rejected"
-PINNED_PATH = Path("data/checksums/pinned.tsv")
 
 
 def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,9 +35,9 @@ def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[
         "local_path": (downloads.get("local_archives") or {}).get(archive),
         "retries": int(downloads["retries"]),
         "timeout_s": float(downloads["timeout_s"]),
-        "pinned_path": str(PINNED_PATH),
-        "rejected_dir": str(REJECTED_DIR),
-        "user_dir": str(USER_SUPPLIED_DIR),
+        "pinned_path": PINNED_CHECKSUMS,
+        "rejected_dir": REJECTED_ARCHIVES_DIR,
+        "user_dir": USER_SUPPLIED_DIR,
         "datasets": registry.datasets_using(archive),
     }
 
@@ -50,8 +49,8 @@ def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
         "dest": str(Path(EXTRACTED_DIR) / archive),
         "password": registry.archive(archive).password,
         "archive": registry.archive(archive).to_dict(),
-        "pinned_path": str(PINNED_PATH),
-        "rejected_dir": str(REJECTED_DIR),
+        "pinned_path": PINNED_CHECKSUMS,
+        "rejected_dir": REJECTED_ARCHIVES_DIR,
         "datasets": registry.datasets_using(archive),
     }
 

@@ -54,6 +54,12 @@ def test_path_templates_and_their_functions_agree():
     assert names.head_path("m") == "results/heads/m.pt"
     assert names.figure_path("calibration", "pdf") == "results/figures/calibration.pdf"
     assert names.id_test_dataset("imagenet_val") == "imagenet_val_id_test"
+    assert names.marker_archive(names.extraction_marker("blur.tar")) == "blur.tar"
+    assert names.archive_path("{archive}") == names.ARCHIVE  # a Snakemake pattern stays a pattern
+    with pytest.raises(TypeError, match="takes 2 wildcard"):
+        names.cache_path("m", "d", "extra")
+    with pytest.raises(KeyError):
+        names.cache_path("m")  # a wildcard left unfilled
 
 
 def test_groups_and_class_count_are_the_shared_ones():

@@ -364,6 +364,7 @@ def test_panel_titles_are_the_dataset_registrys_short_titles_and_follow_a_rename
     raw["datasets"]["textures"]["short_title"] = "Describable textures"
     raw["datasets"]["imagenet_r"]["short_title"] = "Renditions"
     raw["datasets"]["imagenet_c"]["short_title"] = "Corruptions"
+    raw["datasets"]["imagenet_val"]["short_title"] = "IN-1k val"
     del raw["datasets"]["sun"]["short_title"]
     (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     registry_file = load_dataset_registry(tmp_path / "datasets.yaml")
@@ -377,9 +378,10 @@ def test_panel_titles_are_the_dataset_registrys_short_titles_and_follow_a_rename
     panel_titles = {ax.get_title() for ax in ood.axes}
     assert {"Describable textures", raw["datasets"]["sun"]["title"]} <= panel_titles
     assert "Textures" not in panel_titles and "SUN" not in panel_titles
-    assert ood.axes[-1].get_xlabel() == f"{raw['datasets']['imagenet_val']['short_title']} accuracy"
+    assert ood.axes[-1].get_xlabel() == "IN-1k val accuracy" and "vs IN-1k val accuracy" in ood.get_suptitle()
 
     shift = plot_calibration_shift(metrics, registry, style, test_conditions=datasets[1:4] + datasets[6:])
     shift_titles = {ax.get_title() for ax in shift.axes}
     assert {"Renditions", "Corruptions (mean, all)", "Corruptions s1 (mean)", "Corruptions s3 (mean)"} <= shift_titles
-    assert f"{raw['datasets']['imagenet_val']['short_title']} (ID test half)" in shift_titles
+    assert "IN-1k val (ID test half)" in shift_titles
+    assert "on IN-1k val (x: accuracy)" in shift.get_suptitle()

@@ -24,6 +24,7 @@ from clip_robustness.figures.panels import (
 )
 from clip_robustness.figures.style import Style
 from clip_robustness.names import (
+    ID_TEST_SUFFIX,
     IMAGENET_C_DATASET,
     IMAGENET_C_PATTERN,
     IMAGENET_C_SEVERITY_PATTERN,
@@ -68,7 +69,8 @@ def plot_calibration(
             if row == len(metric_names) - 1:
                 ax.set_xlabel("Accuracy")
     _legend(fig, plotted, style)
-    fig.suptitle("Calibration before and after temperature scaling (T fitted on the ImageNet val calibration half)")
+    in_distribution = style.dataset_title(id_test.removesuffix(ID_TEST_SUFFIX))
+    fig.suptitle(f"Calibration before and after temperature scaling (T fitted on the {in_distribution} calibration half)")
     return fig
 
 
@@ -146,7 +148,8 @@ def plot_calibration_shift(
             if i % ncols == 0:
                 ax.set_ylabel(ROW_LABELS[metric])
     _legend(fig, plotted, style)
-    fig.suptitle("Calibration under distribution shift after temperature scaling on ImageNet (x: accuracy)")
+    in_distribution = style.dataset_title(id_test.removesuffix(ID_TEST_SUFFIX))
+    fig.suptitle(f"Calibration under distribution shift after temperature scaling on {in_distribution} (x: accuracy)")
     return fig
 
 

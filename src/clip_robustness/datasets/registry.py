@@ -343,7 +343,47 @@ def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archiv
     return tuple(sources)
 
 
-# Longer than 60 lines: validation of the whole YAML file in one place, one check and message per key.
+def _parse_template(path: Path, key: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]) -> _Template:
+    """A ``template`` entry (ImageNet-C), validated: its keys, fields and corruption archives."""
+    where = f"datasets.{key}"
+    _check_keys(path, where, data, _TEMPLATE_KEYS, ["id_format", "corruption_archives", "severities", "layout", "label_space"])
+    _check_dataset_fields(path, where, data)
+    for corruption, archive in data["corruption_archives"].items():
+        if archive not in archives:
+            raise _fail(path, f"{where}.corruption_archives.{corruption}", f"unknown archive {archive!r}")
+    pattern = re.compile(
+        re.escape(data["id_format"]).replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
+        .replace(re.escape("{severity}"), r"(?P<severity>\d+)")
+    )
+    return _Template(key, data["id_format"], dict(data["corruption_archives"]),
+                     tuple(int(s) for s in data["severities"]), dict(data), pattern)
+
+
+def _parse_dataset(path: Path, key: str, data: Any, archives: Mapping[str, ArchiveEntry]) -> DatasetEntry:
+    """A dataset entry, validated: its keys, fields, label sources and archives."""
+    where = f"datasets.{key}"
+    _check_keys(path, where, data, _DATASET_KEYS, ["title", "archives", "layout", "label_space"])
+    _check_dataset_fields(path, where, data)
+    labels_from = _check_label_sources(path, where, data, archives)
+    for archive in data["archives"]:
+        if archive not in archives:
+            raise _fail(path, f"{where}.archives", f"unknown archive {archive!r}; known: {sorted(archives)}")
+    return DatasetEntry(
+        id=key,
+        title=str(data["title"]),
+        archives=tuple(data["archives"]),
+        layout=data["layout"],
+        subdir=str(data.get("subdir") or "."),
+        label_space=data["label_space"],
+        n_images=data.get("n_images"),
+        border_crop_px=int(data.get("border_crop_px", 0)),
+        notes=str(data.get("notes") or ""),
+        labels_from=labels_from,
+        devkit_archive=data.get("devkit_archive"),
+        short_title=str(data.get("short_title") or ""),
+    )
+
+
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
 
@@ -373,41 +413,10 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
     datasets: dict[str, DatasetEntry] = {}
     templates: list[_Template] = []
     for key, data in (raw["datasets"] or {}).items():
-        where = f"datasets.{key}"
         if isinstance(data, Mapping) and data.get("template"):
-            _check_keys(path, where, data, _TEMPLATE_KEYS,
-                        ["id_format", "corruption_archives", "severities", "layout", "label_space"])
-            _check_dataset_fields(path, where, data)
-            for corruption, archive in data["corruption_archives"].items():
-                if archive not in archives:
-                    raise _fail(path, f"{where}.corruption_archives.{corruption}", f"unknown archive {archive!r}")
-            pattern = re.compile(
-                re.escape(data["id_format"]).replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
-                .replace(re.escape("{severity}"), r"(?P<severity>\d+)")
-            )
-            templates.append(_Template(str(key), data["id_format"], dict(data["corruption_archives"]),
-                                       tuple(int(s) for s in data["severities"]), dict(data), pattern))
-            continue
-        _check_keys(path, where, data, _DATASET_KEYS, ["title", "archives", "layout", "label_space"])
-        _check_dataset_fields(path, where, data)
-        labels_from = _check_label_sources(path, where, data, archives)
-        for archive in data["archives"]:
-            if archive not in archives:
-                raise _fail(path, f"{where}.archives", f"unknown archive {archive!r}; known: {sorted(archives)}")
-        datasets[str(key)] = DatasetEntry(
-            id=str(key),
-            title=str(data["title"]),
-            archives=tuple(data["archives"]),
-            layout=data["layout"],
-            subdir=str(data.get("subdir") or "."),
-            label_space=data["label_space"],
-            n_images=data.get("n_images"),
-            border_crop_px=int(data.get("border_crop_px", 0)),
-            notes=str(data.get("notes") or ""),
-            labels_from=labels_from,
-            devkit_archive=data.get("devkit_archive"),
-            short_title=str(data.get("short_title") or ""),
-        )
+            templates.append(_parse_template(path, str(key), data, archives))
+        else:
+            datasets[str(key)] = _parse_dataset(path, str(key), data, archives)
     registry = DatasetRegistry(path, archives, datasets, templates)
     ids = registry.known_ids()
     duplicates = sorted({d for d in ids if ids.count(d) > 1})

@@ -24,7 +24,8 @@ from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.demo import archives as synthetic
 from clip_robustness.logits.budget import BUDGET_DIR
 from clip_robustness.logits.cache import read_logits, read_metadata
-from clip_robustness.logits.decoded import NPY_HEADER_ALLOWANCE, decode_spec_for_row, decoded_size_bytes
+from clip_robustness.logits.decoded import NPY_HEADER_ALLOWANCE, decoded_size_bytes
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.models.registry import load_model_registry
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ from clip_robustness.figures import FIGURE_NAMES, figure_function
 from clip_robustness.figures.data import check_metrics, paper_points, points, select
 from clip_robustness.figures.report_card import group_comparison, logits_provenance, render_html, report_card
 from clip_robustness.figures.style import Style, paper_context
+from clip_robustness.metrics.aggregate import aggregate_metrics
 from clip_robustness.metrics.correlation import accuracy_auroc_correlations
 from clip_robustness.metrics.findings import FindingsSettings, findings_table
-from clip_robustness.metrics.tables import aggregate_metrics
 from clip_robustness.models.registry import CATALOGUE_STUDY, OWN_STUDY, PAPER_STUDY, paper_rows, study_of
 
 matplotlib.use("Agg")

@@ -19,7 +19,7 @@ import yaml
 from conftest import make_demo_workdir
 from toy_adapter import CACHE_VARIABLE, TAGS, ToyAdapter
 
-from clip_robustness.logits.decoded import decode_spec_for_row
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.logits.specs import table_key
 from clip_robustness.models.adapters import ADAPTERS, PLUGIN_VARIABLE, register_adapter, register_plugins
 from clip_robustness.models.adapters.errors import ModelBuildError

@@ -84,6 +84,7 @@ def demo_registry_entry(mapping_path: Path) -> dict:
     """The demo registry's ``cue_conflict`` entry: the real entry's layout, with the demo's category mapping."""
     return {
         "title": "Cue conflict (demo: stripe geometry vs colour)",
+        "short_title": "Cue conflict",
         "archives": [CUE_CONFLICT_ARCHIVE],
         "layout": "cue_conflict",
         "subdir": CUE_CONFLICT_FOLDER,

@@ -169,7 +169,8 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
     import torch
 
     from clip_robustness.models.adapters.open_clip import register_open_clip_configs
-    from clip_robustness.models.zero_shot import build_zero_shot_head, zero_shot_logits
+    from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head
+    from clip_robustness.models.adapters.text_head import zero_shot_logits
 
     register_open_clip_configs()
     torch.manual_seed(seed)

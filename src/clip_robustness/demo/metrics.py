@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X
-from clip_robustness.metrics.tables import imagenet_c_mean_rows
+from clip_robustness.metrics.aggregate import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
 from clip_robustness.names import imagenet_c_dataset_ids
@@ -66,6 +66,7 @@ def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -
     return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
 
 
+# Longer than 60 lines: one synthetic row family per metric of the tidy table, drawn side by side so one seed fixes all.
 def synthetic_metrics(
     registry: pd.DataFrame,
     *,

@@ -147,12 +147,14 @@ def render_figure(
     pdf: str | Path,
     *,
     logit_scaled: bool = False,
+    dataset_titles: Mapping[str, str] | None = None,
     **options,
 ) -> None:
     """Draw figure ``name`` from the tidy ``metrics`` table and the model ``registry`` table; write PNG and PDF.
 
-    ``logit_scaled``: accuracy axes on a logit scale. ``options``: keyword arguments of that figure's
-    function (:func:`figure_options`).
+    ``logit_scaled``: accuracy axes on a logit scale. ``dataset_titles``: dataset id -> the name panels show (the
+    dataset registry's :meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`; default: the ids).
+    ``options``: keyword arguments of that figure's function (:func:`figure_options`).
     """
     from clip_robustness.figures.data import check_metrics, check_models_known, check_registry
     from clip_robustness.figures.panels import save
@@ -164,7 +166,7 @@ def render_figure(
     metrics = check_metrics(metrics)
     registry = check_registry(registry)
     check_models_known(metrics, registry)
-    style = Style.from_registry(registry, logit_scaled=logit_scaled)
+    style = Style.from_registry(registry, logit_scaled=logit_scaled, dataset_titles=dataset_titles)
     start = time.perf_counter()
     with paper_context():
         fig = draw(metrics, registry, style, **options)

@@ -21,7 +21,7 @@ from clip_robustness.figures.panels import (
     new_figure,
     scatter_models,
 )
-from clip_robustness.figures.style import Style, dataset_title
+from clip_robustness.figures.style import Style
 
 SHAPE_BIAS_METRIC = "shape_bias"
 
@@ -38,16 +38,16 @@ def plot_shape_bias(metrics: pd.DataFrame, registry: pd.DataFrame, style: Style,
         pts = points(registry, x, select(metrics, SHAPE_BIAS_METRIC, dataset=dataset))
         pts = pts[np.isfinite(pts["y"].to_numpy(dtype=float))]
         if pts.empty:
-            empty_panel(ax, dataset_title(dataset), f"no shape_bias/top1 rows\nfor {dataset}")
+            empty_panel(ax, style.dataset_title(dataset), f"no shape_bias/top1 rows\nfor {dataset}")
             continue
         scatter_models(ax, pts, style, size=18, alpha=0.85)
         for group, members in paper_points(pts).groupby("group", sort=True):
             ax.axhline(float(members["y"].mean()), color=style.color(group), linestyle="--", linewidth=0.8)
         ax.axhline(0.5, color="0.5", linestyle=":", linewidth=0.8)
         ax.set_ylim(0.0, 1.0)
-        accuracy_axis(ax, style, axis="x", label=f"Top-1 accuracy ({dataset_title(id_dataset)})")
+        accuracy_axis(ax, style, axis="x", label=f"Top-1 accuracy ({style.dataset_title(id_dataset)})")
         ax.set_ylabel("Shape bias")
-        ax.set_title(dataset_title(dataset))
+        ax.set_title(style.dataset_title(dataset))
         plotted.append(pts)
     frames = [p for p in plotted if not p.empty]
     figure_legend(fig, group_and_source_handles(

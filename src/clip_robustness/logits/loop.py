@@ -381,8 +381,6 @@ def compute_logits(
     return gather.out
 
 
-# Longer than 60 lines: the cheap checks before a model is built (head, decoded array) and then one dataset's run;
-# about a third is the docstring.
 def cache_dataset_logits(
     row: Mapping[str, Any],
     manifest: Any,
@@ -433,19 +431,15 @@ def cache_dataset_logits(
         prompt_set = None
     decoded_metadata = None
     if decoded is not None:  # cheap checks first: the array must be this manifest's
-        from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
+        from clip_robustness.logits.decoded import checked_decoded_metadata
 
-        decoded = Path(decoded)
-        decoded_metadata = read_decoded_metadata(decoded.with_suffix(".json"))
-        check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
-                      manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
+        decoded_metadata = checked_decoded_metadata(decoded, manifest)
     model, preprocess, preprocessing = build_model(row, device)
     built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
                        library_version(row))
     apply_tf32(precision)
-    path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
-                                  precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
-                                  channels_last=channels_last)
+    run = RunOptions(precision, device, batch_size, num_workers, channels_last)
+    path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
     return path
 
 
@@ -463,6 +457,19 @@ class BuiltModel:
     head: Any
     prompt_set: str | None
     library_version: str = ""  # of the library that built it (the cache metadata), read once per job
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a built model runs over each dataset of its job: the autocast ``precision`` (:func:`resolve_precision`),
+    the ``device``, the batch size, the loader processes and ``channels_last`` (``None``: on CUDA only; the decoded
+    path only)."""
+
+    precision: Precision
+    device: str | torch.device
+    batch_size: int
+    num_workers: int
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -486,11 +493,7 @@ def prepare_manifest(
     *,
     decoded: str | os.PathLike | None,
     decoded_metadata: Mapping[str, Any] | None,
-    precision: Precision,
-    device: str | torch.device,
-    batch_size: int,
-    num_workers: int,
-    channels_last: bool | None = None,
+    run: RunOptions,
     prime: bool = False,
 ) -> PreparedDataset:
     """Everything a dataset needs before its first forward: the input path's dataset and checks (the decoded array's
@@ -498,9 +501,10 @@ def prepare_manifest(
     decoded path). Leaves the model untouched, so a group job runs it for the next dataset while the current one
     computes."""
     from clip_robustness.logits.cache import cache_metadata
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
+    from clip_robustness.models.adapters.final_layer import HEAD_PRECISION
     from clip_robustness.models.build import library_version
 
+    precision, device, batch_size, num_workers = run.precision, run.device, run.batch_size, run.num_workers
     model_id = str(built.row["model_id"])
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
@@ -512,7 +516,7 @@ def prepare_manifest(
         pipeline: dict[str, Any] = {"path": "reference"}
     else:
         model_fn, dataset, pipeline = _decoded_input(
-            model_id, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device, channels_last,
+            model_id, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device, run.channels_last,
         )
         collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
     metadata = cache_metadata(
@@ -539,14 +543,13 @@ def prepare_manifest(
     return PreparedDataset(dataset_id, manifest, Path(output), model_fn, source, metadata, use_channels_last)
 
 
-def compute_prepared(built: BuiltModel, prepared: PreparedDataset, *, precision: Precision,
-                     device: str | torch.device, batch_size: int, num_workers: int) -> tuple[np.ndarray, float]:
+def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptions) -> tuple[np.ndarray, float]:
     """The logits of a prepared dataset, and the seconds the forward loop took."""
     if prepared.channels_last:
         built.model.to(memory_format=torch.channels_last)  # idempotent: converted once per job in effect
     start = time.perf_counter()
     try:
-        logits = compute_logits(prepared.model_fn, None, batch_size, num_workers, device, precision,
+        logits = compute_logits(prepared.model_fn, None, run.batch_size, run.num_workers, run.device, run.precision,
                                 progress_desc=f"{built.row['model_id']}/{prepared.dataset_id}", source=prepared.source)
     finally:
         prepared.source.close()
@@ -571,11 +574,7 @@ def logits_for_manifest(
     *,
     decoded: str | os.PathLike | None,
     decoded_metadata: Mapping[str, Any] | None,
-    precision: Precision,
-    device: str | torch.device,
-    batch_size: int,
-    num_workers: int,
-    channels_last: bool | None = None,
+    run: RunOptions,
 ) -> tuple[Path, dict]:
     """Run ``built`` over ``manifest`` and write its cache file ``output`` atomically (metadata: docs/architecture.md, "Logits cache");
     returns the path and a timing record (``dataset``, ``n_images``, ``inference_s``, ``write_s``).
@@ -585,11 +584,8 @@ def logits_for_manifest(
     (:func:`clip_robustness.logits.job.cache_group_logits`) runs the same three steps (:func:`prepare_manifest`,
     :func:`compute_prepared`, :func:`write_prepared`) overlapped across its datasets.
     """
-    prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
-                                precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
-                                channels_last=channels_last)
-    logits, inference_s = compute_prepared(built, prepared, precision=precision, device=device, batch_size=batch_size,
-                                           num_workers=num_workers)
+    prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
+    logits, inference_s = compute_prepared(built, prepared, run)
     path, write_s = write_prepared(prepared, logits)
     log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", built.row["model_id"], prepared.dataset_id, path,
              inference_s, write_s)
@@ -618,13 +614,8 @@ def _decoded_input(
     Checks that the built model's own transform has the decoded array's geometry (:class:`StaleDecodedCacheError`
     naming the model, the file and both keys otherwise).
     """
-    from clip_robustness.logits.decoded import (
-        DecodedImages,
-        NormalizedModel,
-        StaleDecodedCacheError,
-        geometry_key,
-        split_transform,
-    )
+    from clip_robustness.logits.decoded import DecodedImages, NormalizedModel, StaleDecodedCacheError
+    from clip_robustness.logits.geometry import geometry_key, split_transform
 
     geometry, mean, std = split_transform(preprocess, model_id)
     key = geometry_key(geometry)

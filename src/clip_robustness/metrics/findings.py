@@ -45,7 +45,7 @@ from clip_robustness.metrics.resampling import (
     weighted_pearson,
     within_block_shuffles,
 )
-from clip_robustness.metrics.tables import IMAGENET_X_DATASET
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET
 from clip_robustness.models.registry import paper_rows
 from clip_robustness.names import (
     FINE_TUNED_GROUP,
@@ -54,7 +54,9 @@ from clip_robustness.names import (
     REFERENCE_GROUP,
     STANDARD_GROUP,
     ZERO_SHOT_GROUP,
+    figure_path,
     id_test_dataset,
+    table_path,
 )
 from clip_robustness.workflow.study import fold_imagenet_c
 
@@ -442,13 +444,13 @@ def _factor_frame(models: pd.DataFrame, groups: Sequence[str], settings: Finding
 
 # ---------------------------------------------------------------------------------------------- claims
 
-FIGURE_FACTOR = "results/figures/factor_effective_robustness.png"
-FIGURE_FACTOR_SOURCE = "results/figures/factor_robustness_by_source.png"
-FIGURE_FACTOR_ROUTE = "results/figures/factor_robustness_by_finetuning.png"
-FIGURE_OOD = "results/figures/ood_detection.png; results/tables/ood_correlations.csv"
-FIGURE_OOD_FT = "results/figures/ood_detection.png (CLIP-FT by route)"
-FIGURE_CALIBRATION = "results/figures/calibration.png"
-FIGURE_SHIFT = "results/figures/calibration_shift.png"
+FIGURE_FACTOR = figure_path("factor_effective_robustness")
+FIGURE_FACTOR_SOURCE = figure_path("factor_robustness_by_source")
+FIGURE_FACTOR_ROUTE = figure_path("factor_robustness_by_finetuning")
+FIGURE_OOD = f"{figure_path('ood_detection')}; {table_path('ood_correlations.csv')}"
+FIGURE_OOD_FT = f"{figure_path('ood_detection')} (CLIP-FT by route)"
+FIGURE_CALIBRATION = figure_path("calibration")
+FIGURE_SHIFT = figure_path("calibration_shift")
 
 
 # Longer than 60 lines: the factor claims share one factor frame and its label; each claim is a short block.
@@ -893,7 +895,7 @@ CLAIM_ORDER: tuple[str, ...] = (
 
 # ---------------------------------------------------------------------------------------------- shape bias (journal extension)
 
-FIGURE_SHAPE_BIAS = "results/figures/shape_bias.png"
+FIGURE_SHAPE_BIAS = figure_path("shape_bias")
 
 
 def _shape_bias_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:

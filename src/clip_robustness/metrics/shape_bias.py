@@ -12,15 +12,12 @@ Pure functions on arrays; :func:`shape_bias_rows` makes the tidy rows of one mod
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from clip_robustness.datasets.cue_conflict import CategoryMapping, texture_category
-from clip_robustness.metrics.inputs import load_dataset_logits
 from clip_robustness.metrics.tidy import MetricsInputError, tidy_row
 from clip_robustness.names import NUM_CLASSES
 
@@ -110,16 +107,3 @@ def shape_bias_rows(model: str, dataset: str, logits: np.ndarray, paths: Sequenc
         tidy_row(model, dataset, "texture_fraction", result.texture_fraction),
         tidy_row(model, dataset, "n_cue_conflict", result.n_conflict),
     ]
-
-
-def shape_bias_rows_from_files(model: str, dataset: str, logits_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                               registry_row: Mapping[str, Any] | None = None, prompt_set: str | None = None) -> list[dict]:
-    """:func:`shape_bias_rows` from a logits cache and its manifest (whose metadata ``categories`` holds the mapping)."""
-    from clip_robustness.datasets.manifest import read_manifest
-
-    categories = read_manifest(manifest_path).metadata.get("categories")
-    if not categories:
-        raise MetricsInputError(f"manifest {manifest_path} of {dataset!r} has no 'categories' (not layout cue_conflict?)")
-    data = load_dataset_logits(dataset, logits_path, manifest_path, registry_row, prompt_set)
-    mapping = CategoryMapping.from_json_dict(categories, f"manifest {manifest_path}")
-    return shape_bias_rows(model, dataset, data.logits, list(data.file_names), data.labels, mapping)

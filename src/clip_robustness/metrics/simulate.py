@@ -33,13 +33,20 @@ from clip_robustness.metrics.correlation import source_family
 from clip_robustness.metrics.findings import DEFAULT_GROUPS, FindingsSettings
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS, _logit, _sigmoid
 from clip_robustness.metrics.resampling import cluster_ids
-from clip_robustness.metrics.tables import IMAGENET_X_DATASET
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET
 from clip_robustness.models.registry import paper_rows
-from clip_robustness.names import FINE_TUNED_GROUP, MORE_DATA_GROUP, STANDARD_GROUP, ZERO_SHOT_GROUP, id_test_dataset
+from clip_robustness.names import (
+    FINE_TUNED_GROUP,
+    IMAGENET_C_DATASET,
+    MORE_DATA_GROUP,
+    STANDARD_GROUP,
+    ZERO_SHOT_GROUP,
+    id_test_dataset,
+)
 
 #: Dataset ids of a simulated study (the study's roles, small enough to be fast).
 IN_DISTRIBUTION = "imagenet_val"
-TEST_CONDITIONS: tuple[str, ...] = ("imagenet_r", "imagenet_sketch", "imagenet_c")
+TEST_CONDITIONS: tuple[str, ...] = ("imagenet_r", "imagenet_sketch", IMAGENET_C_DATASET)
 OOD_SETS: tuple[str, ...] = ("inaturalist", "textures")
 CUE_CONFLICT: tuple[str, ...] = ("cue_conflict",)
 

@@ -6,10 +6,11 @@ and asks it for its targets; nothing here touches the file system or imports tor
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, imagenet_c_dataset_ids
 
 
 class ConfigError(ValueError):
@@ -22,25 +23,6 @@ class _DatasetRegistry(Protocol):
 
 class _ModelRegistry(Protocol):
     def select(self, ids_or_all: str | Sequence[str]) -> list[str]: ...
-
-
-def imagenet_c_dataset_ids(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
-    """Dataset ids of ImageNet-C conditions, corruption-major: ``imagenet_c_{corruption}_{severity}``."""
-    return [f"imagenet_c_{corruption}_{severity}" for corruption in corruptions for severity in severities]
-
-
-#: The ids :func:`imagenet_c_dataset_ids` writes, as a pattern (named groups ``corruption``, ``severity``).
-IMAGENET_C_PATTERN = re.compile(r"^imagenet_c_(?P<corruption>.+)_(?P<severity>[1-5])$")
-#: Dataset name of the one ImageNet-C test condition in the metrics table: the mean over every corruption and
-#: severity of the study (the per-(corruption, severity) rows are kept).
-IMAGENET_C_DATASET = "imagenet_c"
-#: Suffix of the in-distribution test half's dataset name (see :func:`id_test_dataset`).
-ID_TEST_SUFFIX = "_id_test"
-
-
-def id_test_dataset(in_distribution: str) -> str:
-    """Dataset name of the in-distribution test half's rows (calibration metrics), e.g. ``imagenet_val_id_test``."""
-    return f"{in_distribution}{ID_TEST_SUFFIX}"
 
 
 def fold_imagenet_c(datasets: Sequence[str]) -> list[str]:

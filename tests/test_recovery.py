@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import make_demo_workdir
+from demo_support import job_stats, snakemake_in
 
 from clip_robustness.logits.cache import read_logits
 
@@ -41,22 +42,7 @@ LOGITS = f"results/logits/{MODEL}/imagenet_r.parquet"
 
 def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND + RERUN) -> subprocess.CompletedProcess:
     """The user's command (plus ``extra``), as typed in ``workdir``."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *command, *extra], cwd=workdir, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule name -> number of jobs, from Snakemake's 'Job stats' table (on stdout for a dry run)."""
-    lines = (result.stderr + result.stdout).splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+    return snakemake_in(workdir, *command, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +76,7 @@ def test_deleted_logits_file_is_recomputed_by_the_same_command(workdir, clean_ru
     (workdir / LOGITS).unlink()
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
@@ -101,7 +87,7 @@ def test_foreign_logits_copied_with_old_timestamp_are_moved_aside_and_recomputed
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"{LOGITS}: stale logits cache" in result.stderr and "dataset: expected 'imagenet_r'" in result.stderr
     assert len(list((workdir / LOGITS).parent.glob("imagenet_r.parquet.rejected-*"))) == 1
-    assert jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
@@ -117,14 +103,14 @@ def test_archive_with_flipped_bytes_is_rejected_then_restored_by_the_same_comman
     assert not archive.exists() and not (workdir / "data/extracted/imagenet-r.tar.complete").exists()
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert jobs_run(result)["download_archive"] == 1 and jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["download_archive"] == 1 and job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
 def test_deleted_manifest_and_extraction_marker_are_planned_again_by_the_same_command(workdir):
     (workdir / "data/manifests/imagenet_r.parquet").unlink()
     (workdir / "data/extracted/imagenet-r.tar.complete").unlink()
-    planned = jobs_run(snakemake(workdir, "--dry-run"))
+    planned = job_stats(snakemake(workdir, "--dry-run"))
     assert planned["extract_archive"] == 1 and planned["build_manifest"] == 1 and planned["cache_logits"] == 1
 
 
@@ -173,7 +159,7 @@ def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_fi
     assert refusal.count("another Snakemake run is working in") == 1 and f"(pid {first.pid} on" in refusal
     assert "This run was refused and changed nothing" in refusal and "incomplete" not in refusal.lower()
     assert first.returncode == 0, (tmp_path / "first.err").read_text()[-4000:]
-    assert jobs_run(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
+    assert job_stats(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 

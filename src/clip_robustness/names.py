@@ -84,6 +84,7 @@ DECODED_DIR = "data/decoded"
 WEIGHTS_DIR = "data/weights"
 HEADS_DIR = "results/heads"
 LOGITS_DIR = "results/logits"
+METRICS_DIR = "results/metrics"
 FIGURES_DIR = "results/figures"
 
 ARCHIVE = ARCHIVES_DIR + "/{archive}"
@@ -95,6 +96,9 @@ DECODED_METADATA = DECODED_DIR + "/{dataset}/{geometry}.json"
 WEIGHTS_RECORD = WEIGHTS_DIR + "/{model}.json"
 HEAD = HEADS_DIR + "/{model}.pt"
 LOGITS = LOGITS_DIR + "/{model}/{dataset}.parquet"
+MODEL_METRICS = METRICS_DIR + "/models/{model}.parquet"
+#: The metrics table over models (rule aggregate_metrics), which every figure, table and finding reads.
+METRICS_TABLE = METRICS_DIR + "/metrics.parquet"
 FIGURE = FIGURES_DIR + "/{name}.{ext}"
 #: How the findings' verdicts behave on simulated studies (``make findings-check`` writes it; the findings rule shows
 #: it beside the findings table). Relative to the checkout, like every path here, so a moved study replans nothing.
@@ -144,6 +148,11 @@ def head_path(model_id: str) -> str:
 def cache_path(model_id: str, dataset: str) -> str:
     """``results/logits/{model}/{dataset}.parquet``: the cache file of ``model_id`` on ``dataset``."""
     return LOGITS.format(model=model_id, dataset=dataset)
+
+
+def model_metrics_path(model_id: str) -> str:
+    """``results/metrics/models/{model}.parquet``: one model's metric rows on every dataset of the study."""
+    return MODEL_METRICS.format(model=model_id)
 
 
 def figure_path(name: str, ext: str = "png") -> str:

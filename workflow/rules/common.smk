@@ -15,7 +15,7 @@ from clip_robustness.figures import figure_options  # cheap: the plotting librar
 from clip_robustness.logits.cache import cache_path
 from clip_robustness.logits.workflow import StudyWorkflow, decoded_path, head_path, spec_table_path
 from clip_robustness.logits.workflow import weights_record_path
-from clip_robustness.names import FINDINGS_VALIDATION
+from clip_robustness.names import FINDINGS_VALIDATION, METRICS_TABLE, MODEL_METRICS, model_metrics_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -61,6 +61,13 @@ def get_final_output():
         *get_all_manifests(),
         *get_all_logits(),
     ]
+
+
+def get_metric_results():
+    """Every file computed from the per-model metric tables: the outputs of aggregate_metrics, the QC table, figures,
+    tables and findings, report cards. The start-up checks remove them with the tables of a dropped manifest or
+    logits file (clip_robustness.logits.startup), so that any target, not only this default one, replans them."""
+    return [*rules.aggregate_metrics.output, QC_TABLE, *get_figures(), *get_tables(), *REPORT_CARDS]
 
 
 def get_all_logits(wildcards=None):
@@ -190,7 +197,6 @@ def get_decode_workers(wildcards, threads):
 
 
 # ============================================================================ metrics (owner: metrics stage)
-METRICS_TABLE = "results/metrics/metrics.parquet"
 OOD_CORRELATIONS = "results/metrics/ood_correlations.csv"
 
 
@@ -211,7 +217,7 @@ def get_is_zero_shot(wildcards):
 
 def get_model_metric_tables(wildcards):
     """Per-model metric tables of every model of the study."""
-    return expand("results/metrics/models/{model}.parquet", model=MODELS)
+    return [model_metrics_path(model) for model in MODELS]
 
 
 # ============================================================================ figures (owner: figures stage)

@@ -12,7 +12,7 @@ rule compute_model_metrics:
         logits=get_model_metric_logits,
         manifests=get_all_manifests,
     output:
-        "results/metrics/models/{model}.parquet",
+        MODEL_METRICS,
     log:
         log_path("compute_model_metrics", "model"),
     benchmark:

@@ -33,16 +33,23 @@ SMALL = {
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores", "2"]
 # After the clean run, figures, tables and the QC table (which read only results/metrics/) are left out of the
-# reruns (--allowed-rules): they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run.
+# reruns: they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run. A rerun asks for the
+# default target's other files (the metrics table, every extraction marker, manifest and logits file of the clean run:
+# RERUN_TARGETS, written by the clean run) and may run only the rules up to them (--allowed-rules).
 RERUN = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics",
-         "all"]
+         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics"]
+RERUN_TARGETS = "rerun_targets.txt"
 LOGITS = f"results/logits/{MODEL}/imagenet_r.parquet"
 
 
-def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND + RERUN) -> subprocess.CompletedProcess:
-    """The user's command (plus ``extra``), as typed in ``workdir``."""
-    return snakemake_in(workdir, *command, *extra)
+def rerun(workdir: Path) -> list[str]:
+    """The arguments of a rerun in ``workdir`` (a copy of the clean run)."""
+    return [*COMMAND, *(workdir / RERUN_TARGETS).read_text().split(), *RERUN]
+
+
+def snakemake(workdir: Path, *extra: str, command: list[str] | None = None) -> subprocess.CompletedProcess:
+    """The user's command (plus ``extra``), as typed in ``workdir``; by default a rerun."""
+    return snakemake_in(workdir, *(rerun(workdir) if command is None else command), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +58,10 @@ def clean_run(tmp_path_factory, demo_upstream) -> Path:
     (workdir / "config/recovery.yaml").write_text(yaml.safe_dump(SMALL))
     result = snakemake(workdir, command=COMMAND)
     assert result.returncode == 0, result.stderr[-4000:]
+    targets = ["results/metrics/metrics.parquet", *(str(path.relative_to(workdir)) for pattern in (
+        "data/extracted/*.complete", "data/manifests/*.parquet", "results/logits/*/*.parquet")
+        for path in sorted(workdir.glob(pattern)))]
+    (workdir / RERUN_TARGETS).write_text("\n".join(targets) + "\n")
     return workdir
 
 
@@ -125,7 +136,7 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     (workdir / LOGITS).unlink()
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=subprocess.DEVNULL,
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
     try:
         while not job_log.exists() and run.poll() is None:  # the logits job has started
@@ -144,7 +155,7 @@ def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_fi
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
     with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=out,
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=out,
                                  stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
             while not job_log.exists() and first.poll() is None:  # the first run is in its logits job

@@ -81,7 +81,7 @@ def assert_like_a_clean_run(toy: Path, clean: dict[str, bytes]) -> None:
 def test_scancel_of_a_running_logits_job_the_same_command_completes_like_a_clean_run(toy, test_profile, clean_toy):
     run, job_id = slurm.start_with_slow_cache_job(toy, test_profile, 20)
     subprocess.run(["scancel", job_id], check=True)
-    log, _ = run.communicate(timeout=300)
+    log = slurm.finish(run)
     assert slurm.records_of({job_id: "cancelled"})[job_id]["JobState"] == "CANCELLED"
     # The profile's `retries` resubmits the cancelled group job within the same command.
     assert run.returncode == 0, log[-4000:]
@@ -103,7 +103,7 @@ def test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
-    log, _ = run.communicate(timeout=300)
+    log = slurm.finish(run)
     assert run.returncode == 0, log[-4000:]
     records = slurm.records_of(slurm.submitted_jobs(log))
     assert records[job_id]["JobState"] == "FAILED", records[job_id]
@@ -115,7 +115,7 @@ def test_logits_job_requeued_by_the_scheduler_runs_again_under_its_id_and_the_ru
                                                                                           clean_toy):
     run, job_id = slurm.start_with_slow_cache_job(toy, test_profile, 20)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # as SLURM does for a preempted job or a lost node
-    log, _ = run.communicate(timeout=300)
+    log = slurm.finish(run)
     assert run.returncode == 0, log[-4000:]
     assert job_id in slurm.submitted_jobs(log)
     assert log.count(f"SLURM jobid {job_id} ") == 1  # one submission: SLURM ran it again, Snakemake waited

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "slurm"))
 
 from slurm_support import (  # noqa: E402
+    finish,
     make_test_profile,
     records_of,
     require_cluster,
@@ -38,7 +39,7 @@ def test_cache_job_cancelled_half_way_leaves_no_corrupt_output_and_rerun_compute
     # First run: no automatic retry, so that the cancellation stands and the rerun is ours.
     first, job_id = start_with_slow_cache_job(toy, test_profile, 600, "--retries", "0")
     subprocess.run(["scancel", job_id], check=True)
-    first_log, _ = first.communicate(timeout=180)
+    first_log = finish(first, timeout=180)
     assert first.returncode != 0, first_log[-3000:]
 
     # No cached file at its final path is partial; the interrupted one does not exist.

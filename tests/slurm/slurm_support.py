@@ -369,6 +369,22 @@ def toy_workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def finish(run: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for ``run`` (started by :func:`start_with_slow_cache_job`) and return its log. A run still going after
+    ``timeout`` seconds is stopped (SIGTERM: Snakemake cancels its SLURM jobs; then SIGKILL) before the test fails,
+    so that it takes no node from the next test."""
+    try:
+        return run.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        run.terminate()
+        try:
+            log = run.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            run.kill()
+            log = run.communicate()[0]
+        raise AssertionError(f"the run did not finish within {timeout} s; stopped it. Its log ends:\n{log[-3000:]}")
+
+
 def start_with_slow_cache_job(toy: Path, profile: Path, seconds: int, *args: str) -> tuple[subprocess.Popen, str]:
     """Start the profile's command (and ``args``) on the toy DAG with m2/d2's cache job sleeping ``seconds`` half way;
     returns the run and the SLURM job id of that job once it runs."""

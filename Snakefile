@@ -29,7 +29,9 @@ include: "workflow/rules/share.smk"
 
 # The start-up checks, all in clip_robustness.logits.startup: before planning (run lock, user-supplied archives, each
 # file judged by the identity it records), and before the first job (weights of the scheduled jobs).
-START_UP = StartUp(STUDY, scripts=f"{workflow.basedir}/workflow/scripts", warn=logger.warning)
+START_UP = StartUp(
+    STUDY, scripts=f"{workflow.basedir}/workflow/scripts", warn=logger.warning, metric_results=get_metric_results
+)
 START_UP.before_planning(dryrun=workflow.output_settings.dryrun, main_process=workflow.is_main_process)
 
 

@@ -1,6 +1,6 @@
 """Shared fixtures: the demo's upstream (generated archives, dataset registry, trained tiny models),
 made once per test session and used by the integration tests (tests/test_demo_pipeline.py) and the
-SLURM tests (tests/test_slurm.py).
+SLURM tests (tests/test_slurm_demo.py).
 
 ``make test`` builds the demo's upstream once with make (``data/demo/upstream``, regenerated when its
 generator or registries change: the Makefile's ``demo-data`` target) and hands it to every test worker

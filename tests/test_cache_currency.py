@@ -1,7 +1,8 @@
 """Issue 20, unit level: files are judged by the content identity they record, not by exact timestamps. An archive
 whose mtime alone changed is hashed once and its marker refreshed; a manifest whose recorded source differs from the
 configured one is dropped; a zero-shot head is read without torch; decoded arrays are checked against their
-manifest; files checked current are brought forward of their inputs. (End to end: tests/test_cache_travels.py.)"""
+manifest; files checked current are brought forward of their inputs; what was computed from a dropped file is dropped
+with it. (End to end: tests/test_cache_travels.py.)"""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from clip_robustness.workflow.currency import (
     drop_stale_decoded,
     drop_stale_heads,
     head_identity,
+    outdate_results,
+    sha256_file,
     weights_record_is_current,
 )
 
@@ -174,3 +177,25 @@ def test_a_local_folder_a_manifest_was_built_from_is_not_required_once_it_is_bui
     with pytest.raises(MissingUserArchiveError, match="/other/imagenet-r"):
         check_user_supplied_archives(registry, ["imagenet_r"], {**downloads, "local_folders": {
             "imagenet_r": "/other/imagenet-r"}}, workdir=tmp_path)
+
+
+def test_results_of_dropped_files_are_removed_and_nothing_else(tmp_path):
+    tables = ["results/metrics/models/a.parquet", "results/metrics/models/b.parquet"]
+    results = ["results/metrics/metrics.parquet", "results/figures/f.png", "results/tables/t.csv"]
+    kept = ["results/metrics/models/c.parquet", "results/logits/c/d.parquet"]
+    for path in [*tables[:1], *results[:2], *kept]:  # b's table and the table t were never computed
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(path)
+    messages = outdate_results(tables, results, tmp_path)
+    assert [p for p in [*tables, *results] if (tmp_path / p).exists()] == []
+    assert all((tmp_path / p).read_text() == p for p in kept)
+    assert messages[0].startswith("results/metrics/models/a.parquet: computed from a dropped manifest or logits file")
+    assert messages[1].startswith("2 file(s) computed from those metric tables removed (results/metrics/metrics.parquet,")
+    assert len(messages) == 2
+    assert outdate_results(tables, results, tmp_path) == []  # nothing left to drop
+
+
+def test_sha256_file_reads_large_files_in_chunks_and_agrees_with_hashlib(tmp_path):
+    data = os.urandom((1 << 20) * 2 + 123)  # more than two chunks
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import FINDINGS_VALIDATION, ROOT, make_demo_workdir
+from demo_support import job_stats, snakemake_in
 from safetensors.torch import load_file, save_file
 
 from clip_robustness.figures import FIGURE_NAMES
@@ -44,20 +45,25 @@ COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "
 #: What a moved study or a shared cache must never plan again.
 EXPENSIVE = {"download_archive", "extract_archive", "build_manifest", "decode_images", "decode_images_imagenet_c",
              "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
-#: The reruns after a change stop at the logits (metrics, figures and tables read them like after any other change;
-#: tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but most of its time.
-UP_TO_LOGITS = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-                "fetch_model_weights", "build_zero_shot_head", "cache_logits", "all"]
-#: ... and the models' metric tables (the edited registry row; targets beside `all`, whose aggregate is left out).
-UP_TO_MODEL_METRICS = ["all", *(f"results/metrics/models/{model}.parquet" for model in MODELS), *UP_TO_LOGITS,
-                       "compute_model_metrics"]
+#: The reruns after a change stop at the logits, asked for as targets (metrics, figures and tables read them like after
+#: any other change; tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but
+#: most of its time.
+LOGITS_RULES = ["download_archive", "extract_archive", "build_manifest", "decode_images", "fetch_model_weights",
+                "build_zero_shot_head", "cache_logits"]
+ALL_LOGITS = [f"results/logits/{model}/{dataset}.parquet" for model in MODELS for dataset in DATASETS]
+UP_TO_LOGITS = [*ALL_LOGITS, "--allowed-rules", *LOGITS_RULES]
+#: ... and the models' metric tables (the edited registry row).
+UP_TO_MODEL_METRICS = [*ALL_LOGITS, *(f"results/metrics/models/{model}.parquet" for model in MODELS),
+                       "--allowed-rules", *LOGITS_RULES, "compute_model_metrics"]
+#: ... and the metrics table over models, as the only target (the changed data source: an explicit target).
+METRICS_TABLE = "results/metrics/metrics.parquet"
+UP_TO_METRICS_TABLE = [METRICS_TABLE, "--allowed-rules", *LOGITS_RULES, "compute_model_metrics", "aggregate_metrics"]
 #: A clone has these beside the workflow (the Makefile's venv target reads the first two).
 CLONE_FILES = ("Makefile", "requirements.txt", "pyproject.toml")
 
 
 def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snakemake", *command, *extra], cwd=workdir, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return snakemake_in(workdir, *command, *extra)
 
 
 def make(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -66,21 +72,6 @@ def make(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", *args, f"VENV={venv}", f"PY={sys.executable}",
                            f"SNAKEMAKE={sys.executable} -m snakemake"], cwd=workdir, capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def jobs_planned(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule name -> jobs, from Snakemake's 'Job stats' table (stdout for a dry run); {} for 'Nothing to be done'."""
-    lines = (result.stdout + result.stderr).splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def sha256(path: Path) -> str:
@@ -105,7 +96,7 @@ def finished(tmp_path_factory, demo_upstream) -> Path:
 def assert_nothing_expensive_planned(workdir: Path) -> dict[str, int]:
     dry_run = snakemake(workdir, "--dry-run")
     assert dry_run.returncode == 0, dry_run.stderr[-4000:]
-    planned = jobs_planned(dry_run)
+    planned = job_stats(dry_run)
     assert not EXPENSIVE & set(planned), planned
     return planned
 
@@ -137,7 +128,7 @@ def test_study_copied_with_cp_r_plans_no_extraction_manifest_decode_or_logits_jo
     assert checksums(copied, "results/logits/*/*.parquet") == logits
 
 
-def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(finished, tmp_path):
+def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset_whatever_the_target(finished, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(finished, workdir, symlinks=True)
     shutil.rmtree(workdir / ".snakemake")
@@ -153,18 +144,34 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(
     assert len(others) >= 4, others
     for log in (workdir / "results/logs/decode_images").glob("*.log"):
         log.unlink()  # job logs are appended to: keep only this run's
-    result = snakemake(workdir, *UP_TO_LOGITS)
+    # Explicit targets, not the default one (whose targets include every manifest and logits file): the check before
+    # planning leaves nothing computed from the old source on disk, so each target replans the chain back to the
+    # manifest, whether it is a figure, a logits file of the dataset or (the real run below) the metrics table.
+    figure = f"results/figures/{FIGURE_NAMES[0]}.png"
+    dry_run = snakemake(workdir, "--dry-run", figure)
+    assert dry_run.returncode == 0, dry_run.stderr[-4000:]
+    warnings = dry_run.stdout + dry_run.stderr  # a dry run logs to stdout
+    assert "data/manifests/imagenet_sketch.parquet: its source changed" in warnings
+    assert str(folder) in warnings
+    chain = {"build_manifest", "decode_images", "cache_logits", "compute_model_metrics", "aggregate_metrics"}
+    planned = job_stats(dry_run)
+    assert chain | {f"plot_{FIGURE_NAMES[0]}"} <= set(planned) and "extract_archive" not in planned, planned
+    planned = job_stats(snakemake(workdir, "--dry-run", f"results/logits/{MODELS[0]}/imagenet_sketch.parquet"))
+    assert set(planned) == {"build_manifest", "decode_images", "cache_logits"}, planned
+    result = snakemake(workdir, *UP_TO_METRICS_TABLE)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "data/manifests/imagenet_sketch.parquet: its source changed" in result.stderr
-    assert str(folder) in result.stderr
-    ran = jobs_planned(result)
-    assert ran["build_manifest"] == 1 and "extract_archive" not in ran, ran
+    ran = job_stats(result)
+    assert set(ran) == chain and ran["build_manifest"] == 1, ran
+    assert ran["compute_model_metrics"] == len(MODELS) and ran["aggregate_metrics"] == 1, ran
     manifest = json.loads(pq.read_schema(workdir / "data/manifests/imagenet_sketch.parquet").metadata[b"clip_robustness"])
     assert manifest["root"] == str(folder)
     for model in MODELS:
         metadata = read_metadata(workdir / f"results/logits/{model}/imagenet_sketch.parquet")
         assert metadata["manifest_hash"] == manifest["manifest_hash"]
         assert metadata["n_images"] == manifest["n_images"]
+    metrics = pd.read_parquet(workdir / METRICS_TABLE)
+    before = pd.read_parquet(finished / METRICS_TABLE)
+    assert set(metrics["model"]) == set(MODELS) and set(metrics["dataset"]) == set(before["dataset"])
     # the other datasets' manifests, decoded arrays and logits are the very same bytes, and were not decoded again
     assert {path: sha256(workdir / path) for path in others} == others
     logs = list((workdir / "results/logs/decode_images").glob("*.log"))
@@ -174,7 +181,7 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset(
         assert "imagenet_val" in text and "kept" in text, text[-2000:]
         written = re.findall(r"decoded \d+ images to (\S+)", text)
         assert len(written) == 1 and "/imagenet_sketch/" in written[0], text[-2000:]  # one array written
-    assert jobs_planned(snakemake(workdir, "--dry-run", *UP_TO_LOGITS)) == {}
+    assert job_stats(snakemake(workdir, "--dry-run", *UP_TO_METRICS_TABLE)) == {}
 
 
 def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits(finished, tmp_path):
@@ -186,7 +193,7 @@ def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits
     result = snakemake(workdir, *UP_TO_LOGITS)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "zero_shot.prompt_set" in result.stderr
-    ran = jobs_planned(result)
+    ran = job_stats(result)
     assert ran["build_zero_shot_head"] == 1 and ran["cache_logits"] == 1, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     after = checksums(workdir, "results/logits/*/*.parquet")
@@ -218,7 +225,7 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     before = {**checksums(workdir, f"results/logits/{edited}/*.parquet"), **checksums(workdir, "results/heads/*")}
     result = snakemake(workdir, *UP_TO_MODEL_METRICS)
     assert result.returncode == 0, result.stderr[-4000:]
-    ran = jobs_planned(result)
+    ran = job_stats(result)
     assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits",
                                             "compute_model_metrics")} == dict.fromkeys(
         ("fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics"), 1), ran
@@ -231,7 +238,7 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     for dataset in DATASETS:
         metadata = read_metadata(workdir / f"results/logits/{edited}/{dataset}.parquet")
         assert metadata["weights_sha256"] == [f["sha256"] for f in record["files"]]
-    assert jobs_planned(snakemake(workdir, "--dry-run", *UP_TO_MODEL_METRICS)) == {}
+    assert job_stats(snakemake(workdir, "--dry-run", *UP_TO_MODEL_METRICS)) == {}
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +259,7 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     shutil.copy2(ROOT / FINDINGS_VALIDATION, clone / FINDINGS_VALIDATION)
     result = make(clone, "figures-from-cache", f"CACHE={shared_cache}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
-    ran = jobs_planned(result)
+    ran = job_stats(result)
     assert ran and set(ran) <= set(from_cache_rules(FIGURE_NAMES)), ran
     assert not (clone / "data/archives").exists() and not (clone / "data/extracted").exists()
     pd.testing.assert_frame_equal(pd.read_parquet(clone / "results/metrics/metrics.parquet"),

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_demo_workdir
+from demo_support import job_stats, snakemake_in
 from PIL import Image
 
 from clip_robustness.datasets.manifest import read_manifest
@@ -31,27 +32,11 @@ pytestmark = pytest.mark.integration
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "snakemake", *DEMO_CONFIG, "--cores", "2", *args]
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    args = (*DEMO_CONFIG, "--cores", "2", *args)
+    result = snakemake_in(workdir, *args)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
     return result
-
-
-def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule name -> number of jobs from Snakemake's 'Job stats' table."""
-    counts: dict[str, int] = {}
-    lines = result.stderr.splitlines()
-    if "Job stats:" not in lines:
-        return counts
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +168,7 @@ def test_figures_only_rerun_touches_no_cache_or_metric_job(demo_run):
     for path in (demo_run / "results/figures").glob("*"):
         path.unlink()
     result = snakemake(demo_run, "figures")
-    ran = jobs_run(result)
+    ran = job_stats(result)
     assert ran, result.stderr[-2000:]
     assert all(rule.startswith("plot_") or rule in ("figures",) for rule in ran), ran
     assert len(list((demo_run / "results/figures").glob("*.png"))) >= 5

@@ -2,7 +2,7 @@
 
 Snakemake looks for a profile NAME in the working directory first, then in the user's and the site's
 Snakemake config folders; the repository's `slurm` link to `profiles/slurm` is found first. Checked with
-Snakemake's own lookup (`snakemake.cli.get_profile_dir`); the SLURM run itself is tests/test_slurm.py.
+Snakemake's own lookup (`snakemake.cli.get_profile_dir`); the SLURM run itself is tests/test_slurm_demo.py.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import make_demo_workdir
+from demo_support import job_stats, snakemake_in
 
 from clip_robustness.logits.cache import read_logits
 
@@ -32,31 +33,23 @@ SMALL = {
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores", "2"]
 # After the clean run, figures, tables and the QC table (which read only results/metrics/) are left out of the
-# reruns (--allowed-rules): they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run.
+# reruns: they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run. A rerun asks for the
+# default target's other files (the metrics table, every extraction marker, manifest and logits file of the clean run:
+# RERUN_TARGETS, written by the clean run) and may run only the rules up to them (--allowed-rules).
 RERUN = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics",
-         "all"]
+         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics"]
+RERUN_TARGETS = "rerun_targets.txt"
 LOGITS = f"results/logits/{MODEL}/imagenet_r.parquet"
 
 
-def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND + RERUN) -> subprocess.CompletedProcess:
-    """The user's command (plus ``extra``), as typed in ``workdir``."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *command, *extra], cwd=workdir, capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def rerun(workdir: Path) -> list[str]:
+    """The arguments of a rerun in ``workdir`` (a copy of the clean run)."""
+    return [*COMMAND, *(workdir / RERUN_TARGETS).read_text().split(), *RERUN]
 
 
-def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule name -> number of jobs, from Snakemake's 'Job stats' table (on stdout for a dry run)."""
-    lines = (result.stderr + result.stdout).splitlines()
-    if "Job stats:" not in lines:
-        return {}
-    counts = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
+def snakemake(workdir: Path, *extra: str, command: list[str] | None = None) -> subprocess.CompletedProcess:
+    """The user's command (plus ``extra``), as typed in ``workdir``; by default a rerun."""
+    return snakemake_in(workdir, *(rerun(workdir) if command is None else command), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +58,10 @@ def clean_run(tmp_path_factory, demo_upstream) -> Path:
     (workdir / "config/recovery.yaml").write_text(yaml.safe_dump(SMALL))
     result = snakemake(workdir, command=COMMAND)
     assert result.returncode == 0, result.stderr[-4000:]
+    targets = ["results/metrics/metrics.parquet", *(str(path.relative_to(workdir)) for pattern in (
+        "data/extracted/*.complete", "data/manifests/*.parquet", "results/logits/*/*.parquet")
+        for path in sorted(workdir.glob(pattern)))]
+    (workdir / RERUN_TARGETS).write_text("\n".join(targets) + "\n")
     return workdir
 
 
@@ -90,7 +87,7 @@ def test_deleted_logits_file_is_recomputed_by_the_same_command(workdir, clean_ru
     (workdir / LOGITS).unlink()
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
@@ -101,7 +98,7 @@ def test_foreign_logits_copied_with_old_timestamp_are_moved_aside_and_recomputed
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"{LOGITS}: stale logits cache" in result.stderr and "dataset: expected 'imagenet_r'" in result.stderr
     assert len(list((workdir / LOGITS).parent.glob("imagenet_r.parquet.rejected-*"))) == 1
-    assert jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
@@ -117,14 +114,14 @@ def test_archive_with_flipped_bytes_is_rejected_then_restored_by_the_same_comman
     assert not archive.exists() and not (workdir / "data/extracted/imagenet-r.tar.complete").exists()
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert jobs_run(result)["download_archive"] == 1 and jobs_run(result)["cache_logits"] == 1
+    assert job_stats(result)["download_archive"] == 1 and job_stats(result)["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
 def test_deleted_manifest_and_extraction_marker_are_planned_again_by_the_same_command(workdir):
     (workdir / "data/manifests/imagenet_r.parquet").unlink()
     (workdir / "data/extracted/imagenet-r.tar.complete").unlink()
-    planned = jobs_run(snakemake(workdir, "--dry-run"))
+    planned = job_stats(snakemake(workdir, "--dry-run"))
     assert planned["extract_archive"] == 1 and planned["build_manifest"] == 1 and planned["cache_logits"] == 1
 
 
@@ -139,7 +136,7 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     (workdir / LOGITS).unlink()
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=subprocess.DEVNULL,
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
     try:
         while not job_log.exists() and run.poll() is None:  # the logits job has started
@@ -158,7 +155,7 @@ def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_fi
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
     with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen([sys.executable, "-m", "snakemake", *COMMAND, *RERUN], cwd=workdir, stdout=out,
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=out,
                                  stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
             while not job_log.exists() and first.poll() is None:  # the first run is in its logits job
@@ -173,7 +170,7 @@ def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_fi
     assert refusal.count("another Snakemake run is working in") == 1 and f"(pid {first.pid} on" in refusal
     assert "This run was refused and changed nothing" in refusal and "incomplete" not in refusal.lower()
     assert first.returncode == 0, (tmp_path / "first.err").read_text()[-4000:]
-    assert jobs_run(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
+    assert job_stats(subprocess.CompletedProcess([], 0, "", (tmp_path / "first.err").read_text()))["cache_logits"] == 1
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 

@@ -1,6 +1,6 @@
 """The hint after a job SLURM stopped at a limit (clip_robustness.workflow.slurm_hints): it names the rule (or the group
 job and its rules) and the resource to raise, and says nothing for other errors. The same handler runs for real on the
-test cluster in tests/test_slurm.py (a job over its runtime)."""
+test cluster in tests/test_slurm_toy.py (a job over its runtime)."""
 
 from __future__ import annotations
 

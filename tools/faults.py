@@ -1,8 +1,9 @@
 """`make faults`: the fault matrix of both reliability rounds (issues 15 and 20) as one command.
 
-Every fault is injected by the test that owns it (tests/test_fault_detection.py, tests/test_recovery.py,
-tests/test_datasets_bad_input.py, tests/test_logits_cache.py, tests/test_cache_travels.py, tests/test_slurm.py): this
-command runs those tests, so the injection code is theirs and nothing here copies it, and prints one line per fault:
+Every fault (one row of tools/faults.tsv) is injected by the test that owns it (tests/test_fault_detection.py,
+tests/test_recovery.py, tests/test_datasets_bad_input.py, tests/test_logits_cache.py, tests/test_cache_travels.py,
+tests/test_slurm_toy.py, tests/test_slurm_faults.py): this command runs those tests, so the injection code is theirs
+and nothing here copies it, and prints one line per fault:
 
     PASS  flipped archive bytes  | detected: yes | message: "checksum mismatch for archive imagenet-r.tar ..." |
           recovered by the same command: yes | wrong outputs left: none
@@ -22,6 +23,7 @@ Every fault's test also runs in CI as part of ``make test``.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -31,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: The fault matrix, one fault a row (data, not code: a new fault is one row naming the test that injects it).
+TABLE = ROOT / "tools" / "faults.tsv"
 
 
 @dataclass(frozen=True)
@@ -48,96 +54,19 @@ class Fault:
     recovery: bool | str
 
 
-R, D, B, C, T, S = ("tests/test_recovery.py", "tests/test_fault_detection.py", "tests/test_datasets_bad_input.py",
-                    "tests/test_logits_cache.py", "tests/test_cache_travels.py", "tests/test_slurm.py")
+def read_faults(path: Path = TABLE) -> tuple[Fault, ...]:
+    """The faults of ``path`` (tab-separated, ``#`` comment lines, a header row: name, round, kind, test, message,
+    recovered); ``recovered`` is ``yes`` or how the fault is recovered from."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    faults = []
+    for row in csv.DictReader(lines, delimiter="\t"):
+        recovered = row["recovered"]
+        faults.append(Fault(row["name"], row["round"], row["kind"], row["test"], row["message"],
+                            True if recovered == "yes" else recovered))
+    return tuple(faults)
 
-FAULTS = (
-    # -- round 1 (issue 15)
-    Fault("deleted logits file", "round1", "demo", f"{R}::test_deleted_logits_file_is_recomputed_by_the_same_command",
-          "(none: the missing file is planned again)", True),
-    Fault("corrupt logits file", "round1", "fast", f"{D}::test_unreadable_logits_file_is_moved_aside",
-          "not a readable logits cache (moved aside)", "moved aside, so the same command recomputes it"),
-    Fault("foreign logits (cp -p)", "round1", "demo",
-          f"{R}::test_foreign_logits_copied_with_old_timestamp_are_moved_aside_and_recomputed",
-          "<file>: stale logits cache ... dataset: expected 'imagenet_r'", True),
-    Fault("flipped archive bytes", "round1", "demo",
-          f"{R}::test_archive_with_flipped_bytes_is_rejected_then_restored_by_the_same_command",
-          "checksum mismatch for archive imagenet-r.tar ... run the same command again", True),
-    Fault("truncated archive (tar, tar.gz)", "round1", "fast",
-          f"{B}::test_truncated_archive_fails_extraction_and_leaves_no_folder_or_marker",
-          "<archive>: truncated or corrupt", "no folder or marker left: the same command extracts again"),
-    Fault("truncated archive matching its checksum", "round1", "fast",
-          f"{D}::test_unreadable_archive_matching_its_checksum_is_moved_aside_so_it_is_downloaded_again",
-          "truncated or corrupt ... run the same command again", "moved aside: the same command downloads again"),
-    Fault("interrupted extraction", "round1", "fast",
-          f"{B}::test_interrupted_extraction_is_never_taken_for_complete_and_is_redone",
-          "(none: no marker, so never taken for complete)", "redone by the next extraction"),
-    Fault("corrupt JPEG", "round1", "fast", f"{B}::test_corrupt_image_stops_the_manifest_naming_the_file_and_the_option",
-          "<image path> ... skip_corrupt_images", "fix or skip (downloads.skip_corrupt_images), then the same command"),
-    Fault("truncated JPEG", "round1", "fast", f"{D}::test_truncated_jpeg_is_named_by_the_manifest_step",
-          "<image path>: truncated ... skip_corrupt_images", "fix or skip (downloads.skip_corrupt_images), then the same command"),
-    Fault("kill -9 during a logits job", "round1", "demo",
-          f"{R}::test_run_killed_during_a_logits_job_resumes_with_the_same_command",
-          "(at the next run) removing Snakemake locks left by an interrupted run", True),
-    Fault("job killed (SIGINT) before its rename", "round1", "fast",
-          f"{C}::test_writer_failing_midway_leaves_neither_a_file_nor_a_temp_file",
-          "(the interrupt itself)", "nothing written: the same command computes the file"),
-    Fault("temp file left by SIGKILL", "round1", "fast",
-          f"{C}::test_temp_file_left_by_a_killed_job_is_removed_by_the_next_write",
-          "(none: never at the output path)", "removed by the next write"),
-    Fault("full disk during a rewrite", "round1", "fast", f"{C}::test_failed_rewrite_keeps_the_previous_valid_file",
-          "OSError: disk full", "the previous file kept: the same command rewrites it"),
-    Fault("two runs at once", "round1", "demo",
-          f"{R}::test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes",
-          "another Snakemake run is working in ... This run was refused and changed nothing", True),
-    Fault("download: truncated body every time", "round1", "fast",
-          f"{B}::test_truncated_http_body_every_time_fails_after_bounded_retries",
-          "truncated: got N of M bytes (after 3 attempts) ... downloads.url_overrides", "nothing stored: the same command downloads"),
-    Fault("download: HTTP 500", "round1", "fast", f"{B}::test_http_500_is_retried_a_bounded_number_of_times",
-          "HTTP 500 <url> imagenet_r", "nothing stored: the same command downloads"),
-    Fault("download: HTTP 404 on every URL", "round1", "fast", f"{B}::test_http_404_on_every_url_names_the_status_and_urls",
-          "HTTP 404 <url>", "nothing stored: fix downloads.url_overrides, then the same command"),
-    Fault("malicious tar (path traversal)", "round1", "fast",
-          f"{D}::test_tar_with_path_traversal_is_refused_as_unsafe_not_as_truncated",
-          "<archive>: unsafe member (not 'truncated')", "nothing extracted, no marker"),
-    Fault("missing weights file", "round1", "demo",
-          f"{R}::test_missing_weights_stop_the_run_before_any_job_naming_model_and_file",
-          "missing weights file(s): model '<id>' expects <file> ... --keep-going", "stops before any job: nothing changed"),
-    Fault("missing weights under --keep-going", "round1", "demo",
-          f"{R}::test_with_keep_going_missing_weights_of_one_model_do_not_stop_the_others",
-          "WeightsFetchError <file> (in that model's fetch log)", "the other models' branches complete"),
-    # -- round 2 (issue 20)
-    Fault("study moved with tar", "round2", "demo",
-          f"{T}::test_study_moved_with_tar_plans_no_extraction_manifest_decode_or_logits_job",
-          "(none: nothing to be done)", True),
-    Fault("study copied with cp -r", "round2", "demo",
-          f"{T}::test_study_copied_with_cp_r_plans_no_extraction_manifest_decode_or_logits_job",
-          "(none: no extraction, manifest, decode or logits job)", True),
-    Fault("changed data source without .snakemake/", "round2", "demo",
-          f"{T}::test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset",
-          "data/manifests/imagenet_sketch.parquet: its source changed ... <new folder>", True),
-    Fault("changed prompt set", "round2", "demo",
-          f"{T}::test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits",
-          "zero_shot.prompt_set", True),
-    Fault("edited registry row", "round2", "demo",
-          f"{T}::test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics",
-          "(none: only that model's weights record, head, logits and metrics are redone)", True),
-    Fault("tampered shared cache", "round2", "demo",
-          f"{T}::test_a_changed_member_of_a_shared_cache_is_refused_naming_it_and_nothing_is_written",
-          "results/logits/<model>/<dataset>.parquet: sha256 ...", "nothing unpacked: ask for the cache again"),
-    Fault("scancel of a running logits job", "round2", "slurm",
-          f"{S}::test_scancel_of_a_running_logits_job_the_same_command_completes_like_a_clean_run",
-          "SLURM-job '<id>' failed, SLURM status is: 'CANCELLED'", True),
-    Fault("job over its runtime", "round2", "slurm", f"{S}::test_job_over_its_runtime_is_named_with_the_resource_to_raise",
-          "clip_robustness: rule <rule>: SLURM job <id> ran over its time limit (TIMEOUT): raise its runtime ...",
-          "raise the runtime, then the same command"),
-    Fault("logits job killed on the node", "round2", "slurm",
-          f"{S}::test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like_a_clean_run",
-          "SLURM-job '<id>' failed, SLURM status is: 'FAILED'", True),
-    Fault("logits job requeued by the scheduler", "round2", "slurm",
-          f"{S}::test_logits_job_requeued_by_the_scheduler_runs_again_under_its_id_and_the_run_completes",
-          "(none: SLURM runs it again under its id)", True),
-)
+
+FAULTS = read_faults()
 
 
 def select(selection: str) -> list[Fault]:

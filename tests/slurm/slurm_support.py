@@ -1,11 +1,25 @@
 """Support for the SLURM tests: the test profile derived from the shipped one, SLURM's own records.
 
+The SLURM tests (tests/test_slurm_demo.py, tests/test_slurm_toy.py, tests/test_slurm_faults.py: three files of similar
+duration, so that ``make test``, pytest ``--dist loadfile``, runs them side by side) run the pipeline's SLURM path for
+real on the single-node test cluster. Start it first: ``bash tests/slurm/cluster.sh up`` (and ``down`` afterwards).
+Every test runs Snakemake with a profile derived from the shipped ``profiles/slurm/config.yaml`` (site settings
+replaced, requests capped to the node) and checks what happened from SLURM's own records: the controller's
+job-completion file (one line per finished job, with its state and exit code) and ``scontrol show job``. Without
+``sinfo`` on PATH they are skipped, unless ``CLIP_ROBUSTNESS_REQUIRE_SLURM`` is set (CI sets it): then a missing
+cluster fails them.
+
 - :func:`derive_test_profile` writes ``profiles/slurm/config.yaml`` again with every site setting
   (lines marked ``EDIT: site setting``) replaced by the single-node test cluster's, and requests
   capped to the node (a job asking more than the node has is never scheduled).
 - :func:`read_job_completions` parses the controller's job-completion records
   (``JobCompType=jobcomp/filetxt``): one line per finished job, written by slurmctld itself.
 - :func:`submitted_jobs` maps the SLURM job ids in a Snakemake log to the rule or group they ran.
+- What the SLURM test files (tests/test_slurm_*.py) share: the running cluster's node (:func:`require_cluster`), the test
+  profile (:func:`make_test_profile`), Snakemake run with it (:func:`run_snakemake`), SLURM's records of its jobs
+  (:func:`records_of`), and the toy DAG (:data:`TOY_SNAKEFILE`, :func:`toy_workdir`,
+  :func:`start_with_slow_cache_job`). Each test file makes its fixtures of them in two lines, e.g.
+  ``node = pytest.fixture(scope="module", name="node")(require_cluster)``.
 
 Run as a script to write the test profile for a manual run:
 ``python tests/slurm/slurm_support.py profiles/slurm /tmp/slurm-ci`` then
@@ -14,9 +28,12 @@ Run as a script to write the test profile for a manual run:
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +41,15 @@ from typing import Any
 import yaml
 
 SITE_MARK = "EDIT: site setting"
+CLUSTER_HINT = "start it with `bash tests/slurm/cluster.sh up` (as root), stop it with `bash tests/slurm/cluster.sh down`"
 
 #: Keys whose shipped values are site settings, and what the test profile does with them.
 #: ``slurm_partition``: mapped to the test cluster's partition of the same role; ``slurm_account`` and
 #: ``gpu_model``: dropped (the test cluster has no accounts, its GPUs no type);
 #: ``slurm-status-command``: ``squeue`` (no accounting database on the test cluster).
 SITE_KEYS = ("slurm_partition", "slurm_account", "gpu_model", "slurm-status-command")
+#: The shipped SLURM profile the test profile is derived from.
+SHIPPED_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "slurm"
 
 
 @dataclass(frozen=True)
@@ -174,6 +194,210 @@ def derive_test_profile(shipped_dir: Path, dest_dir: Path, node: NodeCapacity) -
     )
     out.write_text(header + yaml.safe_dump(profile, sort_keys=False))
     return out
+
+
+# ------------------------------------------------------------------------------------------ what the test files share
+
+
+def require_cluster() -> NodeCapacity:
+    """The running test cluster's node; skips the test (no SLURM here) or fails it (``CLIP_ROBUSTNESS_REQUIRE_SLURM``
+    set, as in CI, or SLURM installed but no idle test cluster)."""
+    import pytest
+
+    if shutil.which("sinfo") is None:
+        if os.environ.get("CLIP_ROBUSTNESS_REQUIRE_SLURM"):
+            pytest.fail(f"CLIP_ROBUSTNESS_REQUIRE_SLURM is set but `sinfo` is not on PATH: {CLUSTER_HINT}")
+        pytest.skip("SLURM is not installed (`sinfo` not on PATH) and CLIP_ROBUSTNESS_REQUIRE_SLURM is unset")
+    state = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%T"], capture_output=True, text=True)
+    if state.returncode != 0 or state.stdout.split() != ["idle"] * len(state.stdout.split()) or not state.stdout.strip():
+        pytest.fail(
+            f"no idle single-node test cluster (sinfo: {state.stdout.strip() or state.stderr.strip()!r}): {CLUSTER_HINT}"
+        )
+    capacity = node_capacity("localhost")
+    job_completion_log()  # fails with a hint when the cluster keeps no job-completion records
+    return capacity
+
+
+def make_test_profile(node: NodeCapacity, tmp_path_factory: Any) -> Path:
+    """The test profile folder (in a fresh temporary folder of ``tmp_path_factory``), derived from the shipped
+    profile."""
+    dest = tmp_path_factory.mktemp("profile")
+    derive_test_profile(SHIPPED_PROFILE, dest, node)
+    return dest
+
+
+def run_snakemake(workdir: Path, profile: Path, *args: str, timeout: float = 240) -> tuple[int, str]:
+    """Run Snakemake in ``workdir`` with ``profile``; returns (exit status, combined log)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(profile), "--directory", str(workdir), *args],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def records_of(job_ids: dict[str, str] | list[str]) -> dict[str, dict[str, str]]:
+    """Job-completion records (by SLURM job id) of the given jobs; waits briefly for the last ones."""
+    path = job_completion_log()
+    for _ in range(20):
+        records = {r["JobId"]: r for r in read_job_completions(path) if r["JobId"] in job_ids}
+        if len(records) == len(job_ids):
+            return records
+        time.sleep(0.5)
+    missing = sorted(set(job_ids) - set(records))
+    raise AssertionError(f"SLURM wrote no job-completion record for jobs {missing} in {path}")
+
+
+TOY_SNAKEFILE = r'''
+MODELS = ["m1", "m2"]
+DATASETS = ["d1", "d2", "d3"]
+
+
+def slow_seconds(wildcards):
+    """Seconds a cache job sleeps half way: config slow = "<model>/<dataset>:<seconds>"."""
+    target, _, seconds = str(config.get("slow", "")).partition(":")
+    return seconds if target == f"{wildcards.model}/{wildcards.dataset}" else 0
+
+
+def model_logits(wildcards):
+    return expand("logits/{model}/{dataset}.txt", model=wildcards.model, dataset=DATASETS)
+
+
+def attempt_number(wildcards, attempt):
+    return attempt
+
+
+rule all:
+    input:
+        "results/summary.txt",
+    localrule: True
+
+
+rule build_manifest:
+    output:
+        "manifests/{dataset}.txt",
+    log:
+        "logs/build_manifest/{dataset}.log",
+    shell:
+        "echo {wildcards.dataset} > {output}"
+
+
+rule cache_logits:
+    input:
+        "manifests/{dataset}.txt",
+    output:
+        "logits/{model}/{dataset}.txt",
+    params:
+        slow=slow_seconds,
+    log:
+        "logs/cache_logits/{model}/{dataset}.log",
+    shell:
+        # Written as the real cache is (clip_robustness.workflow.io.atomic_path): leftovers of an interrupted write
+        # removed, temp file in the same folder, then rename.
+        "echo started job=$SLURM_JOB_ID gpus=$CUDA_VISIBLE_DEVICES > {log}; rm -f {output}.tmp*; "
+        "printf '%s/%s first half\n' {wildcards.model} {wildcards.dataset} > {output}.tmp$$; "
+        "sleep {params.slow}; "
+        "printf '%s/%s second half\n' {wildcards.model} {wildcards.dataset} >> {output}.tmp$$; "
+        "mv {output}.tmp$$ {output}; echo done >> {log}"
+
+
+rule compute_model_metrics:
+    input:
+        model_logits,
+    output:
+        "metrics/{model}.txt",
+    log:
+        "logs/compute_model_metrics/{model}.log",
+    group:
+        "metrics"
+    shell:
+        "cat {input} > {output}"
+
+
+rule aggregate_metrics:
+    input:
+        expand("metrics/{model}.txt", model=MODELS),
+    output:
+        "results/summary.txt",
+    log:
+        "logs/aggregate_metrics.log",
+    shell:
+        "cat {input} > {output}"
+
+
+rule fails_once:
+    output:
+        "faults/fails_once.txt",
+    log:
+        "logs/fails_once.log",
+    resources:
+        attempt=attempt_number,
+    shell:
+        "test {resources.attempt} -ge 2 && echo attempt {resources.attempt} > {output}"
+
+
+rule always_fails:
+    output:
+        "faults/always_fails.txt",
+    log:
+        "logs/always_fails.log",
+    shell:
+        "exit 3"
+
+
+rule over_runtime:
+    output:
+        "faults/over_runtime.txt",
+    log:
+        "logs/over_runtime.log",
+    resources:
+        runtime=1,
+    shell:
+        "sleep 600; echo done > {output}"
+
+
+onerror:
+    from clip_robustness.workflow.slurm_hints import print_limit_hints
+
+    print_limit_hints(log)
+'''
+
+
+def toy_workdir(tmp_path: Path) -> Path:
+    """A folder holding the toy DAG's Snakefile (the ``toy`` fixture of the test files)."""
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    return tmp_path
+
+
+def finish(run: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for ``run`` (started by :func:`start_with_slow_cache_job`) and return its log. A run still going after
+    ``timeout`` seconds is stopped (SIGTERM: Snakemake cancels its SLURM jobs; then SIGKILL) before the test fails,
+    so that it takes no node from the next test."""
+    try:
+        return run.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        run.terminate()
+        try:
+            log = run.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            run.kill()
+            log = run.communicate()[0]
+        raise AssertionError(f"the run did not finish within {timeout} s; stopped it. Its log ends:\n{log[-3000:]}")
+
+
+def start_with_slow_cache_job(toy: Path, profile: Path, seconds: int, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start the profile's command (and ``args``) on the toy DAG with m2/d2's cache job sleeping ``seconds`` half way;
+    returns the run and the SLURM job id of that job once it runs."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", str(profile), "--directory", str(toy),
+                            "--config", f"slow=m2/d2:{seconds}", *args], cwd=toy, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    slow_log = toy / "logs/cache_logits/m2/d2.log"
+    deadline = time.monotonic() + 180
+    while not (slow_log.exists() and "started" in slow_log.read_text()):
+        assert run.poll() is None and time.monotonic() < deadline, "the slow cache job never started"
+        time.sleep(0.5)
+    return run, slow_log.read_text().split("job=")[1].split()[0]
 
 
 if __name__ == "__main__":

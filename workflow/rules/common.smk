@@ -59,6 +59,13 @@ def get_final_output():
     ]
 
 
+def get_metric_results():
+    """Every file computed from the per-model metric tables: the outputs of aggregate_metrics, the QC table, figures,
+    tables and findings, report cards. The start-up checks remove them with the tables of a dropped manifest or
+    logits file (clip_robustness.logits.startup), so that any target, not only this default one, replans them."""
+    return [*rules.aggregate_metrics.output, QC_TABLE, *get_figures(), *get_tables(), *REPORT_CARDS]
+
+
 def get_all_logits(wildcards=None):
     """Every logits cache file of the study: results/logits/{model}/{dataset}.parquet."""
     return [cache_path(model, dataset) for model in MODELS for dataset in DATASETS]

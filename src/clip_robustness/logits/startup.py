@@ -8,8 +8,11 @@ Before Snakemake plans (:meth:`StartUp.before_planning`), on every parse of the 
    (:func:`clip_robustness.datasets.workflow.check_user_supplied_archives`);
 3. while this process holds the run lock, each intermediate file is judged by the identity it records
    (:mod:`clip_robustness.workflow.currency`): outdated extractions, changed manifests, stale decoded arrays, heads
-   and logits are dropped, and every file judged current is brought forward of its inputs and its rule's script, so
-   Snakemake's timestamp comparison agrees (dry runs included: they then plan what a real run would run).
+   and logits are dropped, and with them what was computed from them (a changed manifest's decoded arrays and
+   logits, the metric tables of the models concerned and every result computed from those), so that any target, not
+   only the default one, replans them; every file judged current is brought forward of its inputs and its
+   rule's script, so Snakemake's timestamp comparison agrees (dry runs included: they then plan what a real run would
+   run).
 
 Before the first job (:meth:`StartUp.before_jobs`, from ``onstart``: it needs the planned jobs), the run stops when a
 scheduled job needs weights that are missing or cannot be fetched on an offline node, unless ``--keep-going``.
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from clip_robustness.datasets import workflow as datasets_workflow
-from clip_robustness.logits.cache import weights_identity
+from clip_robustness.logits.cache import reject_cache_file, weights_identity
 from clip_robustness.logits.check import manifest_metadata_of, reject_stale_logits
 from clip_robustness.logits.workflow import StudyWorkflow, group_rule
 from clip_robustness.models import weights
@@ -34,6 +37,7 @@ from clip_robustness.names import (
     head_path,
     manifest_path,
     marker_archive,
+    model_metrics_path,
     skipped_path,
     weights_record_path,
 )
@@ -47,13 +51,19 @@ WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache
 
 class StartUp:
     """The start-up checks of a run of ``study``. ``scripts``: the folder of the rule scripts (a file newer than its
-    rule's script is what Snakemake asks for); ``warn``: where each dropped file is reported (Snakemake's logger)."""
+    rule's script is what Snakemake asks for); ``warn``: where each dropped file is reported (Snakemake's logger);
+    ``metric_results``: every file the workflow computes from the per-model metric tables (the metrics table over
+    models, figures, tables, findings, QC, report cards: ``get_metric_results`` of common.smk), dropped with them."""
 
-    def __init__(self, study: StudyWorkflow, scripts: str | Path, warn: Callable[[str], Any]):
+    def __init__(self, study: StudyWorkflow, scripts: str | Path, warn: Callable[[str], Any],
+                 metric_results: Callable[[], Iterable[str]] = tuple):
         self.study = study
         self.scripts = Path(scripts)
         self.warn = warn
+        self.metric_results = metric_results
         self.run_lock: IO[str] | None = None
+        #: The datasets whose manifest this run dropped (its source changed): their decoded arrays and logits go too.
+        self.changed_datasets: list[str] = []
 
     def script(self, rule: str) -> str:
         """The script file of ``rule`` (``workflow/scripts/{rule}.py``)."""
@@ -100,10 +110,12 @@ class StartUp:
         for marker in markers:
             archive = archive_path(marker_archive(marker))
             forward([marker], [archive], self.script("extract_archive"))
+        present = [d for d in study.datasets if Path(manifest_path(d)).is_file()]
         for message in datasets_workflow.drop_changed_manifests(
             registry, study.datasets, downloads, study.manifest_subset
         ):
             self.warn(message)
+        self.changed_datasets = [d for d in present if not Path(manifest_path(d)).is_file()]
         for dataset in study.datasets:
             inputs = datasets_workflow.manifest_inputs(registry, dataset, downloads)
             markers_of = [m for paths in inputs.values() for m in paths]
@@ -119,6 +131,10 @@ class StartUp:
             hashes[dataset] = None if metadata is None else metadata["manifest_hash"]
         keys = sorted({spec.key for spec in map(plan.decode_spec, study.models) if spec is not None})
         arrays = [(d, key, decoded_path(d, key)) for key in keys for d in study.datasets]
+        changed = self.changed_datasets
+        for array in currency.drop_files([p for d in changed for k in keys
+                                          for p in (decoded_path(d, k), decoded_path(d, k, "json"))]):
+            self.warn(f"{array}: decoded from a manifest whose source changed; this run decodes it again")
         for message in currency.drop_stale_decoded(arrays, hashes):
             self.warn(message)
         groups = study.groups.groups()
@@ -133,8 +149,20 @@ class StartUp:
         prompt_set = study.config["zero_shot"]["prompt_set"]
         for message in currency.drop_stale_heads(heads, prompt_set):
             self.warn(message)
+        outdated = set(study.models) if changed else set()  # every model's metric table reads every manifest
+        for model in study.models:
+            for dataset in changed:
+                if Path(cache_path(model, dataset)).is_file():
+                    moved = reject_cache_file(cache_path(model, dataset))
+                    self.warn(f"{cache_path(model, dataset)}: computed from a manifest whose source changed. Moved "
+                              f"aside to {moved}; this run recomputes it.")
         for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set):
             self.warn(rejected.message)
+            outdated.add(Path(rejected.path).parent.name)
+        if outdated:
+            tables = [model_metrics_path(m) for m in sorted(outdated)]
+            for message in currency.outdate_results(tables, self.metric_results()):
+                self.warn(message)
         for model in study.models:
             self._bring_model_forward(model, groups, heads)
 

@@ -14,10 +14,18 @@ before planning, the workflow (``clip_robustness.logits.startup.StartUp.before_p
 3. drops each decoded array whose sidecar names another manifest or geometry (:func:`drop_stale_decoded`), and each
    zero-shot head built for another model or prompt set (:func:`drop_stale_heads`);
 4. moves aside each logits file whose metadata is stale (:mod:`clip_robustness.logits.check`);
-5. brings the modification time of every file judged current forward to that of its newest input and of its rule's
+5. drops what was computed from a dropped manifest or logits file, so that any target replans it
+   (:func:`outdate_results`): a changed manifest's decoded arrays and logits, the metric tables of the models
+   concerned, and what was computed from those (the metrics table over models, figures, tables, findings, QC, report
+   cards);
+6. brings the modification time of every file judged current forward to that of its newest input and of its rule's
    script (:func:`bring_forward`), so Snakemake's timestamp comparison agrees with the content check.
 
-A dropped file is missing, so Snakemake rebuilds it and everything downstream of it in the same run.
+A dropped file is missing, so Snakemake rebuilds it in the same run. Snakemake replans a missing intermediate file only
+for a job that runs anyway, though: with the default target every manifest and logits file is a target, but with an
+explicit one (``snakemake results/metrics/metrics.parquet``, a figure) a dropped manifest whose consumers are still on
+disk would be left missing and the old results kept ("Nothing to be done"). Step 5 leaves none of those consumers on
+disk, so whatever the target, its job finds its inputs missing and every job back to the dropped file is replanned.
 """
 
 from __future__ import annotations
@@ -38,7 +46,9 @@ log = logging.getLogger(__name__)
 STEP_NS = 1_000_000
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks (also the shared cache's checksums:
+    :mod:`clip_robustness.workflow.share`)."""
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 20):
@@ -76,6 +86,37 @@ def bring_forward(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
             os.utime(path, ns=(path.stat().st_atime_ns, target))
             moved.append(path)
     return moved
+
+
+# ----------------------------------------------------------------------------- what a dropped file outdates
+
+
+def outdate_results(model_tables: Iterable[str | os.PathLike], results: Iterable[str | os.PathLike],
+                    workdir: str | os.PathLike = ".") -> list[str]:
+    """Call it when a manifest or logits file was dropped: remove each existing per-model metric table of
+    ``model_tables`` (those of the models whose tables read the dropped file) and each existing file of ``results``
+    (everything computed from the per-model tables: the metrics table over models, figures, tables, findings, QC,
+    report cards); return the warnings. Snakemake replans a missing file only for a job that runs anyway, so only
+    files that are missing make every target, not only the default one, replan the chain back to the dropped file."""
+    messages = [f"{table}: computed from a dropped manifest or logits file; this run computes it again"
+                for table in drop_files(model_tables, workdir)]
+    removed = drop_files(results, workdir)
+    if removed:
+        shown = ", ".join(removed[:4]) + (f" and {len(removed) - 4} more" if len(removed) > 4 else "")
+        messages.append(f"{len(removed)} file(s) computed from those metric tables removed ({shown}); any target "
+                        "that reads them computes them again")
+    return messages
+
+
+def drop_files(paths: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> list[str]:
+    """Remove each existing file of ``paths``; return those removed (as given)."""
+    removed = []
+    for path in paths:
+        full = Path(workdir) / path
+        if full.is_file() or full.is_symlink():
+            full.unlink()
+            removed.append(str(path))
+    return removed
 
 
 # ----------------------------------------------------------------------------- zero-shot heads
@@ -198,7 +239,7 @@ def weights_record_is_current(record: str | os.PathLike, weights_files: Iterable
         recorded = files.get(path)
         if recorded is None or path.stat().st_size != recorded.get("size"):
             return False
-        if _sha256(path) != recorded.get("sha256"):
+        if sha256_file(path) != recorded.get("sha256"):
             return False
     return True
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from clip_robustness.workflow.currency import sha256_file
+
 #: Folder of the cache's own files inside the tar and, once unpacked, in the working directory.
 SHARED_DIR = "shared_cache"
 UNPACKED_DIR = Path("results") / SHARED_DIR
@@ -59,14 +61,6 @@ CORE_DISTRIBUTIONS = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", 
 
 class SharedCacheError(RuntimeError):
     """A shared cache cannot be packed or used; the message names the file or member and what to do."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions(distributions: Iterable[str] = ()) -> dict[str, str | None]:
@@ -123,7 +117,7 @@ def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[st
     }
     for name, path in registries.items():
         extra[f"{SHARED_DIR}/{name}"] = (workdir / path).read_bytes()
-    sums = [f"{_sha256(workdir / path)}  {path}" for path in members]
+    sums = [f"{sha256_file(workdir / path)}  {path}" for path in members]
     sums += [f"{hashlib.sha256(data).hexdigest()}  {name}" for name, data in extra.items()]
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, tarfile.open(tmp, "w") as tar:
@@ -170,14 +164,14 @@ def unpack(cache: str | os.PathLike, workdir: str | os.PathLike = ".") -> Path:
         present = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {f"{SHARED_DIR}/{SUMS}"}
         problems = [f"{name}: listed but missing" for name in sorted(set(sums) - present)]
         problems += [f"{name}: not in the checksum list" for name in sorted(present - set(sums))]
-        problems += [f"{name}: sha256 {_sha256(staging / name)[:16]}..., the list says {digest[:16]}..."
-                     for name, digest in sorted(sums.items()) if name in present and _sha256(staging / name) != digest]
+        problems += [f"{name}: sha256 {sha256_file(staging / name)[:16]}..., the list says {digest[:16]}..."
+                     for name, digest in sorted(sums.items()) if name in present and sha256_file(staging / name) != digest]
         if problems:
             raise SharedCacheError(f"shared cache {cache} failed its checksums, nothing was written: " + "; ".join(problems[:20]))
         targets = {name: workdir / (UNPACKED_DIR / name[len(SHARED_DIR) + 1:] if name.startswith(f"{SHARED_DIR}/")
                                     else name) for name in [*sums, f"{SHARED_DIR}/{SUMS}"]}
         clashes = [str(target.relative_to(workdir)) for name, target in targets.items()
-                   if target.is_file() and _sha256(target) != _sha256(staging / name)]
+                   if target.is_file() and sha256_file(target) != sha256_file(staging / name)]
         if clashes:
             raise SharedCacheError(f"this directory already has other versions of {len(clashes)} file(s) of the cache "
                                    f"({', '.join(clashes[:10])}); nothing was written. Use a fresh clone, or move "

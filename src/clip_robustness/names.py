@@ -85,6 +85,10 @@ WEIGHTS_DIR = "data/weights"
 HEADS_DIR = "results/heads"
 LOGITS_DIR = "results/logits"
 FIGURES_DIR = "results/figures"
+#: Image embeddings of zero-shot models, written by the logits job beside the logits (:data:`EMBEDDINGS`).
+EMBEDDINGS_DIR = "results/embeddings"
+#: The prompt-set ablation's outputs (heads per prompt set, per-model metric tables, the aggregate).
+ABLATION_DIR = "results/ablation"
 
 ARCHIVE = ARCHIVES_DIR + "/{archive}"
 EXTRACTION_MARKER = EXTRACTED_DIR + "/{archive}.complete"
@@ -95,6 +99,14 @@ DECODED_METADATA = DECODED_DIR + "/{dataset}/{geometry}.json"
 WEIGHTS_RECORD = WEIGHTS_DIR + "/{model}.json"
 HEAD = HEADS_DIR + "/{model}.pt"
 LOGITS = LOGITS_DIR + "/{model}/{dataset}.parquet"
+#: A zero-shot model's L2-normalised image embeddings on one dataset (float16), same rows as :data:`LOGITS`.
+EMBEDDINGS = EMBEDDINGS_DIR + "/{model}/{dataset}.parquet"
+#: A zero-shot model's text head for one prompt set of the ablation (built on CPU, text tower only).
+ABLATION_HEAD = ABLATION_DIR + "/heads/{model}/{prompt_set}.npz"
+#: One zero-shot model's tidy metric rows for one ablation prompt set (logits derived from the embeddings).
+ABLATION_MODEL_METRICS = ABLATION_DIR + "/metrics/{model}/{prompt_set}.parquet"
+#: Every ablation model's metric rows, each prompt set, with the rows only the whole study gives (column prompt_set).
+ABLATION_METRICS = ABLATION_DIR + "/prompt_set_metrics.parquet"
 FIGURE = FIGURES_DIR + "/{name}.{ext}"
 #: How the findings' verdicts behave on simulated studies (``make findings-check`` writes it; the findings rule shows
 #: it beside the findings table). Relative to the checkout, like every path here, so a moved study replans nothing.
@@ -144,6 +156,21 @@ def head_path(model_id: str) -> str:
 def cache_path(model_id: str, dataset: str) -> str:
     """``results/logits/{model}/{dataset}.parquet``: the cache file of ``model_id`` on ``dataset``."""
     return LOGITS.format(model=model_id, dataset=dataset)
+
+
+def embeddings_path(model_id: str, dataset: str) -> str:
+    """``results/embeddings/{model}/{dataset}.parquet``: the image embeddings of zero-shot ``model_id`` on ``dataset``."""
+    return EMBEDDINGS.format(model=model_id, dataset=dataset)
+
+
+def ablation_head_path(model_id: str, prompt_set: str) -> str:
+    """``results/ablation/heads/{model}/{prompt_set}.npz``: ``model_id``'s text head for ablation ``prompt_set``."""
+    return ABLATION_HEAD.format(model=model_id, prompt_set=prompt_set)
+
+
+def ablation_model_metrics_path(model_id: str, prompt_set: str) -> str:
+    """``results/ablation/metrics/{model}/{prompt_set}.parquet``: ``model_id``'s metric rows for ``prompt_set``."""
+    return ABLATION_MODEL_METRICS.format(model=model_id, prompt_set=prompt_set)
 
 
 def figure_path(name: str, ext: str = "png") -> str:

@@ -15,7 +15,8 @@ from clip_robustness.figures import figure_options  # cheap: the plotting librar
 from clip_robustness.logits.cache import cache_path
 from clip_robustness.logits.workflow import StudyWorkflow, decoded_path, head_path, spec_table_path
 from clip_robustness.logits.workflow import weights_record_path
-from clip_robustness.names import FINDINGS_VALIDATION
+from clip_robustness.names import FINDINGS_VALIDATION, embeddings_path
+from clip_robustness.names import ABLATION_HEAD, ABLATION_METRICS, ABLATION_MODEL_METRICS, ablation_model_metrics_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -41,6 +42,8 @@ wildcard_constraints:
     # (inference.imagenet_c_jobs: per_severity) or a corruption name (per_corruption).
     preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     imagenet_c_group=r"[1-5]|[a-z_]+",
+    # A prompt set of the ablation: a built-in id or a prompt file's stem (clip_robustness.models.prompt_sets).
+    prompt_set=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
 # ============================================================================ targets
@@ -60,12 +63,19 @@ def get_final_output():
         *STUDY.extraction_markers(),
         *get_all_manifests(),
         *get_all_logits(),
+        *get_all_embeddings(),
+        *get_ablation_targets(),
     ]
 
 
 def get_all_logits(wildcards=None):
     """Every logits cache file of the study: results/logits/{model}/{dataset}.parquet."""
     return [cache_path(model, dataset) for model in MODELS for dataset in DATASETS]
+
+
+def get_all_embeddings(wildcards=None):
+    """Every image-embeddings file of the study: results/embeddings/{model}/{dataset}.parquet (zero-shot models)."""
+    return [embeddings_path(model, dataset) for model in STUDY.embedding_models for dataset in DATASETS]
 
 
 def get_all_manifests(wildcards=None):
@@ -153,6 +163,12 @@ def logits_outputs(*, core):
     return update([cache_path("{model}", dataset) for dataset in group_patterns(core=core)])
 
 
+def embeddings_outputs(*, core):
+    """The image-embeddings files a zero-shot model's group job writes beside its logits (inference.cache_embeddings):
+    update() files, kept while current, like the logits."""
+    return update([embeddings_path("{model}", dataset) for dataset in group_patterns(core=core)])
+
+
 def get_group_manifests(wildcards):
     """The manifests of a group job's datasets, in group order."""
     return [manifest_path(dataset) for dataset in STUDY.group_datasets(wildcards.get("imagenet_c_group"))]
@@ -212,6 +228,50 @@ def get_is_zero_shot(wildcards):
 def get_model_metric_tables(wildcards):
     """Per-model metric tables of every model of the study."""
     return expand("results/metrics/models/{model}.parquet", model=MODELS)
+
+
+# ============================================================================ prompt-set ablation (ablation.smk)
+# Every model of it has cached embeddings (STUDY.ablation_models); nothing here is an input of a logits job.
+
+
+def get_ablation_targets(wildcards=None):
+    """The ablation's outputs when zero_shot.ablation_prompt_sets names prompt sets: its table (the figure and the
+    findings rows read it)."""
+    return [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"] if STUDY.ablation_models else []
+
+
+def get_ablation_table(wildcards=None):
+    """tabulate_findings: the ablation's table when there is an ablation (its findings rows), else []."""
+    return [ABLATION_METRICS] if STUDY.ablation_models else []
+
+
+def get_model_embeddings(wildcards):
+    """{model}'s image-embeddings files on every dataset of the study, in DATASETS order."""
+    return [embeddings_path(wildcards.model, dataset) for dataset in DATASETS]
+
+
+def get_ablation_prompt_spec(wildcards):
+    """build_ablation_head: the config entry of {prompt_set} (a built-in id or a prompt file's path)."""
+    return STUDY.ablation_prompt_spec(wildcards.prompt_set)
+
+
+def get_ablation_prompt_file(wildcards):
+    """build_ablation_head: {prompt_set}'s prompt file, when it is one (an edit rebuilds the head), else []."""
+    spec = STUDY.ablation_prompt_spec(wildcards.prompt_set)
+    return [spec] if spec != wildcards.prompt_set else []
+
+
+def get_prompt_set_figure_options(wildcards=None):
+    """plot_prompt_sets: the study's dataset roles and the prompt sets in config order."""
+    study = STUDY.study
+    return {"id_dataset": study.in_distribution, "test_conditions": list(study.test_conditions),
+            "ood_sets": list(study.ood_datasets), "prompt_sets": STUDY.ablation_prompt_sets}
+
+
+def get_ablation_model_tables(wildcards):
+    """Every (ablation model, prompt set) metric table."""
+    return [ablation_model_metrics_path(model, prompt_set) for model in STUDY.ablation_models
+            for prompt_set in STUDY.ablation_prompt_sets]
 
 
 # ============================================================================ figures (owner: figures stage)

@@ -33,12 +33,14 @@ from clip_robustness.logits.workflow import (
     weights_record_path,
 )
 from clip_robustness.models import weights
+from clip_robustness.names import embeddings_path
 from clip_robustness.workflow import currency
 from clip_robustness.workflow.joblog import benchmark_path
 from clip_robustness.workflow.runlock import acquire_run_lock
 
 #: The rules whose jobs load a model's weights.
-WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"})
+WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
+                           "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c", "build_ablation_head"})
 
 
 class StartUp:
@@ -129,7 +131,8 @@ class StartUp:
         prompt_set = study.config["zero_shot"]["prompt_set"]
         for message in currency.drop_stale_heads(heads, prompt_set):
             self.warn(message)
-        for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set):
+        for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set,
+                                            embedding_models=study.embedding_models):
             self.warn(rejected.message)
         for model in study.models:
             self._bring_model_forward(model, groups, heads)
@@ -144,7 +147,10 @@ class StartUp:
         forward([record], weights_files, self.script("fetch_model_weights"))
         # Past the weights only files computed with these weights: logits record their sha256 (a head is trusted when
         # its model's logits are: they were computed with it).
-        outputs_of = {group: [cache_path(model, d) for d in datasets] for group, datasets in groups.items()}
+        embeddings = model in self.study.embedding_models  # its logits job writes the embeddings too
+        outputs_of = {group: [cache_path(model, d) for d in datasets]
+                      + ([embeddings_path(model, d) for d in datasets] if embeddings else [])
+                      for group, datasets in groups.items()}
         logits = [path for outputs in outputs_of.values() for path in outputs]
         older = currency.older_than(logits, [record, *weights_files])
         same_weights = currency.computed_with(older, weights_identity(model))
@@ -156,6 +162,6 @@ class StartUp:
             inputs = plan.cache_group_inputs(model, groups[group])
             sources = [*inputs.get("manifests", []), *inputs.get("decoded", []), *inputs.get("decoded_metadata", [])]
             sources += [inputs["head"]] if "head" in inputs else []
-            rule, extra = group_rule("cache_logits", group)
+            rule, extra = group_rule(self.study.logits_rule(model), group)
             benchmark = benchmark_path(rule, "model", *extra).format(model=model, imagenet_c_group=group)
             forward([*outputs, benchmark], [*sources, *weights_inputs], self.script("cache_logits"))

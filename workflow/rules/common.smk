@@ -237,7 +237,11 @@ def get_model_metric_tables(wildcards):
 def get_ablation_targets(wildcards=None):
     """The ablation's outputs when zero_shot.ablation_prompt_sets names prompt sets: its table (the figure and the
     findings rows read it)."""
-    return [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"] if STUDY.ablation_models else []
+    return (
+        [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"]
+        if STUDY.ablation_models
+        else []
+    )
 
 
 def get_ablation_table(wildcards=None):
@@ -264,14 +268,21 @@ def get_ablation_prompt_file(wildcards):
 def get_prompt_set_figure_options(wildcards=None):
     """plot_prompt_sets: the study's dataset roles and the prompt sets in config order."""
     study = STUDY.study
-    return {"id_dataset": study.in_distribution, "test_conditions": list(study.test_conditions),
-            "ood_sets": list(study.ood_datasets), "prompt_sets": STUDY.ablation_prompt_sets}
+    return {
+        "id_dataset": study.in_distribution,
+        "test_conditions": list(study.test_conditions),
+        "ood_sets": list(study.ood_datasets),
+        "prompt_sets": STUDY.ablation_prompt_sets,
+    }
 
 
 def get_ablation_model_tables(wildcards):
     """Every (ablation model, prompt set) metric table."""
-    return [ablation_model_metrics_path(model, prompt_set) for model in STUDY.ablation_models
-            for prompt_set in STUDY.ablation_prompt_sets]
+    return [
+        ablation_model_metrics_path(model, prompt_set)
+        for model in STUDY.ablation_models
+        for prompt_set in STUDY.ablation_prompt_sets
+    ]
 
 
 # ============================================================================ figures (owner: figures stage)

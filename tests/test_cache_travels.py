@@ -39,15 +39,18 @@ SMALL = {
     "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch"], "ood": [],
                  "imagenet_c": {"corruptions": [], "severities": []}},
     "inference": {"keep_decoded": True},
+    # the prompt-set ablation (CPU, from the embeddings) is tested in test_demo_pipeline.py; here the logits stage
+    "zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": []},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2"]
 #: What a moved study or a shared cache must never plan again.
 EXPENSIVE = {"download_archive", "extract_archive", "build_manifest", "decode_images", "decode_images_imagenet_c",
-             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
+             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
+             "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c"}
 #: The reruns after a change stop at the logits (metrics, figures and tables read them like after any other change;
 #: tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but most of its time.
 UP_TO_LOGITS = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-                "fetch_model_weights", "build_zero_shot_head", "cache_logits", "all"]
+                "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_zero_shot", "all"]
 #: ... and the models' metric tables (the edited registry row; targets beside `all`, whose aggregate is left out).
 UP_TO_MODEL_METRICS = ["all", *(f"results/metrics/models/{model}.parquet" for model in MODELS), *UP_TO_LOGITS,
                        "compute_model_metrics"]
@@ -182,12 +185,14 @@ def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits
     shutil.copytree(finished, workdir, symlinks=True)
     shutil.rmtree(workdir / ".snakemake")
     before = checksums(workdir, "results/logits/*/*.parquet")
-    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple"}}))
+    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple",
+                                                                                  "ablation_prompt_sets": []}}))
     result = snakemake(workdir, *UP_TO_LOGITS)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "zero_shot.prompt_set" in result.stderr
     ran = jobs_planned(result)
-    assert ran["build_zero_shot_head"] == 1 and ran["cache_logits"] == 1, ran
+    # the zero-shot model's logits job (which also rewrites its embeddings); the classifier's is kept
+    assert ran["build_zero_shot_head"] == 1 and ran["cache_logits_zero_shot"] == 1 and "cache_logits" not in ran, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     after = checksums(workdir, "results/logits/*/*.parquet")
     changed = {path.split("/")[2] for path in before if before[path] != after[path]}
@@ -219,9 +224,10 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     result = snakemake(workdir, *UP_TO_MODEL_METRICS)
     assert result.returncode == 0, result.stderr[-4000:]
     ran = jobs_planned(result)
-    assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits",
+    assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot",
                                             "compute_model_metrics")} == dict.fromkeys(
-        ("fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics"), 1), ran
+        ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot", "compute_model_metrics"), 1), ran
+    assert "cache_logits" not in ran, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     assert {path: sha256(workdir / path) for path in kept} == kept  # the other model: the very same bytes
     after = {**checksums(workdir, f"results/logits/{edited}/*.parquet"), **checksums(workdir, "results/heads/*")}

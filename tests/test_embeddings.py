@@ -4,6 +4,8 @@ answer (clip_robustness.metrics.prompt_ablation)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import open_clip
 import pandas as pd
@@ -21,8 +23,11 @@ from clip_robustness.logits.embeddings import (
 from clip_robustness.logits.job import DatasetTask, cache_group_logits
 from clip_robustness.metrics.findings import FINDINGS_COLUMNS, FindingsSettings
 from clip_robustness.metrics.prompt_ablation import prompt_set_findings, prompt_set_range
+from clip_robustness.models.adapters import row_adapter
 from clip_robustness.models.prompt_sets import PromptSetError, read_prompt_file, resolve_prompt_set
 from clip_robustness.models.zero_shot import build_ablation_head, build_head_for_row, load_head, save_head
+
+REPO = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------------------------- the file contract
 
@@ -82,6 +87,8 @@ def test_group_job_writes_embeddings_that_reproduce_its_logits(tmp_path, clip_ro
     logits = read_logits(task.output, expect=expect)
     cached = read_embeddings(task.embeddings, expect=expect)
     assert cached.metadata["embedding_dim"] == cached.embeddings.shape[1]
+    # make plan sizes the cache by the width the adapter reads from the library config, without building the model
+    assert row_adapter(clip_row).embedding_dim(clip_row) == cached.embeddings.shape[1]
     assert cached.metadata["weights_sha256"] == logits.metadata["weights_sha256"]
     assert np.array_equal(cached.index, logits.index) and np.array_equal(cached.labels, logits.labels)
     head = load_head(head_path)
@@ -191,3 +198,15 @@ def test_findings_row_without_an_effect_is_not_significant_in_most_simulations()
 def test_one_model_is_undetermined_with_the_reason():
     row = _findings(simulated(1, [0.0, 0.1], 0.01, seed=0), ["a", "b"]).iloc[0]
     assert row["verdict"] == "undetermined" and "fewer than 4 models" in row["reason"]
+
+
+def test_plan_counts_embeddings_disk_for_zero_shot_models_only_and_none_when_off():
+    from clip_robustness.logits.plan import embeddings_disk
+    from clip_robustness.models.registry import load_model_registry
+
+    registry = load_model_registry(REPO / "config/demo/models.tsv")
+    on = {"inference": {"cache_embeddings": True}}
+    sizes, assumed = embeddings_disk(on, registry.ids, registry, 1000)
+    assert set(sizes) == {m for m in registry.ids if registry.is_zero_shot(m)} and not assumed
+    assert sizes["openclip__clip_tiny_demo__demo"] > 1000 * 2 * 16  # at least float16 x a 16-wide embedding
+    assert embeddings_disk({"inference": {"cache_embeddings": False}}, registry.ids, registry, 1000) == ({}, [])

@@ -56,7 +56,8 @@ ROLES = dict(
     ood=("textures", "inaturalist"),
 )
 STUDY = SimpleNamespace(
-    study=SimpleNamespace(**{{**ROLES, "ood_datasets": ROLES["ood"]}}), metric_roles=lambda: dict(ROLES)
+    study=SimpleNamespace(**{{**ROLES, "ood_datasets": ROLES["ood"]}}), metric_roles=lambda: dict(ROLES),
+    ablation_models=[], ablation_prompt_sets=[],
 )
 MODELS, DATASETS = [], []
 get_all_manifests = get_model_row = lambda wildcards: []

@@ -114,6 +114,9 @@ def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[st
     shared_config["model_registry"] = str(UNPACKED_DIR / "models.tsv")
     shared_config["dataset_registry"] = str(UNPACKED_DIR / "datasets.yaml")
     shared_config["models"] = models
+    # The cache carries the logits, not the image embeddings: the prompt-set ablation (which derives its logits from
+    # them) is not part of a shared cache's study, so no rule of it is planned from the cache.
+    shared_config.setdefault("zero_shot", {})["ablation_prompt_sets"] = []
     extra = {
         f"{SHARED_DIR}/config.yaml": yaml.safe_dump(shared_config, sort_keys=False).encode(),
         f"{SHARED_DIR}/cache.json": json.dumps({

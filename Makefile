@@ -26,7 +26,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 ## The upstream servers of the demo: generated archives, their registry and tiny trained models.
 demo-data: venv data/demo/upstream/datasets.yaml
 
-data/demo/upstream/datasets.yaml: src/clip_robustness/demo/generate.py src/clip_robustness/demo/archives.py src/clip_robustness/demo/models.py config/demo/models.tsv
+data/demo/upstream/datasets.yaml: src/clip_robustness/demo/generate.py src/clip_robustness/demo/archives.py src/clip_robustness/demo/cue_conflict.py src/clip_robustness/demo/models.py config/demo/models.tsv config/datasets.yaml
 	$(PY) -m clip_robustness.demo data/demo/upstream
 
 ## The whole pipeline on the demo, then its HTML report.

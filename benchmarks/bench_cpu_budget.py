@@ -52,6 +52,7 @@ def cpu_us_per_image(step, images: int, repeats: int) -> list[float]:
     return out
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)

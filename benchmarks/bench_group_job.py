@@ -45,6 +45,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_common import add_run_arguments, apply_threads, forward_rate, random_head  # noqa: E402
+
 
 def model_row(args: argparse.Namespace) -> dict:
     if args.null:
@@ -93,36 +95,6 @@ def make_dataset(folder: Path, name: str, n: int, spec, seed: int) -> tuple[Path
     return manifest_path, npy
 
 
-def forward_rate(row: dict, head_path: Path | None, input_size: tuple[int, int], device: str, precision_name: str,
-                 batch_size: int, batches: int) -> float:
-    """Images/s of the model (its float32 final layer; zero-shot head) on random float batches on ``device``."""
-    from clip_robustness.logits.loop import apply_tf32, resolve_precision
-    from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model
-    from clip_robustness.models.zero_shot import load_head
-
-    model, _, _ = build_model(row, device)
-    classifier = row_adapter(row).classifier(model, None if head_path is None else load_head(head_path))
-    precision = resolve_precision(precision_name, True, device)
-    apply_tf32(precision)
-    x = torch.randn(batch_size, 3, *input_size, device=device)
-    autocast = torch.autocast(device_type=torch.device(device).type, dtype=precision.amp_dtype or torch.float32,
-                              enabled=precision.amp_dtype is not None)
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    with torch.no_grad(), autocast:
-        classifier(x)
-        sync()
-        start = time.perf_counter()
-        for _ in range(batches):
-            classifier(x).float()
-        sync()
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def run_job(row: dict, tasks: list, head: Path | None, args: argparse.Namespace) -> tuple[float, list[dict], float]:
     """The group job over ``tasks`` (their outputs removed first); (call seconds, timing records, end time)."""
     from clip_robustness.logits.job import cache_group_logits
@@ -147,6 +119,7 @@ def summarise(call_s: float, timings: list[dict], end: float) -> dict:
             "before_first_batch_s": call_s - span, "datasets": timings}
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     who = parser.add_mutually_exclusive_group(required=True)
@@ -155,25 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", choices=["open_clip", "timm"], default="timm")
     parser.add_argument("--datasets", type=int, default=3)
     parser.add_argument("--n-images", type=int, default=512, help="images per dataset")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--gpu", default="H100", help="throughput-table GPU name for the plan's prediction")
-    parser.add_argument("--forward-batches", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="group-job runs (best and median reported)")
     parser.add_argument("--compare-single", action="store_true", help="also one dataset of K x N images")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--data", type=Path, default=None,
                         help="folder for the datasets, kept and reused by later runs (default: a temp folder)")
-    parser.add_argument("--workdir", type=Path, default=None, help="folder for the temp folder")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    add_run_arguments(parser, batch_size=256, forward_batches=10)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
-    from bench_throughput import random_head
-
-    from clip_robustness.logits.decoded import decode_spec_for_row
+    from clip_robustness.logits.geometry import decode_spec_for_row
     from clip_robustness.logits.job import DatasetTask
     from clip_robustness.logits.plan import predicted_logits_seconds, read_throughput, throughput_for
 
@@ -194,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             name = f"bench_{k}"
             manifest, npy = make_dataset(data / name, name, args.n_images, spec, seed=k)
             tasks.append(DatasetTask(name, manifest, tmp / "logits" / f"{name}.parquet", npy))
-        forward = forward_rate(row, head, spec.input_size, args.device, args.precision, args.batch_size, args.forward_batches)
+        forward, _ = forward_rate(row, head, args.device, args.precision, args.batch_size, args.forward_batches,
+                                  input_size=spec.input_size)
         run_job(row, tasks[:1], head, args)  # warm: imports, first allocations, the arrays in the page cache
         runs = [summarise(*run_job(row, tasks, head, args)) for _ in range(args.repeats)]
         result["load_average_1min"].append(os.getloadavg()[0])

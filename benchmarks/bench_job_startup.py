@@ -75,6 +75,7 @@ def save_random_weights(row: dict, folder: Path) -> Path:
     return path
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -95,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child)
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_throughput import generate_imagenet_like, random_head
+    from bench_common import random_head
+    from bench_throughput import generate_imagenet_like
 
     from clip_robustness.datasets.manifest import read_manifest
-    from clip_robustness.logits.decoded import decode_dataset, decode_spec_for_row
+    from clip_robustness.logits.decoded import decode_dataset
+    from clip_robustness.logits.geometry import decode_spec_for_row
 
     row = {"model_id": f"{args.library}__{args.architecture}", "library": args.library,
            "architecture": args.architecture, "pretrained": "", "weights_file": ""}

@@ -31,6 +31,7 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     return min(times), statistics.median(times)
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000, help="images in the ID set (default 50000; at most 50000 real file names)")
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         predict,
     )
     from clip_robustness.metrics.imagenet_x import error_ratios, factor_accuracies, load_imagenet_x_annotations
+    from clip_robustness.metrics.model_rows import DatasetLogits, model_metrics_table
     from clip_robustness.metrics.ood import auroc, fpr_at_tpr, ood_scores
-    from clip_robustness.metrics.tables import DatasetLogits, MetricSettings, model_metrics_table
+    from clip_robustness.metrics.tidy import MetricSettings
 
     val = pd.read_csv(imagenet_x.utils.get_annotation_path() / "filename_label.csv").head(args.n)
     n = len(val)

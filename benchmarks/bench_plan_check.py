@@ -49,7 +49,7 @@ print(time.perf_counter() - start)
 
 def forward_rate(row: dict, head: Path | None, batch_size: int, batches: int) -> float:
     """CPU images/s of ``row``'s model (float32 final layer; its zero-shot head) on random batches of its input size."""
-    from clip_robustness.logits.decoded import decode_spec_for_row
+    from clip_robustness.logits.geometry import decode_spec_for_row
     from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model
     from clip_robustness.models.zero_shot import load_head
@@ -82,6 +82,7 @@ def measured_job_s(path: Path) -> float:
     return float(rows[-1]["s"])
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a demo checkout where the demo has run")

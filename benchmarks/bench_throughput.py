@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_common import add_run_arguments, apply_threads, forward_rate, random_head  # noqa: E402
 
 
 def generate_imagenet_like(folder: Path, n: int, seed: int = 0) -> Path:
@@ -74,56 +78,7 @@ def model_row(args: argparse.Namespace) -> dict:
     return {**row, "pretrained": "", "weights_file": ""}
 
 
-def random_head(row: dict, folder: Path) -> Path | None:
-    """A random zero-shot head (unit-norm columns, logit scale 100) for a zero-shot (open_clip) model; None otherwise."""
-    from clip_robustness.models.adapters import is_zero_shot
-
-    if not is_zero_shot(row):
-        return None
-    import open_clip
-
-    from clip_robustness.models.zero_shot import ZeroShotHead, save_head
-
-    embed_dim = int(open_clip.get_model_config(row["architecture"])["embed_dim"])
-    weights = torch.nn.functional.normalize(torch.randn(embed_dim, 1000), dim=0)
-    head = ZeroShotHead(weights=weights, logit_scale=100.0, prompt_set="openai", n_templates=80, model_id=row["model_id"])
-    return save_head(head, folder / "head.pt")
-
-
-def forward_throughput(row: dict, head_path: Path | None, device: str, precision_name: str, batch_size: int,
-                       batches: int) -> tuple[float, float]:
-    """Images/s of the model (with its float32 final layer or zero-shot head) on random float batches already on
-    ``device``; and build s."""
-    from clip_robustness.logits.loop import apply_tf32, resolve_precision
-    from clip_robustness.models.adapters import row_adapter
-    from clip_robustness.models.build import build_model
-    from clip_robustness.models.zero_shot import load_head
-
-    start = time.perf_counter()
-    model, _, info = build_model(row, device)
-    build_s = time.perf_counter() - start
-    # the pipeline's final-layer call: float32 head (zero-shot head for zero-shot models)
-    model = row_adapter(row).classifier(model, None if head_path is None else load_head(head_path))
-    precision = resolve_precision(precision_name, True, device)
-    apply_tf32(precision)
-    x = torch.randn(batch_size, *info["input_size"], device=device)
-    autocast = torch.autocast(device_type=torch.device(device).type, dtype=precision.amp_dtype or torch.float32,
-                              enabled=precision.amp_dtype is not None)
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    with torch.no_grad(), autocast:
-        model(x)  # warm-up
-        sync()
-        start = time.perf_counter()
-        for _ in range(batches):
-            model(x).float()
-        sync()
-    return batches * batch_size / (time.perf_counter() - start), build_s
-
-
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     who = parser.add_mutually_exclusive_group(required=True)
@@ -131,23 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     who.add_argument("--architecture", help="library architecture name, with --library")
     parser.add_argument("--library", choices=["open_clip", "timm"], default="timm")
     parser.add_argument("--registry", default=str(REPO / "config" / "models.tsv"))
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--manifest", type=Path, help="an existing manifest (default: generate --n-images images)")
     parser.add_argument("--n-images", type=int, default=256, help="images to generate when no --manifest (default 256)")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 1, 1), help="loader/decoder processes")
-    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16", help="autocast on CUDA (CPU: fp32)")
-    parser.add_argument("--forward-batches", type=int, default=5, help="batches timed for the forward figure")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--workdir", type=Path, default=None, help="folder for generated data (default: a temp dir)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    add_run_arguments(parser, batch_size=64, forward_batches=5)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
 
     from clip_robustness.datasets.manifest import read_manifest
     from clip_robustness.logits.cache import read_logits
-    from clip_robustness.logits.decoded import decode_dataset, decode_spec_for_row
+    from clip_robustness.logits.decoded import decode_dataset
+    from clip_robustness.logits.geometry import decode_spec_for_row
     from clip_robustness.logits.loop import cache_dataset_logits
 
     row = model_row(args)
@@ -159,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         manifest = read_manifest(manifest_path)
         n = len(manifest.table)
         head_path = random_head(row, tmp)
-        forward, build_s = forward_throughput(row, head_path, args.device, args.precision, args.batch_size,
-                                              args.forward_batches)
+        forward, build_s = forward_rate(row, head_path, args.device, args.precision, args.batch_size,
+                                        args.forward_batches)
         common = dict(head_path=head_path, prompt_set="openai" if head_path else None, batch_size=args.batch_size,
                       num_workers=args.workers, precision_name=args.precision, allow_tf32=True, device=args.device)
 
@@ -202,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "decoded_gib": decoded_gib, "model_build_s": build_s, "generate_s": generate_s,
         "images_per_s": rates, "ratio_to_forward": {k: v / forward for k, v in rates.items() if k != "forward"},
         "top1_agreement_fast_vs_reference": agreement, "max_abs_logit_diff_fast_vs_reference": max_abs,
-        "command": "benchmarks/bench_throughput.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": "benchmarks/bench_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     print(f"{row['model_id']} on {args.device} ({device_name}), {n} images ({jpeg_kb:.0f} KB JPEGs), batch "
           f"{args.batch_size}, {args.workers} workers, key {spec.key}")

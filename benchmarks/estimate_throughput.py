@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=REPO / "config" / "throughput.tsv")
     args = parser.parse_args(argv)
 
-    from clip_robustness.logits.decoded import decode_spec_for_row
+    from clip_robustness.logits.geometry import decode_spec_for_row
     from clip_robustness.logits.plan import read_throughput
     from clip_robustness.models.registry import load_model_registry
 

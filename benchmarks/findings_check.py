@@ -75,6 +75,7 @@ def _interval(hits: int, n: int) -> str:
     return f"{hits / n:.1%} [{ci.low:.1%}, {ci.high:.1%}]"
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", default=str(REPO / "config" / "models.tsv"))
@@ -147,6 +148,7 @@ def main() -> None:
     print(f"wrote {out} and {out.with_suffix('.csv')}")
 
 
+# Longer than 60 lines: the page is one HTML template filled in one place.
 def _page(table: pd.DataFrame, args: argparse.Namespace, one_table_cpu: float, total_cpu: float, wall: float,
           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     n_studies = args.null_studies + args.power_studies + args.size_studies + 2 * len(GRID) * args.grid_studies

@@ -65,6 +65,7 @@ def jpegs(n: int, size: tuple[int, int], quality: int, seed: int = 0) -> list[by
     return out
 
 
+# Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda")

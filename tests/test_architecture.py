@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -175,3 +176,78 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
     assert len(modules) > 50  # the whole package was walked
+
+
+# ---------------------------------------------------------------------------------------------- long functions
+
+REPO = PACKAGE.parents[1]
+#: Longest a function may run (def to last line, docstring included) without a reason written beside it: a comment
+#: starting with LONG_FUNCTION_REASON in the three lines above its ``def`` (or decorators).
+MAX_FUNCTION_LINES = 60
+LONG_FUNCTION_REASON = "# Longer than 60 lines:"
+
+
+def long_functions_without_reason(paths: list[Path]) -> list[str]:
+    """``path:line name (n lines)`` of every function longer than MAX_FUNCTION_LINES with no reason above it."""
+    found = []
+    for path in paths:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length = node.end_lineno - node.lineno + 1
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            above = lines[max(0, start - 4) : start - 1]
+            if length > MAX_FUNCTION_LINES and not any(line.strip().startswith(LONG_FUNCTION_REASON) for line in above):
+                found.append(f"{path}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_the_long_function_finder_sees_a_long_function_and_its_reason(tmp_path):
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "m.py").write_text(f"def short():\n    pass\n\n\ndef long():\n{body}")
+    assert long_functions_without_reason([tmp_path / "m.py"]) == [f"{tmp_path / 'm.py'}:5 long (61 lines)"]
+    (tmp_path / "m.py").write_text(f"{LONG_FUNCTION_REASON} one table in one place.\ndef long():\n{body}")
+    assert long_functions_without_reason([tmp_path / "m.py"]) == []
+
+
+def test_no_function_runs_past_60_lines_without_a_reason_beside_it():
+    paths = [*PACKAGE.rglob("*.py"), *(REPO / "workflow" / "scripts").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
+    assert long_functions_without_reason(sorted(paths)) == []
+
+
+# ---------------------------------------------------------------------------------------------- a figure to its images
+
+#: The rules between results/figures/calibration.png and the images, last to first (plot_calibration: the loop over
+#: FIGURES in figures.smk).
+CALIBRATION_CHAIN_RULES = ("aggregate_metrics", "compute_model_metrics", "cache_logits", "decode_images", "build_manifest")
+MAX_CHAIN_FILES = 25
+
+
+def chain_files() -> tuple[int, list[Path]]:
+    """The stated count and the files of docs/architecture.md's "From a figure to its images" table, in order."""
+    section = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8").split("## From a figure to its images")[1]
+    stated = int(re.search(r"it is \*\*(\d+) files\*\*", section).group(1))
+    rows = re.findall(r"^\| \d+ \| `([^`]+)` \|", section, re.M)
+    return stated, [REPO / row for row in rows]
+
+
+def test_the_figure_to_images_chain_in_the_docs_is_true_and_at_most_25_files():
+    stated, files = chain_files()
+    assert stated == len(files) == len(set(files)) <= MAX_CHAIN_FILES
+    assert [f for f in files if not f.is_file()] == []
+    rules = "".join(f.read_text(encoding="utf-8") for f in files if f.suffix == ".smk")
+    assert "for figure in FIGURES:" in rules and 'f"plot_{figure.name}"' in rules
+    assert [r for r in CALIBRATION_CHAIN_RULES if not re.search(rf"^rule {r}:", rules, re.M)] == []
+    # every listed module is reached from a listed rule script through listed modules only
+    modules = set(package_modules())
+    listed = {module_name(f) for f in files if PACKAGE in f.parents}
+    reached = set().union(*(imported_modules(f, modules) for f in files if f.parent.name == "scripts")) & listed
+    frontier = set(reached)
+    while frontier:
+        frontier = set().union(*(imported_modules(PACKAGE.parent / (m.replace(".", "/") + ".py"), modules)
+                                 if (PACKAGE.parent / (m.replace(".", "/") + ".py")).is_file()
+                                 else imported_modules(PACKAGE.parent / m.replace(".", "/") / "__init__.py", modules)
+                                 for m in frontier)) & listed - reached
+        reached |= frontier
+    assert listed - reached == set()

@@ -37,7 +37,7 @@ DATASETS = ["imagenet_val", "imagenet_sketch"]
 SMALL = {
     "models": MODELS,
     "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch"], "ood": [],
-                 "imagenet_c": {"corruptions": [], "severities": []}},
+                 "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
     "inference": {"keep_decoded": True},
     # the prompt-set ablation (CPU, from the embeddings) is tested in test_demo_pipeline.py; here the logits stage
     "zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": []},

@@ -22,7 +22,7 @@ from clip_robustness.datasets.errors import (
     RegistryError,
     UnknownDatasetError,
 )
-from clip_robustness.datasets.extract import extract_archive, is_extracted
+from clip_robustness.datasets.extract import extract_archive, marker_is_current
 from clip_robustness.datasets.manifest import build_manifest, read_manifest, write_manifest
 from clip_robustness.datasets.registry import ArchiveEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import check_user_supplied_archives
@@ -172,9 +172,9 @@ def test_interrupted_extraction_is_never_taken_for_complete_and_is_redone(tmp_pa
     # what a killed extraction leaves: a partial temp folder and (older code) a partial destination
     (tmp_path / "extracted" / ".imagenet-r.tar.partial-99999" / "imagenet-r").mkdir(parents=True)
     (dest / "imagenet-r" / "n01443537").mkdir(parents=True)
-    assert not is_extracted(dest, marker)
+    assert not marker.exists() and not marker_is_current(marker, upstream)
     extract_archive(upstream, dest, marker)
-    assert is_extracted(dest, marker)
+    assert marker_is_current(marker, upstream)
     assert sorted(p.name for p in (tmp_path / "extracted").iterdir()) == ["imagenet-r.tar", "imagenet-r.tar.complete"]
     with tarfile.open(upstream) as tar:
         expected = sorted(m.name for m in tar.getmembers() if m.isfile())

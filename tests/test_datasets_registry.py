@@ -76,6 +76,18 @@ def test_imagenet_c_ids_expand_to_their_archive_and_folder(registry):
     assert entry.archives == ("digital.tar",) and entry.subdir == "elastic_transform/4" and entry.label_space == "imagenet1k"
 
 
+def test_figure_titles_are_short_titles_else_titles_and_never_reach_the_rules_params(registry):
+    titles = registry.figure_titles(SPEC_DATASETS + ["imagenet_c_fog_3"])
+    for dataset in SPEC_DATASETS:
+        entry = registry.resolve(dataset)
+        assert titles[dataset] == (entry.short_title or entry.title) and len(titles[dataset]) <= len(entry.title)
+        assert "short_title" not in entry.to_dict()  # display only: renaming it reruns no dataset job
+    assert titles["imagenet_val"] == "ImageNet" and titles["sun"] == "SUN"  # shorter than "SUN (MOS OOD subset)"
+    assert titles["imagenet_c"] == "ImageNet-C" and titles["imagenet_c_fog_3"] == registry.resolve("imagenet_c_fog_3").title
+    # the demo's generated registry copies the entries, short titles included
+    assert synthetic.registry_datasets("sun")["sun"]["short_title"] == "SUN"
+
+
 def test_only_imagenet_val_and_its_devkit_are_user_supplied(registry):
     assert sorted(n for n, a in registry.archives.items() if a.user_supplied) == ["ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_val.tar"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clip_robustness.logits.decoded import decode_spec_for_row
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.logits.specs import (
     SPEC_TABLE_NAME,
     current_stamp,

@@ -32,17 +32,19 @@ from clip_robustness.logits.decoded import (
     DecodedImages,
     NormalizedModel,
     StaleDecodedCacheError,
-    UnsupportedPreprocessingError,
     batch_bounds,
     decode_dataset,
+    stack_uint8,
+)
+from clip_robustness.logits.geometry import (
     decode_spec_for_row,
     geometry_key,
     spec_from_transform,
     split_transform,
-    stack_uint8,
 )
 from clip_robustness.logits.images import UnreadableImageError
 from clip_robustness.logits.loop import cache_dataset_logits
+from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
 from clip_robustness.models.build import build_model
 from clip_robustness.models.zero_shot import build_head_for_row, save_head
 

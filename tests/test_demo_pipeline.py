@@ -210,6 +210,22 @@ def test_findings_table_tests_every_claim_and_is_undetermined_with_four_models(d
     assert all("fewer than" in reason or "no " in reason for reason in table["reason"])
 
 
+def test_shape_bias_branch_scores_every_model_on_the_cue_conflict_stimuli(demo_run):
+    metrics = pd.read_parquet(demo_run / "results/metrics/metrics.parquet")
+    rows = metrics[metrics.dataset == "cue_conflict"].pivot(index="model", columns="metric", values="value")
+    models, _ = _study(demo_run)
+    assert sorted(rows.index) == sorted(models)
+    # the demo's 10 categories, one image per (shape, texture) pair: 100 images, 90 of them in conflict
+    assert len(read_manifest(demo_run / "data/manifests/cue_conflict.parquet").table) == 100
+    assert (rows["n_cue_conflict"] == 90).all()
+    assert ((rows["shape_fraction"] + rows["texture_fraction"]) <= 1 + 1e-12).all()
+    decided = rows["shape_fraction"] + rows["texture_fraction"]
+    np.testing.assert_allclose(rows["shape_bias"][decided > 0], (rows["shape_fraction"] / decided)[decided > 0])
+    assert (demo_run / "results/figures/shape_bias.png").exists()
+    findings = pd.read_csv(demo_run / "results/tables/findings.csv", keep_default_na=False).set_index("claim_id")
+    assert findings.loc["10", "verdict"] == "undetermined" and "fewer than" in findings.loc["10", "reason"]
+
+
 def test_report_opens_with_the_findings_category(demo_run):
     text = (demo_run / "results/report.html").read_text(errors="replace")
     assert "results/tables/findings.csv" in text

@@ -31,7 +31,7 @@ from clip_robustness.datasets.errors import (
     ExtractionError,
     UnsafeArchiveError,
 )
-from clip_robustness.datasets.extract import extract_archive, extract_verified_archive, is_extracted
+from clip_robustness.datasets.extract import extract_archive, extract_verified_archive, marker_is_current
 from clip_robustness.datasets.manifest import build_manifest, check_image
 from clip_robustness.datasets.registry import ArchiveEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import drop_outdated_markers
@@ -105,7 +105,8 @@ def test_archive_verified_at_download_is_extracted_and_its_marker_records_it(tmp
     download(entry, tmp_path)
     assert verified_record_path(entry.name, tmp_path / "data/checksums/verified").is_file()
     dest = extract(entry, tmp_path)
-    assert is_extracted(dest, tmp_path / "data/extracted" / f"{entry.name}.complete")
+    assert dest.is_dir() and marker_is_current(tmp_path / "data/extracted" / f"{entry.name}.complete",
+                                               tmp_path / "data/archives" / entry.name)
     marker = yaml.safe_load((tmp_path / "data/extracted" / f"{entry.name}.complete").read_text())
     assert marker["archive_sha256"] == entry.sha256 and marker["archive_size_bytes"] == upstream.stat().st_size
 

@@ -85,7 +85,7 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
     # every table has a rule: the findings table's sits with the metrics stage (metrics.smk), the others here
     tables_rules = rules + (REPO / "workflow/rules/metrics.smk").read_text()
     for table in TABLE_FILES:
-        assert f"results/tables/{table}" in tables_rules
+        assert f'table_path("{table}")' in tables_rules
 
 
 def test_figure_rules_read_only_the_metric_tables_and_the_registry():
@@ -347,3 +347,41 @@ def test_pearson_of_synthetic_auroc_and_accuracy_is_positive():
     metrics = synthetic_metrics(registry, test_conditions=[], corruptions=[], severities=[], ood_sets=["sun"], seed=3)
     pts = points(registry, select(metrics, "top1", dataset="imagenet_val"), select(metrics, "auroc", dataset="sun", score="msp"))
     assert stats.pearsonr(pts["x"], pts["y"]).statistic > 0.5
+
+
+# ---------------------------------------------------------------------------------------------- dataset titles
+
+
+def test_panel_titles_are_the_dataset_registrys_short_titles_and_follow_a_rename(mid_study, tmp_path):
+    """Figures spell no dataset name: a short title renamed in the registry is what the panels show, an entry without
+    one shows its title, and the ImageNet-C conditions carry the template's family title."""
+    import yaml
+
+    from clip_robustness.datasets.registry import load_dataset_registry
+    from clip_robustness.figures.calibration import plot_calibration_shift
+
+    raw = yaml.safe_load((REPO / "config" / "datasets.yaml").read_text())
+    raw["datasets"]["textures"]["short_title"] = "Describable textures"
+    raw["datasets"]["imagenet_r"]["short_title"] = "Renditions"
+    raw["datasets"]["imagenet_c"]["short_title"] = "Corruptions"
+    raw["datasets"]["imagenet_val"]["short_title"] = "IN-1k val"
+    del raw["datasets"]["sun"]["short_title"]
+    (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    registry_file = load_dataset_registry(tmp_path / "datasets.yaml")
+    registry, metrics = mid_study
+    datasets = ["imagenet_val", "imagenet_v2_threshold07", "imagenet_r", "imagenet_a", "textures", "sun",
+                "imagenet_c_fog_1", "imagenet_c_snow_3"]
+    titles = registry_file.figure_titles(datasets)
+    style = Style.from_registry(registry, dataset_titles=titles)
+
+    ood = plot_ood_detection(metrics, registry, style, ood_sets=["textures", "sun"])
+    panel_titles = {ax.get_title() for ax in ood.axes}
+    assert {"Describable textures", raw["datasets"]["sun"]["title"]} <= panel_titles
+    assert "Textures" not in panel_titles and "SUN" not in panel_titles
+    assert ood.axes[-1].get_xlabel() == "IN-1k val accuracy" and "vs IN-1k val accuracy" in ood.get_suptitle()
+
+    shift = plot_calibration_shift(metrics, registry, style, test_conditions=datasets[1:4] + datasets[6:])
+    shift_titles = {ax.get_title() for ax in shift.axes}
+    assert {"Renditions", "Corruptions (mean, all)", "Corruptions s1 (mean)", "Corruptions s3 (mean)"} <= shift_titles
+    assert "IN-1k val (ID test half)" in shift_titles
+    assert "on IN-1k val (x: accuracy)" in shift.get_suptitle()

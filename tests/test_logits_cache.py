@@ -14,7 +14,6 @@ from clip_robustness.logits import cache as logits_cache
 from clip_robustness.logits.cache import (
     LOGITS_SCHEMA,
     METADATA_KEY,
-    STALENESS_KEYS,
     CorruptCacheError,
     StaleCacheError,
     cache_metadata,
@@ -179,8 +178,24 @@ def test_reading_with_a_different_expectation_raises_stale_naming_file_key_and_b
     assert repr(other) in message and repr(read_metadata(path)[key]) in message
 
 
-def test_staleness_keys_are_all_covered_by_expected_metadata():
-    assert set(STALENESS_KEYS) <= set(expected_metadata(ROW, "d", "h", "openai"))
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"row": dict(ROW, model_id="openclip__other.test")},
+        {"row": dict(ROW, architecture="ViT-B-32")},
+        {"dataset": "imagenet_a"},
+        {"manifest_hash": "cd" * 32},
+        {"prompt_set": "simple"},
+    ],
+    ids=["model", "architecture", "dataset", "manifest", "prompt_set"],
+)
+def test_a_file_is_stale_for_what_its_reader_expects_of_another_model_manifest_or_prompt_set(tmp_path, arrays, changed):
+    """What expected_metadata derives from a (model, dataset, manifest, prompt set) tells their cache files apart."""
+    path = write_logits(tmp_path / "d.parquet", *arrays, make_metadata())
+    same = dict(row=ROW, dataset="imagenet_r", manifest_hash="ab" * 32, prompt_set="openai")
+    read_logits(path, expect=expected_metadata(**same))
+    with pytest.raises(StaleCacheError, match=str(path)):
+        read_logits(path, expect=expected_metadata(**{**same, **changed}))
 
 
 def test_classifier_caches_expect_no_prompt_set(tmp_path, arrays):

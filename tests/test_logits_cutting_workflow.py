@@ -24,14 +24,16 @@ from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.demo import archives as synthetic
 from clip_robustness.logits.budget import BUDGET_DIR
 from clip_robustness.logits.cache import read_logits, read_metadata
-from clip_robustness.logits.decoded import NPY_HEADER_ALLOWANCE, decode_spec_for_row, decoded_size_bytes
+from clip_robustness.logits.decoded import NPY_HEADER_ALLOWANCE, decoded_size_bytes
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.models.registry import load_model_registry
 
 pytestmark = pytest.mark.integration
 
 RESNET, VIT = "timm__test_resnet.demo", "timm__test_vit.demo"
 SMALL_STUDY = {"models": [RESNET, VIT],
-               "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"], "ood": ["textures"]}}
+               "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"], "ood": ["textures"],
+                             "cue_conflict": []}}
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
@@ -164,7 +166,7 @@ def test_imagenet_c_jobs_per_severity_or_per_corruption_compute_the_same_files(t
     corruptions, severities = ["defocus_blur", "motion_blur", "zoom_blur"], [1, 2]
     study = {"models": [RESNET], "dataset_registry": with_imagenet_c(workdir, demo_upstream, corruptions, severities),
              "datasets": {"in_distribution": "imagenet_val", "test_conditions": [], "ood": ["textures"],
-                          "imagenet_c": {"corruptions": corruptions, "severities": severities}}}
+                          "imagenet_c": {"corruptions": corruptions, "severities": severities}, "cue_conflict": []}}
     conditions = [f"imagenet_c_{c}_{s}" for c in corruptions for s in severities]
     targets = [f"results/logits/{RESNET}/{d}.parquet" for d in conditions]
     logits = {}

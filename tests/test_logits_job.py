@@ -279,7 +279,8 @@ def test_a_failed_parquet_write_fails_the_group_job_and_leaves_no_file_there(tmp
 
 
 def test_decoded_group_job_writes_each_dataset_the_one_dataset_jobs_logits_bit_for_bit(tmp_path, resnet_row):
-    from clip_robustness.logits.decoded import decode_dataset, decode_spec_for_row
+    from clip_robustness.logits.decoded import decode_dataset
+    from clip_robustness.logits.geometry import decode_spec_for_row
 
     built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist", "imagenet_a"])
     spec = decode_spec_for_row(resnet_row)

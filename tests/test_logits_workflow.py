@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_robustness.logits.decoded import decode_spec_for_row
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.logits.workflow import LogitsPlan
 from clip_robustness.models.registry import REGISTRY_COLUMNS, load_model_registry
 
@@ -43,27 +43,28 @@ def test_zero_shot_model_inputs_are_manifest_head_weights_and_decoded_array(regi
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights/clip.safetensors").write_bytes(b"w")
-    inputs = plan(registry).cache_logits_inputs("openclip__clip_tiny_demo__demo", "imagenet_r")
+    inputs = plan(registry).cache_group_inputs("openclip__clip_tiny_demo__demo", ["imagenet_r"])
     key = decode_spec_for_row(registry.row("openclip__clip_tiny_demo__demo")).key
     assert inputs == {
-        "manifest": "data/manifests/imagenet_r.parquet",
+        "manifests": ["data/manifests/imagenet_r.parquet"],
         "head": "results/heads/openclip__clip_tiny_demo__demo.pt",
         "weights": "weights/clip.safetensors",
-        "decoded": f"data/decoded/imagenet_r/{key}.npy",
-        "decoded_metadata": f"data/decoded/imagenet_r/{key}.json",
+        "decoded": [f"data/decoded/imagenet_r/{key}.npy"],
+        "decoded_metadata": [f"data/decoded/imagenet_r/{key}.json"],
     }
 
 
 def test_classifier_without_decoded_cache_needs_only_its_manifest(registry):
-    inputs = plan(registry, decoded_cache=False).cache_logits_inputs("timm__test_resnet.demo", "textures")
-    assert inputs == {"manifest": "data/manifests/textures.parquet"}
+    inputs = plan(registry, decoded_cache=False).cache_group_inputs("timm__test_resnet.demo", ["textures"])
+    assert inputs == {"manifests": ["data/manifests/textures.parquet"]}
 
 
 def test_transform_the_decoded_cache_cannot_hold_falls_back_to_the_reference_path_with_a_warning(registry):
     warnings: list[str] = []
     logits_plan = plan(registry, warnings=warnings)
     assert logits_plan.decode_spec("python__test_logits_workflow.no_normalize__x") is None
-    assert "decoded" not in logits_plan.cache_logits_inputs("python__test_logits_workflow.no_normalize__x", "textures")
+    inputs = logits_plan.cache_group_inputs("python__test_logits_workflow.no_normalize__x", ["textures"])
+    assert inputs == {"manifests": ["data/manifests/textures.parquet"]}
     assert len(warnings) == 1 and "python__test_logits_workflow.no_normalize__x decodes its own images" in warnings[0]
 
 
@@ -93,7 +94,7 @@ def test_a_named_weights_file_that_is_missing_is_no_input_so_the_dag_still_build
     logits_plan = plan(registry)
     assert logits_plan.weights("openclip__clip_tiny_demo__demo") == ["weights/clip.safetensors"]
     assert logits_plan.weights_input("openclip__clip_tiny_demo__demo") == []
-    assert "weights" not in logits_plan.cache_logits_inputs("openclip__clip_tiny_demo__demo", "imagenet_r")
+    assert "weights" not in logits_plan.cache_group_inputs("openclip__clip_tiny_demo__demo", ["imagenet_r"])
 
 
 def test_group_job_inputs_are_lists_in_dataset_order_plus_the_models_head(registry):

@@ -12,18 +12,14 @@ from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.datasets.manifest import ManifestBuild, manifest_hash, write_manifest
 from clip_robustness.logits.cache import StaleCacheError, expected_metadata, write_logits
 from clip_robustness.metrics.accuracy import top1_accuracy
+from clip_robustness.metrics.aggregate import aggregate_from_files, aggregate_metrics, imagenet_c_mean_rows
 from clip_robustness.metrics.calibration import calibration_split, fit_temperature
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS, LOGIT_EPS, load_imagenet_x_annotations
+from clip_robustness.metrics.model_rows import DatasetLogits, model_metrics_from_files, model_metrics_table
 from clip_robustness.metrics.ood import auroc, max_softmax_probability
-from clip_robustness.metrics.tables import (
-    DatasetLogits,
+from clip_robustness.metrics.tidy import (
     MetricSettings,
     MetricsInputError,
-    aggregate_from_files,
-    aggregate_metrics,
-    imagenet_c_mean_rows,
-    model_metrics_from_files,
-    model_metrics_table,
     read_metrics_table,
     tidy_frame,
     write_metrics_table,

@@ -38,6 +38,7 @@ SMALL_STUDY = {
         "test_conditions": ["imagenet_r"],
         "imagenet_c": {"corruptions": [], "severities": []},
         "ood": ["textures"],
+        "cue_conflict": [],
     },
 }
 

@@ -13,7 +13,6 @@ from clip_robustness.datasets.label_spaces import N_IMAGENET_CLASSES
 from clip_robustness.datasets.registry import load_dataset_registry
 from clip_robustness.figures import figure_options
 from clip_robustness.figures.style import GROUP_LABELS, GROUP_ORDER, GROUP_PALETTE
-from clip_robustness.logits.cache import cache_path
 from clip_robustness.logits.cutting import LogitsGroups
 from clip_robustness.metrics.findings import DEFAULT_GROUPS
 from clip_robustness.models.adapters.final_layer import N_CLASSES
@@ -43,7 +42,7 @@ def test_the_logits_groups_write_imagenet_c_ids_and_patterns_with_the_shared_for
 
 
 def test_path_templates_and_their_functions_agree():
-    assert names.cache_path("m", "d") == "results/logits/m/d.parquet" == cache_path("m", "d")
+    assert names.cache_path("m", "d") == "results/logits/m/d.parquet" == names.cache_path(model="m", dataset="d")
     assert names.LOGITS.format(model="m", dataset="d") == names.cache_path("m", "d")
     assert names.manifest_path("imagenet_r") == "data/manifests/imagenet_r.parquet"
     assert names.skipped_path("imagenet_r") == "data/manifests/imagenet_r.skipped.csv"
@@ -55,6 +54,12 @@ def test_path_templates_and_their_functions_agree():
     assert names.head_path("m") == "results/heads/m.pt"
     assert names.figure_path("calibration", "pdf") == "results/figures/calibration.pdf"
     assert names.id_test_dataset("imagenet_val") == "imagenet_val_id_test"
+    assert names.marker_archive(names.extraction_marker("blur.tar")) == "blur.tar"
+    assert names.archive_path("{archive}") == names.ARCHIVE  # a Snakemake pattern stays a pattern
+    with pytest.raises(TypeError, match="takes 2 wildcard"):
+        names.cache_path("m", "d", "extra")
+    with pytest.raises(KeyError):
+        names.cache_path("m")  # a wildcard left unfilled
 
 
 def test_groups_and_class_count_are_the_shared_ones():
@@ -92,20 +97,51 @@ def test_the_factor_figure_fits_its_trend_to_the_configured_reference_group():
 
 
 def _string_literals(path: Path) -> set[str]:
-    return {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    """The string constants of a module, f-string parts included, docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and ast.get_docstring(node, clean=False) is not None}
+    return {node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
 
 
 def test_no_production_module_spells_out_a_group_or_the_imagenet_c_format():
-    """The paper's group names and the ImageNet-C id format are written only in names.py (docstrings aside)."""
-    spelled = {*names.PAPER_GROUPS, names.IMAGENET_C_ID}
-    skip = {"names.py"}
+    """The paper's group names and the ImageNet-C id format and pattern are written only in names.py."""
+    spelled = {*names.PAPER_GROUPS, names.IMAGENET_C_ID, names.IMAGENET_C_PATTERN.pattern}
     found = {}
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE)
-        if path.name in skip or rel.parts[0] in {"demo", "workflow"} or rel.parts[-1] == "workflow.py":
+        if path.name == "names.py" or rel.parts[0] == "demo":
             continue
         hits = _string_literals(path) & spelled
         if hits:
             found[str(rel)] = sorted(hits)
+    assert found == {}
+
+
+#: Modules of the shared-cache work that still write a few output folders themselves (to move to names.py with it).
+PATHS_NOT_YET_NAMED = {"workflow/share.py", "workflow/currency.py"}
+
+
+def test_no_module_or_rule_file_spells_out_an_output_folder():
+    """Every stage output's folder is written only in names.py: modules, scripts and rule files use its templates."""
+    folders = {names.ARCHIVES_DIR, names.EXTRACTED_DIR, names.MANIFESTS_DIR, names.DECODED_DIR, names.WEIGHTS_DIR,
+               names.HEADS_DIR, names.LOGITS_DIR, names.FIGURES_DIR, names.METRICS_DIR, names.TABLES_DIR,
+               names.QC_DIR, names.REPORT_CARDS_DIR, names.CHECKSUMS_DIR, names.USER_SUPPLIED_DIR, names.LOGS_DIR,
+               names.BENCHMARKS_DIR}
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = str(path.relative_to(PACKAGE))
+        if path.name == "names.py" or rel.startswith("demo/") or rel in PATHS_NOT_YET_NAMED:
+            continue
+        hits = {folder for text in _string_literals(path) for folder in folders if folder in text}
+        if hits:
+            found[rel] = sorted(hits)
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text(encoding="utf-8").splitlines())
+        code = "\n".join(part for i, part in enumerate(code.split('"""')) if i % 2 == 0)  # docstrings aside
+        hits = {folder for folder in folders if folder in code}
+        if hits:
+            found[path.name] = sorted(hits)
     assert found == {}

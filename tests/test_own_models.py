@@ -18,9 +18,9 @@ from clip_robustness.figures import FIGURE_NAMES, figure_function
 from clip_robustness.figures.data import check_metrics, paper_points, points, select
 from clip_robustness.figures.report_card import group_comparison, logits_provenance, render_html, report_card
 from clip_robustness.figures.style import Style, paper_context
+from clip_robustness.metrics.aggregate import aggregate_metrics
 from clip_robustness.metrics.correlation import accuracy_auroc_correlations
 from clip_robustness.metrics.findings import FindingsSettings, findings_table
-from clip_robustness.metrics.tables import aggregate_metrics
 from clip_robustness.models.registry import CATALOGUE_STUDY, OWN_STUDY, PAPER_STUDY, paper_rows, study_of
 
 matplotlib.use("Agg")
@@ -29,7 +29,8 @@ OWN = "timm__my_net.mine"
 #: The own model's value of each metric: as far as possible from the paper's models, so that mixing it into any
 #: group statistic or fit would move it.
 EXTREME = {"top1": 0.995, "factor_accuracy": 0.02, "auroc": 0.03, "fpr95": 0.99, "ece": 60.0, "ece_ts": 55.0,
-           "nll": 9.0, "nll_ts": 8.5, "temperature": 9.5, "error_ratio": 40.0, "effective_robustness": -0.9}
+           "nll": 9.0, "nll_ts": 8.5, "temperature": 9.5, "error_ratio": 40.0, "effective_robustness": -0.9,
+           "shape_bias": 0.99, "shape_fraction": 0.9, "texture_fraction": 0.01, "n_cue_conflict": 1000.0}
 
 
 def extreme_copy(metrics: pd.DataFrame, like: str, model: str) -> pd.DataFrame:
@@ -46,7 +47,8 @@ def study():
     registry = synthetic_registry({"clip_zeroshot": 12, "clip_ft": 4, "standard": 12, "more_data": 6}, seed=7)
     registry["study"] = PAPER_STUDY
     metrics = synthetic_metrics(registry, test_conditions=["imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
-                                corruptions=["fog"], severities=[1], ood_sets=["textures", "sun"], seed=7)
+                                corruptions=["fog"], severities=[1], ood_sets=["textures", "sun"], seed=7,
+                                cue_conflict=["cue_conflict"])
     # The own model is a "standard" classifier trained on ImageNet-1k like the paper's standard models: the group
     # whose fit every effective robustness, and half of every finding, rests on.
     own_row = registry[registry["model_id"] == "standard_000"].assign(model_id=OWN, study=OWN_STUDY)
@@ -90,7 +92,8 @@ def test_ood_correlations_ignore_the_own_model(study):
 def test_findings_are_the_same_with_and_without_the_own_model(study):
     registry, metrics, with_own, metrics_own = study
     settings = FindingsSettings("imagenet_val", ("imagenet_v2_threshold07", "imagenet_r", "imagenet_a", "imagenet_c_fog_1"),
-                                ("textures", "sun"), "msp", bootstrap_samples=200, seed=0, min_models=4)
+                                ("textures", "sun"), "msp", bootstrap_samples=200, seed=0, min_models=4,
+                                cue_conflict=("cue_conflict",))
     with_it = findings_table(metrics_own, with_own, settings)
     pd.testing.assert_frame_equal(with_it, findings_table(metrics, registry, settings))
     assert with_it["n_models"].str.contains("standard=12").any()  # 12 paper standard models, not 13

@@ -27,7 +27,7 @@ MODEL = "timm__test_resnet.demo"
 SMALL = {
     "models": [MODEL],
     "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"], "ood": [],
-                 "imagenet_c": {"corruptions": [], "severities": []}},
+                 "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
     "inference": {"decoded_cache": False},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores", "2"]

@@ -350,6 +350,7 @@ DEMO_UNDER_SLURM = {
         "test_conditions": ["imagenet_r"],
         "imagenet_c": {"corruptions": [], "severities": []},
         "ood": ["textures"],
+        "cue_conflict": [],
     },
 }
 

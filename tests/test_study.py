@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from clip_robustness.workflow.study import ConfigError, Study, imagenet_c_dataset_ids
+from clip_robustness.names import imagenet_c_dataset_ids
+from clip_robustness.workflow.study import ConfigError, Study
 
 
 @dataclass

@@ -19,7 +19,7 @@ import yaml
 from conftest import make_demo_workdir
 from toy_adapter import CACHE_VARIABLE, TAGS, ToyAdapter
 
-from clip_robustness.logits.decoded import decode_spec_for_row
+from clip_robustness.logits.geometry import decode_spec_for_row
 from clip_robustness.logits.specs import table_key
 from clip_robustness.models.adapters import ADAPTERS, PLUGIN_VARIABLE, register_adapter, register_plugins
 from clip_robustness.models.adapters.errors import ModelBuildError
@@ -34,7 +34,8 @@ TOY = "toy__tinynet__seed1"
 #: A paper model beside the toy: the report card compares a model with the paper's models of its group.
 PAPER_PEER = "timm__test_convnext.demo"
 STUDY = {"datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"],
-                      "imagenet_c": {"corruptions": [], "severities": []}, "ood": ["textures"]},
+                      "imagenet_c": {"corruptions": [], "severities": []}, "ood": ["textures"],
+                      "cue_conflict": []},
          "models": [PAPER_PEER, TOY]}
 
 

@@ -11,7 +11,8 @@ import yaml
 
 from clip_robustness.logits.cutting import CORE_GROUP
 from clip_robustness.logits.startup import StartUp
-from clip_robustness.logits.workflow import StudyWorkflow, group_rule, weights_record_path
+from clip_robustness.logits.workflow import StudyWorkflow, group_rule
+from clip_robustness.names import weights_record_path
 from clip_robustness.workflow.joblog import benchmark_path, log_path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,17 +11,10 @@ import open_clip
 import pytest
 import torch
 
+from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head, templates_for
+from clip_robustness.models.adapters.text_head import ZeroShotClassifier, zero_shot_logits
 from clip_robustness.models.build import build_model
-from clip_robustness.models.zero_shot import (
-    HeadMismatchError,
-    ZeroShotClassifier,
-    build_head_for_row,
-    build_zero_shot_head,
-    load_head,
-    save_head,
-    templates_for,
-    zero_shot_logits,
-)
+from clip_robustness.models.zero_shot import HeadMismatchError, build_head_for_row, load_head, save_head
 
 ROW = {
     "model_id": "openclip__clip_tiny_demo.random",

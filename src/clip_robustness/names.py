@@ -9,7 +9,9 @@ function of the same name fills them in.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import string
+from collections.abc import Callable, Sequence
+from pathlib import PurePath
 
 # --- model groups (registry column ``group``) -------------------------------------------------------------------
 
@@ -89,9 +91,28 @@ FIGURES_DIR = "results/figures"
 EMBEDDINGS_DIR = "results/embeddings"
 #: The prompt-set ablation's outputs (heads per prompt set, per-model metric tables, the aggregate).
 ABLATION_DIR = "results/ablation"
+METRICS_DIR = "results/metrics"
+TABLES_DIR = "results/tables"
+QC_DIR = "results/qc"
+REPORT_CARDS_DIR = "results/report_cards"
+CHECKSUMS_DIR = "data/checksums"
+#: Where the user puts the archives the pipeline never downloads (ImageNet val and its devkit).
+USER_SUPPLIED_DIR = "data/user_supplied"
+#: Every rule's log (``{rule}/{wildcards}.log``) and every benchmarked rule's timings (``{rule}/{wildcards}.tsv``),
+#: by :func:`clip_robustness.workflow.joblog.log_path` and ``benchmark_path``.
+LOGS_DIR = "results/logs"
+BENCHMARKS_DIR = "results/benchmarks"
 
 ARCHIVE = ARCHIVES_DIR + "/{archive}"
-EXTRACTION_MARKER = EXTRACTED_DIR + "/{archive}.complete"
+#: Where a download that failed its checksum is moved (kept for inspection, never used).
+REJECTED_ARCHIVES_DIR = ARCHIVES_DIR + "/rejected"
+#: The sha256 pinned at first download of an archive without a published one.
+PINNED_CHECKSUMS = CHECKSUMS_DIR + "/pinned.tsv"
+#: One record per verified archive (``{archive}.json``: sha256, size, modification time).
+VERIFIED_DIR = CHECKSUMS_DIR + "/verified"
+#: Suffix of an extraction marker (:data:`EXTRACTION_MARKER`).
+MARKER_SUFFIX = ".complete"
+EXTRACTION_MARKER = EXTRACTED_DIR + "/{archive}" + MARKER_SUFFIX
 MANIFEST = MANIFESTS_DIR + "/{dataset}.parquet"
 SKIPPED = MANIFESTS_DIR + "/{dataset}.skipped.csv"
 DECODED = DECODED_DIR + "/{dataset}/{geometry}.npy"
@@ -108,71 +129,58 @@ ABLATION_MODEL_METRICS = ABLATION_DIR + "/metrics/{model}/{prompt_set}.parquet"
 #: Every ablation model's metric rows, each prompt set, with the rows only the whole study gives (column prompt_set).
 ABLATION_METRICS = ABLATION_DIR + "/prompt_set_metrics.parquet"
 FIGURE = FIGURES_DIR + "/{name}.{ext}"
+MODEL_METRICS = METRICS_DIR + "/models/{model}.parquet"
+#: The tidy metrics table of the study (and its CSV copy), the settings it was computed with, the OOD correlations.
+METRICS_TABLE = METRICS_DIR + "/metrics.parquet"
+METRICS_CSV = METRICS_DIR + "/metrics.csv"
+METRICS_SETTINGS = METRICS_DIR + "/settings.json"
+OOD_CORRELATIONS = METRICS_DIR + "/ood_correlations.csv"
+TABLE = TABLES_DIR + "/{file}"
+QC_TABLE = QC_DIR + "/published_accuracy.csv"
+REPORT_CARD = REPORT_CARDS_DIR + "/{model}.html"
 #: How the findings' verdicts behave on simulated studies (``make findings-check`` writes it; the findings rule shows
 #: it beside the findings table). Relative to the checkout, like every path here, so a moved study replans nothing.
 FINDINGS_VALIDATION = "docs/findings-validation.csv"
 
 
-def archive_path(archive: str) -> str:
-    """``data/archives/{archive}``."""
-    return ARCHIVE.format(archive=archive)
+def _path_function(template: str, doc: str) -> Callable[..., str]:
+    """The function filling ``template``'s wildcards, in their order in the template, positionally or by name."""
+    fields = tuple(field for _, field, _, _ in string.Formatter().parse(template) if field)
+
+    def path(*values: str | int, **named: str | int) -> str:
+        if len(values) > len(fields):
+            raise TypeError(f"{template} takes {len(fields)} wildcard(s) {fields}, not {len(values)}")
+        return template.format(**dict(zip(fields, values)), **named)
+
+    path.__doc__ = f"``{template}``{doc}"
+    return path
 
 
-def extraction_marker(archive: str) -> str:
-    """``data/extracted/{archive}.complete``: written last by a complete extraction."""
-    return EXTRACTION_MARKER.format(archive=archive)
+archive_path = _path_function(ARCHIVE, ".")
+extraction_marker = _path_function(EXTRACTION_MARKER, ": written last by a complete extraction.")
+manifest_path = _path_function(MANIFEST, ".")
+skipped_path = _path_function(SKIPPED, ": the images a manifest build skipped, when the config allows it.")
+decoded_path = _path_function(DECODED, ": one dataset decoded at one preprocessing geometry.")
+decoded_metadata_path = _path_function(DECODED_METADATA, ": what :func:`decoded_path`'s array holds.")
+weights_record_path = _path_function(WEIGHTS_RECORD, ": the files behind a model's weights (``fetch_model_weights``).")
+head_path = _path_function(HEAD, ": a zero-shot model's text head.")
+cache_path = _path_function(LOGITS, ": the logits cache file of a model (first) on a dataset.")
+_figure_path = _path_function(FIGURE, ".")
+model_metrics_path = _path_function(MODEL_METRICS, ": one model's tidy metrics rows.")
+table_path = _path_function(TABLE, ": one table of the study (``file`` with its extension).")
+report_card_path = _path_function(REPORT_CARD, ": the report card of a model of one's own.")
+embeddings_path = _path_function(EMBEDDINGS, ": the image embeddings of a zero-shot model (first) on a dataset.")
+ablation_head_path = _path_function(ABLATION_HEAD, ": a zero-shot model's text head for one ablation prompt set.")
+ablation_model_metrics_path = _path_function(
+    ABLATION_MODEL_METRICS, ": a zero-shot model's metric rows for one ablation prompt set."
+)
 
 
-def manifest_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.parquet``."""
-    return MANIFEST.format(dataset=dataset)
-
-
-def skipped_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.skipped.csv``: the images a manifest build skipped, when the config allows it."""
-    return SKIPPED.format(dataset=dataset)
-
-
-def decoded_path(dataset: str, geometry: str) -> str:
-    """``data/decoded/{dataset}/{geometry}.npy``: one dataset decoded at one preprocessing geometry."""
-    return DECODED.format(dataset=dataset, geometry=geometry)
-
-
-def decoded_metadata_path(dataset: str, geometry: str) -> str:
-    """``data/decoded/{dataset}/{geometry}.json``: what :func:`decoded_path`'s array holds."""
-    return DECODED_METADATA.format(dataset=dataset, geometry=geometry)
-
-
-def weights_record_path(model_id: str) -> str:
-    """``data/weights/{model}.json``: the files behind a model's weights."""
-    return WEIGHTS_RECORD.format(model=model_id)
-
-
-def head_path(model_id: str) -> str:
-    """``results/heads/{model}.pt``: a zero-shot model's text head."""
-    return HEAD.format(model=model_id)
-
-
-def cache_path(model_id: str, dataset: str) -> str:
-    """``results/logits/{model}/{dataset}.parquet``: the cache file of ``model_id`` on ``dataset``."""
-    return LOGITS.format(model=model_id, dataset=dataset)
-
-
-def embeddings_path(model_id: str, dataset: str) -> str:
-    """``results/embeddings/{model}/{dataset}.parquet``: the image embeddings of zero-shot ``model_id`` on ``dataset``."""
-    return EMBEDDINGS.format(model=model_id, dataset=dataset)
-
-
-def ablation_head_path(model_id: str, prompt_set: str) -> str:
-    """``results/ablation/heads/{model}/{prompt_set}.npz``: ``model_id``'s text head for ablation ``prompt_set``."""
-    return ABLATION_HEAD.format(model=model_id, prompt_set=prompt_set)
-
-
-def ablation_model_metrics_path(model_id: str, prompt_set: str) -> str:
-    """``results/ablation/metrics/{model}/{prompt_set}.parquet``: ``model_id``'s metric rows for ``prompt_set``."""
-    return ABLATION_MODEL_METRICS.format(model=model_id, prompt_set=prompt_set)
+def marker_archive(marker: str | PurePath) -> str:
+    """The archive whose extraction :func:`extraction_marker` ``marker`` marks (the inverse of that function)."""
+    return PurePath(marker).name.removesuffix(MARKER_SUFFIX)
 
 
 def figure_path(name: str, ext: str = "png") -> str:
     """``results/figures/{name}.{ext}``."""
-    return FIGURE.format(name=name, ext=ext)
+    return _figure_path(name, ext)

@@ -12,7 +12,7 @@ rule build_ablation_head:
         weights_record=get_model_weights_record,
         prompt_file=get_ablation_prompt_file,
     output:
-        ABLATION_HEAD,
+        names.ABLATION_HEAD,
     log:
         log_path("build_ablation_head", "model", "prompt_set"),
     benchmark:
@@ -34,9 +34,9 @@ rule prompt_set_metrics:
     input:
         embeddings=get_model_embeddings,
         manifests=get_all_manifests,
-        head=ABLATION_HEAD,
+        head=names.ABLATION_HEAD,
     output:
-        ABLATION_MODEL_METRICS,
+        names.ABLATION_MODEL_METRICS,
     log:
         log_path("prompt_set_metrics", "model", "prompt_set"),
     benchmark:
@@ -84,11 +84,11 @@ rule plot_prompt_sets:
         registry=config["model_registry"],
     output:
         png=report(
-            "results/figures/prompt_sets.png",
+            names.figure_path("prompt_sets", "png"),
             caption="../report/prompt_sets.rst",
             category="Prompt-set ablation (zero-shot CLIP)",
         ),
-        pdf="results/figures/prompt_sets.pdf",
+        pdf=names.figure_path("prompt_sets", "pdf"),
     log:
         log_path("plot_prompt_sets"),
     conda:

@@ -2,21 +2,18 @@
 # named input functions the rules use, each a call into the package (rules hold no lambdas). The start-up checks
 # run from the Snakefile (clip_robustness.logits.startup). One section per stage below.
 
-import os
 import re
 
 from snakemake.logging import logger
 from snakemake.utils import validate
 
 from clip_robustness.datasets import workflow as datasets_workflow
-from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.figures import CATEGORY_FINDINGS, CATEGORY_TABLES, FIGURE_NAMES, FIGURES, TABLE_FILES
 from clip_robustness.figures import figure_options  # cheap: the plotting libraries load in the jobs
-from clip_robustness.logits.cache import cache_path
-from clip_robustness.logits.workflow import StudyWorkflow, decoded_path, head_path, spec_table_path
-from clip_robustness.logits.workflow import weights_record_path
-from clip_robustness.names import FINDINGS_VALIDATION, embeddings_path
-from clip_robustness.names import ABLATION_HEAD, ABLATION_METRICS, ABLATION_MODEL_METRICS, ablation_model_metrics_path
+from clip_robustness.logits.workflow import StudyWorkflow, spec_table_path
+from clip_robustness import names  # the output paths: templates and the functions filling them
+from clip_robustness.names import METRICS_TABLE, OOD_CORRELATIONS, QC_TABLE, cache_path, manifest_path
+from clip_robustness.names import ABLATION_METRICS, embeddings_path, ablation_model_metrics_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -38,7 +35,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     archive="|".join(re.escape(name) for name in sorted(STUDY.dataset_registry.archives)),
-    # A decode geometry key (clip_robustness.logits.decoded.DecodeSpec.key) and an ImageNet-C group: a severity
+    # A decode geometry key (clip_robustness.logits.geometry.DecodeSpec.key) and an ImageNet-C group: a severity
     # (inference.imagenet_c_jobs: per_severity) or a corruption name (per_corruption).
     preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     imagenet_c_group=r"[1-5]|[a-z_]+",
@@ -47,9 +44,8 @@ wildcard_constraints:
 
 
 # ============================================================================ targets
-# Recovery is "run the same command again" (docs/troubleshooting.md). Snakemake does not regenerate a missing
-# intermediate file whose downstream outputs exist, so every file a user may be told to delete (or that the
-# workflow moves aside) is itself a target: extraction markers, manifests, logits files.
+# Recovery is "run the same command again" (docs/troubleshooting.md): Snakemake does not regenerate a missing
+# intermediate file whose outputs exist, so every file a user may be told to delete is a target itself.
 
 
 def get_final_output():
@@ -126,7 +122,7 @@ def get_manifest_subset(wildcards):
 def get_model_weights_record(wildcards):
     """{model}'s weights record, data/weights/{model}.json, written by fetch_model_weights on the login node. An
     input of the model's GPU jobs, so a job never starts on an offline node before its weights are in the cache."""
-    return weights_record_path(wildcards.model)
+    return names.weights_record_path(wildcards.model)
 
 
 def get_model_row(wildcards):
@@ -150,11 +146,11 @@ def group_patterns(*, core):
     return CORE_DATASETS if core else STUDY.groups.condition_patterns("imagenet_c_group")
 
 
-def decoded_outputs(suffix, *, core):
-    """The decoded arrays (suffix npy) or sidecars (json) of a decode group job. Temporary (deleted once their last
-    consumer in this run is done) unless inference.keep_decoded; update() files: a group's decode job keeps the arrays
-    that are still current (clip_robustness.logits.decoded.decoded_is_current) and decodes only the others."""
-    paths = [decoded_path(dataset, "{preprocessing}", suffix) for dataset in group_patterns(core=core)]
+def decoded_outputs(path, *, core):
+    """The decoded arrays (path: names.decoded_path) or sidecars (names.decoded_metadata_path) of a decode group job.
+    Temporary (deleted once their last consumer in this run is done) unless inference.keep_decoded; update() files: a
+    group's decode job keeps the arrays still current (clip_robustness.logits.decoded.decoded_is_current)."""
+    paths = [path(dataset, "{preprocessing}") for dataset in group_patterns(core=core)]
     return update(paths if config["inference"]["keep_decoded"] else temp(paths))
 
 
@@ -190,11 +186,6 @@ def get_decode_params(wildcards):
     return STUDY.plan.decode_params(wildcards.preprocessing)
 
 
-def get_decoded_root(wildcards, output):
-    """data/decoded, where the disk-budget ledger lives, from the job's output data/decoded/{dataset}/{key}.npy."""
-    return os.path.dirname(os.path.dirname(output.npy[0]))
-
-
 def get_loader_workers(wildcards, threads):
     """DataLoader worker processes for cache_logits: the job's threads but one (which drives the model)."""
     return max(threads - 1, 0)
@@ -206,8 +197,6 @@ def get_decode_workers(wildcards, threads):
 
 
 # ============================================================================ metrics (owner: metrics stage)
-METRICS_TABLE = "results/metrics/metrics.parquet"
-OOD_CORRELATIONS = "results/metrics/ood_correlations.csv"
 
 
 def get_model_metric_logits(wildcards):
@@ -227,7 +216,7 @@ def get_is_zero_shot(wildcards):
 
 def get_model_metric_tables(wildcards):
     """Per-model metric tables of every model of the study."""
-    return expand("results/metrics/models/{model}.parquet", model=MODELS)
+    return expand(names.MODEL_METRICS, model=MODELS)
 
 
 # ============================================================================ prompt-set ablation (ablation.smk)
@@ -238,7 +227,7 @@ def get_ablation_targets(wildcards=None):
     """The ablation's outputs when zero_shot.ablation_prompt_sets names prompt sets: its table (the figure and the
     findings rows read it)."""
     return (
-        [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"]
+        [ABLATION_METRICS, names.figure_path("prompt_sets", "png"), names.figure_path("prompt_sets", "pdf")]
         if STUDY.ablation_models
         else []
     )
@@ -292,24 +281,26 @@ def get_ablation_model_tables(wildcards):
 
 def get_figure_options(name):
     """Keyword options of figure `name`'s function for this study (clip_robustness.figures.figure_options)."""
-    study = STUDY.study
-    return figure_options(name, study.in_distribution, study.test_conditions, study.ood_datasets)
+    return figure_options(name, STUDY.study.in_distribution, STUDY.study.test_conditions, STUDY.study.ood_datasets)
+
+
+# Dataset id -> the name figures and report cards show (the dataset registry's short titles).
+DATASET_TITLES = STUDY.dataset_titles()
 
 
 def get_figures():
     """PNG and PDF of every figure: results/figures/{name}.png|pdf."""
-    return expand("results/figures/{name}.{ext}", name=FIGURE_NAMES, ext=("png", "pdf"))
+    return expand(names.FIGURE, name=FIGURE_NAMES, ext=("png", "pdf"))
 
 
 def get_tables():
     """Every table: the model registry (CSV, LaTeX), the per-model summary, the OOD correlations."""
-    return expand("results/tables/{file}", file=TABLE_FILES)
+    return expand(names.TABLE, file=TABLE_FILES)
 
 
 # ============================================================================ qc (owner: qc stage)
 # Published top-1 tables the QC compares against (rows cut by tools/build_reference_tables.py).
 QC_REFERENCE_DIR = "config/reference"
-QC_TABLE = "results/qc/published_accuracy.csv"
 
 
 def get_published_reference_tables(wildcards):
@@ -319,7 +310,7 @@ def get_published_reference_tables(wildcards):
 
 # ============================================================================ report cards (owner: figures stage)
 # The own models of the study (registry study 'own', added by make add-model) and their cards, targets of `all`.
-REPORT_CARDS = expand("results/report_cards/{model}.html", model=STUDY.own_models)
+REPORT_CARDS = expand(names.REPORT_CARD, model=STUDY.own_models)
 
 
 def get_own_model_registry(wildcards):

@@ -9,7 +9,7 @@ localrules:
 
 rule download_archive:
     output:
-        archive=datasets_workflow.archive_path("{archive}"),
+        archive=names.archive_path("{archive}"),
     log:
         log_path("download_archive", "archive"),
     conda:
@@ -22,9 +22,9 @@ rule download_archive:
 
 rule extract_archive:
     input:
-        archive=datasets_workflow.archive_path("{archive}"),
+        archive=names.archive_path("{archive}"),
     output:
-        marker=datasets_workflow.extraction_marker("{archive}"),
+        marker=names.extraction_marker("{archive}"),
     log:
         log_path("extract_archive", "archive"),
     conda:
@@ -40,7 +40,7 @@ rule build_manifest:
         unpack(get_manifest_inputs),
     output:
         manifest=manifest_path("{dataset}"),
-        skipped=datasets_workflow.skipped_path("{dataset}"),
+        skipped=names.skipped_path("{dataset}"),
     log:
         log_path("build_manifest", "dataset"),
     conda:

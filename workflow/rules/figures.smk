@@ -23,8 +23,8 @@ for figure in FIGURES:
             metrics=METRICS_TABLE,
             registry=config["model_registry"],
         output:
-            png=report(f"results/figures/{figure.name}.png", caption=figure.caption, category=figure.category),
-            pdf=f"results/figures/{figure.name}.pdf",
+            png=report(names.figure_path(figure.name), caption=figure.caption, category=figure.category),
+            pdf=names.figure_path(figure.name, "pdf"),
         log:
             log_path(f"plot_{figure.name}"),
         conda:
@@ -36,6 +36,7 @@ for figure in FIGURES:
             logit_scaled=config["figures"]["logit_scaled_accuracy"],
             figure=figure.name,
             options=get_figure_options(figure.name),
+            dataset_titles=DATASET_TITLES,
         script:
             "../scripts/plot_figure.py"
 
@@ -47,14 +48,16 @@ rule make_tables:
         ood_correlations=OOD_CORRELATIONS,
     output:
         registry_csv=report(
-            "results/tables/model_registry.csv", caption="../report/model_registry.rst", category=CATEGORY_TABLES
+            names.table_path("model_registry.csv"), caption="../report/model_registry.rst", category=CATEGORY_TABLES
         ),
-        registry_tex="results/tables/model_registry.tex",
+        registry_tex=names.table_path("model_registry.tex"),
         summary=report(
-            "results/tables/model_summary.csv", caption="../report/model_summary.rst", category=CATEGORY_TABLES
+            names.table_path("model_summary.csv"), caption="../report/model_summary.rst", category=CATEGORY_TABLES
         ),
         ood_correlations=report(
-            "results/tables/ood_correlations.csv", caption="../report/ood_correlations.rst", category=CATEGORY_TABLES
+            names.table_path("ood_correlations.csv"),
+            caption="../report/ood_correlations.rst",
+            category=CATEGORY_TABLES,
         ),
     log:
         log_path("make_tables"),

@@ -40,8 +40,8 @@ rule decode_images:
     input:
         manifests=get_group_manifests,
     output:
-        npy=decoded_outputs("npy", core=True),
-        metadata=decoded_outputs("json", core=True),
+        npy=decoded_outputs(names.decoded_path, core=True),
+        metadata=decoded_outputs(names.decoded_metadata_path, core=True),
     log:
         log_path("decode_images", "preprocessing"),
     benchmark:
@@ -56,15 +56,14 @@ rule decode_images:
         runtime=240,
     params:
         spec=get_decode_params,
-        decoded_root=get_decoded_root,
     script:
         "../scripts/decode_images.py"
 
 
 use rule decode_images as decode_images_imagenet_c with:
     output:
-        npy=decoded_outputs("npy", core=False),
-        metadata=decoded_outputs("json", core=False),
+        npy=decoded_outputs(names.decoded_path, core=False),
+        metadata=decoded_outputs(names.decoded_metadata_path, core=False),
     log:
         log_path("decode_images_imagenet_c", "preprocessing", "imagenet_c_group"),
     benchmark:

@@ -1,7 +1,7 @@
 # Metrics stage (docs/methods.md, "Metric definitions"; code in src/clip_robustness/metrics/): cached logits -> tidy tables.
 # CPU only, no torch. One job per model reads each of its logits files once; the aggregate adds the
 # metrics that need every model (effective robustness against the reference group of
-# clip_robustness.metrics.tables.aggregate_from_files, OOD correlations); the findings table tests the paper's claims
+# clip_robustness.metrics.aggregate.aggregate_from_files, OOD correlations); the findings table tests the paper's claims
 # on the aggregate.
 
 from pathlib import Path
@@ -12,7 +12,7 @@ rule compute_model_metrics:
         logits=get_model_metric_logits,
         manifests=get_all_manifests,
     output:
-        "results/metrics/models/{model}.parquet",
+        names.model_metrics_path("{model}"),
     log:
         log_path("compute_model_metrics", "model"),
     benchmark:
@@ -39,8 +39,8 @@ rule aggregate_metrics:
         registry=config["model_registry"],
     output:
         parquet=METRICS_TABLE,
-        csv="results/metrics/metrics.csv",
-        settings="results/metrics/settings.json",
+        csv=names.METRICS_CSV,
+        settings=names.METRICS_SETTINGS,
         correlations=OOD_CORRELATIONS,
     log:
         log_path("aggregate_metrics"),
@@ -62,17 +62,17 @@ rule tabulate_findings:
         metrics=METRICS_TABLE,
         registry=config["model_registry"],
         # How the verdicts behave on simulated studies at the paper's n (make findings-check; not a result).
-        validation=FINDINGS_VALIDATION,
+        validation=names.FINDINGS_VALIDATION,
         # The prompt-set ablation's table, when configured (rows prompt-*; ablation.smk).
         prompt_sets=get_ablation_table,
     output:
         findings=report(
-            "results/tables/findings.csv",
+            names.table_path("findings.csv"),
             caption="../report/findings.rst",
             category=CATEGORY_FINDINGS,
         ),
         validation=report(
-            "results/tables/findings_validation.csv",
+            names.table_path("findings_validation.csv"),
             caption="../report/findings_validation.rst",
             category=CATEGORY_FINDINGS,
         ),

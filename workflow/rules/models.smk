@@ -18,7 +18,7 @@ rule fetch_model_weights:
     input:
         weights=get_model_weights,
     output:
-        record=weights_record_path("{model}"),
+        record=names.weights_record_path("{model}"),
     log:
         log_path("fetch_model_weights", "model"),
     # Before any other ready job (decode and logits jobs included): a model whose weights cannot be had fails first.
@@ -37,7 +37,7 @@ rule build_zero_shot_head:
         weights=get_model_weights,
         weights_record=get_model_weights_record,
     output:
-        head_path("{model}"),
+        names.head_path("{model}"),
     log:
         log_path("build_zero_shot_head", "model"),
     benchmark:

@@ -20,7 +20,7 @@ rule write_report_card:
         logits=get_model_metric_logits,
     output:
         report(
-            "results/report_cards/{model}.html",
+            names.report_card_path("{model}"),
             caption="../report/report_card.rst",
             category="Report cards",
             subcategory="{model}",
@@ -33,5 +33,7 @@ rule write_report_card:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        dataset_titles=DATASET_TITLES,
     script:
         "../scripts/write_report_card.py"

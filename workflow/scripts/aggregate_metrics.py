@@ -2,8 +2,9 @@
 
 import json
 
+from clip_robustness.metrics.aggregate import aggregate_from_files
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
-from clip_robustness.metrics.tables import MetricSettings, aggregate_from_files, write_metrics_table
+from clip_robustness.metrics.tidy import MetricSettings, write_metrics_table
 from clip_robustness.models.registry import load_model_registry
 from clip_robustness.workflow.joblog import job_log
 

@@ -5,7 +5,8 @@ names it, so running the same command again recomputes exactly that file."""
 
 from clip_robustness.logits.cache import CacheError, reject_cache_file, rejection_message
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
-from clip_robustness.metrics.tables import MetricSettings, model_metrics_from_files, write_metrics_table
+from clip_robustness.metrics.model_rows import model_metrics_from_files
+from clip_robustness.metrics.tidy import MetricSettings, write_metrics_table
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
@@ -28,6 +29,7 @@ with job_log(snakemake.log[0]) as log:
             registry_row=row,
             prompt_set=snakemake.params.prompt_set,
             annotations=annotations,
+            cue_conflict=roles.get("cue_conflict", []),
         )
     except CacheError as error:  # moved aside, so the same command recomputes it
         if error.path is None or not error.path.exists():

@@ -5,7 +5,9 @@ import torch
 
 from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.logits.budget import budget_bytes
-from clip_robustness.logits.decoded import decode_group, spec_from_transform, transform_from_recipe
+from clip_robustness.logits.decoded import decode_group
+from clip_robustness.logits.geometry import spec_from_transform, transform_from_recipe
+from clip_robustness.names import DECODED_DIR
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
@@ -20,7 +22,7 @@ with job_log(snakemake.log[0]) as log:
         snakemake.output.npy,
         snakemake.output.metadata,
         budget_bytes=budget_bytes(snakemake.config["inference"]["decoded_budget_gb"]),  # not a param: no rerun
-        budget_root=snakemake.params.decoded_root,
+        budget_root=DECODED_DIR,  # where the disk-budget ledger lives, beside the arrays
         job=f"{snakemake.rule} {dict(snakemake.wildcards)}",
         batch_size=int(snakemake.resources.batch_size),
         num_workers=int(snakemake.resources.workers),

@@ -14,5 +14,6 @@ with job_log(snakemake.log[0]):
         snakemake.output.png,
         snakemake.output.pdf,
         logit_scaled=snakemake.params.logit_scaled,
+        dataset_titles=snakemake.params.dataset_titles,
         **snakemake.params.options,
     )

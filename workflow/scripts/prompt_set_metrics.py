@@ -5,7 +5,7 @@ from clip_robustness.logits.cache import expected_metadata
 from clip_robustness.logits.embeddings import load_head_arrays
 from clip_robustness.metrics.imagenet_x import load_imagenet_x_annotations
 from clip_robustness.metrics.prompt_ablation import prompt_set_model_metrics
-from clip_robustness.metrics.tables import MetricSettings, write_metrics_table
+from clip_robustness.metrics.tidy import MetricSettings, write_metrics_table
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:

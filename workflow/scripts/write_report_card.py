@@ -22,5 +22,5 @@ with job_log(snakemake.log[0]) as log:
         logits_metadata,
         read_weights_record(snakemake.input.weights_record),
     )
-    Path(snakemake.output[0]).write_text(render_html(card))
+    Path(snakemake.output[0]).write_text(render_html(card, snakemake.params.dataset_titles))
     log.info("report card of %s: %d metric rows compared with the paper's groups", model, len(card.comparison))

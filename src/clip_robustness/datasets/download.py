@@ -34,15 +34,14 @@ from pathlib import Path
 from clip_robustness import __version__
 from clip_robustness.datasets.errors import ChecksumMismatchError, DownloadError, MissingUserArchiveError
 from clip_robustness.datasets.registry import ArchiveEntry
+from clip_robustness.names import USER_SUPPLIED_DIR, VERIFIED_DIR
 from clip_robustness.workflow.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 #: Where a user puts archives the pipeline never fetches (ImageNet val), unless
 #: ``downloads.local_archives`` points elsewhere.
-USER_SUPPLIED_DIR = Path("data/user_supplied")
 #: Where a verified archive's sha256, size and modification time are recorded (one JSON file per archive).
-VERIFIED_DIR = Path("data/checksums/verified")
 PINNED_HEADER = "archive\tsha256\tsize_bytes\turl\tpinned_at\n"
 _CHUNK = 1 << 20
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 451}
@@ -205,7 +204,7 @@ def verify_stored_archive(
     record_path.unlink(missing_ok=True)
     log.info("archive %s changed since it was verified (or was never verified): checking its checksum", path)
     mine = path.is_symlink()
-    advice = ("It is your own file (downloads.local_archives or data/user_supplied/): replace it, then run the same "
+    advice = (f"It is your own file (downloads.local_archives or {USER_SUPPLIED_DIR}/): replace it, then run the same "
               "command again." if mine else "The archive changed after it was downloaded and verified. Run the same "
               "command again: it downloads and verifies the archive again, then extracts it.")
     digests = verify_archive(path, entry, source=str(path), pinned_path=pinned_path, rejected_dir=rejected_dir,
@@ -264,7 +263,7 @@ def fetch(url: str, part: Path, *, retries: int, timeout_s: float, retry_delay_s
             time.sleep(retry_delay_s * 2 ** (attempt - 1))
 
 
-def missing_user_archive_message(entry: ArchiveEntry, datasets: Sequence[str], user_dir: Path = USER_SUPPLIED_DIR) -> str:
+def missing_user_archive_message(entry: ArchiveEntry, datasets: Sequence[str], user_dir: Path = Path(USER_SUPPLIED_DIR)) -> str:
     """What to do when a user-supplied archive (ImageNet val) is missing: the exact file and where."""
     size = f", {entry.size_bytes:,} bytes" if entry.size_bytes else ""
     checksum = f", sha256 {entry.sha256}" if entry.sha256 else ""

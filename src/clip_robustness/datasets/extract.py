@@ -26,9 +26,10 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from clip_robustness.datasets.download import VERIFIED_DIR, file_digests, verified_record_path, verify_stored_archive
+from clip_robustness.datasets.download import file_digests, verified_record_path, verify_stored_archive
 from clip_robustness.datasets.errors import ExtractionError, UnsafeArchiveError
 from clip_robustness.datasets.registry import ArchiveEntry
+from clip_robustness.names import VERIFIED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,6 @@ def archive_format(path: str | Path) -> str:
     if name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
         return "tar"
     raise ExtractionError(f"archive {path}: unknown format (expected .zip, .tar, .tar.gz or .tgz)")
-
-
-def is_extracted(dest_dir: str | Path, marker: str | Path) -> bool:
-    """True when ``dest_dir`` holds a complete extraction (its marker exists)."""
-    return Path(marker).is_file() and Path(dest_dir).is_dir()
 
 
 def _extract_tar(archive: Path, into: Path) -> int:

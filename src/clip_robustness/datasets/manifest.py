@@ -20,6 +20,9 @@ Recipes (``layout`` in the registry, :data:`LAYOUT_RECIPES`):
 - ``objectnet``: ``images/<folder>/<image>`` with the class mapping from ``mappings/``; only images
   of classes mapped to ImageNet are listed; label = the smallest mapped ImageNet index.
 - ``ood_images``: every image below the folder, recursively; label -1.
+- ``cue_conflict``: ``<shape category>/<shape><n>-<texture><m>.png`` (model-vs-human's cue-conflict stimuli,
+  :mod:`clip_robustness.datasets.cue_conflict`); label = the shape category's smallest ImageNet index, label space the
+  categories' pooled indices; metadata ``categories`` (category -> ImageNet indices) and ``category_mapping``.
 """
 
 from __future__ import annotations
@@ -302,10 +305,22 @@ def _list_ood_images(entry: DatasetEntry, root: Path) -> _Listing:
     return _Listing(paths, [-1] * len(paths), label_space_named("ood"), {})
 
 
+def _list_cue_conflict(entry: DatasetEntry, root: Path) -> _Listing:
+    from clip_robustness.datasets.cue_conflict import list_cue_conflict, load_category_mapping
+
+    mapping = load_category_mapping(entry.category_mapping or "model_vs_human_16")
+    images = list_cue_conflict(root, mapping, entry.id)
+    indices, groups = mapping.label_space_arrays()
+    labels = [min(mapping.indices[mapping.position(image.shape)]) for image in images]
+    extra = {"categories": mapping.to_json_dict(), "category_mapping": mapping.source}
+    return _Listing([image.path for image in images], labels, LabelSpace("cue_conflict", indices, groups), extra)
+
+
 #: The recipe of each layout the registry knows (:data:`clip_robustness.datasets.registry.LAYOUTS`, same order).
 LAYOUT_RECIPES: dict[str, Callable[[DatasetEntry, Path], _Listing]] = dict(zip(
     LAYOUTS,
-    (_list_imagenet_val, _list_wnid_folders, _list_class_index_folders, _list_objectnet, _list_ood_images),
+    (_list_imagenet_val, _list_wnid_folders, _list_class_index_folders, _list_objectnet, _list_ood_images,
+     _list_cue_conflict),
     strict=True,
 ))
 

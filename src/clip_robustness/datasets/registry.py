@@ -18,6 +18,7 @@ The registry is data (``config/datasets.yaml``), not code: a new dataset is one 
     datasets:
       imagenet_r:
         title: ImageNet-R
+        short_title: ImageNet-R        # optional: the name figures show (default: title)
         archives: [imagenet-r.tar]
         layout: wnid_folders           # manifest recipe, see clip_robustness.datasets.manifest.LAYOUT_RECIPES
         subdir: imagenet-r             # folder inside the extracted archive that holds the images
@@ -35,7 +36,8 @@ must agree on every file of the dataset (the manifest build fails naming the fil
 
 A ``template`` entry expands to several dataset ids (ImageNet-C): ``id_format`` with ``{corruption}``
 and ``{severity}``, ``corruption_archives`` (corruption -> archive), ``severities``, and a ``subdir``
-that uses the same two fields.
+that uses the same two fields. A template's ``short_title`` names the whole family (the figures' condition whose id
+is the template's key, e.g. ``imagenet_c``: the mean over its corruptions and severities).
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ import yaml
 from clip_robustness.datasets.errors import RegistryError, UnknownDatasetError
 
 #: Manifest recipes, by name (their code: :data:`clip_robustness.datasets.manifest.LAYOUT_RECIPES`).
-LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "ood_images")
+LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "ood_images", "cue_conflict")
 #: Label spaces a dataset may declare (see :mod:`clip_robustness.datasets.label_spaces`).
-LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood")
+LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood", "cue_conflict")
 
 _ARCHIVE_KEYS = {"url", "mirrors", "sha256", "md5", "size_bytes", "source", "user_supplied", "password", "notes"}
-_DATASET_KEYS = {"title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px", "notes", "source",
-                 "labels_from", "devkit_archive"}
-_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive"}) | {
+_DATASET_KEYS = {"title", "short_title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px",
+                 "notes", "source", "labels_from", "devkit_archive", "category_mapping"}
+_TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive", "category_mapping"}) | {
     "template", "id_format", "corruption_archives", "severities"}
 #: Label sources of layout ``imagenet_val`` (``labels_from``); the default is the first.
 VAL_LABEL_SOURCES = ("imagenet_x", "devkit")
@@ -121,7 +123,8 @@ class DatasetEntry:
     (OOD sets carry label -1). ``n_images``: the published image count, or ``None``.
     ``border_crop_px``: pixels to crop from every side when an image is loaded (ObjectNet: 2, for its 1-pixel red border, as every reference loader).
     ``labels_from`` / ``devkit_archive`` (layout ``imagenet_val``): the label sources and the devkit
-    archive (see the module docstring).
+    archive (see the module docstring). ``short_title``: the name figures show (empty: ``title``); display only,
+    so it is left out of :meth:`to_dict` (the rules' params; renaming it reruns no dataset job) and of equality.
     """
 
     id: str
@@ -135,6 +138,15 @@ class DatasetEntry:
     notes: str = ""
     labels_from: tuple[str, ...] = _DEFAULT_LABELS_FROM
     devkit_archive: str | None = None
+    #: Layout ``cue_conflict``: the category mapping (``model_vs_human_16``, the shipped one, or a TSV path;
+    #: :mod:`clip_robustness.datasets.cue_conflict`).
+    category_mapping: str | None = None
+    short_title: str = field(default="", compare=False)  # display only: not the entry's identity, nor in to_dict
+
+    @property
+    def figure_title(self) -> str:
+        """The name figures show: ``short_title``, else ``title``."""
+        return self.short_title or self.title
 
     @property
     def label_archives(self) -> tuple[str, ...]:
@@ -167,6 +179,7 @@ class DatasetEntry:
             # only when set, so that the other datasets' rule params (and manifests) stay as they were
             **({"labels_from": list(self.labels_from)} if self.labels_from != _DEFAULT_LABELS_FROM else {}),
             **({"devkit_archive": self.devkit_archive} if self.devkit_archive else {}),
+            **({"category_mapping": self.category_mapping} if self.category_mapping else {}),
         }
 
     @classmethod
@@ -255,6 +268,13 @@ class DatasetRegistry:
                 f"archive {name!r} is not in the dataset registry {self.path}; known: {sorted(self.archives)}"
             ) from None
 
+    def figure_titles(self, dataset_ids: Sequence[str]) -> dict[str, str]:
+        """The names figures show for ``dataset_ids`` (:attr:`DatasetEntry.figure_title`), and for the family of each
+        template with a ``short_title`` (under the template's key, e.g. ``imagenet_c``)."""
+        titles = {dataset_id: self.resolve(dataset_id).figure_title for dataset_id in dataset_ids}
+        titles.update({t.key: str(t.base["short_title"]) for t in self._templates if t.base.get("short_title")})
+        return titles
+
     def datasets_using(self, archive: str) -> list[str]:
         """Dataset ids whose entry needs ``archive``, for images or labels (for error messages)."""
         return [d for d in self.known_ids()
@@ -327,7 +347,58 @@ def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archiv
     return tuple(sources)
 
 
-# Longer than 60 lines: validation of the whole YAML file in one place, one check and message per key.
+def _check_category_mapping(path: Path, where: str, data: Mapping[str, Any]) -> str | None:
+    """``category_mapping`` of a ``cue_conflict`` entry (default: the shipped model-vs-human mapping); no other
+    layout takes one, and a ``cue_conflict`` entry has label space ``cue_conflict``."""
+    is_cue = data["layout"] == "cue_conflict"
+    if is_cue != (data["label_space"] == "cue_conflict"):
+        raise _fail(path, where, "layout cue_conflict and label_space cue_conflict go together")
+    if "category_mapping" in data and not is_cue:
+        raise _fail(path, f"{where}.category_mapping", f"applies to layout cue_conflict only, not {data['layout']!r}")
+    return str(data.get("category_mapping") or "model_vs_human_16") if is_cue else None
+
+def _parse_template(path: Path, key: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]) -> _Template:
+    """A ``template`` entry (ImageNet-C), validated: its keys, fields and corruption archives."""
+    where = f"datasets.{key}"
+    _check_keys(path, where, data, _TEMPLATE_KEYS, ["id_format", "corruption_archives", "severities", "layout", "label_space"])
+    _check_dataset_fields(path, where, data)
+    for corruption, archive in data["corruption_archives"].items():
+        if archive not in archives:
+            raise _fail(path, f"{where}.corruption_archives.{corruption}", f"unknown archive {archive!r}")
+    pattern = re.compile(
+        re.escape(data["id_format"]).replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
+        .replace(re.escape("{severity}"), r"(?P<severity>\d+)")
+    )
+    return _Template(key, data["id_format"], dict(data["corruption_archives"]),
+                     tuple(int(s) for s in data["severities"]), dict(data), pattern)
+
+
+def _parse_dataset(path: Path, key: str, data: Any, archives: Mapping[str, ArchiveEntry]) -> DatasetEntry:
+    """A dataset entry, validated: its keys, fields, label sources and archives."""
+    where = f"datasets.{key}"
+    _check_keys(path, where, data, _DATASET_KEYS, ["title", "archives", "layout", "label_space"])
+    _check_dataset_fields(path, where, data)
+    labels_from = _check_label_sources(path, where, data, archives)
+    for archive in data["archives"]:
+        if archive not in archives:
+            raise _fail(path, f"{where}.archives", f"unknown archive {archive!r}; known: {sorted(archives)}")
+    return DatasetEntry(
+        id=key,
+        title=str(data["title"]),
+        archives=tuple(data["archives"]),
+        layout=data["layout"],
+        subdir=str(data.get("subdir") or "."),
+        label_space=data["label_space"],
+        n_images=data.get("n_images"),
+        border_crop_px=int(data.get("border_crop_px", 0)),
+        notes=str(data.get("notes") or ""),
+        labels_from=labels_from,
+        devkit_archive=data.get("devkit_archive"),
+        category_mapping=_check_category_mapping(path, where, data),
+        short_title=str(data.get("short_title") or ""),
+    )
+
+
 def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | None = None) -> DatasetRegistry:
     """Parse and validate the registry at ``path``.
 
@@ -357,40 +428,10 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
     datasets: dict[str, DatasetEntry] = {}
     templates: list[_Template] = []
     for key, data in (raw["datasets"] or {}).items():
-        where = f"datasets.{key}"
         if isinstance(data, Mapping) and data.get("template"):
-            _check_keys(path, where, data, _TEMPLATE_KEYS,
-                        ["id_format", "corruption_archives", "severities", "layout", "label_space"])
-            _check_dataset_fields(path, where, data)
-            for corruption, archive in data["corruption_archives"].items():
-                if archive not in archives:
-                    raise _fail(path, f"{where}.corruption_archives.{corruption}", f"unknown archive {archive!r}")
-            pattern = re.compile(
-                re.escape(data["id_format"]).replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
-                .replace(re.escape("{severity}"), r"(?P<severity>\d+)")
-            )
-            templates.append(_Template(str(key), data["id_format"], dict(data["corruption_archives"]),
-                                       tuple(int(s) for s in data["severities"]), dict(data), pattern))
-            continue
-        _check_keys(path, where, data, _DATASET_KEYS, ["title", "archives", "layout", "label_space"])
-        _check_dataset_fields(path, where, data)
-        labels_from = _check_label_sources(path, where, data, archives)
-        for archive in data["archives"]:
-            if archive not in archives:
-                raise _fail(path, f"{where}.archives", f"unknown archive {archive!r}; known: {sorted(archives)}")
-        datasets[str(key)] = DatasetEntry(
-            id=str(key),
-            title=str(data["title"]),
-            archives=tuple(data["archives"]),
-            layout=data["layout"],
-            subdir=str(data.get("subdir") or "."),
-            label_space=data["label_space"],
-            n_images=data.get("n_images"),
-            border_crop_px=int(data.get("border_crop_px", 0)),
-            notes=str(data.get("notes") or ""),
-            labels_from=labels_from,
-            devkit_archive=data.get("devkit_archive"),
-        )
+            templates.append(_parse_template(path, str(key), data, archives))
+        else:
+            datasets[str(key)] = _parse_dataset(path, str(key), data, archives)
     registry = DatasetRegistry(path, archives, datasets, templates)
     ids = registry.known_ids()
     duplicates = sorted({d for d in ids if ids.count(d) > 1})

@@ -11,37 +11,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from clip_robustness.datasets.download import USER_SUPPLIED_DIR, missing_user_archive_message
+from clip_robustness.datasets.download import missing_user_archive_message
 from clip_robustness.datasets.errors import MissingUserArchiveError
 from clip_robustness.datasets.extract import marker_is_current
 from clip_robustness.datasets.manifest import dataset_root
 from clip_robustness.datasets.registry import DatasetRegistry
-
-ARCHIVES_DIR = Path("data/archives")
-REJECTED_DIR = ARCHIVES_DIR / "rejected"
-EXTRACTED_DIR = Path("data/extracted")
-MANIFESTS_DIR = Path("data/manifests")
-PINNED_PATH = Path("data/checksums/pinned.tsv")
-
-
-def archive_path(archive: str) -> str:
-    """``data/archives/{archive}``."""
-    return str(ARCHIVES_DIR / archive)
-
-
-def extraction_marker(archive: str) -> str:
-    """``data/extracted/{archive}.complete``: written last by a complete extraction."""
-    return str(EXTRACTED_DIR / f"{archive}.complete")
-
-
-def manifest_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.parquet``."""
-    return str(MANIFESTS_DIR / f"{dataset}.parquet")
-
-
-def skipped_path(dataset: str) -> str:
-    """``data/manifests/{dataset}.skipped.csv``: the images the manifest build left out, with the reason."""
-    return str(MANIFESTS_DIR / f"{dataset}.skipped.csv")
+from clip_robustness.names import (
+    EXTRACTED_DIR,
+    PINNED_CHECKSUMS,
+    REJECTED_ARCHIVES_DIR,
+    USER_SUPPLIED_DIR,
+    archive_path,
+    extraction_marker,
+    manifest_path,
+    marker_archive,
+)
 
 
 def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,9 +35,9 @@ def download_params(registry: DatasetRegistry, archive: str, downloads: Mapping[
         "local_path": (downloads.get("local_archives") or {}).get(archive),
         "retries": int(downloads["retries"]),
         "timeout_s": float(downloads["timeout_s"]),
-        "pinned_path": str(PINNED_PATH),
-        "rejected_dir": str(REJECTED_DIR),
-        "user_dir": str(USER_SUPPLIED_DIR),
+        "pinned_path": PINNED_CHECKSUMS,
+        "rejected_dir": REJECTED_ARCHIVES_DIR,
+        "user_dir": USER_SUPPLIED_DIR,
         "datasets": registry.datasets_using(archive),
     }
 
@@ -62,11 +46,11 @@ def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
     """Params of ``extract_archive``: destination folder, zip password (ObjectNet), and what verifying the
     archive before use needs (its registry entry, the pinned checksums, where a bad archive goes)."""
     return {
-        "dest": str(EXTRACTED_DIR / archive),
+        "dest": str(Path(EXTRACTED_DIR) / archive),
         "password": registry.archive(archive).password,
         "archive": registry.archive(archive).to_dict(),
-        "pinned_path": str(PINNED_PATH),
-        "rejected_dir": str(REJECTED_DIR),
+        "pinned_path": PINNED_CHECKSUMS,
+        "rejected_dir": REJECTED_ARCHIVES_DIR,
         "datasets": registry.datasets_using(archive),
     }
 
@@ -90,7 +74,7 @@ def drop_outdated_markers(markers: Iterable[str], workdir: str | Path = ".") -> 
     dropped = []
     for marker in markers:
         path = workdir / marker
-        archive = workdir / archive_path(Path(marker).name.removesuffix(".complete"))
+        archive = workdir / archive_path(marker_archive(marker))
         if path.is_file() and not marker_is_current(path, archive):
             path.unlink()
             dropped.append(marker)
@@ -148,7 +132,7 @@ def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[
     }
     if entry.label_archives:  # only then, so the other datasets' params stay as they were
         supplied = supplied_label_archives(registry, dataset, downloads, workdir)
-        params["devkit_root"] = str(EXTRACTED_DIR / supplied[0]) if supplied else None
+        params["devkit_root"] = str(Path(EXTRACTED_DIR) / supplied[0]) if supplied else None
     return params
 
 
@@ -226,7 +210,7 @@ def manifest_source(params: Mapping[str, Any], subset: Mapping[str, Any] | None,
         "root": params["root"],
         "devkit_root": params.get("devkit_root"),
         "subset": None if subset is None else dict(subset),
-        "archives": {Path(m).name.removesuffix(".complete"): marker_sha256(Path(workdir) / m) for m in markers},
+        "archives": {marker_archive(m): marker_sha256(Path(workdir) / m) for m in markers},
     })
 
 
@@ -306,7 +290,7 @@ def bring_archives_forward(markers: Iterable[str], script: str | Path, workdir: 
     workdir = Path(workdir)
     moved = []
     for marker in markers:
-        archive = archive_path(Path(marker).name.removesuffix(".complete"))
+        archive = archive_path(marker_archive(marker))
         path = workdir / archive
         if path.is_symlink() or not path.is_file():
             continue

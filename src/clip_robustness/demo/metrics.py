@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IMAGENET_X
-from clip_robustness.metrics.tables import imagenet_c_mean_rows
+from clip_robustness.metrics.aggregate import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
 from clip_robustness.names import imagenet_c_dataset_ids
@@ -66,6 +66,7 @@ def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -
     return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
 
 
+# Longer than 60 lines: one synthetic row family per metric of the tidy table, drawn side by side so one seed fixes all.
 def synthetic_metrics(
     registry: pd.DataFrame,
     *,
@@ -75,11 +76,14 @@ def synthetic_metrics(
     ood_sets: Sequence[str] = OOD_SETS,
     factors: Sequence[str] = FACTORS,
     seed: int = 0,
+    cue_conflict: Sequence[str] = (),
 ) -> pd.DataFrame:
     """A tidy metrics table (columns model, dataset, metric, value, factor, score) for every registry model.
 
     Units follow the contract: accuracies, AUROC and FPR@95 are fractions, ECE is percent, NLL nats.
     Each model gets an ImageNet accuracy in [0.55, 0.88]; other values follow from it with noise.
+    ``cue_conflict``: datasets given shape-bias rows (drawn from their own generator, so the other rows are the same
+    with or without them).
     """
     rng = np.random.default_rng(seed)
     conditions = [ID_TEST_HALF, *test_conditions, *imagenet_c_dataset_ids(list(corruptions), list(severities))]
@@ -117,6 +121,17 @@ def synthetic_metrics(
                 (model, IMAGENET_X, "factor_accuracy", acc_f, factor, None),
                 (model, IMAGENET_X, "error_ratio", (1 - acc_f) / (1 - acc_x), factor, None),
                 (model, IMAGENET_X, "effective_robustness", acc_f - (acc_x - 0.15), factor, None),
+            ]
+    shape_rng = np.random.default_rng([seed, 10])
+    for model, group in zip(registry["model_id"], registry["group"]):
+        for dataset in cue_conflict:
+            shape = shape_rng.uniform(0.1, 0.45) + (0.15 if group == "clip_zeroshot" else 0.0)
+            texture = shape_rng.uniform(0.3, 0.9) * (1.0 - shape)
+            records += [
+                (model, dataset, "shape_bias", shape / (shape + texture), None, None),
+                (model, dataset, "shape_fraction", shape, None, None),
+                (model, dataset, "texture_fraction", texture, None, None),
+                (model, dataset, "n_cue_conflict", 1000.0, None, None),  # a stand-in count
             ]
     table = pd.DataFrame.from_records(records, columns=["model", "dataset", "metric", "value", "factor", "score"])
     table = table.astype({"value": float})

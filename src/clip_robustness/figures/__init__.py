@@ -58,6 +58,7 @@ CATEGORY_CALIBRATION = "Calibration"
 #: Report category of the findings table: the report lists categories alphabetically, the digit puts it first.
 CATEGORY_FINDINGS = "1. Findings: the paper's claims, tested"
 CATEGORY_TABLES = "Tables"
+CATEGORY_SHAPE_BIAS = "Shape bias (cue conflict)"
 
 #: Every figure, in report order. Drawing functions: :func:`figure_function` (same names).
 FIGURES: tuple[FigureSpec, ...] = (
@@ -69,6 +70,7 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}, y_metric="auroc"),
     FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",), y_metric="ece"),
     FigureSpec("calibration_shift", CATEGORY_CALIBRATION, ("test_conditions", "id_test"), y_metric="ece_ts"),
+    FigureSpec("shape_bias", CATEGORY_SHAPE_BIAS, ("id_dataset",), y_metric="shape_bias"),
 )
 FIGURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIGURES)
 
@@ -114,7 +116,7 @@ def figure_options(
 def _drawing_functions() -> dict[str, Callable[..., "Figure"]]:
     # Imported here, not at module level: the Snakefile imports this package to list targets, and the plotting
     # modules pull in matplotlib, seaborn and scipy (seconds per parse).
-    from clip_robustness.figures import calibration, factor, ood
+    from clip_robustness.figures import calibration, factor, ood, shape_bias
 
     return {
         "factor_robustness": factor.plot_factor_robustness,
@@ -125,6 +127,7 @@ def _drawing_functions() -> dict[str, Callable[..., "Figure"]]:
         "ood_detection_mcm": ood.plot_ood_detection,
         "calibration": calibration.plot_calibration,
         "calibration_shift": calibration.plot_calibration_shift,
+        "shape_bias": shape_bias.plot_shape_bias,
     }
 
 
@@ -144,12 +147,14 @@ def render_figure(
     pdf: str | Path,
     *,
     logit_scaled: bool = False,
+    dataset_titles: Mapping[str, str] | None = None,
     **options,
 ) -> None:
     """Draw figure ``name`` from the tidy ``metrics`` table and the model ``registry`` table; write PNG and PDF.
 
-    ``logit_scaled``: accuracy axes on a logit scale. ``options``: keyword arguments of that figure's
-    function (:func:`figure_options`).
+    ``logit_scaled``: accuracy axes on a logit scale. ``dataset_titles``: dataset id -> the name panels show (the
+    dataset registry's :meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`; default: the ids).
+    ``options``: keyword arguments of that figure's function (:func:`figure_options`).
     """
     from clip_robustness.figures.data import check_metrics, check_models_known, check_registry
     from clip_robustness.figures.panels import save
@@ -161,7 +166,7 @@ def render_figure(
     metrics = check_metrics(metrics)
     registry = check_registry(registry)
     check_models_known(metrics, registry)
-    style = Style.from_registry(registry, logit_scaled=logit_scaled)
+    style = Style.from_registry(registry, logit_scaled=logit_scaled, dataset_titles=dataset_titles)
     start = time.perf_counter()
     with paper_context():
         fig = draw(metrics, registry, style, **options)

@@ -22,8 +22,9 @@ from clip_robustness.figures.panels import (
     new_figure,
     scatter_models,
 )
-from clip_robustness.figures.style import Style, dataset_title
+from clip_robustness.figures.style import Style
 from clip_robustness.names import (
+    ID_TEST_SUFFIX,
     IMAGENET_C_DATASET,
     IMAGENET_C_PATTERN,
     IMAGENET_C_SEVERITY_PATTERN,
@@ -61,14 +62,15 @@ def plot_calibration(
         for col, dataset in enumerate(datasets):
             ax = axes[row * len(datasets) + col]
             pts = points(registry, select(metrics, "top1", dataset=dataset), select(metrics, metric, dataset=dataset))
-            _panel(ax, pts, style, title=dataset_title(dataset), note=f"no {metric}/top1 rows\nfor {dataset}")
+            _panel(ax, pts, style, title=style.dataset_title(dataset), note=f"no {metric}/top1 rows\nfor {dataset}")
             plotted.append(pts)
             if col == 0:
                 ax.set_ylabel(ROW_LABELS[metric])
             if row == len(metric_names) - 1:
                 ax.set_xlabel("Accuracy")
     _legend(fig, plotted, style)
-    fig.suptitle("Calibration before and after temperature scaling (T fitted on the ImageNet val calibration half)")
+    in_distribution = style.dataset_title(id_test.removesuffix(ID_TEST_SUFFIX))
+    fig.suptitle(f"Calibration before and after temperature scaling (T fitted on the {in_distribution} calibration half)")
     return fig
 
 
@@ -105,12 +107,12 @@ def shift_conditions(metrics: pd.DataFrame, test_conditions: Sequence[str] | Non
     return [id_test, *plain, *imagenet_c, *(imagenet_c_severity(s) for s in severities)]
 
 
-def condition_title(condition: str) -> str:
-    """Panel title of a condition id."""
+def condition_title(condition: str, style: Style) -> str:
+    """Panel title of a condition id: the dataset's title (the ImageNet-C family's for the mean conditions)."""
     match = IMAGENET_C_SEVERITY_PATTERN.fullmatch(condition)
     if condition == IMAGENET_C_DATASET:
-        return "ImageNet-C (mean, all)"
-    return f"ImageNet-C s{match.group(1)} (mean)" if match else dataset_title(condition)
+        return f"{style.dataset_title(IMAGENET_C_DATASET)} (mean, all)"
+    return f"{style.dataset_title(IMAGENET_C_DATASET)} s{match.group(1)} (mean)" if match else style.dataset_title(condition)
 
 
 def plot_calibration_shift(
@@ -141,12 +143,13 @@ def plot_calibration_shift(
                 continue
             condition = conditions[i]
             pts = points(registry, condition_values(metrics, "top1", condition), condition_values(metrics, metric, condition))
-            _panel(ax, pts, style, title=condition_title(condition), note=f"no {metric}/top1 rows", group_trends=True)
+            _panel(ax, pts, style, title=condition_title(condition, style), note=f"no {metric}/top1 rows", group_trends=True)
             plotted.append(pts)
             if i % ncols == 0:
                 ax.set_ylabel(ROW_LABELS[metric])
     _legend(fig, plotted, style)
-    fig.suptitle("Calibration under distribution shift after temperature scaling on ImageNet (x: accuracy)")
+    in_distribution = style.dataset_title(id_test.removesuffix(ID_TEST_SUFFIX))
+    fig.suptitle(f"Calibration under distribution shift after temperature scaling on {in_distribution} (x: accuracy)")
     return fig
 
 

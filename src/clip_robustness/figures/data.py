@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS as FACTORS  # the 10 factors, in the paper's order
-from clip_robustness.metrics.tables import IMAGENET_X_DATASET as IMAGENET_X  # annotated, prototype-filtered val subset
-from clip_robustness.metrics.tables import METRIC_COLUMNS
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET as IMAGENET_X  # annotated, prototype-filtered val subset
+from clip_robustness.metrics.tidy import METRIC_COLUMNS
 from clip_robustness.models.registry import OWN_STUDY, PAPER_STUDY, study_of
-from clip_robustness.names import id_test_dataset
+from clip_robustness.names import METRICS_TABLE, id_test_dataset
 
 REGISTRY_COLUMNS: tuple[str, ...] = ("model_id", "group", "training_source")
 
@@ -35,7 +35,7 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     """The tidy metrics table at ``path`` (``.parquet`` or ``.csv``), checked by :func:`check_metrics`."""
     path = Path(path)
     if not path.exists():
-        raise FigureInputError(f"metrics table {path} does not exist: run the metric rules first (snakemake results/metrics/metrics.parquet)")
+        raise FigureInputError(f"metrics table {path} does not exist: run the metric rules first (snakemake {METRICS_TABLE})")
     table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     return check_metrics(table, source=str(path))
 
@@ -73,7 +73,7 @@ def check_models_known(metrics: pd.DataFrame, registry: pd.DataFrame) -> None:
     if unknown:
         raise FigureInputError(
             f"metrics table has {len(unknown)} model(s) the model registry does not list: {unknown[:10]}; "
-            "rerun the metric rules (snakemake results/metrics/metrics.parquet) or restore the registry rows"
+            f"rerun the metric rules (snakemake {METRICS_TABLE}) or restore the registry rows"
         )
 
 

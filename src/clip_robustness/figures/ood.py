@@ -33,7 +33,7 @@ from clip_robustness.figures.panels import (
     new_figure,
     scatter_models,
 )
-from clip_robustness.figures.style import Style, dataset_title, group_label
+from clip_robustness.figures.style import Style, group_label
 from clip_robustness.names import FINE_TUNED_GROUP, ZERO_SHOT_GROUP
 
 #: OOD sets of the paper in its order; sets found only in the table are appended, sorted.
@@ -99,7 +99,7 @@ def plot_ood_detection(
     for row, (metric, label) in enumerate(OOD_METRICS.items()):
         for col, dataset in enumerate(sets):
             ax = axes[row * len(sets) + col]
-            title = f"{dataset_title(dataset)}"
+            title = style.dataset_title(dataset)
             pts = points(registry, accuracy, score_values(metrics, metric, dataset, score))
             if pts.empty:
                 empty_panel(ax, title, f"no {metric} ({score}) rows\nor no {id_dataset} top-1 rows")
@@ -113,10 +113,10 @@ def plot_ood_detection(
             if col == 0:
                 ax.set_ylabel(label)
             if row == 1:
-                ax.set_xlabel("ImageNet accuracy")
+                ax.set_xlabel(f"{style.dataset_title(id_dataset)} accuracy")
     handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
     figure_legend(fig, handles)
-    fig.suptitle(f"OOD detection ({SCORE_TITLES.get(score, score)}) vs ImageNet accuracy")
+    fig.suptitle(f"OOD detection ({SCORE_TITLES.get(score, score)}) vs {style.dataset_title(id_dataset)} accuracy")
     return fig
 
 

@@ -33,6 +33,7 @@ from clip_robustness.figures import FIGURES, FigureSpec
 from clip_robustness.figures.data import check_metrics, check_models_known
 from clip_robustness.figures.style import GROUP_ORDER, dataset_title, group_label
 from clip_robustness.models.registry import paper_rows
+from clip_robustness.names import QC_TABLE, cache_path, figure_path, weights_record_path
 
 #: The metrics of the card's first table, in order, with their description and unit.
 CARD_METRICS: dict[str, str] = {
@@ -95,7 +96,7 @@ def figure_places(comparison: pd.DataFrame, figures: Sequence[FigureSpec] = FIGU
         score = spec.fixed_options.get("score")
         part = comparison[comparison["metric"] == spec.y_metric]
         part = part[part["score"] == score] if score is not None else part[part["score"].isna()]
-        base = {"figure": f"results/figures/{spec.name}.png", "y_metric": spec.y_metric, "score": score}
+        base = {"figure": figure_path(spec.name), "y_metric": spec.y_metric, "score": score}
         per_group = part.dropna(subset=["group"]).groupby("group", sort=False)
         if not len(per_group):
             rows.append({**base, "group": None, "panels": 0, "percentile": np.nan})
@@ -182,9 +183,11 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, na_rep="—", border=0, escape=True)
 
 
-def metrics_display(comparison: pd.DataFrame) -> pd.DataFrame:
+def metrics_display(comparison: pd.DataFrame, dataset_titles: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The card's metrics table: one row per metric row of the model (:data:`CARD_METRICS` only), its value, and per
-    paper group one column ``median [min, max] (n) · percentile``."""
+    paper group one column ``median [min, max] (n) · percentile``. ``dataset_titles``: the names the datasets are
+    shown by (the dataset registry's; default: their ids)."""
+    titles = dict(dataset_titles or {})
     shown = comparison[comparison["metric"].isin(CARD_METRICS)]
     order = {m: i for i, m in enumerate(CARD_METRICS)}
     shown = shown.assign(_order=shown["metric"].map(order)).sort_values("_order", kind="stable")  # datasets: table order
@@ -195,7 +198,7 @@ def metrics_display(comparison: pd.DataFrame) -> pd.DataFrame:
     ]
     shown = shown.assign(
         Metric=shown["metric"].map(CARD_METRICS),
-        Dataset=shown["dataset"].map(dataset_title),
+        Dataset=shown["dataset"].map(lambda dataset: dataset_title(dataset, titles)),
         Detail=[" / ".join(str(v) for v in (f, s) if v is not None and not pd.isna(v)) for f, s in zip(shown["factor"], shown["score"])],
         Value=shown["value"].map(_number),
         cell=cell,
@@ -234,8 +237,9 @@ def card_data(card: ReportCard) -> dict[str, Any]:
     }
 
 
-def render_html(card: ReportCard) -> str:
-    """The report card as one standalone HTML page (inline CSS, no external resources)."""
+def render_html(card: ReportCard, dataset_titles: Mapping[str, str] | None = None) -> str:
+    """The report card as one standalone HTML page (inline CSS, no external resources); ``dataset_titles``: the names
+    the datasets are shown by (:func:`metrics_display`)."""
     e = html.escape
     row = card.registry_row
     files = pd.DataFrame(card.weights.get("files", []), columns=["file", "size", "sha256", "source"])
@@ -256,22 +260,22 @@ Percentile: share of the group's models with a lower value (ties half), 0-100.</
 <h2>Registry row</h2>
 <table>{registry_items}</table>
 <h2>Metrics beside the paper's groups</h2>
-{_table(metrics_display(card.comparison))}
+{_table(metrics_display(card.comparison, dataset_titles))}
 <h2>Place on the figures</h2>
 <p class="note">In every figure the model is drawn as a hollow black ring labelled <code>{e(card.model)}</code>.
 The percentile is on the figure's y-axis metric, median over the figure's panels.</p>
 {_table(places_display(card.places))}
 <h2>QC against published accuracy</h2>
-<p class="note">Top-1 in percent; diff_pp = ours minus published (results/qc/published_accuracy.csv).</p>
+<p class="note">Top-1 in percent; diff_pp = ours minus published ({QC_TABLE}).</p>
 {qc}
 <h2>Provenance of the logits</h2>
-<p class="note">From the cache metadata of each logits file (results/logits/{e(card.model)}/*.parquet): fields equal
+<p class="note">From the cache metadata of each logits file ({e(cache_path(card.model, '*'))}): fields equal
 in every file, then the per-file ones.</p>
 <table>{provenance_items}</table>
 {_table(card.provenance_per_file)}
 <h2>Weights</h2>
 <p>Library {e(str(card.weights.get("library", "")))} {e(str(card.weights.get("library_version", "")))}
-(data/weights/{e(card.model)}.json)</p>
+({e(weights_record_path(card.model))})</p>
 {weights}
 <script type="application/json" id="report-card-data">{data}</script>
 </body></html>

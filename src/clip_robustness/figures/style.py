@@ -86,24 +86,6 @@ SOURCE_MARKERS: dict[str, str] = {
 }
 SPARE_MARKERS: tuple[str, ...] = ("X", "H", "8", "1", "2", "3", "4", "+", "x")
 
-#: Display names of dataset ids used in panel titles; unknown ids are shown as they are.
-DATASET_TITLES: dict[str, str] = {
-    "imagenet_val": "ImageNet",
-    "imagenet_v2_threshold07": "ImageNet-V2-A",
-    "imagenet_v2_matched_frequency": "ImageNet-V2-B",
-    "imagenet_v2_top_images": "ImageNet-V2-C",
-    "imagenet_sketch": "ImageNet-Sketch",
-    "imagenet_r": "ImageNet-R",
-    "imagenet_a": "ImageNet-A",
-    "objectnet": "ObjectNet",
-    "imagenet_c": "ImageNet-C",
-    "inaturalist": "iNaturalist",
-    "sun": "SUN",
-    "places": "Places",
-    "textures": "Textures",
-    "imagenet_o": "ImageNet-O",
-}
-
 #: Width of a full-width figure in the paper (NeurIPS text width, inches).
 PAPER_WIDTH_IN = 5.5 * 1.3
 
@@ -137,11 +119,13 @@ def normalise_source(source: object) -> str:
     return re.sub(r"[^0-9a-z]", "", str(source).lower())
 
 
-def dataset_title(dataset_id: str) -> str:
-    """Human-readable title of a dataset id (the id itself when unknown); ``<id>_id_test`` is the ID test half of ``<id>``."""
-    if dataset_id.endswith(ID_TEST_SUFFIX) and dataset_id not in DATASET_TITLES:
-        return f"{dataset_title(dataset_id[: -len(ID_TEST_SUFFIX)])} (ID test half)"
-    return DATASET_TITLES.get(dataset_id, dataset_id)
+def dataset_title(dataset_id: str, titles: Mapping[str, str]) -> str:
+    """The name a figure shows for ``dataset_id``: its title in ``titles`` (the dataset registry's, by
+    :meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`), else the id itself;
+    ``<id>_id_test`` is the ID test half of ``<id>``."""
+    if dataset_id.endswith(ID_TEST_SUFFIX) and dataset_id not in titles:
+        return f"{dataset_title(dataset_id[: -len(ID_TEST_SUFFIX)], titles)} (ID test half)"
+    return titles.get(dataset_id, dataset_id)
 
 
 def group_label(group: str) -> str:
@@ -157,6 +141,7 @@ class Style:
     the registry -> matplotlib marker; only sources of CLIP models (zero-shot and fine-tuned) are listed.
     ``route_colors``: CLIP-FT fine-tuning route -> colour (the first route in sorted order keeps the CLIP-FT
     colour). ``logit_scaled``: accuracy axes on a logit scale (config ``figures.logit_scaled_accuracy``).
+    ``dataset_titles``: dataset id -> the name panels show (the dataset registry's, see :func:`dataset_title`).
     """
 
     group_colors: Mapping[str, str]
@@ -164,9 +149,11 @@ class Style:
     logit_scaled: bool = False
     groups: tuple[str, ...] = field(default=GROUP_ORDER)
     route_colors: Mapping[str, str] = field(default_factory=dict)
+    dataset_titles: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_registry(cls, registry: pd.DataFrame, *, logit_scaled: bool = False) -> "Style":
+    def from_registry(cls, registry: pd.DataFrame, *, logit_scaled: bool = False,
+                      dataset_titles: Mapping[str, str] | None = None) -> "Style":
         """The style of a registry table (columns ``group`` and ``training_source``)."""
         present = [g for g in registry["group"].dropna().unique()]
         groups = tuple(g for g in GROUP_ORDER if g in present) + tuple(sorted(g for g in present if g not in GROUP_ORDER))
@@ -177,7 +164,12 @@ class Style:
             routes = sorted({str(r) for r in registry.loc[registry["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna() if str(r)})
         spare = iter(SPARE_ROUTE_COLORS)
         route_colors = {r: colors.get(FINE_TUNED_GROUP, OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR) for i, r in enumerate(routes)}
-        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors)
+        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors,
+                   dict(dataset_titles or {}))
+
+    def dataset_title(self, dataset_id: str) -> str:
+        """The name panels show for ``dataset_id`` (:func:`dataset_title` with this style's titles)."""
+        return dataset_title(dataset_id, self.dataset_titles)
 
     def color(self, group: str) -> str:
         """Colour of a group (grey for a group the registry does not have)."""

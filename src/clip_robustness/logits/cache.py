@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.models.adapters import is_zero_shot
-from clip_robustness.models.adapters.base import HEAD_PRECISION, N_CLASSES, row_text
-from clip_robustness.names import cache_path as cache_path  # re-exported: callers import it from here
+from clip_robustness.models.adapters.final_layer import HEAD_PRECISION, N_CLASSES
+from clip_robustness.models.adapters.rows import row_text
 from clip_robustness.names import weights_record_path
 from clip_robustness.workflow.io import atomic_path
 
@@ -44,10 +44,6 @@ LOGITS_SCHEMA = pa.schema(
         pa.field("logits", pa.list_(pa.field("element", pa.float32(), nullable=False), N_CLASSES), nullable=False),
     ]
 )
-
-#: Metadata keys downstream readers compare to decide whether a cache is stale.
-STALENESS_KEYS = ("model_id", "dataset", "manifest_hash", "prompt_set")
-
 
 class CacheError(RuntimeError):
     """Base class of logits-cache errors; ``path`` is the cache file at fault (``None`` when unknown)."""

@@ -22,17 +22,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.logits.cache import (
     CacheError,
     StaleCacheError,
-    cache_path,
     check_expected,
     current_metadata,
     read_metadata,
     reject_cache_file,
     weights_identity,
 )
+from clip_robustness.names import cache_path, manifest_path, weights_record_path
 from clip_robustness.workflow.io import atomic_path
 
 #: Last good signature of each checked cache file (relative to the working directory).
@@ -138,7 +137,7 @@ def check_identity(path: Path, metadata: Mapping[str, Any], expect: Mapping[str,
     if weights is not None and recorded is not None and list(recorded) != list(weights):
         raise StaleCacheError(
             f"{path}: stale logits cache, computed with other weights (weights_sha256 {recorded}, the model's weights "
-            f"record data/weights/{metadata.get('model_id')}.json now gives {weights}). Delete it and rerun.", path)
+            f"record {weights_record_path(str(metadata.get('model_id')))} now gives {weights}). Delete it and rerun.", path)
 
 
 def current_metadata_of(

@@ -28,15 +28,11 @@ from tqdm import tqdm
 from clip_robustness import PIPELINE_VERSION
 from clip_robustness.logits.geometry import (
     DecodeSpec,
-    UnsupportedPreprocessingError,
-    decode_spec_for_row,
     geometry_from_recipe,
     geometry_key,
-    spec_from_transform,
-    split_transform,
-    transform_from_recipe,
 )
 from clip_robustness.logits.images import open_manifest_image
+from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
 from clip_robustness.names import DECODED_DIR
 from clip_robustness.workflow.io import atomic_path
 
@@ -47,13 +43,6 @@ DECODED_LAYOUT = "NHWC-uint8-RGB"
 
 #: Pixel value scale of ``ToTensor``: uint8 pixels are divided by this to give [0, 1] floats.
 PIXEL_SCALE = 255.0
-
-
-# re-exported from clip_robustness.logits.geometry, where callers of the decoded cache have long found them
-__all__ = [
-    "DecodeSpec", "UnsupportedPreprocessingError", "decode_spec_for_row", "geometry_key", "spec_from_transform",
-    "split_transform", "transform_from_recipe",
-]
 
 
 class StaleDecodedCacheError(RuntimeError):
@@ -216,6 +205,17 @@ def check_decoded(metadata: Mapping[str, Any], path: str | os.PathLike, *, key: 
             f"{path}: stale decoded images ({'; '.join(problems)}). Delete it and run the same command again: "
             "snakemake rebuilds it for the jobs that read it."
         )
+
+
+def checked_decoded_metadata(decoded: str | os.PathLike, manifest: Any) -> dict:
+    """The sidecar of the decoded array ``decoded`` (beside it, ``.json``), checked to hold ``manifest``'s images at
+    the geometry the sidecar names (:func:`check_decoded`): the cheap check a logits job makes before building its
+    model."""
+    decoded = Path(decoded)
+    metadata = read_decoded_metadata(decoded.with_suffix(".json"))
+    check_decoded(metadata, decoded, key=str(metadata.get("key")),
+                  manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
+    return metadata
 
 
 def npy_layout(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]:

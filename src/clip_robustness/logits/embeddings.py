@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clip_robustness.logits.cache import METADATA_KEY, _corrupt, check_expected, read_metadata
-from clip_robustness.names import embeddings_path as embeddings_path  # re-exported: callers import it from here
 from clip_robustness.workflow.io import atomic_path
 
 #: The stored dtype of the embeddings (docs/methods.md states the logits error it costs, measured on the demo).

@@ -21,13 +21,8 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from clip_robustness.models.adapters import adapter_for, row_adapter
-from clip_robustness.models.adapters.base import UnsupportedPreprocessingError, plain_json, row_text
-
-# re-exported: raised by the adapters' recipes and by split_transform
-__all__ = [
-    "DecodeSpec", "UnsupportedPreprocessingError", "decode_spec_for_row", "describe_step", "geometry_from_recipe",
-    "geometry_key", "spec_from_transform", "split_transform", "transform_from_recipe",
-]
+from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
+from clip_robustness.models.adapters.rows import plain_json, row_text
 
 
 @dataclasses.dataclass(frozen=True)

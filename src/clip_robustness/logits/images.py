@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clip_robustness.names import manifest_path
+
 
 class UnreadableImageError(RuntimeError):
     """An image listed in the manifest cannot be opened or decoded."""
@@ -51,7 +53,7 @@ def open_manifest_image(path: Path, position: int, border_crop_px: int = 0) -> I
         raise UnreadableImageError(
             f"manifest row {position}: cannot read image {path}: {exc}. Every image was fully decoded when the "
             "manifest was built, so this file changed since: delete the dataset's manifest "
-            "(data/manifests/<dataset>.parquet) and run the same command again; the manifest step then names the "
+            f"({manifest_path('<dataset>')}) and run the same command again; the manifest step then names the "
             "file and downloads.skip_corrupt_images decides whether it is left out."
         ) from exc
     b = border_crop_px

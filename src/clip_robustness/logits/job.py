@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 from clip_robustness.logits.loop import (
     BuiltModel,
     PreparedDataset,
+    RunOptions,
     apply_tf32,
     compute_prepared,
     prepare_manifest,
@@ -129,7 +130,7 @@ def cache_group_logits(
     """
     from clip_robustness.datasets.manifest import read_manifest
     from clip_robustness.logits.cache import current_metadata
-    from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
+    from clip_robustness.logits.decoded import checked_decoded_metadata
     from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model, library_version, select_device
     from clip_robustness.models.zero_shot import load_head
@@ -155,11 +156,7 @@ def cache_group_logits(
             log.info("%s on %s: %s is current, kept", model_id, task.dataset, task.output)
             continue
         log.info("%s on %s: computing (%s)", model_id, task.dataset, reason.split(". ")[0])
-        decoded_metadata = None
-        if task.decoded is not None:
-            decoded_metadata = read_decoded_metadata(task.decoded.with_suffix(".json"))
-            check_decoded(decoded_metadata, task.decoded, key=str(decoded_metadata.get("key")),
-                          manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
+        decoded_metadata = None if task.decoded is None else checked_decoded_metadata(task.decoded, manifest)
         todo.append((task, manifest, decoded_metadata))
     if not todo:
         log.info("%s: every output of the group is current; no model built", model_id)
@@ -168,16 +165,15 @@ def cache_group_logits(
     built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
                        library_version(row))  # once per job: the python adapter's lookup is slow (docs/performance.md)
     apply_tf32(precision)
+    run = RunOptions(precision, device, batch_size, num_workers, channels_last)
 
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
         task, manifest, decoded_metadata = item
         return prepare_manifest(built, manifest, task.output, decoded=task.decoded, decoded_metadata=decoded_metadata,
-                                precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
-                                channels_last=channels_last, prime=True, embeddings_output=task.embeddings)
+                                run=run, prime=True, embeddings_output=task.embeddings)
 
     def compute(prepared: PreparedDataset) -> tuple[Any, float]:
-        return compute_prepared(built, prepared, precision=precision, device=device, batch_size=batch_size,
-                                num_workers=num_workers)
+        return compute_prepared(built, prepared, run)
 
     results = run_overlapped(todo, prepare, compute, write_prepared, discard=lambda prepared: prepared.source.close())
     written = []

@@ -381,8 +381,6 @@ def compute_logits(
     return gather.out
 
 
-# Longer than 60 lines: the cheap checks before a model is built (head, decoded array) and then one dataset's run;
-# about a third is the docstring.
 def cache_dataset_logits(
     row: Mapping[str, Any],
     manifest: Any,
@@ -433,19 +431,15 @@ def cache_dataset_logits(
         prompt_set = None
     decoded_metadata = None
     if decoded is not None:  # cheap checks first: the array must be this manifest's
-        from clip_robustness.logits.decoded import check_decoded, read_decoded_metadata
+        from clip_robustness.logits.decoded import checked_decoded_metadata
 
-        decoded = Path(decoded)
-        decoded_metadata = read_decoded_metadata(decoded.with_suffix(".json"))
-        check_decoded(decoded_metadata, decoded, key=str(decoded_metadata.get("key")),
-                      manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
+        decoded_metadata = checked_decoded_metadata(decoded, manifest)
     model, preprocess, preprocessing = build_model(row, device)
     built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
                        library_version(row))
     apply_tf32(precision)
-    path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
-                                  precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
-                                  channels_last=channels_last)
+    run = RunOptions(precision, device, batch_size, num_workers, channels_last)
+    path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
     return path
 
 
@@ -465,6 +459,19 @@ class BuiltModel:
     library_version: str = ""  # of the library that built it (the cache metadata), read once per job
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a built model runs over each dataset of its job: the autocast ``precision`` (:func:`resolve_precision`),
+    the ``device``, the batch size, the loader processes and ``channels_last`` (``None``: on CUDA only; the decoded
+    path only)."""
+
+    precision: Precision
+    device: str | torch.device
+    batch_size: int
+    num_workers: int
+    channels_last: bool | None = None
+
+
 @dataclass
 class PreparedDataset:
     """One dataset made ready for a built model (:func:`prepare_manifest`): its batches (:class:`BatchSource`, perhaps
@@ -480,6 +487,18 @@ class PreparedDataset:
     embeddings_output: Path | None = None  # the embeddings file, when the job caches them (zero-shot models)
 
 
+def _final_layer(built: BuiltModel, embeddings_output: str | os.PathLike | None) -> Any:
+    """The built model's classifier, or with ``embeddings_output`` its variant returning ``[logits | embeddings]``
+    (``with_embeddings``); a final layer without embeddings is refused naming the model and the file."""
+    if embeddings_output is None:
+        return built.classifier
+    with_embeddings = getattr(built.classifier, "with_embeddings", None)
+    if with_embeddings is None:
+        raise ValueError(f"model {built.row['model_id']!r}: its final layer gives no image embeddings, so "
+                         f"{embeddings_output} cannot be written; set inference.cache_embeddings: false")
+    return with_embeddings()
+
+
 def prepare_manifest(
     built: BuiltModel,
     manifest: Any,
@@ -487,11 +506,7 @@ def prepare_manifest(
     *,
     decoded: str | os.PathLike | None,
     decoded_metadata: Mapping[str, Any] | None,
-    precision: Precision,
-    device: str | torch.device,
-    batch_size: int,
-    num_workers: int,
-    channels_last: bool | None = None,
+    run: RunOptions,
     prime: bool = False,
     embeddings_output: str | os.PathLike | None = None,
 ) -> PreparedDataset:
@@ -501,19 +516,14 @@ def prepare_manifest(
     computes. ``embeddings_output``: also write the L2-normalised image embeddings there (a zero-shot model's final
     layer returns them beside the logits: ``with_embeddings``; :mod:`clip_robustness.logits.embeddings`)."""
     from clip_robustness.logits.cache import cache_metadata
-    from clip_robustness.models.adapters.base import HEAD_PRECISION
+    from clip_robustness.models.adapters.final_layer import HEAD_PRECISION
     from clip_robustness.models.build import library_version
 
+    precision, device, batch_size, num_workers = run.precision, run.device, run.batch_size, run.num_workers
     model_id = str(built.row["model_id"])
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
-    model_fn, collate_fn, use_channels_last = built.classifier, None, False
-    if embeddings_output is not None:
-        with_embeddings = getattr(built.classifier, "with_embeddings", None)
-        if with_embeddings is None:
-            raise ValueError(f"model {model_id!r}: its final layer gives no image embeddings, so "
-                             f"{embeddings_output} cannot be written; set inference.cache_embeddings: false")
-        model_fn = with_embeddings()
+    model_fn, collate_fn, use_channels_last = _final_layer(built, embeddings_output), None, False
     if decoded_metadata is None:
         dataset: Dataset = ManifestImageDataset(
             manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
@@ -521,7 +531,7 @@ def prepare_manifest(
         pipeline: dict[str, Any] = {"path": "reference"}
     else:
         model_fn, dataset, pipeline = _decoded_input(
-            model_id, model_fn, built.preprocess, Path(decoded), decoded_metadata, device, channels_last,
+            model_id, model_fn, built.preprocess, Path(decoded), decoded_metadata, device, run.channels_last,
         )
         collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
     metadata = cache_metadata(
@@ -549,14 +559,13 @@ def prepare_manifest(
                            None if embeddings_output is None else Path(embeddings_output))
 
 
-def compute_prepared(built: BuiltModel, prepared: PreparedDataset, *, precision: Precision,
-                     device: str | torch.device, batch_size: int, num_workers: int) -> tuple[np.ndarray, float]:
+def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptions) -> tuple[np.ndarray, float]:
     """The logits of a prepared dataset, and the seconds the forward loop took."""
     if prepared.channels_last:
         built.model.to(memory_format=torch.channels_last)  # idempotent: converted once per job in effect
     start = time.perf_counter()
     try:
-        logits = compute_logits(prepared.model_fn, None, batch_size, num_workers, device, precision,
+        logits = compute_logits(prepared.model_fn, None, run.batch_size, run.num_workers, run.device, run.precision,
                                 progress_desc=f"{built.row['model_id']}/{prepared.dataset_id}", source=prepared.source)
     finally:
         prepared.source.close()
@@ -590,11 +599,7 @@ def logits_for_manifest(
     *,
     decoded: str | os.PathLike | None,
     decoded_metadata: Mapping[str, Any] | None,
-    precision: Precision,
-    device: str | torch.device,
-    batch_size: int,
-    num_workers: int,
-    channels_last: bool | None = None,
+    run: RunOptions,
 ) -> tuple[Path, dict]:
     """Run ``built`` over ``manifest`` and write its cache file ``output`` atomically (metadata: docs/architecture.md, "Logits cache");
     returns the path and a timing record (``dataset``, ``n_images``, ``inference_s``, ``write_s``).
@@ -604,11 +609,8 @@ def logits_for_manifest(
     (:func:`clip_robustness.logits.job.cache_group_logits`) runs the same three steps (:func:`prepare_manifest`,
     :func:`compute_prepared`, :func:`write_prepared`) overlapped across its datasets.
     """
-    prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata,
-                                precision=precision, device=device, batch_size=batch_size, num_workers=num_workers,
-                                channels_last=channels_last)
-    logits, inference_s = compute_prepared(built, prepared, precision=precision, device=device, batch_size=batch_size,
-                                           num_workers=num_workers)
+    prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
+    logits, inference_s = compute_prepared(built, prepared, run)
     path, write_s = write_prepared(prepared, logits)
     log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", built.row["model_id"], prepared.dataset_id, path,
              inference_s, write_s)
@@ -637,13 +639,8 @@ def _decoded_input(
     Checks that the built model's own transform has the decoded array's geometry (:class:`StaleDecodedCacheError`
     naming the model, the file and both keys otherwise).
     """
-    from clip_robustness.logits.decoded import (
-        DecodedImages,
-        NormalizedModel,
-        StaleDecodedCacheError,
-        geometry_key,
-        split_transform,
-    )
+    from clip_robustness.logits.decoded import DecodedImages, NormalizedModel, StaleDecodedCacheError
+    from clip_robustness.logits.geometry import geometry_key, split_transform
 
     geometry, mean, std = split_transform(preprocess, model_id)
     key = geometry_key(geometry)

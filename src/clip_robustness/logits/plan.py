@@ -235,7 +235,9 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     adds ``job_startup_s`` seconds of fixed cost to the GPU-hours."""
     from clip_robustness.datasets.registry import load_dataset_registry
     from clip_robustness.logits.cutting import LogitsGroups
-    from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row, decoded_size_bytes
+    from clip_robustness.logits.decoded import decoded_size_bytes
+    from clip_robustness.logits.geometry import decode_spec_for_row
+    from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
     from clip_robustness.models.registry import load_model_registry
     from clip_robustness.names import manifest_path
     from clip_robustness.workflow.study import Study

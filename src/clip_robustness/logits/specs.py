@@ -26,8 +26,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from clip_robustness.logits.geometry import DecodeSpec, UnsupportedPreprocessingError, decode_spec_for_row
+from clip_robustness.logits.geometry import DecodeSpec, decode_spec_for_row
 from clip_robustness.models.adapters import ADAPTERS
+from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
 
 log = logging.getLogger(__name__)
 

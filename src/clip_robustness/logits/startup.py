@@ -22,18 +22,22 @@ from pathlib import Path
 from typing import IO, Any
 
 from clip_robustness.datasets import workflow as datasets_workflow
-from clip_robustness.datasets.workflow import manifest_path
-from clip_robustness.logits.cache import cache_path, weights_identity
+from clip_robustness.logits.cache import weights_identity
 from clip_robustness.logits.check import manifest_metadata_of, reject_stale_logits
-from clip_robustness.logits.workflow import (
-    StudyWorkflow,
+from clip_robustness.logits.workflow import StudyWorkflow, group_rule
+from clip_robustness.models import weights
+from clip_robustness.names import (
+    archive_path,
+    cache_path,
+    decoded_metadata_path,
     decoded_path,
-    group_rule,
+    embeddings_path,
     head_path,
+    manifest_path,
+    marker_archive,
+    skipped_path,
     weights_record_path,
 )
-from clip_robustness.models import weights
-from clip_robustness.names import embeddings_path
 from clip_robustness.workflow import currency
 from clip_robustness.workflow.joblog import benchmark_path
 from clip_robustness.workflow.runlock import acquire_run_lock
@@ -96,7 +100,7 @@ class StartUp:
         for marker in datasets_workflow.drop_outdated_markers(study.extraction_markers()):  # hashes once
             self.warn(f"{marker}: its archive is gone or changed since extraction; this run extracts it again")
         for marker in markers:
-            archive = datasets_workflow.archive_path(Path(marker).name.removesuffix(".complete"))
+            archive = archive_path(marker_archive(marker))
             forward([marker], [archive], self.script("extract_archive"))
         for message in datasets_workflow.drop_changed_manifests(
             registry, study.datasets, downloads, study.manifest_subset
@@ -105,7 +109,7 @@ class StartUp:
         for dataset in study.datasets:
             inputs = datasets_workflow.manifest_inputs(registry, dataset, downloads)
             markers_of = [m for paths in inputs.values() for m in paths]
-            outputs = [manifest_path(dataset), datasets_workflow.skipped_path(dataset)]
+            outputs = [manifest_path(dataset), skipped_path(dataset)]
             forward(outputs, markers_of, self.script("build_manifest"))
 
     def bring_logits_current(self) -> None:
@@ -122,7 +126,7 @@ class StartUp:
         groups = study.groups.groups()
         for key in keys:
             for group, datasets in groups.items():
-                outputs = [decoded_path(d, key, suffix) for d in datasets for suffix in ("npy", "json")]
+                outputs = [path(d, key) for d in datasets for path in (decoded_path, decoded_metadata_path)]
                 rule, extra = group_rule("decode_images", group)
                 outputs.append(benchmark_path(rule, "preprocessing", *extra).format(preprocessing=key,
                                                                                      imagenet_c_group=group))

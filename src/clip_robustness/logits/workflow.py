@@ -23,34 +23,21 @@ from typing import Any
 from clip_robustness.datasets import workflow as datasets_workflow
 from clip_robustness.datasets.registry import DatasetRegistry, load_dataset_registry
 from clip_robustness.datasets.subset import imagenet_c_subset_param
-from clip_robustness.datasets.workflow import manifest_path
 from clip_robustness.logits.cutting import CORE_GROUP, LogitsGroups
 from clip_robustness.logits.specs import SPEC_TABLE_NAME, DecodeSpec, read_spec_table, table_key
 from clip_robustness.models.adapters import is_zero_shot
 from clip_robustness.models.registry import OWN_STUDY, ModelRegistry, load_model_registry
+from clip_robustness.names import (
+    decoded_metadata_path,
+    decoded_path,
+    head_path,
+    manifest_path,
+    report_card_path,
+    weights_record_path,
+)
 from clip_robustness.workflow.study import Study
 
 log = logging.getLogger(__name__)
-
-#: Where decoded arrays live: ``{DECODED_ROOT}/{dataset}/{preprocessing}.npy`` with a ``.json`` sidecar.
-DECODED_ROOT = "data/decoded"
-
-
-def decoded_path(dataset: str, key: str, suffix: str = "npy") -> str:
-    """``data/decoded/{dataset}/{key}.{suffix}``: the decoded array (``npy``) or its sidecar (``json``) of ``dataset``
-    through preprocessing geometry ``key``."""
-    return f"{DECODED_ROOT}/{dataset}/{key}.{suffix}"
-
-
-def head_path(model_id: str) -> str:
-    """``results/heads/{model}.pt``: a zero-shot CLIP model's text head."""
-    return f"results/heads/{model_id}.pt"
-
-
-def weights_record_path(model_id: str) -> str:
-    """``data/weights/{model}.json``: what ``fetch_model_weights`` fetched for ``model_id`` (file, size, sha256)."""
-    return f"data/weights/{model_id}.json"
-
 
 def group_rule(rule: str, group: str) -> tuple[str, tuple[str, ...]]:
     """The rule of logits group ``group``'s job, and the wildcards it adds: ``(rule, ())`` for the core group (rules
@@ -115,7 +102,8 @@ class LogitsPlan:
             if tabled is not None:
                 self._specs[model_id] = tabled
                 return tabled
-            from clip_robustness.logits.decoded import UnsupportedPreprocessingError, decode_spec_for_row
+            from clip_robustness.logits.geometry import decode_spec_for_row
+            from clip_robustness.models.adapters.errors import UnsupportedPreprocessingError
 
             try:
                 self._specs[model_id] = decode_spec_for_row(self.row(model_id))
@@ -150,15 +138,9 @@ class LogitsPlan:
         inputs = {"manifest": manifest_path(dataset)}
         spec = self.decode_spec(model_id)
         if spec is not None:
-            inputs["decoded"] = decoded_path(dataset, spec.key, "npy")
-            inputs["decoded_metadata"] = decoded_path(dataset, spec.key, "json")
+            inputs["decoded"] = decoded_path(dataset, spec.key)
+            inputs["decoded_metadata"] = decoded_metadata_path(dataset, spec.key)
         return inputs
-
-    def cache_logits_inputs(self, model_id: str, dataset: str) -> dict[str, str]:
-        """Inputs of one (model, dataset) cache computation: the dataset's manifest, the model's zero-shot head
-        (zero-shot models), its local weights file, if any (:meth:`weights_input`), and, on the fast path, the
-        dataset's decoded array for the model's geometry with its JSON sidecar."""
-        return {**self._dataset_inputs(model_id, dataset), **self._model_inputs(model_id)}
 
     def cache_group_inputs(self, model_id: str, datasets: Sequence[str]) -> dict[str, list[str] | str]:
         """Inputs of a ``cache_logits`` group job of ``model_id`` over ``datasets``: each dataset's manifest (and, on
@@ -250,6 +232,11 @@ class StudyWorkflow:
         inputs["weights_record"] = weights_record_path(model_id)
         return inputs
 
+    def dataset_titles(self) -> dict[str, str]:
+        """The names figures and report cards show for the study's datasets (and the ImageNet-C family): the
+        dataset registry's short titles (:meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`)."""
+        return self.dataset_registry.figure_titles(self.datasets)
+
     @property
     def embedding_models(self) -> list[str]:
         """The models whose logits job also writes image embeddings (``results/embeddings/{model}/{dataset}.parquet``):
@@ -314,7 +301,7 @@ class StudyWorkflow:
         study = self.model_registry.study(model_id)
         if study != OWN_STUDY:
             raise ValueError(
-                f"results/report_cards/{model_id}.html: report cards are made for models of your own (registry "
+                f"{report_card_path(model_id)}: report cards are made for models of your own (registry "
                 f"study {OWN_STUDY!r}, added with `make add-model`); {model_id!r} is of study {study!r}"
             )
         return str(self.config["model_registry"])
@@ -327,5 +314,6 @@ class StudyWorkflow:
             in_distribution=self.study.in_distribution,
             test_conditions=list(self.study.test_conditions),
             ood=list(self.study.ood_datasets),
+            cue_conflict=list(self.study.cue_conflict),
         )
         return roles

@@ -8,10 +8,9 @@
 - :mod:`~clip_robustness.metrics.findings`: the paper's claims tested on the aggregate table (findings.csv);
 - :mod:`~clip_robustness.metrics.resampling`: vectorised cluster bootstrap, permutations and weighted fits of the findings;
 - :mod:`~clip_robustness.metrics.simulate`: simulated studies with planted effects that validate the findings' verdicts;
-- :mod:`~clip_robustness.metrics.tables`: the tidy per-model and aggregate tables the rules write, re-exported from
-  :mod:`~clip_robustness.metrics.tidy` (the table and its files), :mod:`~clip_robustness.metrics.settings`,
-  :mod:`~clip_robustness.metrics.inputs` (logits joined to manifests), :mod:`~clip_robustness.metrics.model_rows`
-  (one model's rows) and :mod:`~clip_robustness.metrics.aggregate` (the aggregate over models).
+- the tidy per-model and aggregate tables the rules write: :mod:`~clip_robustness.metrics.tidy` (the table, its
+  files and the settings it is computed with), :mod:`~clip_robustness.metrics.model_rows` (one model's rows, from its
+  logits files joined to their manifests) and :mod:`~clip_robustness.metrics.aggregate` (the aggregate over models).
 """
 
 from clip_robustness.metrics.accuracy import top1_accuracy, top1_correct

@@ -13,8 +13,15 @@ import numpy as np
 import pandas as pd
 
 from clip_robustness.metrics.imagenet_x import ALL_ANNOTATED, effective_robustness
-from clip_robustness.metrics.settings import MetricSettings, settings_record
-from clip_robustness.metrics.tidy import IMAGENET_X_DATASET, MetricsInputError, read_metrics_table, tidy_frame, tidy_row
+from clip_robustness.metrics.tidy import (
+    IMAGENET_X_DATASET,
+    MetricSettings,
+    MetricsInputError,
+    read_metrics_table,
+    settings_record,
+    tidy_frame,
+    tidy_row,
+)
 from clip_robustness.models.registry import paper_rows
 from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, REFERENCE_GROUP
 

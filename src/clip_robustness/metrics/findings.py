@@ -45,7 +45,7 @@ from clip_robustness.metrics.resampling import (
     weighted_pearson,
     within_block_shuffles,
 )
-from clip_robustness.metrics.tables import IMAGENET_X_DATASET
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET
 from clip_robustness.models.registry import paper_rows
 from clip_robustness.names import (
     FINE_TUNED_GROUP,
@@ -54,7 +54,9 @@ from clip_robustness.names import (
     REFERENCE_GROUP,
     STANDARD_GROUP,
     ZERO_SHOT_GROUP,
+    figure_path,
     id_test_dataset,
+    table_path,
 )
 from clip_robustness.workflow.study import fold_imagenet_c
 
@@ -115,6 +117,8 @@ class FindingsSettings:
     groups: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_GROUPS))
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     out_of_range: str = "keep"
+    #: Cue-conflict dataset ids (claim 10, shape bias); empty: no row.
+    cue_conflict: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], roles: Mapping[str, Any]) -> "FindingsSettings":
@@ -134,6 +138,7 @@ class FindingsSettings:
             groups={**DEFAULT_GROUPS, **dict(findings.get("groups", {}))},
             thresholds={**DEFAULT_THRESHOLDS, **dict(findings.get("thresholds", {}))},
             out_of_range=str(findings.get("out_of_range", "keep")),
+            cue_conflict=tuple(roles.get("cue_conflict", ())),
         )
 
     @property
@@ -439,13 +444,13 @@ def _factor_frame(models: pd.DataFrame, groups: Sequence[str], settings: Finding
 
 # ---------------------------------------------------------------------------------------------- claims
 
-FIGURE_FACTOR = "results/figures/factor_effective_robustness.png"
-FIGURE_FACTOR_SOURCE = "results/figures/factor_robustness_by_source.png"
-FIGURE_FACTOR_ROUTE = "results/figures/factor_robustness_by_finetuning.png"
-FIGURE_OOD = "results/figures/ood_detection.png; results/tables/ood_correlations.csv"
-FIGURE_OOD_FT = "results/figures/ood_detection.png (CLIP-FT by route)"
-FIGURE_CALIBRATION = "results/figures/calibration.png"
-FIGURE_SHIFT = "results/figures/calibration_shift.png"
+FIGURE_FACTOR = figure_path("factor_effective_robustness")
+FIGURE_FACTOR_SOURCE = figure_path("factor_robustness_by_source")
+FIGURE_FACTOR_ROUTE = figure_path("factor_robustness_by_finetuning")
+FIGURE_OOD = f"{figure_path('ood_detection')}; {table_path('ood_correlations.csv')}"
+FIGURE_OOD_FT = f"{figure_path('ood_detection')} (CLIP-FT by route)"
+FIGURE_CALIBRATION = figure_path("calibration")
+FIGURE_SHIFT = figure_path("calibration_shift")
 
 
 # Longer than 60 lines: the factor claims share one factor frame and its label; each claim is a short block.
@@ -869,6 +874,7 @@ def findings_table(metrics: pd.DataFrame, registry: pd.DataFrame, settings: Find
         *_ood_claims(models, settings, "auroc", ""),
         *_ood_claims(models, settings, "fpr95", "-fpr95"),
         *_calibration_claims(models, settings),
+        *_shape_bias_claims(models, settings),
     ]
     table = pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
     order = {c: i for i, c in enumerate(CLAIM_ORDER)}
@@ -883,5 +889,40 @@ def findings_table(metrics: pd.DataFrame, registry: pd.DataFrame, settings: Find
 #: Order of the rows (claim ids; per-condition rows follow their claim).
 CLAIM_ORDER: tuple[str, ...] = (
     "1a", "1b", "2", "9", "3", "3-fpr95", "4a", "4a-fpr95", "4b", "4b-fpr95", "5", "5-nll", "6a", "6b", "7", "7-nll",
-    "8a", "8b",
+    "8a", "8b", "10",
 )
+
+
+# ---------------------------------------------------------------------------------------------- shape bias (journal extension)
+
+FIGURE_SHAPE_BIAS = figure_path("shape_bias")
+
+
+def _shape_bias_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:
+    """Claim 10 (the journal extension): zero-shot CLIP is more shape-biased than the other ImageNet classifiers. One
+    row per cue-conflict dataset: the difference of the group means of shape bias, a cluster-bootstrap interval (within
+    group) and a cluster permutation p-value (group labels shuffled among clusters)."""
+    zs, others = settings.zero_shot, settings.others
+    rows = []
+    for k, dataset in enumerate(settings.cue_conflict):
+        pair = models[models["group"].isin([zs, *others])]
+        values = _column(pair, _key("shape_bias", dataset))
+        has = np.isfinite(values)
+        part, v = pair[has], values[has]
+        shown = part["group"].where(part["group"] == zs, "others")
+        label = pd.Series(np.where(part["group"] == zs, 0, 1), index=part.index)
+        design = _design(part, label, part["group"], PERMUTATION, _permute(),
+                         _too_few(shown, [zs, "others"], settings.min_models),
+                         _missing(pair, [zs, *others], has, f"shape bias on {dataset}"), shown)
+
+        def difference(weights: np.ndarray, labels: np.ndarray, v=v) -> np.ndarray:
+            return weighted_mean(v, weights * (labels == 0)) - weighted_mean(v, weights * (labels == 1))
+
+        rows.append(evaluate(
+            Claim("10" if k == 0 else f"10:{dataset}",
+                  "Zero-shot CLIP models are more shape-biased than other ImageNet classifiers (journal extension)",
+                  f"mean shape bias on {dataset} (16-category decision; images whose shape and texture agree left out): "
+                  f"zero-shot CLIP minus the other classifiers ({' + '.join(others)})",
+                  FIGURE_SHAPE_BIAS, 0.0, "above", (-1.0, 1.0)),
+            design, difference, settings, salt=110 + k))
+    return rows

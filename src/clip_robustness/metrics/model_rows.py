@@ -1,4 +1,5 @@
-"""One model's tidy metric rows: calibration, ImageNet-X and OOD rows of each dataset, from its cached logits.
+"""One model's tidy metric rows: calibration, ImageNet-X and OOD rows of each dataset, from its cached logits, each
+logits file read and joined to its dataset's manifest first (:func:`load_dataset_logits`).
 
 Which rows each dataset gets, and their units: :mod:`clip_robustness.metrics.tidy`.
 """
@@ -8,12 +9,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from clip_robustness.datasets.cue_conflict import CategoryMapping
 from clip_robustness.datasets.label_spaces import LabelSpace
+from clip_robustness.datasets.manifest import read_manifest
 from clip_robustness.metrics.accuracy import check_logits_and_labels
 from clip_robustness.metrics.calibration import (
     POOLINGS,
@@ -23,13 +27,89 @@ from clip_robustness.metrics.calibration import (
     predict,
 )
 from clip_robustness.metrics.imagenet_x import ALL_ANNOTATED, error_ratios, factor_accuracies, label_disagreements
-from clip_robustness.metrics.inputs import DatasetLogits, load_dataset_logits
 from clip_robustness.metrics.ood import OOD_SCORES, auroc, fpr_at_tpr, ood_scores
-from clip_robustness.metrics.settings import MetricSettings
-from clip_robustness.metrics.tidy import IMAGENET_X_DATASET, MetricsInputError, tidy_frame, tidy_row
+from clip_robustness.metrics.shape_bias import shape_bias_rows
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET, MetricSettings, MetricsInputError, tidy_frame, tidy_row
 from clip_robustness.names import id_test_dataset
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- inputs: a logits file and its manifest
+
+
+@dataclass(frozen=True)
+class DatasetLogits:
+    """One model's cached logits on one dataset, joined to the dataset's manifest.
+
+    ``logits``: float32 [n, 1000]. ``labels``: ImageNet-1k index per image ([n], -1 for OOD).
+    ``label_space``: the classes the dataset is scored on (``None`` for OOD sets).
+    ``file_names``: image file names (basenames) in row order; needed for ImageNet val (split and
+    ImageNet-X join). ``logit_scale``: zero-shot CLIP's multiplier of the cosine similarities.
+    """
+
+    dataset: str
+    logits: np.ndarray
+    labels: np.ndarray
+    label_space: LabelSpace | None = None
+    file_names: np.ndarray | None = None
+    logit_scale: float | None = None
+
+
+def load_dataset_logits(
+    dataset: str,
+    logits_path: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    registry_row: Mapping[str, Any] | None = None,
+    prompt_set: str | None = None,
+) -> DatasetLogits:
+    """Read one logits cache and join it to its manifest (label space, file names).
+
+    The cache's metadata must name ``dataset`` and the manifest's hash and, given the model's
+    ``registry_row`` (and the config's zero-shot ``prompt_set``), that model
+    (``clip_robustness.logits.cache.expected_metadata``); otherwise ``StaleCacheError``. Raises
+    :class:`MetricsInputError` naming the file when the cache indexes rows the manifest lacks or
+    disagrees with the manifest's labels.
+    """
+    from clip_robustness.logits.cache import expected_metadata, read_logits
+
+    manifest = read_manifest(manifest_path)
+    manifest_hash = manifest.metadata.get("manifest_hash")
+    if registry_row is not None:
+        expect = expected_metadata(registry_row, dataset, manifest_hash, prompt_set)
+    else:
+        expect = {"dataset": dataset, "manifest_hash": manifest_hash}
+    cached = read_logits(logits_path, expect=expect)
+    n_manifest = len(manifest.table)
+    index = cached.index.astype(np.int64)
+    if len(index) and (index.min() < 0 or index.max() >= n_manifest):
+        raise MetricsInputError(
+            f"{logits_path}: rows index up to {int(index.max())} but manifest {manifest_path} has {n_manifest} rows; "
+            "the cache is stale: delete it and rerun snakemake"
+        )
+    manifest_labels = manifest.table["label"].to_numpy().astype(np.int64)[index]
+    labels = cached.labels.astype(np.int64)
+    if not np.array_equal(manifest_labels, labels):
+        n_bad = int((manifest_labels != labels).sum())
+        raise MetricsInputError(
+            f"{logits_path}: {n_bad} labels differ from manifest {manifest_path}; the cache is stale: delete it and rerun snakemake"
+        )
+    file_names = np.asarray(manifest.file_names, dtype=object)[index]
+    scale = cached.metadata.get("logit_scale")
+    label_space = manifest.label_space
+    if np.all(labels < 0):
+        label_space = None  # an OOD set: scored over all 1000 classes, no label space
+    return DatasetLogits(
+        dataset=dataset,
+        logits=cached.logits,
+        labels=labels,
+        label_space=label_space,
+        file_names=file_names,
+        logit_scale=None if scale is None else float(scale),
+    )
+
+
+# ----------------------------------------------------------------------------- rows
 
 
 def calibration_rows(
@@ -185,12 +265,14 @@ def model_metrics_from_files(
     registry_row: Mapping[str, Any] | None = None,
     prompt_set: str | None = None,
     annotations: pd.DataFrame | None = None,
+    cue_conflict: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """:func:`model_metrics_table` from cache and manifest files (dataset id -> path), one file in memory at a time.
+    """:func:`model_metrics_table` from cache and manifest files (dataset id -> path), one file in memory at a time,
+    and the shape-bias rows of each ``cue_conflict`` dataset (:mod:`clip_robustness.metrics.shape_bias`).
 
     Raises :class:`MetricsInputError` naming the dataset when a role's dataset has no file.
     """
-    for dataset in (in_distribution, *test_conditions, *ood_sets):
+    for dataset in (in_distribution, *test_conditions, *ood_sets, *cue_conflict):
         for kind, paths in (("logits", logits_paths), ("manifest", manifest_paths)):
             if dataset not in paths:
                 raise MetricsInputError(f"model {model!r}: no {kind} file given for dataset {dataset!r}")
@@ -199,7 +281,7 @@ def model_metrics_from_files(
         log.info("%s: reading %s", model, logits_paths[dataset])
         return load_dataset_logits(dataset, logits_paths[dataset], manifest_paths[dataset], registry_row, prompt_set)
 
-    return model_metrics_table(
+    table = model_metrics_table(
         model,
         load(in_distribution),
         (load(d) for d in test_conditions),
@@ -208,3 +290,19 @@ def model_metrics_from_files(
         zero_shot,
         annotations,
     )
+    if not cue_conflict:
+        return table
+    rows = [row for d in cue_conflict for row in shape_bias_rows_from_files(
+        model, d, logits_paths[d], manifest_paths[d], registry_row, prompt_set)]
+    return tidy_frame([*table.to_dict("records"), *rows])
+
+
+def shape_bias_rows_from_files(model: str, dataset: str, logits_path: str | os.PathLike, manifest_path: str | os.PathLike,
+                               registry_row: Mapping[str, Any] | None = None, prompt_set: str | None = None) -> list[dict]:
+    """:func:`~clip_robustness.metrics.shape_bias.shape_bias_rows` from a logits cache and its manifest (whose metadata ``categories`` holds the mapping)."""
+    categories = read_manifest(manifest_path).metadata.get("categories")
+    if not categories:
+        raise MetricsInputError(f"manifest {manifest_path} of {dataset!r} has no 'categories' (not layout cue_conflict?)")
+    data = load_dataset_logits(dataset, logits_path, manifest_path, registry_row, prompt_set)
+    mapping = CategoryMapping.from_json_dict(categories, f"manifest {manifest_path}")
+    return shape_bias_rows(model, dataset, data.logits, list(data.file_names), data.labels, mapping)

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clip_robustness.metrics.inputs import DatasetLogits
+from clip_robustness.metrics.model_rows import DatasetLogits
 from clip_robustness.metrics.tidy import IMAGENET_X_DATASET, MetricsInputError, tidy_frame
-from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, REFERENCE_GROUP, id_test_dataset
+from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, REFERENCE_GROUP, figure_path, id_test_dataset
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def derived_dataset_logits(
     expect: Mapping[str, Any] | None = None,
 ) -> DatasetLogits:
     """One dataset's logits under another text head, from the cached embeddings, joined to the manifest like a
-    logits file (:func:`~clip_robustness.metrics.inputs.load_dataset_logits`): label space, file names, OOD sets
+    logits file (:func:`~clip_robustness.metrics.model_rows.load_dataset_logits`): label space, file names, OOD sets
     scored without one. ``expect``: metadata the embeddings file must have (``StaleCacheError`` otherwise)."""
     from clip_robustness.datasets.manifest import read_manifest
     from clip_robustness.logits.embeddings import logits_from_embeddings, read_embeddings
@@ -185,7 +185,7 @@ def prompt_set_range(values: np.ndarray):
 
 
 def prompt_set_findings(properties: pd.DataFrame, registry: pd.DataFrame, settings: Any,
-                        figure: str = "results/figures/prompt_sets.png") -> pd.DataFrame:
+                        figure: str = figure_path("prompt_sets")) -> pd.DataFrame:
     """Findings rows (columns :data:`~clip_robustness.metrics.findings.FINDINGS_COLUMNS`), one per property: how much
     the prompt set moves the zero-shot group's mean property (:func:`prompt_set_range`), with the cluster-bootstrap
     interval over models, the within-model permutation p-value and the verdict of the findings table

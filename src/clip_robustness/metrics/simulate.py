@@ -16,7 +16,8 @@ The generative model (one draw per study, all vectorised):
 - AUROC / FPR@95 per OOD set (MSP for every model, MCM for zero-shot CLIP only, as in the pipeline), with the
   within-source correlation of claim 3, the source offsets of claim 4a and the route offsets of claim 4b;
 - ECE / NLL on the ID test half and per shift, before and after temperature scaling, with the share of claim 5, the
-  post-TS trend gap and spread of claim 6, the change under shift of claim 7 and the source and size effects of 8.
+  post-TS trend gap and spread of claim 6, the change under shift of claim 7 and the source and size effects of 8;
+- shape bias on the cue-conflict stimuli, zero-shot CLIP shifted by the effect of claim 10.
 """
 
 from __future__ import annotations
@@ -32,30 +33,38 @@ from clip_robustness.metrics.correlation import source_family
 from clip_robustness.metrics.findings import DEFAULT_GROUPS, FindingsSettings
 from clip_robustness.metrics.imagenet_x import IMAGENET_X_FACTORS, _logit, _sigmoid
 from clip_robustness.metrics.resampling import cluster_ids
-from clip_robustness.metrics.tables import IMAGENET_X_DATASET
+from clip_robustness.metrics.tidy import IMAGENET_X_DATASET
 from clip_robustness.models.registry import paper_rows
-from clip_robustness.names import FINE_TUNED_GROUP, MORE_DATA_GROUP, STANDARD_GROUP, ZERO_SHOT_GROUP, id_test_dataset
+from clip_robustness.names import (
+    FINE_TUNED_GROUP,
+    IMAGENET_C_DATASET,
+    MORE_DATA_GROUP,
+    STANDARD_GROUP,
+    ZERO_SHOT_GROUP,
+    id_test_dataset,
+)
 
 #: Dataset ids of a simulated study (the study's roles, small enough to be fast).
 IN_DISTRIBUTION = "imagenet_val"
-TEST_CONDITIONS: tuple[str, ...] = ("imagenet_r", "imagenet_sketch", "imagenet_c")
+TEST_CONDITIONS: tuple[str, ...] = ("imagenet_r", "imagenet_sketch", IMAGENET_C_DATASET)
 OOD_SETS: tuple[str, ...] = ("inaturalist", "textures")
+CUE_CONFLICT: tuple[str, ...] = ("cue_conflict",)
 
 #: Effect parameters, one per claim (units in :data:`EFFECT_UNITS`). Null: the claim is false (at its boundary
 #: where the claim has a non-zero threshold: r = 0.7, share = 0.25, gap = 0.5 ECE points, SD ratio = 1).
 NULL_EFFECTS: dict[str, float] = {
     "1": 0.0, "2": 0.0, "3": 0.7, "4a": 0.0, "4b": 0.0, "5": 0.25, "6a": 0.5, "6b": 1.0, "7": 0.0, "8a": 0.0,
-    "8b": 0.0, "9": 0.0,
+    "8b": 0.0, "9": 0.0, "10": 0.0,
 }
 #: A realistic effect per claim: the size we expect in a real study, stated before simulating (docs/findings-validation.md).
 REALISTIC_EFFECTS: dict[str, float] = {
     "1": 0.15, "2": 0.15, "3": 0.9, "4a": 0.02, "4b": 0.015, "5": 0.5, "6a": 1.5, "6b": 0.6, "7": 1.5, "8a": 1.5,
-    "8b": 1.0, "9": 0.1,
+    "8b": 1.0, "9": 0.1, "10": 0.1,
 }
 #: A clearly planted effect per claim (the tests): well above the realistic one.
 CLEAR_EFFECTS: dict[str, float] = {
     "1": 0.5, "2": 0.5, "3": 0.97, "4a": 0.06, "4b": 0.05, "5": 0.6, "6a": 3.0, "6b": 0.4, "7": 4.0, "8a": 4.0,
-    "8b": 3.0, "9": 0.4,
+    "8b": 3.0, "9": 0.4, "10": 0.3,
 }
 EFFECT_UNITS: dict[str, str] = {
     "1": "logit shift of zero-shot CLIP's factor accuracies (pose: the same shift down)",
@@ -70,12 +79,13 @@ EFFECT_UNITS: dict[str, str] = {
     "8a": "ECE points per SD of the source pattern (zero-shot CLIP)",
     "8b": "ECE points per SD of log10 training-set size (zero-shot CLIP)",
     "9": "logit difference between the two fine-tuning routes' factor accuracies (CLIP-FT)",
+    "10": "shape-bias difference, zero-shot CLIP minus the other classifiers (fraction)",
 }
 #: Rows of the findings table that each planted effect makes true (the primary row first).
 CLAIM_ROWS: dict[str, tuple[str, ...]] = {
     "1": ("1a", "1b"), "2": ("2",), "3": ("3", "3-fpr95"), "4a": ("4a", "4a-fpr95"), "4b": ("4b", "4b-fpr95"),
     "5": ("5", "5-nll"), "6a": ("6a",), "6b": ("6b",), "7": ("7", "7-nll", *(f"7:{c}" for c in TEST_CONDITIONS)),
-    "8a": ("8a",), "8b": ("8b",), "9": ("9",),
+    "8a": ("8a",), "8b": ("8b",), "9": ("9",), "10": ("10",),
 }
 #: Noise of the generative model (SDs): a cluster-shared part and a per-model part of each quantity.
 CLUSTER_SD, MODEL_SD = 0.7, 0.7
@@ -87,6 +97,7 @@ ECE_SD = 1.5
 ECE_BASE = 8.0
 ECE_TS_SD = 0.5
 SHIFT_SD = 2.0
+SHAPE_BIAS_BASE, SHAPE_BIAS_SD = 0.3, 0.08
 #: Accuracy range of each group on ImageNet (uniform over clusters).
 ACCURACY_RANGE: dict[str, tuple[float, float]] = {
     ZERO_SHOT_GROUP: (0.45, 0.82), FINE_TUNED_GROUP: (0.80, 0.88), STANDARD_GROUP: (0.62, 0.86),
@@ -106,7 +117,7 @@ def simulation_settings(bootstrap_samples: int = 1000, permutations: int = 1000,
                         alpha: float = 0.05) -> FindingsSettings:
     """Findings settings for a simulated study (its dataset ids, the config's default groups and thresholds)."""
     return FindingsSettings(IN_DISTRIBUTION, TEST_CONDITIONS, OOD_SETS, "paper", bootstrap_samples, seed, min_models,
-                            permutations=permutations, alpha=alpha)
+                            permutations=permutations, alpha=alpha, cue_conflict=CUE_CONFLICT)
 
 
 def effects_at(scale: float, claims: Sequence[str] | None = None) -> dict[str, float]:
@@ -218,6 +229,10 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
         add(condition, "ece_ts", before + change)
         add(condition, "nll", 1.5 + 0.05 * before + 0.02 * rng.standard_normal(n))
         add(condition, "nll_ts", 1.5 + 0.05 * (before + change) + 0.02 * rng.standard_normal(n))
+
+    # shape bias on the cue-conflict stimuli (claim 10: zero-shot CLIP's shift); drawn last, so the tables above are
+    # the same as before claim 10 was added
+    add(CUE_CONFLICT[0], "shape_bias", np.clip(SHAPE_BIAS_BASE + np.where(zs, e["10"], 0.0) + noise(SHAPE_BIAS_SD), 0.0, 1.0))
 
     metrics = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value", "factor", "score"])
     return SimulatedStudy(metrics=metrics, registry=reg)

@@ -19,24 +19,10 @@ from typing import Any, Mapping
 import torch
 
 from clip_robustness.models.adapters import row_adapter
-from clip_robustness.models.adapters.open_clip_head import (
-    PROMPT_SETS,
-    build_zero_shot_head,
-    model_logit_scale,
-    templates_for,
-)
-from clip_robustness.models.adapters.text_head import ZeroShotClassifier, ZeroShotHead, zero_shot_logits
+from clip_robustness.models.adapters.text_head import ZeroShotHead
 from clip_robustness.models.build import build_model
 from clip_robustness.workflow.io import atomic_path
 
-#: What the logits jobs, the demo and the tests import from here: the head and its final layer are the adapters'
-#: (:mod:`~clip_robustness.models.adapters.text_head`), open_clip's builder its adapter's
-#: (:mod:`~clip_robustness.models.adapters.open_clip_head`); building a row's head, saving and loading it are this
-#: module's.
-__all__ = [
-    "PROMPT_SETS", "HeadMismatchError", "ZeroShotClassifier", "ZeroShotHead", "build_head_for_row",
-    "build_zero_shot_head", "build_ablation_head", "load_head", "model_logit_scale", "save_head", "templates_for", "zero_shot_logits",
-]
 
 class HeadMismatchError(ValueError):
     """A saved zero-shot head belongs to another model or prompt set than the one asked for."""

@@ -14,10 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-#: Where every rule's log lives: ``{LOGS_DIR}/{rule}/{wildcards}.log``.
-LOGS_DIR = "results/logs"
-#: Where every benchmarked rule's timings live: ``{BENCHMARKS_DIR}/{rule}/{wildcards}.tsv``.
-BENCHMARKS_DIR = "results/benchmarks"
+from clip_robustness.names import BENCHMARKS_DIR, LOGS_DIR
 
 
 def _job_path(root: str, rule: str, wildcards: tuple[str, ...], suffix: str) -> str:

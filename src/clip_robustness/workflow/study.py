@@ -6,10 +6,11 @@ and asks it for its targets; nothing here touches the file system or imports tor
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, imagenet_c_dataset_ids
 
 
 class ConfigError(ValueError):
@@ -22,25 +23,6 @@ class _DatasetRegistry(Protocol):
 
 class _ModelRegistry(Protocol):
     def select(self, ids_or_all: str | Sequence[str]) -> list[str]: ...
-
-
-def imagenet_c_dataset_ids(corruptions: Sequence[str], severities: Sequence[int]) -> list[str]:
-    """Dataset ids of ImageNet-C conditions, corruption-major: ``imagenet_c_{corruption}_{severity}``."""
-    return [f"imagenet_c_{corruption}_{severity}" for corruption in corruptions for severity in severities]
-
-
-#: The ids :func:`imagenet_c_dataset_ids` writes, as a pattern (named groups ``corruption``, ``severity``).
-IMAGENET_C_PATTERN = re.compile(r"^imagenet_c_(?P<corruption>.+)_(?P<severity>[1-5])$")
-#: Dataset name of the one ImageNet-C test condition in the metrics table: the mean over every corruption and
-#: severity of the study (the per-(corruption, severity) rows are kept).
-IMAGENET_C_DATASET = "imagenet_c"
-#: Suffix of the in-distribution test half's dataset name (see :func:`id_test_dataset`).
-ID_TEST_SUFFIX = "_id_test"
-
-
-def id_test_dataset(in_distribution: str) -> str:
-    """Dataset name of the in-distribution test half's rows (calibration metrics), e.g. ``imagenet_val_id_test``."""
-    return f"{in_distribution}{ID_TEST_SUFFIX}"
 
 
 def fold_imagenet_c(datasets: Sequence[str]) -> list[str]:
@@ -56,12 +38,14 @@ class Study:
     ``in_distribution``: the ImageNet val dataset id (ID set for calibration and OOD detection).
     ``test_conditions``: dataset ids of the distribution shifts (ImageNet-C expanded).
     ``ood_datasets``: dataset ids of the out-of-distribution sets (label -1).
+    ``cue_conflict``: dataset ids of cue-conflict stimuli (layout ``cue_conflict``), scored for shape bias only.
     """
 
     model_ids: tuple[str, ...]
     in_distribution: str
     test_conditions: tuple[str, ...]
     ood_datasets: tuple[str, ...]
+    cue_conflict: tuple[str, ...] = ()
 
     @classmethod
     def from_config(
@@ -80,6 +64,7 @@ class Study:
             in_distribution=datasets["in_distribution"],
             test_conditions=tuple(test_conditions),
             ood_datasets=tuple(datasets["ood"]),
+            cue_conflict=tuple(datasets.get("cue_conflict") or ()),
         )
         study._check_datasets(dataset_registry)
         return study
@@ -87,7 +72,7 @@ class Study:
     @property
     def dataset_ids(self) -> list[str]:
         """Every dataset the run needs, in role order, without repeats."""
-        return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets]))
+        return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets, *self.cue_conflict]))
 
     def _check_datasets(self, dataset_registry: _DatasetRegistry) -> None:
         duplicates = sorted({d for d in self.test_conditions if self.test_conditions.count(d) > 1})
@@ -98,6 +83,9 @@ class Study:
             raise ConfigError(f"config datasets: {overlap} is both an OOD set and a labelled set")
         for dataset_id in self.dataset_ids:
             entry = dataset_registry.resolve(dataset_id)  # raises UnknownDatasetError naming the id
+            if (dataset_id in self.cue_conflict) != (getattr(entry, "layout", None) == "cue_conflict"):
+                raise ConfigError(f"config datasets: {dataset_id!r} goes in datasets.cue_conflict exactly when its "
+                                  f"registry layout is cue_conflict (it is {getattr(entry, 'layout', None)!r})")
             is_ood = bool(getattr(entry, "is_ood", False))
             if dataset_id in self.ood_datasets and not is_ood:
                 raise ConfigError(f"config datasets.ood lists {dataset_id!r}, whose registry entry has labels (not OOD)")

@@ -22,26 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from clip_robustness.models.adapters.errors import (
-    MissingWeightsError,
     ModelBuildError,
     RowProblem,
-    UnsupportedPreprocessingError,
 )
-from clip_robustness.models.adapters.final_layer import HEAD_PRECISION, N_CLASSES
 from clip_robustness.models.adapters.published import Published
-from clip_robustness.models.adapters.rows import plain_json, row_text
+from clip_robustness.models.adapters.rows import row_text
 from clip_robustness.models.adapters.sources import WeightsLocation, local_weights
 
 if TYPE_CHECKING:
     import torch
-
-#: Names other stages import from here (logits.cache, logits.loop, logits.decoded); their home is the module
-#: of their concern, imported above.
-__all__ = [
-    "HEAD_PRECISION", "N_CLASSES", "MissingWeightsError", "ModelAdapter", "ModelBuildError", "RowProblem",
-    "UnsupportedPreprocessingError", "plain_json", "row_text",
-]
-
 
 # ----------------------------------------------------------------------------- the interface
 
@@ -209,7 +198,7 @@ class ModelAdapter(ABC):
     def classifier(self, model: "torch.nn.Module", head: Any = None) -> "torch.nn.Module":
         """The final-layer call: images ``[b, 3, H, W]`` -> float32 logits ``[b, 1000]`` from a float32 final layer,
         whatever autocast is active around it (features may run in reduced precision). ``head``: the model's
-        zero-shot head (:class:`clip_robustness.models.zero_shot.ZeroShotHead`) when :attr:`needs_text_head`."""
+        zero-shot head (:class:`clip_robustness.models.adapters.text_head.ZeroShotHead`) when :attr:`needs_text_head`."""
 
     def embedding_dim(self, row: Mapping[str, Any]) -> int | None:
         """The width of a zero-shot model's image embedding, read from the library's config without building the

@@ -10,7 +10,7 @@ rule build_ablation_head:
     input:
         weights=get_model_weights,
         weights_record=get_model_weights_record,
-        prompt_file=get_ablation_prompt_file,
+        prompt_file=ABLATION.prompt_file,
     output:
         names.ABLATION_HEAD,
     log:
@@ -25,14 +25,14 @@ rule build_ablation_head:
         runtime=60,
     params:
         row=get_model_row,
-        spec=get_ablation_prompt_spec,
+        spec=ABLATION.prompt_spec,
     script:
         "../scripts/build_ablation_head.py"
 
 
 rule prompt_set_metrics:
     input:
-        embeddings=get_model_embeddings,
+        embeddings=ABLATION.model_embeddings,
         manifests=get_all_manifests,
         head=names.ABLATION_HEAD,
     output:
@@ -58,12 +58,12 @@ rule prompt_set_metrics:
 
 rule aggregate_prompt_sets:
     input:
-        tables=get_ablation_model_tables,
+        tables=ABLATION.model_tables,
         metrics=METRICS_TABLE,
         registry=config["model_registry"],
     output:
-        parquet=ABLATION_METRICS,
-        csv=ABLATION_METRICS.removesuffix(".parquet") + ".csv",
+        parquet=names.ABLATION_METRICS,
+        csv=names.ABLATION_METRICS.removesuffix(".parquet") + ".csv",
     log:
         log_path("aggregate_prompt_sets"),
     conda:
@@ -80,15 +80,15 @@ rule aggregate_prompt_sets:
 
 rule plot_prompt_sets:
     input:
-        table=ABLATION_METRICS,
+        table=names.ABLATION_METRICS,
         registry=config["model_registry"],
     output:
         png=report(
-            names.figure_path("prompt_sets", "png"),
+            ABLATION.figure("png"),
             caption="../report/prompt_sets.rst",
             category="Prompt-set ablation (zero-shot CLIP)",
         ),
-        pdf=names.figure_path("prompt_sets", "pdf"),
+        pdf=ABLATION.figure("pdf"),
     log:
         log_path("plot_prompt_sets"),
     conda:
@@ -98,6 +98,6 @@ rule plot_prompt_sets:
         runtime=10,
     params:
         logit_scaled=config["figures"]["logit_scaled_accuracy"],
-        options=get_prompt_set_figure_options,
+        options=ABLATION.figure_options,
     script:
         "../scripts/plot_prompt_sets.py"

@@ -1,6 +1,5 @@
-# The workflow's Python: config validation, the study (built once), the one wildcard_constraints block and the
-# named input functions the rules use, each a call into the package (rules hold no lambdas). The start-up checks
-# run from the Snakefile (clip_robustness.logits.startup). One section per stage below.
+# The workflow's Python: config validation, the study (built once), the one wildcard_constraints block and the named
+# input functions the rules use, each a call into the package (no lambdas, no work at parse time). One section a stage.
 
 import re
 
@@ -10,10 +9,10 @@ from snakemake.utils import validate
 from clip_robustness.datasets import workflow as datasets_workflow
 from clip_robustness.figures import CATEGORY_FINDINGS, CATEGORY_TABLES, FIGURE_NAMES, FIGURES, TABLE_FILES
 from clip_robustness.figures import figure_options  # cheap: the plotting libraries load in the jobs
-from clip_robustness.logits.workflow import StudyWorkflow, spec_table_path
+from clip_robustness.logits.ablation_inputs import AblationInputs
+from clip_robustness.logits.workflow import StudyWorkflow, decode_workers, loader_workers, spec_table_path
 from clip_robustness import names  # the output paths: templates and the functions filling them
-from clip_robustness.names import METRICS_TABLE, OOD_CORRELATIONS, QC_TABLE, cache_path, manifest_path
-from clip_robustness.names import ABLATION_METRICS, embeddings_path, ablation_model_metrics_path
+from clip_robustness.names import METRICS_TABLE, OOD_CORRELATIONS, QC_TABLE, cache_path, embeddings_path, manifest_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -28,9 +27,8 @@ DATASETS = STUDY.datasets
 CORE_DATASETS = STUDY.core_datasets
 
 
-# Model and dataset ids are checked against the registries when the Study is built (unknown ids stop
-# the run naming close matches); here a cheap pattern suffices. Listing all ids as regex alternatives
-# costs ~7 s of the 21,864-job dry run (docs/performance.md).
+# Model and dataset ids are checked against the registries when the Study is built (unknown ids stop the run naming
+# close matches); a cheap pattern suffices here (all ids as alternatives cost ~7 s of the full dry run, performance.md).
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
@@ -59,19 +57,14 @@ def get_final_output():
         *STUDY.extraction_markers(),
         *get_all_manifests(),
         *get_all_logits(),
-        *get_all_embeddings(),
-        *get_ablation_targets(),
+        *STUDY.all_embeddings(),
+        *ABLATION.targets(),
     ]
 
 
 def get_all_logits(wildcards=None):
     """Every logits cache file of the study: results/logits/{model}/{dataset}.parquet."""
     return [cache_path(model, dataset) for model in MODELS for dataset in DATASETS]
-
-
-def get_all_embeddings(wildcards=None):
-    """Every image-embeddings file of the study: results/embeddings/{model}/{dataset}.parquet (zero-shot models)."""
-    return [embeddings_path(model, dataset) for model in STUDY.embedding_models for dataset in DATASETS]
 
 
 def get_all_manifests(wildcards=None):
@@ -186,16 +179,6 @@ def get_decode_params(wildcards):
     return STUDY.plan.decode_params(wildcards.preprocessing)
 
 
-def get_loader_workers(wildcards, threads):
-    """DataLoader worker processes for cache_logits: the job's threads but one (which drives the model)."""
-    return max(threads - 1, 0)
-
-
-def get_decode_workers(wildcards, threads):
-    """Decoding processes for decode_images: one per thread (the main process only writes the array)."""
-    return max(threads, 1)
-
-
 # ============================================================================ metrics (owner: metrics stage)
 
 
@@ -220,63 +203,12 @@ def get_model_metric_tables(wildcards):
 
 
 # ============================================================================ prompt-set ablation (ablation.smk)
-# Every model of it has cached embeddings (STUDY.ablation_models); nothing here is an input of a logits job.
-
-
-def get_ablation_targets(wildcards=None):
-    """The ablation's outputs when zero_shot.ablation_prompt_sets names prompt sets: its table (the figure and the
-    findings rows read it)."""
-    return (
-        [ABLATION_METRICS, names.figure_path("prompt_sets", "png"), names.figure_path("prompt_sets", "pdf")]
-        if STUDY.ablation_models
-        else []
-    )
-
-
-def get_ablation_table(wildcards=None):
-    """tabulate_findings: the ablation's table when there is an ablation (its findings rows), else []."""
-    return [ABLATION_METRICS] if STUDY.ablation_models else []
-
-
-def get_model_embeddings(wildcards):
-    """{model}'s image-embeddings files on every dataset of the study, in DATASETS order."""
-    return [embeddings_path(wildcards.model, dataset) for dataset in DATASETS]
-
-
-def get_ablation_prompt_spec(wildcards):
-    """build_ablation_head: the config entry of {prompt_set} (a built-in id or a prompt file's path)."""
-    return STUDY.ablation_prompt_spec(wildcards.prompt_set)
-
-
-def get_ablation_prompt_file(wildcards):
-    """build_ablation_head: {prompt_set}'s prompt file, when it is one (an edit rebuilds the head), else []."""
-    spec = STUDY.ablation_prompt_spec(wildcards.prompt_set)
-    return [spec] if spec != wildcards.prompt_set else []
-
-
-def get_prompt_set_figure_options(wildcards=None):
-    """plot_prompt_sets: the study's dataset roles and the prompt sets in config order."""
-    study = STUDY.study
-    return {
-        "id_dataset": study.in_distribution,
-        "test_conditions": list(study.test_conditions),
-        "ood_sets": list(study.ood_datasets),
-        "prompt_sets": STUDY.ablation_prompt_sets,
-    }
-
-
-def get_ablation_model_tables(wildcards):
-    """Every (ablation model, prompt set) metric table."""
-    return [
-        ablation_model_metrics_path(model, prompt_set)
-        for model in STUDY.ablation_models
-        for prompt_set in STUDY.ablation_prompt_sets
-    ]
+# Its input functions (named, wildcards first) are clip_robustness.logits.ablation_inputs.AblationInputs's methods.
+ABLATION = AblationInputs(STUDY)
 
 
 # ============================================================================ figures (owner: figures stage)
-# Figure rules read only the metrics table, the OOD correlations and the registry, so deleting figures reruns no
-# cache or metric job.
+# Figure rules read only the metrics table, the OOD correlations and the registry: deleting figures reruns no job else.
 
 
 def get_figure_options(name):

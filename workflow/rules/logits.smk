@@ -50,7 +50,7 @@ rule decode_images:
         "../../envs/torch.yaml"
     threads: 4
     resources:
-        workers=get_decode_workers,
+        workers=decode_workers,
         batch_size=64,
         mem_mb=4000,
         runtime=240,
@@ -85,7 +85,7 @@ rule cache_logits:
     threads: 4
     resources:
         batch_size=256,
-        workers=get_loader_workers,
+        workers=loader_workers,
         mem_mb=16000,
         runtime=240,
     params:

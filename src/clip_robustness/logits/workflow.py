@@ -30,6 +30,7 @@ from clip_robustness.models.registry import OWN_STUDY, ModelRegistry, load_model
 from clip_robustness.names import (
     decoded_metadata_path,
     decoded_path,
+    embeddings_path,
     head_path,
     manifest_path,
     report_card_path,
@@ -46,6 +47,17 @@ def group_rule(rule: str, group: str) -> tuple[str, tuple[str, ...]]:
     if group == CORE_GROUP:
         return rule, ()
     return f"{rule}_imagenet_c", ("imagenet_c_group",)
+
+
+def loader_workers(wildcards: Any, threads: int) -> int:
+    """Resource ``workers`` of the logits rules: DataLoader processes, the job's threads but one (which drives the
+    model)."""
+    return max(threads - 1, 0)
+
+
+def decode_workers(wildcards: Any, threads: int) -> int:
+    """Resource ``workers`` of the decode rules: one decoding process per thread (the main process only writes)."""
+    return max(threads, 1)
 
 
 def spec_table_path(model_registry: str | Path) -> str:
@@ -244,6 +256,10 @@ class StudyWorkflow:
         if not self.config["inference"].get("cache_embeddings", True):
             return []
         return [model for model in self.models if self.model_registry.is_zero_shot(model)]
+
+    def all_embeddings(self) -> list[str]:
+        """Every image-embeddings file of the study (a target of ``all``): each embedding model on each dataset."""
+        return [embeddings_path(model, dataset) for model in self.embedding_models for dataset in self.datasets]
 
     def embedding_model_pattern(self) -> str:
         """The ``{model}`` wildcard constraint of the logits rules that also write embeddings: the embedding models'

@@ -579,7 +579,7 @@ def write_prepared(prepared: PreparedDataset, logits: np.ndarray) -> tuple[Path,
     embeddings file is written first, then the logits file, each atomically."""
     from clip_robustness.logits.cache import write_logits
     from clip_robustness.logits.embeddings import embeddings_metadata, write_embeddings
-    from clip_robustness.models.adapters.base import N_CLASSES
+    from clip_robustness.names import NUM_CLASSES as N_CLASSES
 
     start = time.perf_counter()
     table = prepared.manifest.table

@@ -2,7 +2,8 @@
 zero-shot; two datasets: the in-distribution set and one shift; decoded arrays kept): the study moved with tar or
 cp -r replans no extraction, manifest, decode or logits job; a changed data source is seen without .snakemake/ and only that dataset is recomputed; a changed prompt set recomputes only the
 zero-shot model; an edited registry row recomputes only that model's head, logits and metrics; a shared cache gives
-the figures, tables, findings and report in a fresh clone with no dataset, no weights and no GPU."""
+the figures, tables, findings and report in a fresh clone with no dataset, no weights and no GPU, the prompt-set
+ablation's included (its embeddings, heads and prompt file travel in the cache)."""
 
 from __future__ import annotations
 
@@ -240,9 +241,20 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     assert jobs_planned(snakemake(workdir, "--dry-run", *UP_TO_MODEL_METRICS)) == {}
 
 
+#: The shared study also runs a prompt-set ablation (a built-in set and a prompt file of the checkout), so its
+#: cache carries the embeddings, the ablation heads and the prompt file.
+ABLATION = {"zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": ["one_template", "config/mine.yaml"]}}
+SHARE_COMMAND = [*COMMAND[:3], "config/ablation.yaml", *COMMAND[3:]]
+
+
 @pytest.fixture(scope="module")
 def shared_cache(finished) -> Path:
-    result = make(finished, "share-cache", f"SNAKEMAKE_ARGS={' '.join(COMMAND)}")
+    (finished / "config/mine.yaml").write_text('templates: ["a blurry photo of a {}.", "a sketch of the {}."]\n')
+    (finished / "config/ablation.yaml").write_text(yaml.safe_dump(ABLATION))
+    ablation = snakemake(finished, command=SHARE_COMMAND)
+    assert ablation.returncode == 0, ablation.stderr[-4000:]
+    assert not EXPENSIVE & set(jobs_planned(ablation)), jobs_planned(ablation)  # the ablation reruns no logits job
+    result = make(finished, "share-cache", f"SNAKEMAKE_ARGS={' '.join(SHARE_COMMAND)}")
     assert result.returncode == 0, result.stderr[-4000:]
     return finished / "results/shared_cache.tar"
 
@@ -266,6 +278,14 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     assert len(pd.read_csv(clone / "results/tables/findings.csv")) > 0
     assert len(list((clone / "results/figures").glob("*.png"))) >= 5
     assert (clone / "results/report.html").stat().st_size > 10_000
+    # the prompt-set ablation, recomputed from the packed embeddings and heads (no head is rebuilt: no weights here)
+    assert ran.get("prompt_set_metrics") == 2 and ran.get("plot_prompt_sets") == 1 and "build_ablation_head" not in ran
+    assert (clone / "config/mine.yaml").read_bytes() == (finished / "config/mine.yaml").read_bytes()
+    table = "results/ablation/prompt_set_metrics.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(clone / table), pd.read_parquet(finished / table))
+    assert (clone / "results/figures/prompt_sets.png").stat().st_size > 0
+    findings = pd.read_csv(clone / "results/tables/findings.csv")
+    assert findings["claim_id"].str.startswith("prompt-").any()
 
 
 def test_a_changed_member_of_a_shared_cache_is_refused_naming_it_and_nothing_is_written(shared_cache, tmp_path):

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from clip_robustness.names import ABLATION_METRICS, ablation_model_metrics_path, embeddings_path, figure_path
+from clip_robustness.names import (
+    ABLATION_METRICS,
+    ablation_head_path,
+    ablation_model_metrics_path,
+    embeddings_path,
+    figure_path,
+)
 
 #: The ablation figure's name (``plot_prompt_sets``; :mod:`clip_robustness.figures.prompt_sets`).
 PROMPT_SETS_FIGURE = "prompt_sets"
@@ -34,6 +40,15 @@ class AblationInputs:
     def figure(ext: str) -> str:
         """The ablation figure's file (``plot_prompt_sets``'s output) in format ``ext``."""
         return figure_path(PROMPT_SETS_FIGURE, ext)
+
+    def shared_files(self, wildcards: Any = None) -> list[str]:
+        """share_cache: what a shared cache needs to redo the ablation on CPU with no weights: the ablation models'
+        image embeddings, their heads per prompt set and the prompt files (:mod:`clip_robustness.workflow.share`)."""
+        study, prompt_sets = self.study, self.study.ablation_prompt_sets
+        files = [embeddings_path(model, dataset) for model in study.ablation_models for dataset in study.datasets]
+        files += [ablation_head_path(model, p) for model in study.ablation_models for p in prompt_sets]
+        specs = [study.ablation_prompt_spec(p) for p in prompt_sets] if study.ablation_models else []
+        return files + [spec for spec, name in zip(specs, prompt_sets) if spec != name]
 
     def table(self, wildcards: Any = None) -> list[str]:
         """tabulate_findings: the ablation's table when there is an ablation (its findings rows), else []."""

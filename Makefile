@@ -62,11 +62,11 @@ figures-from-cache: venv
 ## Rerun one model's branch (zero-shot head, logits, its metrics), then refresh aggregates and figures.
 ## Touches no other model's jobs. Example: make rerun-model MODEL=timm__resnet50.a1_in1k SNAKEMAKE_ARGS="--profile profiles/slurm"
 SNAKEMAKE_ARGS ?= --cores $(CORES)
-## Its logits files are deleted first: a logits job keeps files that are still current (workflow/rules/logits.smk).
+## Its logits (and a zero-shot model's embeddings) files are deleted first: a logits job keeps files that are still current (workflow/rules/logits.smk).
 rerun-model:
 	@test -n "$(MODEL)" || { echo "usage: make rerun-model MODEL=<model_id from the model registry> [SNAKEMAKE_ARGS=...]" >&2; exit 2; }
-	rm -f results/logits/$(MODEL)/*.parquet
-	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits cache_logits_imagenet_c compute_model_metrics -- results/metrics/models/$(MODEL).parquet
+	rm -f results/logits/$(MODEL)/*.parquet results/embeddings/$(MODEL)/*.parquet
+	$(SNAKEMAKE) $(SNAKEMAKE_ARGS) --forcerun build_zero_shot_head cache_logits cache_logits_imagenet_c cache_logits_zero_shot cache_logits_zero_shot_imagenet_c compute_model_metrics -- results/metrics/models/$(MODEL).parquet
 	$(SNAKEMAKE) $(SNAKEMAKE_ARGS)
 
 ## Add your own model to the model registry (one validated row, study "own"); the next run computes only its branch.

@@ -216,6 +216,12 @@ def test_no_function_runs_past_60_lines_without_a_reason_beside_it():
     assert long_functions_without_reason(sorted(paths)) == []
 
 
+def test_common_smk_stays_wiring_of_at_most_250_lines():
+    """Issue 21: the workflow's Python is input functions and wiring; logic lives in the package."""
+    lines = (REPO / "workflow" / "rules" / "common.smk").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"common.smk has {len(lines)} lines: move logic into the package"
+
+
 # ---------------------------------------------------------------------------------------------- a figure to its images
 
 #: The rules between results/figures/calibration.png and the images, last to first (plot_calibration: the loop over

@@ -2,7 +2,8 @@
 zero-shot; two datasets: the in-distribution set and one shift; decoded arrays kept): the study moved with tar or
 cp -r replans no extraction, manifest, decode or logits job; a changed data source is seen without .snakemake/ and only that dataset is recomputed; a changed prompt set recomputes only the
 zero-shot model; an edited registry row recomputes only that model's head, logits and metrics; a shared cache gives
-the figures, tables, findings and report in a fresh clone with no dataset, no weights and no GPU."""
+the figures, tables, findings and report in a fresh clone with no dataset, no weights and no GPU, the prompt-set
+ablation's included (its embeddings, heads and prompt file travel in the cache)."""
 
 from __future__ import annotations
 
@@ -40,16 +41,19 @@ SMALL = {
     "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch"], "ood": [],
                  "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
     "inference": {"keep_decoded": True},
+    # the prompt-set ablation (CPU, from the embeddings) is tested in test_demo_pipeline.py; here the logits stage
+    "zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": []},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2"]
 #: What a moved study or a shared cache must never plan again.
 EXPENSIVE = {"download_archive", "extract_archive", "build_manifest", "decode_images", "decode_images_imagenet_c",
-             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"}
+             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
+             "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c"}
 #: The reruns after a change stop at the logits, asked for as targets (metrics, figures and tables read them like after
 #: any other change; tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but
 #: most of its time.
 LOGITS_RULES = ["download_archive", "extract_archive", "build_manifest", "decode_images", "fetch_model_weights",
-                "build_zero_shot_head", "cache_logits"]
+                "build_zero_shot_head", "cache_logits", "cache_logits_zero_shot"]
 ALL_LOGITS = [f"results/logits/{model}/{dataset}.parquet" for model in MODELS for dataset in DATASETS]
 UP_TO_LOGITS = [*ALL_LOGITS, "--allowed-rules", *LOGITS_RULES]
 #: ... and the models' metric tables (the edited registry row).
@@ -189,12 +193,14 @@ def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits
     shutil.copytree(finished, workdir, symlinks=True)
     shutil.rmtree(workdir / ".snakemake")
     before = checksums(workdir, "results/logits/*/*.parquet")
-    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple"}}))
+    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple",
+                                                                                  "ablation_prompt_sets": []}}))
     result = snakemake(workdir, *UP_TO_LOGITS)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "zero_shot.prompt_set" in result.stderr
     ran = job_stats(result)
-    assert ran["build_zero_shot_head"] == 1 and ran["cache_logits"] == 1, ran
+    # the zero-shot model's logits job (which also rewrites its embeddings); the classifier's is kept
+    assert ran["build_zero_shot_head"] == 1 and ran["cache_logits_zero_shot"] == 1 and "cache_logits" not in ran, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     after = checksums(workdir, "results/logits/*/*.parquet")
     changed = {path.split("/")[2] for path in before if before[path] != after[path]}
@@ -226,9 +232,10 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     result = snakemake(workdir, *UP_TO_MODEL_METRICS)
     assert result.returncode == 0, result.stderr[-4000:]
     ran = job_stats(result)
-    assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits",
+    assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot",
                                             "compute_model_metrics")} == dict.fromkeys(
-        ("fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics"), 1), ran
+        ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot", "compute_model_metrics"), 1), ran
+    assert "cache_logits" not in ran, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     assert {path: sha256(workdir / path) for path in kept} == kept  # the other model: the very same bytes
     after = {**checksums(workdir, f"results/logits/{edited}/*.parquet"), **checksums(workdir, "results/heads/*")}
@@ -241,9 +248,20 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     assert job_stats(snakemake(workdir, "--dry-run", *UP_TO_MODEL_METRICS)) == {}
 
 
+#: The shared study also runs a prompt-set ablation (a built-in set and a prompt file of the checkout), so its
+#: cache carries the embeddings, the ablation heads and the prompt file.
+ABLATION = {"zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": ["one_template", "config/mine.yaml"]}}
+SHARE_COMMAND = [*COMMAND[:3], "config/ablation.yaml", *COMMAND[3:]]
+
+
 @pytest.fixture(scope="module")
 def shared_cache(finished) -> Path:
-    result = make(finished, "share-cache", f"SNAKEMAKE_ARGS={' '.join(COMMAND)}")
+    (finished / "config/mine.yaml").write_text('templates: ["a blurry photo of a {}.", "a sketch of the {}."]\n')
+    (finished / "config/ablation.yaml").write_text(yaml.safe_dump(ABLATION))
+    ablation = snakemake(finished, command=SHARE_COMMAND)
+    assert ablation.returncode == 0, ablation.stderr[-4000:]
+    assert not EXPENSIVE & set(job_stats(ablation)), job_stats(ablation)  # the ablation reruns no logits job
+    result = make(finished, "share-cache", f"SNAKEMAKE_ARGS={' '.join(SHARE_COMMAND)}")
     assert result.returncode == 0, result.stderr[-4000:]
     return finished / "results/shared_cache.tar"
 
@@ -267,6 +285,14 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     assert len(pd.read_csv(clone / "results/tables/findings.csv")) > 0
     assert len(list((clone / "results/figures").glob("*.png"))) >= 5
     assert (clone / "results/report.html").stat().st_size > 10_000
+    # the prompt-set ablation, recomputed from the packed embeddings and heads (no head is rebuilt: no weights here)
+    assert ran.get("prompt_set_metrics") == 2 and ran.get("plot_prompt_sets") == 1 and "build_ablation_head" not in ran
+    assert (clone / "config/mine.yaml").read_bytes() == (finished / "config/mine.yaml").read_bytes()
+    table = "results/ablation/prompt_set_metrics.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(clone / table), pd.read_parquet(finished / table))
+    assert (clone / "results/figures/prompt_sets.png").stat().st_size > 0
+    findings = pd.read_csv(clone / "results/tables/findings.csv")
+    assert findings["claim_id"].str.startswith("prompt-").any()
 
 
 def test_a_changed_member_of_a_shared_cache_is_refused_naming_it_and_nothing_is_written(shared_cache, tmp_path):

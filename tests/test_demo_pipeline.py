@@ -7,6 +7,7 @@ report) serves all tests here; each test checks contents, not just existence.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,6 +91,63 @@ def test_zero_shot_model_records_its_logit_scale_and_prompt_set(demo_run):
     meta = read_logits(demo_run / "results/logits/openclip__clip_tiny_demo__demo/imagenet_val.parquet").metadata
     assert meta["prompt_set"] == "openai"
     assert meta["logit_scale"] > 0
+
+
+#: The demo's zero-shot model: its logits job caches the image embeddings (inference.cache_embeddings).
+ZERO_SHOT_MODEL = "openclip__clip_tiny_demo__demo"
+#: Largest |logit| error of logits reproduced from the float16 embeddings, as a fraction of the logit scale: the demo
+#: measured 0.0134 / 88.1 = 1.5e-4 (docs/methods.md); float16 rounding of a unit vector bounds it near 1e-3.
+EMBEDDING_LOGIT_TOLERANCE = 1e-3
+
+
+def test_cached_logits_are_reproduced_from_the_embeddings_and_the_saved_head_on_every_dataset(demo_run):
+    from clip_robustness.logits.cache import expected_metadata
+    from clip_robustness.logits.embeddings import logits_from_embeddings, read_embeddings
+    from clip_robustness.models.zero_shot import load_head
+
+    _, datasets = _study(demo_run)
+    head = load_head(demo_run / f"results/heads/{ZERO_SHOT_MODEL}.pt", model_id=ZERO_SHOT_MODEL, prompt_set="openai")
+    row = pd.read_csv(demo_run / "config/demo/models.tsv", sep="\t").set_index("model_id").loc[ZERO_SHOT_MODEL]
+    for dataset in datasets:
+        manifest = read_manifest(demo_run / f"data/manifests/{dataset}.parquet")
+        expect = expected_metadata({"model_id": ZERO_SHOT_MODEL, **row.to_dict()}, dataset,
+                                   manifest.metadata["manifest_hash"], "openai")
+        logits = read_logits(demo_run / f"results/logits/{ZERO_SHOT_MODEL}/{dataset}.parquet", expect=expect)
+        cached = read_embeddings(demo_run / f"results/embeddings/{ZERO_SHOT_MODEL}/{dataset}.parquet", expect=expect)
+        assert cached.metadata["weights_sha256"] == logits.metadata["weights_sha256"], dataset
+        assert cached.metadata["precision"] == logits.metadata["precision"], dataset
+        assert np.array_equal(cached.index, logits.index) and np.array_equal(cached.labels, logits.labels)
+        derived = logits_from_embeddings(cached.embeddings, head.weights.numpy(), head.logit_scale)
+        error = np.abs(derived - logits.logits)
+        assert error.max() < EMBEDDING_LOGIT_TOLERANCE * head.logit_scale, (dataset, float(error.max()))
+        assert np.array_equal(derived.argmax(1), logits.logits.argmax(1)), dataset
+    # classifiers write none
+    assert {p.name for p in (demo_run / "results/embeddings").iterdir()} == {ZERO_SHOT_MODEL}
+
+
+def test_prompt_set_ablation_has_its_table_figure_findings_rows_and_report_entry(demo_run):
+    table = pd.read_parquet(demo_run / "results/ablation/prompt_set_metrics.parquet")
+    assert set(table["prompt_set"]) == {"openai", "one_template"} and set(table["model"]) == {ZERO_SHOT_MODEL}
+    # the openai set's head is the study's head: its derived top-1 is the metrics table's
+    metrics = pd.read_parquet(demo_run / "results/metrics/metrics.parquet")
+    top1 = metrics[(metrics["model"] == ZERO_SHOT_MODEL) & (metrics["metric"] == "top1") & metrics["factor"].isna()]
+    derived = table[(table["prompt_set"] == "openai") & (table["metric"] == "top1") & table["factor"].isna()]
+    joined = top1.merge(derived, on="dataset", suffixes=("", "_derived"))
+    assert len(joined) >= 5 and np.allclose(joined["value"], joined["value_derived"])
+    findings = pd.read_csv(demo_run / "results/tables/findings.csv", keep_default_na=False)
+    rows = findings[findings["claim_id"].str.startswith("prompt-")]
+    assert {"prompt-id_accuracy", "prompt-ood_auroc"} <= set(rows["claim_id"])
+    assert set(rows["verdict"]) == {"undetermined"} and all("fewer than" in r for r in rows["reason"])
+    assert (demo_run / "results/figures/prompt_sets.pdf").stat().st_size > 1000
+    assert "prompt_sets.png" in (demo_run / "results/report.html").read_text(errors="replace")
+
+
+def test_adding_a_prompt_set_plans_no_logits_job(demo_run):
+    result = snakemake(demo_run, "-n", "--quiet", "rules", "--config",
+                       "zero_shot={'prompt_set': 'openai', 'ablation_prompt_sets': ['openai', 'one_template', 'simple']}")
+    planned = {rule for rule, _ in re.findall(r"^([A-Za-z_]\w*)\s+(\d+)\s*$", result.stdout + result.stderr, re.M)}
+    assert "build_ablation_head" in planned and "prompt_set_metrics" in planned, result.stdout[-2000:]
+    assert not {rule for rule in planned if rule.startswith(("cache_logits", "decode_images"))}, planned
 
 
 def test_metrics_table_shows_real_variation(demo_run):

@@ -57,6 +57,7 @@ ROLES = dict(
 )
 STUDY = SimpleNamespace(
     study=SimpleNamespace(**{{**ROLES, "ood_datasets": ROLES["ood"]}}), metric_roles=lambda: dict(ROLES),
+    ablation_models=[], ablation_prompt_sets=[],
     dataset_titles=lambda: {{"imagenet_val": "ImageNet", "imagenet_r": "ImageNet-R"}},
 )
 MODELS, DATASETS = [], []

@@ -81,3 +81,31 @@ def test_a_missing_weights_file_stops_the_run_before_any_job_unless_keep_going(s
     assert start_up.before_jobs([("cache_logits", model)], keep_going=True) is None
     # a run that schedules no job loading that model's weights (metrics from a shared cache) is not stopped
     assert start_up.before_jobs([("compute_model_metrics", model), ("aggregate_metrics", None)], keep_going=False) is None
+
+
+def test_the_ablations_input_functions_follow_its_prompt_sets(study, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from clip_robustness.logits.ablation_inputs import AblationInputs
+    from clip_robustness.names import ABLATION_METRICS, ablation_model_metrics_path, embeddings_path
+
+    ablation = AblationInputs(study)
+    zero_shot = [m for m in study.models if study.model_registry.is_zero_shot(m)]
+    assert zero_shot and study.all_embeddings() == [embeddings_path(m, d) for m in zero_shot for d in study.datasets]
+    assert ablation.targets() == ablation.table() == ablation.model_tables() == []  # the paper's config: no ablation
+    prompts = tmp_path / "mine.yaml"
+    prompts.write_text('templates: ["a blurry photo of a {}."]\n')
+    monkeypatch.setitem(study.config["zero_shot"], "ablation_prompt_sets", ["one_template", str(prompts)])
+    assert ablation.targets() == [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"]
+    assert ablation.table() == [ABLATION_METRICS]
+    assert ablation.model_tables() == [ablation_model_metrics_path(m, s) for m in zero_shot for s in ("one_template", "mine")]
+    mine, builtin = SimpleNamespace(prompt_set="mine"), SimpleNamespace(prompt_set="one_template")
+    assert ablation.prompt_spec(mine) == str(prompts) and ablation.prompt_file(mine) == [str(prompts)]
+    assert ablation.prompt_spec(builtin) == "one_template" and ablation.prompt_file(builtin) == []
+    with pytest.raises(ValueError, match="'simple' is not a prompt set"):
+        ablation.prompt_spec(SimpleNamespace(prompt_set="simple"))
+    model = SimpleNamespace(model=zero_shot[0])
+    assert ablation.model_embeddings(model) == [embeddings_path(zero_shot[0], d) for d in study.datasets]
+    options = ablation.figure_options()
+    assert options["prompt_sets"] == ["one_template", "mine"] and options["id_dataset"] == study.study.in_distribution
+    assert options["ood_sets"] == list(study.study.ood_datasets)

@@ -86,6 +86,10 @@ DECODED_DIR = "data/decoded"
 WEIGHTS_DIR = "data/weights"
 HEADS_DIR = "results/heads"
 LOGITS_DIR = "results/logits"
+#: Image embeddings of zero-shot models, written by the logits job beside the logits (:data:`EMBEDDINGS`).
+EMBEDDINGS_DIR = "results/embeddings"
+#: The prompt-set ablation's outputs (heads per prompt set, per-model metric tables, the aggregate).
+ABLATION_DIR = "results/ablation"
 METRICS_DIR = "results/metrics"
 FIGURES_DIR = "results/figures"
 TABLES_DIR = "results/tables"
@@ -116,6 +120,14 @@ DECODED_METADATA = DECODED_DIR + "/{dataset}/{geometry}.json"
 WEIGHTS_RECORD = WEIGHTS_DIR + "/{model}.json"
 HEAD = HEADS_DIR + "/{model}.pt"
 LOGITS = LOGITS_DIR + "/{model}/{dataset}.parquet"
+#: A zero-shot model's L2-normalised image embeddings on one dataset (float16), same rows as :data:`LOGITS`.
+EMBEDDINGS = EMBEDDINGS_DIR + "/{model}/{dataset}.parquet"
+#: A zero-shot model's text head for one prompt set of the ablation (built on CPU, text tower only).
+ABLATION_HEAD = ABLATION_DIR + "/heads/{model}/{prompt_set}.npz"
+#: One zero-shot model's tidy metric rows for one ablation prompt set (logits derived from the embeddings).
+ABLATION_MODEL_METRICS = ABLATION_DIR + "/metrics/{model}/{prompt_set}.parquet"
+#: Every ablation model's metric rows, each prompt set, with the rows only the whole study gives (column prompt_set).
+ABLATION_METRICS = ABLATION_DIR + "/prompt_set_metrics.parquet"
 FIGURE = FIGURES_DIR + "/{name}.{ext}"
 MODEL_METRICS = METRICS_DIR + "/models/{model}.parquet"
 #: The tidy metrics table of the study over models (rule aggregate_metrics), which every figure, table and finding
@@ -158,6 +170,11 @@ _figure_path = _path_function(FIGURE, ".")
 model_metrics_path = _path_function(MODEL_METRICS, ": one model's tidy metrics rows.")
 table_path = _path_function(TABLE, ": one table of the study (``file`` with its extension).")
 report_card_path = _path_function(REPORT_CARD, ": the report card of a model of one's own.")
+embeddings_path = _path_function(EMBEDDINGS, ": the image embeddings of a zero-shot model (first) on a dataset.")
+ablation_head_path = _path_function(ABLATION_HEAD, ": a zero-shot model's text head for one ablation prompt set.")
+ablation_model_metrics_path = _path_function(
+    ABLATION_MODEL_METRICS, ": a zero-shot model's metric rows for one ablation prompt set."
+)
 
 
 def marker_archive(marker: str | PurePath) -> str:

@@ -1,6 +1,5 @@
-# The workflow's Python: config validation, the study (built once), the one wildcard_constraints block and the
-# named input functions the rules use, each a call into the package (rules hold no lambdas). The start-up checks
-# run from the Snakefile (clip_robustness.logits.startup). One section per stage below.
+# The workflow's Python: config validation, the study (built once), the one wildcard_constraints block and the named
+# input functions the rules use, each a call into the package (no lambdas, no work at parse time). One section a stage.
 
 import re
 
@@ -10,9 +9,10 @@ from snakemake.utils import validate
 from clip_robustness.datasets import workflow as datasets_workflow
 from clip_robustness.figures import CATEGORY_FINDINGS, CATEGORY_TABLES, FIGURE_NAMES, FIGURES, TABLE_FILES
 from clip_robustness.figures import figure_options  # cheap: the plotting libraries load in the jobs
-from clip_robustness.logits.workflow import StudyWorkflow, spec_table_path
+from clip_robustness.logits.ablation_inputs import AblationInputs
+from clip_robustness.logits.workflow import StudyWorkflow, decode_workers, loader_workers, spec_table_path
 from clip_robustness import names  # the output paths: templates and the functions filling them
-from clip_robustness.names import METRICS_TABLE, OOD_CORRELATIONS, QC_TABLE, cache_path, manifest_path
+from clip_robustness.names import METRICS_TABLE, OOD_CORRELATIONS, QC_TABLE, cache_path, embeddings_path, manifest_path
 from clip_robustness.qc.published_accuracy import reference_table_files
 from clip_robustness.workflow.config_checks import check_config_values
 from clip_robustness.workflow.joblog import benchmark_path, log_path
@@ -27,9 +27,8 @@ DATASETS = STUDY.datasets
 CORE_DATASETS = STUDY.core_datasets
 
 
-# Model and dataset ids are checked against the registries when the Study is built (unknown ids stop
-# the run naming close matches); here a cheap pattern suffices. Listing all ids as regex alternatives
-# costs ~7 s of the 21,864-job dry run (docs/performance.md).
+# Model and dataset ids are checked against the registries when the Study is built (unknown ids stop the run naming
+# close matches); a cheap pattern suffices here (all ids as alternatives cost ~7 s of the full dry run, performance.md).
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     dataset=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
@@ -38,6 +37,8 @@ wildcard_constraints:
     # (inference.imagenet_c_jobs: per_severity) or a corruption name (per_corruption).
     preprocessing=r"[0-9]+x[0-9]+-[a-z-]+-[0-9a-f]{10}",
     imagenet_c_group=r"[1-5]|[a-z_]+",
+    # A prompt set of the ablation: a built-in id or a prompt file's stem (clip_robustness.models.prompt_sets).
+    prompt_set=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
 # ============================================================================ targets
@@ -47,16 +48,9 @@ wildcard_constraints:
 
 def get_final_output():
     """Everything the default target builds: metric tables, QC table, figures and tables, and the intermediate
-    files that must be rebuilt when deleted or rejected (extraction markers, manifests, logits)."""
-    return [
-        METRICS_TABLE,
-        QC_TABLE,
-        *get_figures(),
-        *get_tables(),
-        *STUDY.extraction_markers(),
-        *get_all_manifests(),
-        *get_all_logits(),
-    ]
+    files that must be rebuilt when deleted or rejected (extraction markers, manifests, logits, embeddings)."""
+    rebuilt = [*STUDY.extraction_markers(), *get_all_manifests(), *get_all_logits(), *STUDY.all_embeddings()]
+    return [METRICS_TABLE, QC_TABLE, *get_figures(), *get_tables(), *rebuilt, *ABLATION.targets()]
 
 
 def get_metric_results():
@@ -156,6 +150,12 @@ def logits_outputs(*, core):
     return update([cache_path("{model}", dataset) for dataset in group_patterns(core=core)])
 
 
+def embeddings_outputs(*, core):
+    """The image-embeddings files a zero-shot model's group job writes beside its logits (inference.cache_embeddings):
+    update() files, kept while current, like the logits."""
+    return update([embeddings_path("{model}", dataset) for dataset in group_patterns(core=core)])
+
+
 def get_group_manifests(wildcards):
     """The manifests of a group job's datasets, in group order."""
     return [manifest_path(dataset) for dataset in STUDY.group_datasets(wildcards.get("imagenet_c_group"))]
@@ -175,16 +175,6 @@ def get_cache_group_params(wildcards):
 def get_decode_params(wildcards):
     """decode_images: the library and transform recipe of {preprocessing} (from the study's first model with it)."""
     return STUDY.plan.decode_params(wildcards.preprocessing)
-
-
-def get_loader_workers(wildcards, threads):
-    """DataLoader worker processes for cache_logits: the job's threads but one (which drives the model)."""
-    return max(threads - 1, 0)
-
-
-def get_decode_workers(wildcards, threads):
-    """Decoding processes for decode_images: one per thread (the main process only writes the array)."""
-    return max(threads, 1)
 
 
 # ============================================================================ metrics (owner: metrics stage)
@@ -210,9 +200,13 @@ def get_model_metric_tables(wildcards):
     return expand(names.MODEL_METRICS, model=MODELS)
 
 
+# ============================================================================ prompt-set ablation (ablation.smk)
+# Its input functions (named, wildcards first) are clip_robustness.logits.ablation_inputs.AblationInputs's methods.
+ABLATION = AblationInputs(STUDY)
+
+
 # ============================================================================ figures (owner: figures stage)
-# Figure rules read only the metrics table, the OOD correlations and the registry, so deleting figures reruns no
-# cache or metric job.
+# Figure rules read only the metrics table, the OOD correlations and the registry: deleting figures reruns no job else.
 
 
 def get_figure_options(name):

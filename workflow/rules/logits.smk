@@ -50,7 +50,7 @@ rule decode_images:
         "../../envs/torch.yaml"
     threads: 4
     resources:
-        workers=get_decode_workers,
+        workers=decode_workers,
         batch_size=64,
         mem_mb=4000,
         runtime=240,
@@ -74,7 +74,7 @@ rule cache_logits:
     input:
         unpack(get_cache_group_input),
     output:
-        logits_outputs(core=True),
+        logits=logits_outputs(core=True),
     log:
         log_path("cache_logits", "model"),
     benchmark:
@@ -85,7 +85,7 @@ rule cache_logits:
     threads: 4
     resources:
         batch_size=256,
-        workers=get_loader_workers,
+        workers=loader_workers,
         mem_mb=16000,
         runtime=240,
     params:
@@ -101,8 +101,40 @@ rule cache_logits:
 
 use rule cache_logits as cache_logits_imagenet_c with:
     output:
-        logits_outputs(core=False),
+        logits=logits_outputs(core=False),
     log:
         log_path("cache_logits_imagenet_c", "model", "imagenet_c_group"),
     benchmark:
         benchmark_path("cache_logits_imagenet_c", "model", "imagenet_c_group")
+
+
+# Zero-shot models (inference.cache_embeddings): the same jobs also write each dataset's L2-normalised image embeddings
+# (float16, clip_robustness.logits.embeddings) beside its logits, from the same forward pass. Their {model} is one of
+# the embedding models (STUDY.embedding_models), and the ruleorder gives their files to these rules; the
+# prompt-set ablation (ablation.smk) derives any other text head's logits from them on CPU.
+use rule cache_logits as cache_logits_zero_shot with:
+    output:
+        logits=logits_outputs(core=True),
+        embeddings=embeddings_outputs(core=True),
+    log:
+        log_path("cache_logits_zero_shot", "model"),
+    benchmark:
+        benchmark_path("cache_logits_zero_shot", "model")
+    wildcard_constraints:
+        model=STUDY.embedding_model_pattern(),
+
+
+use rule cache_logits as cache_logits_zero_shot_imagenet_c with:
+    output:
+        logits=logits_outputs(core=False),
+        embeddings=embeddings_outputs(core=False),
+    log:
+        log_path("cache_logits_zero_shot_imagenet_c", "model", "imagenet_c_group"),
+    benchmark:
+        benchmark_path("cache_logits_zero_shot_imagenet_c", "model", "imagenet_c_group")
+    wildcard_constraints:
+        model=STUDY.embedding_model_pattern(),
+
+
+ruleorder: cache_logits_zero_shot > cache_logits
+ruleorder: cache_logits_zero_shot_imagenet_c > cache_logits_imagenet_c

@@ -63,6 +63,8 @@ rule tabulate_findings:
         registry=config["model_registry"],
         # How the verdicts behave on simulated studies at the paper's n (make findings-check; not a result).
         validation=names.FINDINGS_VALIDATION,
+        # The prompt-set ablation's table, when configured (rows prompt-*; ablation.smk).
+        prompt_sets=ABLATION.table,
     output:
         findings=report(
             names.table_path("findings.csv"),

@@ -13,6 +13,8 @@ rule share_cache:
     input:
         logits=get_all_logits(),
         manifests=get_all_manifests(),
+        # The prompt-set ablation's embeddings, heads and prompt files, when it runs (none otherwise).
+        ablation=ABLATION.shared_files(),
     output:
         "results/shared_cache.tar",
     log:
@@ -34,3 +36,4 @@ rule from_cache:
         QC_TABLE,
         get_figures(),
         get_tables(),
+        ABLATION.targets(),

@@ -180,9 +180,15 @@ def reject_stale_logits(
     *,
     state_path: str | os.PathLike = STATE_PATH,
     manifest_of: Callable[[str], str] = manifest_path,
+    embedding_models: Iterable[str] = (),
 ) -> list[Rejection]:
-    """The check before planning: every cache file of the study (``results/logits/{model}/{dataset}.parquet``) that
-    is stale or unreadable is moved aside, so this run recomputes it; returns the rejections."""
+    """The check before planning: every cache file of the study (``results/logits/{model}/{dataset}.parquet``, and
+    the embeddings files ``results/embeddings/{model}/{dataset}.parquet`` of ``embedding_models``) that is stale or
+    unreadable is moved aside, so this run recomputes it; returns the rejections. An embeddings file is judged by the
+    same definition as its logits file."""
+    from clip_robustness.names import embeddings_path
+
     dataset_ids = list(dataset_ids)
     files = [(cache_path(m, d), (m, d)) for m in model_ids for d in dataset_ids]
+    files += [(embeddings_path(m, d), (m, d)) for m in embedding_models for d in dataset_ids]
     return check_logits_files(files, current_metadata_of(row_of, prompt_set, manifest_of), state_path)

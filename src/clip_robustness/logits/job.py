@@ -48,27 +48,33 @@ class DatasetTask:
 
     ``dataset``: dataset id; ``manifest``: ``data/manifests/{dataset}.parquet``; ``output``: the cache file
     ``results/logits/{model}/{dataset}.parquet``; ``decoded``: the dataset's decoded array for the model's
-    geometry (fast path), or ``None`` (reference path).
+    geometry (fast path), or ``None`` (reference path); ``embeddings``: the image-embeddings file written beside the
+    logits (zero-shot models, config ``inference.cache_embeddings``), or ``None``.
     """
 
     dataset: str
     manifest: Path
     output: Path
     decoded: Path | None = None
+    embeddings: Path | None = None
 
 
 def tasks_from_lists(datasets: Sequence[str], manifests: Sequence[str], outputs: Sequence[str],
-                     decoded: Sequence[str] | None = None) -> list[DatasetTask]:
+                     decoded: Sequence[str] | None = None,
+                     embeddings: Sequence[str] | None = None) -> list[DatasetTask]:
     """Zip the rule's parallel lists (same dataset order) into :class:`DatasetTask` objects (a lone path counts as
-    a list of one)."""
-    datasets, manifests, outputs = ([x] if isinstance(x, (str, os.PathLike)) else list(x)
-                                    for x in (datasets, manifests, outputs))
-    decoded = ([decoded] if isinstance(decoded, (str, os.PathLike)) else list(decoded)) if decoded else [None] * len(datasets)
-    if not len(datasets) == len(manifests) == len(outputs) == len(decoded):
-        raise ValueError(f"datasets ({len(datasets)}), manifests ({len(manifests)}), outputs ({len(outputs)}) and "
-                         f"decoded arrays ({len(decoded)}) must be parallel lists")
-    return [DatasetTask(str(d), Path(m), Path(o), None if a is None else Path(a))
-            for d, m, o, a in zip(datasets, manifests, outputs, decoded)]
+    a list of one); ``decoded`` and ``embeddings`` may be empty (reference path; no embeddings cache)."""
+    def as_list(x: Any) -> list:
+        return [x] if isinstance(x, (str, os.PathLike)) else list(x)
+
+    datasets, manifests, outputs = (as_list(x) for x in (datasets, manifests, outputs))
+    decoded = as_list(decoded) if decoded else [None] * len(datasets)
+    embeddings = as_list(embeddings) if embeddings else [None] * len(datasets)
+    if not len(datasets) == len(manifests) == len(outputs) == len(decoded) == len(embeddings):
+        raise ValueError(f"datasets ({len(datasets)}), manifests ({len(manifests)}), outputs ({len(outputs)}), "
+                         f"decoded arrays ({len(decoded)}) and embeddings ({len(embeddings)}) must be parallel lists")
+    return [DatasetTask(str(d), Path(m), Path(o), None if a is None else Path(a), None if e is None else Path(e))
+            for d, m, o, a, e in zip(datasets, manifests, outputs, decoded, embeddings)]
 
 
 def reuse_reason(output: str | os.PathLike, expect: Mapping[str, Any], newer_than: Sequence[str | os.PathLike]) -> str | None:
@@ -144,6 +150,8 @@ def cache_group_logits(
                                   {"amp_dtype": precision.amp_dtype_name, "allow_tf32": precision.allow_tf32})
         newer_than = [task.manifest, *(p for p in (head_path, weights_path) if p)]
         reason = reuse_reason(task.output, expect, newer_than)
+        if reason is None and task.embeddings is not None:  # both files current, or both recomputed
+            reason = reuse_reason(task.embeddings, expect, newer_than)
         if reason is None:
             log.info("%s on %s: %s is current, kept", model_id, task.dataset, task.output)
             continue
@@ -162,7 +170,7 @@ def cache_group_logits(
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
         task, manifest, decoded_metadata = item
         return prepare_manifest(built, manifest, task.output, decoded=task.decoded, decoded_metadata=decoded_metadata,
-                                run=run, prime=True)
+                                run=run, prime=True, embeddings_output=task.embeddings)
 
     def compute(prepared: PreparedDataset) -> tuple[Any, float]:
         return compute_prepared(built, prepared, run)

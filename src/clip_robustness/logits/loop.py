@@ -484,6 +484,19 @@ class PreparedDataset:
     source: BatchSource
     metadata: dict
     channels_last: bool
+    embeddings_output: Path | None = None  # the embeddings file, when the job caches them (zero-shot models)
+
+
+def _final_layer(built: BuiltModel, embeddings_output: str | os.PathLike | None) -> Any:
+    """The built model's classifier, or with ``embeddings_output`` its variant returning ``[logits | embeddings]``
+    (``with_embeddings``); a final layer without embeddings is refused naming the model and the file."""
+    if embeddings_output is None:
+        return built.classifier
+    with_embeddings = getattr(built.classifier, "with_embeddings", None)
+    if with_embeddings is None:
+        raise ValueError(f"model {built.row['model_id']!r}: its final layer gives no image embeddings, so "
+                         f"{embeddings_output} cannot be written; set inference.cache_embeddings: false")
+    return with_embeddings()
 
 
 def prepare_manifest(
@@ -495,11 +508,13 @@ def prepare_manifest(
     decoded_metadata: Mapping[str, Any] | None,
     run: RunOptions,
     prime: bool = False,
+    embeddings_output: str | os.PathLike | None = None,
 ) -> PreparedDataset:
     """Everything a dataset needs before its first forward: the input path's dataset and checks (the decoded array's
     geometry against the model's), the cache metadata, and with ``prime`` its first batches already being read (the
     decoded path). Leaves the model untouched, so a group job runs it for the next dataset while the current one
-    computes."""
+    computes. ``embeddings_output``: also write the L2-normalised image embeddings there (a zero-shot model's final
+    layer returns them beside the logits: ``with_embeddings``; :mod:`clip_robustness.logits.embeddings`)."""
     from clip_robustness.logits.cache import cache_metadata
     from clip_robustness.models.adapters.final_layer import HEAD_PRECISION
     from clip_robustness.models.build import library_version
@@ -508,7 +523,7 @@ def prepare_manifest(
     model_id = str(built.row["model_id"])
     table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
-    model_fn, collate_fn, use_channels_last = built.classifier, None, False
+    model_fn, collate_fn, use_channels_last = _final_layer(built, embeddings_output), None, False
     if decoded_metadata is None:
         dataset: Dataset = ManifestImageDataset(
             manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
@@ -516,7 +531,7 @@ def prepare_manifest(
         pipeline: dict[str, Any] = {"path": "reference"}
     else:
         model_fn, dataset, pipeline = _decoded_input(
-            model_id, built.classifier, built.preprocess, Path(decoded), decoded_metadata, device, run.channels_last,
+            model_id, model_fn, built.preprocess, Path(decoded), decoded_metadata, device, run.channels_last,
         )
         collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
     metadata = cache_metadata(
@@ -540,7 +555,8 @@ def prepare_manifest(
         source.prime(batch_size)
     log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
              num_workers, precision, pipeline)
-    return PreparedDataset(dataset_id, manifest, Path(output), model_fn, source, metadata, use_channels_last)
+    return PreparedDataset(dataset_id, manifest, Path(output), model_fn, source, metadata, use_channels_last,
+                           None if embeddings_output is None else Path(embeddings_output))
 
 
 def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptions) -> tuple[np.ndarray, float]:
@@ -557,13 +573,22 @@ def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptio
 
 
 def write_prepared(prepared: PreparedDataset, logits: np.ndarray) -> tuple[Path, float]:
-    """Write a prepared dataset's cache file atomically; returns the path and the seconds the write took."""
+    """Write a prepared dataset's cache file atomically; returns the path and the seconds the write took.
+
+    With an embeddings output, ``logits`` is ``[logits | embeddings]`` (the ``with_embeddings`` final layer): the
+    embeddings file is written first, then the logits file, each atomically."""
     from clip_robustness.logits.cache import write_logits
+    from clip_robustness.logits.embeddings import embeddings_metadata, write_embeddings
+    from clip_robustness.names import NUM_CLASSES as N_CLASSES
 
     start = time.perf_counter()
     table = prepared.manifest.table
-    path = write_logits(prepared.output, table["index"].to_numpy(), table["label"].to_numpy(), logits,
-                        prepared.metadata)
+    index, labels = table["index"].to_numpy(), table["label"].to_numpy()
+    if prepared.embeddings_output is not None:
+        embeddings, logits = logits[:, N_CLASSES:], logits[:, :N_CLASSES]
+        write_embeddings(prepared.embeddings_output, index, labels, embeddings,
+                         embeddings_metadata(prepared.metadata, embeddings.shape[1]))
+    path = write_logits(prepared.output, index, labels, logits, prepared.metadata)
     return path, time.perf_counter() - start
 
 

@@ -68,7 +68,13 @@ PLAN_ERROR_BAND = (
 )
 
 #: The rules whose jobs each build a model on a GPU.
-LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c")
+LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c", "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c")
+
+#: Embedding width assumed for a zero-shot model whose library config does not state one (ViT-H/14's; the widest
+#: common open_clip towers are 1024-1280), and the size on disk of float16 embeddings over their raw size: 1.0, they
+#: do not compress (the demo's seven files: 87 KB for 57 KB raw, the rest being each file's ~4 KB metadata footer).
+ASSUMED_EMBEDDING_DIM = 1024
+EMBEDDINGS_COMPRESSION = 1.0
 
 
 def predicted_logits_seconds(images: int, images_per_s: float, jobs: int, job_startup_s: float) -> float:
@@ -293,9 +299,16 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         "logits per model": int(logits_per_model),
         f"logits, all {len(study.model_ids)} models": int(logits_per_model * len(study.model_ids)),
     }
+    embedding_bytes, assumed = embeddings_disk(config, study.model_ids, models_registry, total_images)
+    if config["inference"].get("cache_embeddings", True):
+        disk[f"image embeddings, {sum(1 for _ in embedding_bytes)} zero-shot models (float16)"] = sum(
+            embedding_bytes.values())
     notes = ["GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
              f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
              "parameter-count guesses, not measurements.", f"The plan's logits time is {PLAN_ERROR_BAND}."]
+    if assumed:
+        notes.append(f"embedding width unknown for {len(assumed)} zero-shot model(s) (e.g. {assumed[0]}): "
+                     f"{ASSUMED_EMBEDDING_DIM} assumed")
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
         notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
                      "that decode job would fail at once")
@@ -306,6 +319,32 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
                 images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes,
                 startup=(logits_jobs, job_startup_s, startup_gpu_hours))
+
+
+def embeddings_disk(config: Mapping[str, Any], model_ids: Sequence[str], models_registry: Any,
+                    total_images: int) -> tuple[dict[str, int], list[str]]:
+    """Bytes of each zero-shot model's embeddings cache (config ``inference.cache_embeddings``; ``{}`` when off):
+    ``total_images x (2 x embed_dim + 6)`` at :data:`EMBEDDINGS_COMPRESSION`, and the models whose width was assumed
+    (:data:`ASSUMED_EMBEDDING_DIM`)."""
+    from clip_robustness.logits.embeddings import embeddings_bytes_per_image
+    from clip_robustness.models.adapters import row_adapter
+
+    if not config["inference"].get("cache_embeddings", True):
+        return {}, []
+    sizes, assumed = {}, []
+    for model in model_ids:
+        if not models_registry.is_zero_shot(model):
+            continue
+        row = models_registry.row(model)
+        try:
+            dim = row_adapter(row).embedding_dim(row)
+        except Exception:  # a library not installed where the plan runs: the width is assumed, and said so
+            dim = None
+        if dim is None:
+            assumed.append(model)
+            dim = ASSUMED_EMBEDDING_DIM
+        sizes[model] = int(total_images * embeddings_bytes_per_image(dim) * EMBEDDINGS_COMPRESSION)
+    return sizes, assumed
 
 
 def main(argv: list[str] | None = None) -> int:

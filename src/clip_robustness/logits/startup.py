@@ -34,6 +34,7 @@ from clip_robustness.names import (
     cache_path,
     decoded_metadata_path,
     decoded_path,
+    embeddings_path,
     head_path,
     manifest_path,
     marker_archive,
@@ -46,7 +47,8 @@ from clip_robustness.workflow.joblog import benchmark_path
 from clip_robustness.workflow.runlock import acquire_run_lock
 
 #: The rules whose jobs load a model's weights.
-WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c"})
+WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
+                           "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c", "build_ablation_head"})
 
 
 class StartUp:
@@ -156,7 +158,8 @@ class StartUp:
                     moved = reject_cache_file(cache_path(model, dataset))
                     self.warn(f"{cache_path(model, dataset)}: computed from a manifest whose source changed. Moved "
                               f"aside to {moved}; this run recomputes it.")
-        for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set):
+        for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set,
+                                            embedding_models=study.embedding_models):
             self.warn(rejected.message)
             outdated.add(Path(rejected.path).parent.name)
         if outdated:
@@ -176,7 +179,10 @@ class StartUp:
         forward([record], weights_files, self.script("fetch_model_weights"))
         # Past the weights only files computed with these weights: logits record their sha256 (a head is trusted when
         # its model's logits are: they were computed with it).
-        outputs_of = {group: [cache_path(model, d) for d in datasets] for group, datasets in groups.items()}
+        embeddings = model in self.study.embedding_models  # its logits job writes the embeddings too
+        outputs_of = {group: [cache_path(model, d) for d in datasets]
+                      + ([embeddings_path(model, d) for d in datasets] if embeddings else [])
+                      for group, datasets in groups.items()}
         logits = [path for outputs in outputs_of.values() for path in outputs]
         older = currency.older_than(logits, [record, *weights_files])
         same_weights = currency.computed_with(older, weights_identity(model))
@@ -188,6 +194,6 @@ class StartUp:
             inputs = plan.cache_group_inputs(model, groups[group])
             sources = [*inputs.get("manifests", []), *inputs.get("decoded", []), *inputs.get("decoded_metadata", [])]
             sources += [inputs["head"]] if "head" in inputs else []
-            rule, extra = group_rule("cache_logits", group)
+            rule, extra = group_rule(self.study.logits_rule(model), group)
             benchmark = benchmark_path(rule, "model", *extra).format(model=model, imagenet_c_group=group)
             forward([*outputs, benchmark], [*sources, *weights_inputs], self.script("cache_logits"))

@@ -30,6 +30,7 @@ from clip_robustness.models.registry import OWN_STUDY, ModelRegistry, load_model
 from clip_robustness.names import (
     decoded_metadata_path,
     decoded_path,
+    embeddings_path,
     head_path,
     manifest_path,
     report_card_path,
@@ -46,6 +47,17 @@ def group_rule(rule: str, group: str) -> tuple[str, tuple[str, ...]]:
     if group == CORE_GROUP:
         return rule, ()
     return f"{rule}_imagenet_c", ("imagenet_c_group",)
+
+
+def loader_workers(wildcards: Any, threads: int) -> int:
+    """Resource ``workers`` of the logits rules: DataLoader processes, the job's threads but one (which drives the
+    model)."""
+    return max(threads - 1, 0)
+
+
+def decode_workers(wildcards: Any, threads: int) -> int:
+    """Resource ``workers`` of the decode rules: one decoding process per thread (the main process only writes)."""
+    return max(threads, 1)
 
 
 def spec_table_path(model_registry: str | Path) -> str:
@@ -236,6 +248,63 @@ class StudyWorkflow:
         """The names figures and report cards show for the study's datasets (and the ImageNet-C family): the
         dataset registry's short titles (:meth:`~clip_robustness.datasets.registry.DatasetRegistry.figure_titles`)."""
         return self.dataset_registry.figure_titles(self.datasets)
+
+    @property
+    def embedding_models(self) -> list[str]:
+        """The models whose logits job also writes image embeddings (``results/embeddings/{model}/{dataset}.parquet``):
+        the study's zero-shot models, when config ``inference.cache_embeddings`` (default true)."""
+        if not self.config["inference"].get("cache_embeddings", True):
+            return []
+        return [model for model in self.models if self.model_registry.is_zero_shot(model)]
+
+    def all_embeddings(self) -> list[str]:
+        """Every image-embeddings file of the study (a target of ``all``): each embedding model on each dataset."""
+        return [embeddings_path(model, dataset) for model in self.embedding_models for dataset in self.datasets]
+
+    def embedding_model_pattern(self) -> str:
+        """The ``{model}`` wildcard constraint of the logits rules that also write embeddings: the embedding models'
+        ids as alternatives (a pattern matching nothing when there are none)."""
+        import re
+
+        models = self.embedding_models
+        return "|".join(re.escape(model) for model in models) if models else "(?!)"
+
+    def logits_rule(self, model_id: str) -> str:
+        """The core logits rule of ``model_id``'s jobs: ``cache_logits_zero_shot`` when it writes embeddings too
+        (:attr:`embedding_models`), else ``cache_logits`` (ImageNet-C groups: ``group_rule`` adds the suffix)."""
+        return "cache_logits_zero_shot" if model_id in self.embedding_models else "cache_logits"
+
+    @property
+    def ablation_prompt_sets(self) -> list[str]:
+        """The prompt sets of the ablation (config ``zero_shot.ablation_prompt_sets``): built-in set ids and user
+        files (:mod:`clip_robustness.models.prompt_sets`), each by its name; empty: no ablation."""
+        from clip_robustness.models.prompt_sets import is_prompt_file, prompt_set_name, read_prompt_file
+
+        specs = list(self.config["zero_shot"].get("ablation_prompt_sets", []))
+        if specs and not self.config["inference"].get("cache_embeddings", True):
+            raise ValueError("zero_shot.ablation_prompt_sets needs inference.cache_embeddings: true (the ablation "
+                             "derives each prompt set's logits from the cached image embeddings)")
+        for spec in specs:
+            if is_prompt_file(spec):
+                read_prompt_file(spec)  # a bad file stops the run now, naming the file and key
+        names = [prompt_set_name(spec) for spec in specs]
+        if len(set(names)) < len(names):
+            raise ValueError(f"zero_shot.ablation_prompt_sets: two entries share a name ({names})")
+        return names
+
+    def ablation_prompt_spec(self, name: str) -> str:
+        """The config entry (built-in id or file path) of ablation prompt set ``name``."""
+        from clip_robustness.models.prompt_sets import prompt_set_name
+
+        for spec in self.config["zero_shot"].get("ablation_prompt_sets", []):
+            if prompt_set_name(spec) == name:
+                return str(spec)
+        raise ValueError(f"{name!r} is not a prompt set of zero_shot.ablation_prompt_sets")
+
+    @property
+    def ablation_models(self) -> list[str]:
+        """The models of the prompt-set ablation: those with cached embeddings, when prompt sets are configured."""
+        return self.embedding_models if self.ablation_prompt_sets else []
 
     @property
     def own_models(self) -> list[str]:

@@ -65,3 +65,18 @@ def build_head_for_row(
     adapter.tokenizer(row)  # refuses classifiers before anything is built
     model, _, _ = build_model(row, device)
     return adapter.build_text_head(model, row, prompt_set, device, progress)
+
+
+def build_ablation_head(row: Mapping[str, Any], spec: str, progress: bool = False) -> ZeroShotHead:
+    """The text head of ``row`` (a zero-shot model) for prompt-set ablation entry ``spec`` (a built-in id or a prompt
+    file, :mod:`clip_robustness.models.prompt_sets`), built on CPU: the model is built on CPU, its image tower
+    dropped before any prompt is encoded, and only the text tower runs."""
+    from clip_robustness.models.prompt_sets import resolve_prompt_set
+
+    prompts = resolve_prompt_set(spec)  # a bad file fails before a model is built
+    adapter = row_adapter(row)
+    adapter.tokenizer(row)  # refuses classifiers before anything is built
+    model, _, _ = build_model(row, "cpu")
+    if isinstance(getattr(model, "visual", None), torch.nn.Module):
+        model.visual = torch.nn.Identity()  # the text tower only: free the image tower's memory
+    return adapter.build_text_head(model, row, prompts.name, "cpu", progress, prompts=prompts)

@@ -6,6 +6,9 @@ A shared cache is one tar file (``make share-cache``, rule ``share_cache``: ``re
 - the small files the metrics and the checks before planning read: the manifests (``data/manifests/``, with their
   skipped-images lists), the zero-shot heads (``results/heads/``), the weights records (``data/weights/``: the sha256
   the logits were computed with);
+- with a prompt-set ablation (config ``zero_shot.ablation_prompt_sets``): its models' image embeddings
+  (``results/embeddings/``), its text heads (``results/ablation/heads/``) and its prompt files, so the ablation's
+  table, figure and findings rows are recomputed from the cache on CPU (no image model, no text tower run);
 - under ``shared_cache/``: the study's resolved config (``config.yaml``, its registries pointing at the copies
   beside it), the model registry with its decode-spec table, the dataset registry, ``cache.json`` (versions:
   pipeline, Python, libraries; the study's models and datasets; when it was packed) and ``SHA256SUMS`` (every other
@@ -47,7 +50,8 @@ SUMS = "SHA256SUMS"
 #: The rules ``figures-from-cache`` may run besides one ``plot_{figure}`` rule per figure (:func:`from_cache_rules`, ``--allowed-rules``):
 #: they read only the cache (metrics, figures, tables, findings, QC).
 FROM_CACHE_RULES = ("compute_model_metrics", "aggregate_metrics", "figures", "tabulate_findings", "make_tables",
-                    "qc_published_accuracy", "from_cache")
+                    "qc_published_accuracy", "prompt_set_metrics", "aggregate_prompt_sets", "plot_prompt_sets",
+                    "from_cache")
 
 
 def from_cache_rules(figure_names: Iterable[str]) -> list[str]:
@@ -74,13 +78,19 @@ def _versions(distributions: Iterable[str] = ()) -> dict[str, str | None]:
     return found
 
 
-def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str | os.PathLike = ".") -> list[str]:
+def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str | os.PathLike = ".",
+                  ablation_files: Iterable[str] = ()) -> list[str]:
     """The study's files a shared cache holds (relative paths); :class:`SharedCacheError` names the missing logits
-    files and manifests (run the pipeline first)."""
+    files, manifests and ``ablation_files`` (the prompt-set ablation's embeddings, heads and prompt files; run the
+    pipeline first), and an ablation file outside the checkout (it could not be put back in the same place)."""
     workdir = Path(workdir)
-    models, datasets = list(models), list(datasets)
+    models, datasets, ablation_files = list(models), list(datasets), [str(path) for path in ablation_files]
+    outside = [path for path in ablation_files if Path(path).is_absolute() or ".." in Path(path).parts]
+    if outside:
+        raise SharedCacheError(f"cannot pack a shared cache: {', '.join(outside)} lie(s) outside the checkout; put "
+                               "the prompt files of zero_shot.ablation_prompt_sets inside it (e.g. config/).")
     needed = [f"results/logits/{m}/{d}.parquet" for m in models for d in datasets]
-    needed += [f"data/manifests/{d}.parquet" for d in datasets]
+    needed += [f"data/manifests/{d}.parquet" for d in datasets] + ablation_files
     missing = [path for path in needed if not (workdir / path).is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -93,14 +103,17 @@ def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str |
 
 def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[str], out: str | os.PathLike,
          workdir: str | os.PathLike = ".", spec_table: str | os.PathLike | None = None,
-         distributions: Iterable[str] = ()) -> Path:
+         distributions: Iterable[str] = (), ablation_files: Iterable[str] = ()) -> Path:
     """Write the shared cache of the study (``config``: the run's resolved config) to ``out`` atomically; its
-    ``cache.json`` records the versions of the core distributions and of ``distributions`` (the model libraries')."""
+    ``cache.json`` records the versions of the core distributions and of ``distributions`` (the model libraries').
+    ``ablation_files``: the prompt-set ablation's embeddings, heads and prompt files (empty: the study runs no
+    ablation, and neither does the cache's)."""
     from clip_robustness.workflow.io import atomic_path
 
     workdir, out = Path(workdir), Path(out)
     models, datasets = list(models), list(datasets)
-    members = cache_members(models, datasets, workdir)
+    ablation_files = list(ablation_files)
+    members = cache_members(models, datasets, workdir, ablation_files)
     registries = {"models.tsv": Path(config["model_registry"]), "datasets.yaml": Path(config["dataset_registry"])}
     if spec_table is not None and (workdir / spec_table).is_file():
         registries[Path(spec_table).name] = Path(spec_table)
@@ -108,6 +121,8 @@ def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[st
     shared_config["model_registry"] = str(UNPACKED_DIR / "models.tsv")
     shared_config["dataset_registry"] = str(UNPACKED_DIR / "datasets.yaml")
     shared_config["models"] = models
+    if not ablation_files:  # no ablation packed: none is planned from the cache
+        shared_config.setdefault("zero_shot", {})["ablation_prompt_sets"] = []
     extra = {
         f"{SHARED_DIR}/config.yaml": yaml.safe_dump(shared_config, sort_keys=False).encode(),
         f"{SHARED_DIR}/cache.json": json.dumps({

@@ -200,14 +200,20 @@ class ModelAdapter(ABC):
         whatever autocast is active around it (features may run in reduced precision). ``head``: the model's
         zero-shot head (:class:`clip_robustness.models.adapters.text_head.ZeroShotHead`) when :attr:`needs_text_head`."""
 
+    def embedding_dim(self, row: Mapping[str, Any]) -> int | None:
+        """The width of a zero-shot model's image embedding, read from the library's config without building the
+        model (``make plan`` sizes the embeddings cache by it); ``None`` when unknown or not zero-shot."""
+        return None
+
     def tokenizer(self, row: Mapping[str, Any]) -> Callable:
         """The text tokenizer of a zero-shot model (only adapters with :attr:`needs_text_head`)."""
         raise ValueError(f"model {row_text(row, 'model_id')!r} is a {self.name} classifier: it has no zero-shot head")
 
     def build_text_head(self, model: "torch.nn.Module", row: Mapping[str, Any], prompt_set: str, device: Any,
-                        progress: bool = False) -> Any:
+                        progress: bool = False, prompts: Any = None) -> Any:
         """The zero-shot head (:class:`~clip_robustness.models.adapters.text_head.ZeroShotHead`) of ``row``'s built
-        ``model`` with ``prompt_set``'s prompts (only adapters with :attr:`needs_text_head`)."""
+        ``model`` with ``prompt_set``'s prompts (only adapters with :attr:`needs_text_head`); ``prompts``: a
+        :class:`~clip_robustness.models.prompt_sets.PromptSet` of the prompt-set ablation instead."""
         raise ValueError(f"model {row_text(row, 'model_id')!r} is a {self.name} classifier: it has no zero-shot head")
 
     # -- decoded cache

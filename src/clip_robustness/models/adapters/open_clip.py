@@ -109,6 +109,11 @@ class OpenClipAdapter(ModelAdapter):
             raise ModelBuildError(f"architecture {architecture!r}: open_clip has no such model config")
         return _image_size(cfg)
 
+    def embedding_dim(self, row: Mapping[str, Any]) -> int | None:
+        self.prepare()
+        cfg = _open_clip().get_model_config(row_text(row, "architecture"))
+        return None if not cfg or cfg.get("embed_dim") is None else int(cfg["embed_dim"])
+
     def hub_checkpoints(self, repo_id: str) -> list[tuple[str, str]]:
         open_clip = _open_clip()
         return [(architecture, tag) for architecture, tag in open_clip.list_pretrained()
@@ -232,9 +237,12 @@ class OpenClipAdapter(ModelAdapter):
         return _open_clip().get_tokenizer(row_text(row, "architecture"))
 
     def build_text_head(self, model: Any, row: Mapping[str, Any], prompt_set: str, device: Any,
-                        progress: bool = False) -> Any:
-        from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head
+                        progress: bool = False, prompts: Any = None) -> Any:
+        from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head, build_zero_shot_head_from
 
+        if prompts is not None:  # a prompt set of the ablation (clip_robustness.models.prompt_sets)
+            return build_zero_shot_head_from(model, self.tokenizer(row), row_text(row, "model_id"), prompts,
+                                             device=device, progress=progress)
         return build_zero_shot_head(model, self.tokenizer(row), row_text(row, "model_id"), prompt_set, device=device,
                                     progress=progress)
 

@@ -9,11 +9,14 @@ It imports torch, so the open_clip adapter imports it in :meth:`OpenClipAdapter.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from clip_robustness.models.adapters.text_head import ZeroShotHead
+
+if TYPE_CHECKING:
+    from clip_robustness.models.prompt_sets import PromptSet
 
 #: Prompt-set ids (config ``zero_shot.prompt_set``): the 80 OpenAI templates, or open_clip's simple set.
 PROMPT_SETS = ("openai", "simple")
@@ -65,6 +68,37 @@ def build_zero_shot_head(
         weights=weights.detach().float().cpu().contiguous(),
         logit_scale=model_logit_scale(model),
         prompt_set=prompt_set,
+        n_templates=len(templates),
+        model_id=model_id,
+    )
+
+
+def build_zero_shot_head_from(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    model_id: str,
+    prompts: "PromptSet",
+    device: str | torch.device = "cpu",
+    num_classes_per_batch: int = 10,
+    progress: bool = False,
+) -> ZeroShotHead:
+    """The head of a prompt set of the ablation (:class:`~clip_robustness.models.prompt_sets.PromptSet`): its own
+    templates (format strings) or open_clip's list it names, its own class names or open_clip's
+    ``IMAGENET_CLASSNAMES``; built like :func:`build_zero_shot_head` (``open_clip.build_zero_shot_classifier``, float32,
+    no_grad; only the text tower runs). ``prompt_set`` of the head is the set's name."""
+    import open_clip
+
+    templates = templates_for(prompts.builtin) if prompts.templates is None else [t.format for t in prompts.templates]
+    classnames = open_clip.IMAGENET_CLASSNAMES if prompts.classnames is None else list(prompts.classnames)
+    with torch.no_grad():
+        weights = open_clip.build_zero_shot_classifier(
+            model, tokenizer, classnames, templates, num_classes_per_batch=num_classes_per_batch, device=device,
+            use_tqdm=progress,
+        )
+    return ZeroShotHead(
+        weights=weights.detach().float().cpu().contiguous(),
+        logit_scale=model_logit_scale(model),
+        prompt_set=prompts.name,
         n_templates=len(templates),
         model_id=model_id,
     )

@@ -66,3 +66,26 @@ class ZeroShotClassifier(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return zero_shot_logits(self.clip_model.encode_image(images), self.head_weights, self.logit_scale)
+
+    def with_embeddings(self) -> "LogitsAndEmbeddings":
+        """The same final layer, also returning the L2-normalised image embeddings (the embeddings cache)."""
+        return LogitsAndEmbeddings(self).eval()
+
+
+class LogitsAndEmbeddings(torch.nn.Module):
+    """A :class:`ZeroShotClassifier` that returns ``[logits | normalize(features)]``: float32 ``[n, 1000 + embed_dim]``.
+
+    The logits are exactly the classifier's (:func:`zero_shot_logits` of the same features); the embeddings are the
+    float32 unit vectors they are computed from, so ``logits == logit_scale * embeddings @ W``."""
+
+    def __init__(self, classifier: ZeroShotClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        classifier = self.classifier
+        features = classifier.clip_model.encode_image(images)
+        logits = zero_shot_logits(features, classifier.head_weights, classifier.logit_scale)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            embeddings = torch.nn.functional.normalize(features.float(), dim=-1)
+        return torch.cat([logits, embeddings], dim=1)

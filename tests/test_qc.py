@@ -210,3 +210,17 @@ def test_model_of_a_library_that_publishes_nothing_is_reported_missing_not_flagg
     published = published_top1(pd.DataFrame([row]), references)
     assert len(published) == len(QC_DATASET_IDS) and published["published_pct"].isna().all()
     assert published["source"].str.contains("the python library publishes no results").all()
+
+
+def test_reference_tables_tool_cuts_the_shipped_tables_to_themselves(tmp_path):
+    """tools/build_reference_tables.py keeps the registry's rows and the QC's columns: run on the shipped cut (a
+    source that holds only kept rows and columns) it writes every shipped file back byte for byte."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/build_reference_tables.py"), "--source", str(ROOT / "config/reference"),
+         "--out", str(tmp_path)], capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    shipped = sorted(p.name for p in (ROOT / "config/reference").glob("*.csv"))
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == shipped
+    for name in shipped:
+        assert (tmp_path / name).read_bytes() == (ROOT / "config/reference" / name).read_bytes(), name

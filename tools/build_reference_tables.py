@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from clip_robustness.models.adapters.open_clip import OPEN_CLIP_COLUMNS, OPEN_CLIP_FILE, OPEN_CLIP_KEY
+from clip_robustness.models.adapters.timm import TIMM_FILES
 from clip_robustness.models.registry import load_model_registry
-from clip_robustness.qc.published_accuracy import OPEN_CLIP_FILE, OPEN_CLIP_KEY, QC_DATASETS
 
 TIMM_KEEP = ("model", "img_size", "top1", "crop_pct", "interpolation")
 METADATA_FILE = "timm-model_metadata-in1k.csv"
@@ -44,19 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     pairs |= {(arch.removesuffix("-quickgelu"), tag) for arch, tag in pairs}
     source = pd.read_csv(args.source / OPEN_CLIP_FILE, dtype=str, keep_default_na=False)
     keep = [(name, tag) in pairs for name, tag in zip(source["name"], source["pretrained"])]
-    columns = list(OPEN_CLIP_KEY) + [d.open_clip_column for d in QC_DATASETS if d.open_clip_column]
+    columns = list(OPEN_CLIP_KEY) + list(OPEN_CLIP_COLUMNS.values())
     source.loc[keep, columns].to_csv(args.out / OPEN_CLIP_FILE, index=False)
     print(f"{OPEN_CLIP_FILE}: {sum(keep)} rows")
 
     timm = table[table["library"] == "timm"]
     names = set(timm["architecture"] + "." + timm["pretrained"])
-    for qc in QC_DATASETS:
-        if qc.timm_file is None:
-            continue
-        source = pd.read_csv(args.source / qc.timm_file, dtype=str, keep_default_na=False)
+    for timm_file in TIMM_FILES.values():
+        source = pd.read_csv(args.source / timm_file, dtype=str, keep_default_na=False)
         rows = source[source["model"].isin(names)]
-        rows.loc[:, list(TIMM_KEEP)].to_csv(args.out / qc.timm_file, index=False)
-        print(f"{qc.timm_file}: {len(rows)} rows")
+        rows.loc[:, list(TIMM_KEEP)].to_csv(args.out / timm_file, index=False)
+        print(f"{timm_file}: {len(rows)} rows")
     shutil.copyfile(args.source / METADATA_FILE, args.out / METADATA_FILE)
     return 0
 

@@ -28,12 +28,15 @@ Run as a script to write the test profile for a manual run:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,23 +202,41 @@ def derive_test_profile(shipped_dir: Path, dest_dir: Path, node: NodeCapacity) -
 # ------------------------------------------------------------------------------------------ what the test files share
 
 
-def require_cluster() -> NodeCapacity:
-    """The running test cluster's node; skips the test (no SLURM here) or fails it (``CLIP_ROBUSTNESS_REQUIRE_SLURM``
-    set, as in CI, or SLURM installed but no idle test cluster)."""
+#: One SLURM test file at a time: the test cluster is one node, and every file's runs assume they have it to
+#: themselves (the files run side by side under ``pytest -n 2 --dist loadfile``). Shared by the xdist workers.
+CLUSTER_LOCK = Path(tempfile.gettempdir()) / "clip-robustness-slurm-tests.lock"
+#: How long a test file waits for the node to be idle (jobs of the file before it finishing).
+IDLE_WAIT_S = 120
+
+
+def require_cluster() -> Iterator[NodeCapacity]:
+    """The running test cluster's node, held by this test file alone until its last test is done (a generator
+    fixture); skips the test (no SLURM here) or fails it (``CLIP_ROBUSTNESS_REQUIRE_SLURM`` set, as in CI, or SLURM
+    installed but no test cluster idle within :data:`IDLE_WAIT_S` once the file before has let go of it)."""
     import pytest
 
     if shutil.which("sinfo") is None:
         if os.environ.get("CLIP_ROBUSTNESS_REQUIRE_SLURM"):
             pytest.fail(f"CLIP_ROBUSTNESS_REQUIRE_SLURM is set but `sinfo` is not on PATH: {CLUSTER_HINT}")
         pytest.skip("SLURM is not installed (`sinfo` not on PATH) and CLIP_ROBUSTNESS_REQUIRE_SLURM is unset")
-    state = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%T"], capture_output=True, text=True)
-    if state.returncode != 0 or state.stdout.split() != ["idle"] * len(state.stdout.split()) or not state.stdout.strip():
-        pytest.fail(
-            f"no idle single-node test cluster (sinfo: {state.stdout.strip() or state.stderr.strip()!r}): {CLUSTER_HINT}"
-        )
-    capacity = node_capacity("localhost")
-    job_completion_log()  # fails with a hint when the cluster keeps no job-completion records
-    return capacity
+    with open(CLUSTER_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another worker's SLURM test file holds the node
+        try:
+            deadline = time.monotonic() + IDLE_WAIT_S
+            while True:
+                state = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%T"], capture_output=True, text=True)
+                states = state.stdout.split()
+                if state.returncode == 0 and states and states == ["idle"] * len(states):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no idle single-node test cluster after {IDLE_WAIT_S} s (sinfo: "
+                                f"{state.stdout.strip() or state.stderr.strip()!r}): {CLUSTER_HINT}")
+                time.sleep(2)
+            capacity = node_capacity("localhost")
+            job_completion_log()  # fails with a hint when the cluster keeps no job-completion records
+            yield capacity
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def make_test_profile(node: NodeCapacity, tmp_path_factory: Any) -> Path:

@@ -135,7 +135,7 @@ class StartUp:
         arrays = [(d, key, decoded_path(d, key)) for key in keys for d in study.datasets]
         changed = self.changed_datasets
         for array in currency.drop_files([p for d in changed for k in keys
-                                          for p in (decoded_path(d, k), decoded_path(d, k, "json"))]):
+                                          for p in (decoded_path(d, k), decoded_metadata_path(d, k))]):
             self.warn(f"{array}: decoded from a manifest whose source changed; this run decodes it again")
         for message in currency.drop_stale_decoded(arrays, hashes):
             self.warn(message)

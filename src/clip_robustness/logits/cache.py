@@ -207,13 +207,30 @@ def logits_table(index: np.ndarray, labels: np.ndarray, logits: np.ndarray, meta
         ):
             raise ValueError(f"{name} must be integers that fit {np.dtype(dtype).name}")
     flat = pa.array(np.ascontiguousarray(logits, dtype=np.float32).reshape(-1), type=pa.float32())
+    return rows_table(index, labels, flat, LOGITS_SCHEMA, metadata)
+
+
+def rows_table(index: np.ndarray, labels: np.ndarray, flat: pa.Array, schema: pa.Schema,
+               metadata: Mapping[str, Any]) -> pa.Table:
+    """The table of a per-image cache file (logits, embeddings): ``index`` (int32), ``label`` (int16) and the schema's
+    third field, a fixed-size list column of ``flat`` values, row-major; ``metadata`` under :data:`METADATA_KEY`."""
     columns = [
         pa.array(index.astype(np.int32, copy=False), type=pa.int32()),
         pa.array(labels.astype(np.int16, copy=False), type=pa.int16()),
-        pa.FixedSizeListArray.from_arrays(flat, type=LOGITS_SCHEMA.field("logits").type),
+        pa.FixedSizeListArray.from_arrays(flat, type=schema.field(2).type),
     ]
-    schema = LOGITS_SCHEMA.with_metadata({METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)})
-    return pa.Table.from_arrays(columns, schema=schema)
+    metadata_json = json.dumps(dict(metadata), sort_keys=True)
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata({METADATA_KEY: metadata_json}))
+
+
+def write_rows_table(path: Path, table: pa.Table) -> Path:
+    """Write a :func:`rows_table` atomically (temp file in the same folder, then rename): zstd, dictionary-encoded
+    index and label, byte-stream-split values of the list column."""
+    values = f"{table.schema.field(2).name}.list.element"
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=["index", "label"],
+                       column_encoding={values: "BYTE_STREAM_SPLIT"})
+    return path
 
 
 def write_logits(
@@ -229,17 +246,7 @@ def write_logits(
     normally from :func:`cache_metadata`. If writing fails, no file (and no temp file) is left at ``path``;
     temp files of an earlier job killed mid-write are removed.
     """
-    path = Path(path)
-    table = logits_table(index, labels, logits, metadata)
-    with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            use_dictionary=["index", "label"],
-            column_encoding={"logits.list.element": "BYTE_STREAM_SPLIT"},
-        )
-    return path
+    return write_rows_table(Path(path), logits_table(index, labels, logits, metadata))
 
 
 #: What a reader's error tells the user to do (the file is moved aside first, see :func:`reject_cache_file`).

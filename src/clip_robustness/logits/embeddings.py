@@ -14,7 +14,6 @@ Pure numpy/pyarrow: no torch import.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clip_robustness.logits.cache import METADATA_KEY, _corrupt, check_expected, read_metadata
+from clip_robustness.logits.cache import _corrupt, check_expected, read_metadata, rows_table, write_rows_table
 from clip_robustness.workflow.io import atomic_path
 
 #: The stored dtype of the embeddings (docs/methods.md states the logits error it costs, measured on the demo).
@@ -92,18 +91,7 @@ def write_embeddings(
         raise ValueError(f"{path}: embeddings must be finite and L2-normalised")
     dim = int(embeddings.shape[1])
     flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float16).reshape(-1), type=pa.float16())
-    schema = embeddings_schema(dim)
-    columns = [
-        pa.array(index.astype(np.int32, copy=False), type=pa.int32()),
-        pa.array(labels.astype(np.int16, copy=False), type=pa.int16()),
-        pa.FixedSizeListArray.from_arrays(flat, type=schema.field("embedding").type),
-    ]
-    meta = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)}
-    table = pa.Table.from_arrays(columns, schema=schema.with_metadata(meta))
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["index", "label"],
-                       column_encoding={"embedding.list.element": "BYTE_STREAM_SPLIT"})
-    return path
+    return write_rows_table(path, rows_table(index, labels, flat, embeddings_schema(dim), metadata))
 
 
 def read_embeddings(path: str | os.PathLike, expect: Mapping[str, Any] | None = None) -> CachedEmbeddings:

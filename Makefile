@@ -106,9 +106,10 @@ TEST_WORKERS ?= 2
 test: demo-data
 	CLIP_ROBUSTNESS_DEMO_UPSTREAM=$(CURDIR)/data/demo/upstream $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-## Code style is a check: ruff (Python), snakefmt (Snakemake files), snakemake --lint (workflow idioms).
+## Code style is a check: ruff (Python lint and format), snakefmt (Snakemake files), snakemake --lint (workflow idioms).
 lint: demo-data
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakefmt --check Snakefile workflow/rules/
 	$(SNAKEMAKE) $(DEMO) --lint
 

@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--node-cores", type=int, default=16)
     parser.add_argument("--share", type=float, default=0.10)
-    parser.add_argument("--forward-us", type=float, default=None,
-                        help="forward time per image, us (default: ViT-B-32 on an H100 at bf16, config/throughput.tsv)")
+    parser.add_argument(
+        "--forward-us",
+        type=float,
+        default=None,
+        help="forward time per image, us (default: ViT-B-32 on an H100 at bf16, config/throughput.tsv)",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args(argv)
@@ -75,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from clip_robustness.logits.plan import read_throughput, throughput_for
 
     if args.forward_us is None:
-        rate, _ = throughput_for(read_throughput(REPO / "config" / "throughput.tsv"), "H100", "open_clip", "ViT-B-32",
-                                 "bf16")
+        rate, _ = throughput_for(
+            read_throughput(REPO / "config" / "throughput.tsv"), "H100", "open_clip", "ViT-B-32", "bf16"
+        )
         args.forward_us = 1e6 / rate
     n, b = args.n_images, args.batch_size
     loads = [os.getloadavg()[0]]
@@ -130,23 +135,38 @@ def main(argv: list[str] | None = None) -> int:
     budget_us = args.share * args.forward_us
     result = {
         "command": "benchmarks/bench_cpu_budget.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "size": args.size, "n_images": n, "batch_size": b, "cpu_count": os.cpu_count(),
-        "cpu_us_per_image": steps, "best": best, "median": median,
+        "size": args.size,
+        "n_images": n,
+        "batch_size": b,
+        "cpu_count": os.cpu_count(),
+        "cpu_us_per_image": steps,
+        "best": best,
+        "median": median,
         "job_steps": list(JOB_STEPS),
-        "sum_best_us": sum(best[k] for k in JOB_STEPS), "sum_median_us": sum(median[k] for k in JOB_STEPS),
-        "sum_with_host_copy_best_us": sum(best.values()), "sum_with_host_copy_median_us": sum(median.values()),
-        "node_cores": args.node_cores, "forward_us": args.forward_us, "share": args.share, "budget_us": budget_us,
+        "sum_best_us": sum(best[k] for k in JOB_STEPS),
+        "sum_median_us": sum(median[k] for k in JOB_STEPS),
+        "sum_with_host_copy_best_us": sum(best.values()),
+        "sum_with_host_copy_median_us": sum(median.values()),
+        "node_cores": args.node_cores,
+        "forward_us": args.forward_us,
+        "share": args.share,
+        "budget_us": budget_us,
         "per_core_best_us": sum(best[k] for k in JOB_STEPS) / args.node_cores,
         "per_core_median_us": sum(median[k] for k in JOB_STEPS) / args.node_cores,
-        "parquet_mb_per_1000_images": file_mb * 1000 / n, "load_average_1min": loads,
+        "parquet_mb_per_1000_images": file_mb * 1000 / n,
+        "load_average_1min": loads,
     }
     print(f"CPU work per image ({args.size} px, batch {b}, {n} images; load {loads[0]:.2f}-{loads[-1]:.2f}), CPU us:")
     for k in steps:
         print(f"  {k:14s} {best[k]:8.2f} best {median[k]:8.2f} median")
-    print(f"  {'sum of the job':14s} {result['sum_best_us']:8.2f} best {result['sum_median_us']:8.2f} median "
-          f"({', '.join(JOB_STEPS)}; with host_copy {result['sum_with_host_copy_best_us']:.2f} best)")
-    print(f"  / {args.node_cores} cores: {result['per_core_best_us']:.2f} us best, {result['per_core_median_us']:.2f} us "
-          f"median, against the budget {budget_us:.2f} us ({args.share:.0%} of {args.forward_us:.1f} us)")
+    print(
+        f"  {'sum of the job':14s} {result['sum_best_us']:8.2f} best {result['sum_median_us']:8.2f} median "
+        f"({', '.join(JOB_STEPS)}; with host_copy {result['sum_with_host_copy_best_us']:.2f} best)"
+    )
+    print(
+        f"  / {args.node_cores} cores: {result['per_core_best_us']:.2f} us best, {result['per_core_median_us']:.2f} us "
+        f"median, against the budget {budget_us:.2f} us ({args.share:.0%} of {args.forward_us:.1f} us)"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "cpu_budget.json"
     out.write_text(json.dumps(result, indent=1))

@@ -65,21 +65,42 @@ def dry_run_full_study(tmp: Path, repeats: int) -> list[dict]:
     rows = []
     for decoded in (True, False):
         configfile = tmp / f"bench_{decoded}.yaml"
-        configfile.write_text(json.dumps({
-            "downloads": {"local_folders": {"imagenet_val": str(empty)}},
-            "inference": {"decoded_cache": decoded},
-        }))
-        cmd = [SNAKEMAKE, "--configfile", "config.yaml", str(configfile), "--cores", "2", "--dry-run", "--quiet", "rules"]
+        configfile.write_text(
+            json.dumps(
+                {
+                    "downloads": {"local_folders": {"imagenet_val": str(empty)}},
+                    "inference": {"decoded_cache": decoded},
+                }
+            )
+        )
+        cmd = [
+            SNAKEMAKE,
+            "--configfile",
+            "config.yaml",
+            str(configfile),
+            "--cores",
+            "2",
+            "--dry-run",
+            "--quiet",
+            "rules",
+        ]
         walls, out = [], ""
         for _ in range(repeats):
             wall, out = run(cmd, work)
             walls.append(wall)
         counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
         print(f"dry run, decoded_cache={decoded}: {min(walls):.1f} s, {job_count(out)} jobs", flush=True)
-        rows.append({"what": f"dry run, full study, decoded_cache={str(decoded).lower()}", "jobs": job_count(out),
-                     "seconds": min(walls), "all_seconds": walls,
-                     "cache_logits_jobs": int(counts.get("cache_logits", 0)),
-                     "decode_images_jobs": int(counts.get("decode_images", 0)), "command": " ".join(cmd[1:])})
+        rows.append(
+            {
+                "what": f"dry run, full study, decoded_cache={str(decoded).lower()}",
+                "jobs": job_count(out),
+                "seconds": min(walls),
+                "all_seconds": walls,
+                "cache_logits_jobs": int(counts.get("cache_logits", 0)),
+                "decode_images_jobs": int(counts.get("decode_images", 0)),
+                "command": " ".join(cmd[1:]),
+            }
+        )
     return rows
 
 
@@ -106,10 +127,27 @@ def trivial_dag(tmp: Path, n: int, schedulers: list[str]) -> list[dict]:
         work = tmp / f"trivial_{scheduler}"
         work.mkdir()
         (work / "Snakefile").write_text(TRIVIAL_SNAKEFILE)
-        cmd = [SNAKEMAKE, "all", "--cores", "2", "--scheduler", scheduler, "--quiet", "rules", "--config", f"n_jobs={n}"]
+        cmd = [
+            SNAKEMAKE,
+            "all",
+            "--cores",
+            "2",
+            "--scheduler",
+            scheduler,
+            "--quiet",
+            "rules",
+            "--config",
+            f"n_jobs={n}",
+        ]
         wall, out = run(cmd, work)
-        rows.append({"what": f"{n + 2} trivial jobs, --scheduler {scheduler}", "jobs": n + 2, "seconds": wall,
-                     "command": " ".join(cmd[1:])})
+        rows.append(
+            {
+                "what": f"{n + 2} trivial jobs, --scheduler {scheduler}",
+                "jobs": n + 2,
+                "seconds": wall,
+                "command": " ".join(cmd[1:]),
+            }
+        )
     return rows
 
 
@@ -117,11 +155,28 @@ def demo_jobs(demo_dir: Path, schedulers: list[str]) -> list[dict]:
     rows = []
     forced = ["compute_model_metrics"]  # everything downstream (aggregate, QC, figures, tables) follows
     for scheduler in schedulers:
-        cmd = [SNAKEMAKE, "--configfile", "config/demo.yaml", "--cores", "2", "--scheduler", scheduler,
-               "--forcerun", *forced, "--quiet", "rules"]
+        cmd = [
+            SNAKEMAKE,
+            "--configfile",
+            "config/demo.yaml",
+            "--cores",
+            "2",
+            "--scheduler",
+            scheduler,
+            "--forcerun",
+            *forced,
+            "--quiet",
+            "rules",
+        ]
         wall, out = run(cmd, demo_dir)
-        rows.append({"what": f"demo metric+QC+figure jobs, --scheduler {scheduler}", "jobs": job_count(out),
-                     "seconds": wall, "command": " ".join(cmd[1:])})
+        rows.append(
+            {
+                "what": f"demo metric+QC+figure jobs, --scheduler {scheduler}",
+                "jobs": job_count(out),
+                "seconds": wall,
+                "command": " ".join(cmd[1:]),
+            }
+        )
     return rows
 
 

@@ -20,19 +20,25 @@ from clip_robustness.figures.tables import model_summary, registry_latex, regist
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/figures"), help="folder for the figures and tables")
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/out/figures"), help="folder for the figures and tables"
+    )
     parser.add_argument("--logit-scaled", action="store_true", help="logit-scaled accuracy axes")
     args = parser.parse_args()
 
     start = time.perf_counter()
     registry = synthetic_registry()
     metrics = synthetic_metrics(registry)
-    print(f"synthetic inputs: {len(registry)} models, {len(metrics):,} metric rows ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"synthetic inputs: {len(registry)} models, {len(metrics):,} metric rows ({time.perf_counter() - start:.1f} s)"
+    )
 
     timings: dict[str, float] = {}
     for name in FIGURE_NAMES:
         t0 = time.perf_counter()
-        render_figure(name, metrics, registry, args.out / f"{name}.png", args.out / f"{name}.pdf", logit_scaled=args.logit_scaled)
+        render_figure(
+            name, metrics, registry, args.out / f"{name}.png", args.out / f"{name}.pdf", logit_scaled=args.logit_scaled
+        )
         timings[name] = time.perf_counter() - t0
         print(f"{name:<34s} {timings[name]:6.2f} s")
     t0 = time.perf_counter()

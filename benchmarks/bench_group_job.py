@@ -50,10 +50,20 @@ from bench_common import add_run_arguments, apply_threads, forward_rate, random_
 
 def model_row(args: argparse.Namespace) -> dict:
     if args.null:
-        return {"model_id": f"python__null_model.null_{args.null}__bench", "library": "python",
-                "architecture": f"null_model:null_{args.null}", "pretrained": "bench", "weights_file": ""}
-    return {"model_id": f"{args.library}__{args.architecture}", "library": args.library,
-            "architecture": args.architecture, "pretrained": "", "weights_file": ""}
+        return {
+            "model_id": f"python__null_model.null_{args.null}__bench",
+            "library": "python",
+            "architecture": f"null_model:null_{args.null}",
+            "pretrained": "bench",
+            "weights_file": "",
+        }
+    return {
+        "model_id": f"{args.library}__{args.architecture}",
+        "library": args.library,
+        "architecture": args.architecture,
+        "pretrained": "",
+        "weights_file": "",
+    }
 
 
 def make_dataset(folder: Path, name: str, n: int, spec, seed: int) -> tuple[Path, Path]:
@@ -72,10 +82,17 @@ def make_dataset(folder: Path, name: str, n: int, spec, seed: int) -> tuple[Path
     manifest_path = folder / f"{name}.manifest.parquet"
     if not manifest_path.exists() or len(read_manifest(manifest_path).table) != n:
         labels = np.arange(n, dtype=np.int16) % 1000
-        table = pd.DataFrame({"index": np.arange(n, dtype=np.int32),
-                              "path": [f"{name}/{i:08d}.JPEG" for i in range(n)], "label": labels})
-        metadata = {"dataset": name, "root": str(folder), "manifest_hash": manifest_hash(table), "n_images": n,
-                    "label_space": json.loads(LabelSpace.imagenet_1k().to_json()), "border_crop_px": 0}
+        table = pd.DataFrame(
+            {"index": np.arange(n, dtype=np.int32), "path": [f"{name}/{i:08d}.JPEG" for i in range(n)], "label": labels}
+        )
+        metadata = {
+            "dataset": name,
+            "root": str(folder),
+            "manifest_hash": manifest_hash(table),
+            "n_images": n,
+            "label_space": json.loads(LabelSpace.imagenet_1k().to_json()),
+            "border_crop_px": 0,
+        }
         arrow = pa.Table.from_pandas(table, preserve_index=False)
         pq.write_table(arrow.replace_schema_metadata({"clip_robustness": json.dumps(metadata)}), manifest_path)
     h, w = spec.input_size
@@ -103,9 +120,18 @@ def run_job(row: dict, tasks: list, head: Path | None, args: argparse.Namespace)
         task.output.unlink(missing_ok=True)
     timings: list[dict] = []
     start = time.perf_counter()
-    cache_group_logits(row, tasks, head_path=head, prompt_set="openai" if head else None, batch_size=args.batch_size,
-                       num_workers=0, precision_name=args.precision, allow_tf32=True, device=args.device,
-                       timings=timings)
+    cache_group_logits(
+        row,
+        tasks,
+        head_path=head,
+        prompt_set="openai" if head else None,
+        batch_size=args.batch_size,
+        num_workers=0,
+        precision_name=args.precision,
+        allow_tf32=True,
+        device=args.device,
+        timings=timings,
+    )
     end = time.perf_counter()
     return end - start, timings, end
 
@@ -114,9 +140,16 @@ def summarise(call_s: float, timings: list[dict], end: float) -> dict:
     images = sum(t["n_images"] for t in timings)
     span = end - timings[0]["compute_started"]
     loops = sum(t["inference_s"] for t in timings)
-    return {"call_s": call_s, "span_s": span, "forward_loops_s": loops, "images": images,
-            "end_to_end_img_per_s": images / span, "exposed_per_dataset_s": (span - loops) / len(timings),
-            "before_first_batch_s": call_s - span, "datasets": timings}
+    return {
+        "call_s": call_s,
+        "span_s": span,
+        "forward_loops_s": loops,
+        "images": images,
+        "end_to_end_img_per_s": images / span,
+        "exposed_per_dataset_s": (span - loops) / len(timings),
+        "before_first_batch_s": call_s - span,
+        "datasets": timings,
+    }
 
 
 # Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
@@ -131,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", default="H100", help="throughput-table GPU name for the plan's prediction")
     parser.add_argument("--repeats", type=int, default=3, help="group-job runs (best and median reported)")
     parser.add_argument("--compare-single", action="store_true", help="also one dataset of K x N images")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="folder for the datasets, kept and reused by later runs (default: a temp folder)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder for the datasets, kept and reused by later runs (default: a temp folder)",
+    )
     add_run_arguments(parser, batch_size=256, forward_batches=10)
     args = parser.parse_args(argv)
     apply_threads(args)
@@ -143,12 +180,19 @@ def main(argv: list[str] | None = None) -> int:
 
     row = model_row(args)
     spec = decode_spec_for_row(row)
-    result: dict = {"command": "benchmarks/bench_group_job.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "model": row["model_id"], "device": args.device, "precision": args.precision,
-                    "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-                    "torch_threads": torch.get_num_threads(), "datasets": args.datasets, "n_images": args.n_images,
-                    "batch_size": args.batch_size, "input_size": list(spec.input_size),
-                    "load_average_1min": [os.getloadavg()[0]]}
+    result: dict = {
+        "command": "benchmarks/bench_group_job.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": row["model_id"],
+        "device": args.device,
+        "precision": args.precision,
+        "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "datasets": args.datasets,
+        "n_images": args.n_images,
+        "batch_size": args.batch_size,
+        "input_size": list(spec.input_size),
+        "load_average_1min": [os.getloadavg()[0]],
+    }
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
         data = args.data or tmp
@@ -158,20 +202,24 @@ def main(argv: list[str] | None = None) -> int:
             name = f"bench_{k}"
             manifest, npy = make_dataset(data / name, name, args.n_images, spec, seed=k)
             tasks.append(DatasetTask(name, manifest, tmp / "logits" / f"{name}.parquet", npy))
-        forward, _ = forward_rate(row, head, args.device, args.precision, args.batch_size, args.forward_batches,
-                                  input_size=spec.input_size)
+        forward, _ = forward_rate(
+            row, head, args.device, args.precision, args.batch_size, args.forward_batches, input_size=spec.input_size
+        )
         run_job(row, tasks[:1], head, args)  # warm: imports, first allocations, the arrays in the page cache
         runs = [summarise(*run_job(row, tasks, head, args)) for _ in range(args.repeats)]
         result["load_average_1min"].append(os.getloadavg()[0])
         best = min(runs, key=lambda r: r["span_s"])
-        result.update({
-            "forward_img_per_s": forward, "runs": runs,
-            "end_to_end_img_per_s_best": best["end_to_end_img_per_s"],
-            "end_to_end_img_per_s_median": statistics.median(r["end_to_end_img_per_s"] for r in runs),
-            "ratio_best": best["end_to_end_img_per_s"] / forward,
-            "exposed_per_dataset_s_best": min(r["exposed_per_dataset_s"] for r in runs),
-            "exposed_per_dataset_s_median": statistics.median(r["exposed_per_dataset_s"] for r in runs),
-        })
+        result.update(
+            {
+                "forward_img_per_s": forward,
+                "runs": runs,
+                "end_to_end_img_per_s_best": best["end_to_end_img_per_s"],
+                "end_to_end_img_per_s_median": statistics.median(r["end_to_end_img_per_s"] for r in runs),
+                "ratio_best": best["end_to_end_img_per_s"] / forward,
+                "exposed_per_dataset_s_best": min(r["exposed_per_dataset_s"] for r in runs),
+                "exposed_per_dataset_s_median": statistics.median(r["exposed_per_dataset_s"] for r in runs),
+            }
+        )
         if args.compare_single:
             name = "bench_single"
             manifest, npy = make_dataset(data / name, name, args.n_images * args.datasets, spec, seed=99)
@@ -180,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             group_calls = [r["call_s"] for r in runs]
             single_calls = [run_job(row, single, head, args)[0] for _ in range(args.repeats)]
             result["single_dataset_call_s"] = single_calls
-            result["difference_per_dataset_s_median"] = (statistics.median(group_calls)
-                                                         - statistics.median(single_calls)) / args.datasets
+            result["difference_per_dataset_s_median"] = (
+                statistics.median(group_calls) - statistics.median(single_calls)
+            ) / args.datasets
             result["difference_per_dataset_s_best"] = (min(group_calls) - min(single_calls)) / args.datasets
 
     table = read_throughput(REPO / "config" / "throughput.tsv")
@@ -189,23 +238,38 @@ def main(argv: list[str] | None = None) -> int:
     found = throughput_for(table, args.gpu, row["library"], row["architecture"], args.precision) if on_gpu else None
     rate, source = (found[0], f"config/throughput.tsv, {args.gpu} {found[1]}") if found else (forward, "measured here")
     predicted = predicted_logits_seconds(best["images"], rate, jobs=0, job_startup_s=0.0)
-    result["plan"] = {"images_per_s": rate, "source": source, "predicted_compute_s": predicted,
-                      "measured_span_s": best["span_s"], "measured_over_predicted": best["span_s"] / predicted}
+    result["plan"] = {
+        "images_per_s": rate,
+        "source": source,
+        "predicted_compute_s": predicted,
+        "measured_span_s": best["span_s"],
+        "measured_over_predicted": best["span_s"] / predicted,
+    }
     result["load_average_1min"].append(os.getloadavg()[0])
 
-    print(f"{row['model_id']} on {args.device} ({result['device_name']}), {args.datasets} datasets x "
-          f"{args.n_images} images, batch {args.batch_size}, {spec.input_size[0]} px, {args.precision}")
-    print(f"  forward {forward:,.0f} img/s; end to end {result['end_to_end_img_per_s_best']:,.0f} img/s best, "
-          f"{result['end_to_end_img_per_s_median']:,.0f} median (ratio {result['ratio_best']:.2f})")
-    print(f"  exposed per dataset {result['exposed_per_dataset_s_best']:.4f} s best, "
-          f"{result['exposed_per_dataset_s_median']:.4f} s median")
+    print(
+        f"{row['model_id']} on {args.device} ({result['device_name']}), {args.datasets} datasets x "
+        f"{args.n_images} images, batch {args.batch_size}, {spec.input_size[0]} px, {args.precision}"
+    )
+    print(
+        f"  forward {forward:,.0f} img/s; end to end {result['end_to_end_img_per_s_best']:,.0f} img/s best, "
+        f"{result['end_to_end_img_per_s_median']:,.0f} median (ratio {result['ratio_best']:.2f})"
+    )
+    print(
+        f"  exposed per dataset {result['exposed_per_dataset_s_best']:.4f} s best, "
+        f"{result['exposed_per_dataset_s_median']:.4f} s median"
+    )
     if args.compare_single:
-        print(f"  group minus one dataset of {args.datasets * args.n_images} images, per dataset: "
-              f"{result['difference_per_dataset_s_best']:.4f} s best, {result['difference_per_dataset_s_median']:.4f} s "
-              "median")
+        print(
+            f"  group minus one dataset of {args.datasets * args.n_images} images, per dataset: "
+            f"{result['difference_per_dataset_s_best']:.4f} s best, {result['difference_per_dataset_s_median']:.4f} s "
+            "median"
+        )
     plan = result["plan"]
-    print(f"  plan: {plan['predicted_compute_s']:.2f} s predicted ({plan['images_per_s']:,.0f} img/s, {plan['source']}), "
-          f"{plan['measured_span_s']:.2f} s measured, ratio {plan['measured_over_predicted']:.2f}")
+    print(
+        f"  plan: {plan['predicted_compute_s']:.2f} s predicted ({plan['images_per_s']:,.0f} img/s, {plan['source']}), "
+        f"{plan['measured_span_s']:.2f} s measured, ratio {plan['measured_over_predicted']:.2f}"
+    )
     print(f"  load average {result['load_average_1min']}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"group_job_{row['model_id']}_{args.device}.json"

@@ -43,8 +43,17 @@ STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 def snakemake(workdir: Path, *args: str) -> float:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(workdir / "src")}
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "--configfile", "config/demo.yaml", "bench.yaml",
-           "--cores", "2", "--scheduler", "greedy", *args]
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "--configfile",
+        "config/demo.yaml",
+        "bench.yaml",
+        "--cores",
+        "2",
+        "--scheduler",
+        "greedy",
+        *args,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -134,9 +143,18 @@ def run_case(name: str, commit: str | None, tmp: Path, upstream: Path, study: di
     stage = snakemake(workdir, *[f"results/logits/{m}/{d}.parquet" for m in models for d in datasets])
     inference, pairs = log_seconds(workdir)
     wall, jobs = job_wall(workdir)
-    return {"case": name, "commit": commit or "this checkout", "logits_jobs": jobs, "model_dataset_pairs": pairs,
-            "stage_wall_s": stage, "job_wall_s": wall, "inference_s": inference,
-            "fixed_s": wall - inference, "fixed_share": 1 - inference / wall, "fixed_per_job_s": (wall - inference) / jobs}
+    return {
+        "case": name,
+        "commit": commit or "this checkout",
+        "logits_jobs": jobs,
+        "model_dataset_pairs": pairs,
+        "stage_wall_s": stage,
+        "job_wall_s": wall,
+        "inference_s": inference,
+        "fixed_s": wall - inference,
+        "fixed_share": 1 - inference / wall,
+        "fixed_per_job_s": (wall - inference) / jobs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args(argv)
     demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-    models = args.models or [line.split("\t")[0] for line in
-                             (REPO / "config/demo/models.tsv").read_text().splitlines()[1:] if line]
+    models = args.models or [
+        line.split("\t")[0] for line in (REPO / "config/demo/models.tsv").read_text().splitlines()[1:] if line
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -161,16 +180,29 @@ def main(argv: list[str] | None = None) -> int:
             commit = args.before_commit if case == "before" else None
             rows.append(run_case(case, commit, tmp, args.upstream, study))
             print(json.dumps(rows[-1]), flush=True)
-    print(f"{'case':8s} {'jobs':>5s} {'pairs':>6s} {'stage wall':>11s} {'job wall':>9s} {'inference':>10s} "
-          f"{'fixed/job':>10s} {'fixed share':>12s}")
+    print(
+        f"{'case':8s} {'jobs':>5s} {'pairs':>6s} {'stage wall':>11s} {'job wall':>9s} {'inference':>10s} "
+        f"{'fixed/job':>10s} {'fixed share':>12s}"
+    )
     for r in rows:
-        print(f"{r['case']:8s} {r['logits_jobs']:5d} {r['model_dataset_pairs']:6d} {r['stage_wall_s']:10.1f}s "
-              f"{r['job_wall_s']:8.1f}s {r['inference_s']:9.1f}s {r['fixed_per_job_s']:9.1f}s {r['fixed_share']:11.1%}")
+        print(
+            f"{r['case']:8s} {r['logits_jobs']:5d} {r['model_dataset_pairs']:6d} {r['stage_wall_s']:10.1f}s "
+            f"{r['job_wall_s']:8.1f}s {r['inference_s']:9.1f}s {r['fixed_per_job_s']:9.1f}s {r['fixed_share']:11.1%}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"job_cutting{'_ood' + str(args.ood_images) if args.ood_images else ''}.json"
-    out.write_text(json.dumps({"cpu_count": os.cpu_count(), "models": models, "ood_images": args.ood_images,
-                               "command": "benchmarks/bench_job_cutting.py " + " ".join(argv or sys.argv[1:]),
-                               "rows": rows}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "cpu_count": os.cpu_count(),
+                "models": models,
+                "ood_images": args.ood_images,
+                "command": "benchmarks/bench_job_cutting.py " + " ".join(argv or sys.argv[1:]),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

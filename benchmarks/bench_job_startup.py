@@ -46,12 +46,19 @@ def child(spec_path: Path) -> int:
     cache_group_logits(
         spec["row"],
         tasks_from_lists(spec["datasets"], spec["manifests"], spec["outputs"], spec["decoded"]),
-        head_path=spec["head"], weights_path=spec["row"]["weights_file"], prompt_set=spec["prompt_set"],
-        batch_size=spec["batch_size"], num_workers=spec["workers"], precision_name=spec["precision"],
-        allow_tf32=True, device=spec["device"], timings=timings,
+        head_path=spec["head"],
+        weights_path=spec["row"]["weights_file"],
+        prompt_set=spec["prompt_set"],
+        batch_size=spec["batch_size"],
+        num_workers=spec["workers"],
+        precision_name=spec["precision"],
+        allow_tf32=True,
+        device=spec["device"],
+        timings=timings,
     )
-    spec_path.with_suffix(".timings.json").write_text(json.dumps(
-        {"started": started, "imported": imported, "finished": time.time(), "datasets": timings}))
+    spec_path.with_suffix(".timings.json").write_text(
+        json.dumps({"started": started, "imported": imported, "finished": time.time(), "datasets": timings})
+    )
     return 0
 
 
@@ -103,8 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     from clip_robustness.logits.decoded import decode_dataset
     from clip_robustness.logits.geometry import decode_spec_for_row
 
-    row = {"model_id": f"{args.library}__{args.architecture}", "library": args.library,
-           "architecture": args.architecture, "pretrained": "", "weights_file": ""}
+    row = {
+        "model_id": f"{args.library}__{args.architecture}",
+        "library": args.library,
+        "architecture": args.architecture,
+        "pretrained": "",
+        "weights_file": "",
+    }
     records = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
@@ -122,13 +134,24 @@ def main(argv: list[str] | None = None) -> int:
             job.mkdir()
             dataset = str(manifest.metadata["dataset"])
             spec_path = job / "spec.json"
-            spec_path.write_text(json.dumps({
-                "row": {**row, "weights_file": str(weights)}, "datasets": [dataset] * k,
-                "manifests": [str(manifest_path)] * k, "outputs": [str(job / f"{i}.parquet") for i in range(k)],
-                "decoded": [str(npy)] * k, "head": None if head is None else str(head),
-                "prompt_set": "openai" if head else None, "batch_size": args.batch_size, "workers": args.workers,
-                "precision": args.precision, "device": args.device, "threads": args.threads,
-            }))
+            spec_path.write_text(
+                json.dumps(
+                    {
+                        "row": {**row, "weights_file": str(weights)},
+                        "datasets": [dataset] * k,
+                        "manifests": [str(manifest_path)] * k,
+                        "outputs": [str(job / f"{i}.parquet") for i in range(k)],
+                        "decoded": [str(npy)] * k,
+                        "head": None if head is None else str(head),
+                        "prompt_set": "openai" if head else None,
+                        "batch_size": args.batch_size,
+                        "workers": args.workers,
+                        "precision": args.precision,
+                        "device": args.device,
+                        "threads": args.threads,
+                    }
+                )
+            )
             spawned = time.time()
             done = subprocess.run([sys.executable, __file__, "--child", str(spec_path)], env=env, check=False)
             wall = time.time() - spawned
@@ -138,26 +161,45 @@ def main(argv: list[str] | None = None) -> int:
             compute = sum(d["inference_s"] + d["write_s"] for d in t["datasets"])
             if len(t["datasets"]) != k:
                 raise SystemExit(f"the job computed {len(t['datasets'])} of its {k} datasets")
-            records.append({
-                "datasets": k, "images": k * len(manifest.table), "wall_s": wall, "compute_s": compute,
-                "fixed_s": wall - compute, "interpreter_s": t["started"] - spawned,
-                "imports_s": t["imported"] - t["started"],
-                "job_s": t["finished"] - t["imported"],
-                "images_per_s_compute": k * len(manifest.table) / compute,
-            })
+            records.append(
+                {
+                    "datasets": k,
+                    "images": k * len(manifest.table),
+                    "wall_s": wall,
+                    "compute_s": compute,
+                    "fixed_s": wall - compute,
+                    "interpreter_s": t["started"] - spawned,
+                    "imports_s": t["imported"] - t["started"],
+                    "job_s": t["finished"] - t["imported"],
+                    "images_per_s_compute": k * len(manifest.table) / compute,
+                }
+            )
     import torch
 
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    result = {"model": row["model_id"], "library": args.library, "architecture": args.architecture,
-              "device": args.device, "device_name": device_name, "precision": args.precision,
-              "batch_size": args.batch_size, "workers": args.workers, "weights_mb": weights_mb, "jobs": records,
-              "command": "benchmarks/bench_job_startup.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    result = {
+        "model": row["model_id"],
+        "library": args.library,
+        "architecture": args.architecture,
+        "device": args.device,
+        "device_name": device_name,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "weights_mb": weights_mb,
+        "jobs": records,
+        "command": "benchmarks/bench_job_startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
     print(f"{row['model_id']} on {args.device} ({device_name}), weights {weights_mb:.0f} MB")
-    print(f"{'datasets':>8s} {'images':>7s} {'wall s':>7s} {'compute s':>9s} {'fixed s':>7s} {'interp':>6s} "
-          f"{'imports':>7s}")
+    print(
+        f"{'datasets':>8s} {'images':>7s} {'wall s':>7s} {'compute s':>9s} {'fixed s':>7s} {'interp':>6s} "
+        f"{'imports':>7s}"
+    )
     for r in records:
-        print(f"{r['datasets']:8d} {r['images']:7d} {r['wall_s']:7.2f} {r['compute_s']:9.2f} {r['fixed_s']:7.2f} "
-              f"{r['interpreter_s']:6.2f} {r['imports_s']:7.2f}")
+        print(
+            f"{r['datasets']:8d} {r['images']:7d} {r['wall_s']:7.2f} {r['compute_s']:9.2f} {r['fixed_s']:7.2f} "
+            f"{r['interpreter_s']:6.2f} {r['imports_s']:7.2f}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"job_startup_{row['model_id']}_{args.device}.json"
     out.write_text(json.dumps(result, indent=1))

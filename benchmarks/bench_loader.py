@@ -82,8 +82,13 @@ def measure(stream, path: Path, batch_size: int, device: str, repeats: int) -> d
         n = stream(path, batch_size, device)
         rates.append(n / (time.perf_counter() - start))
         loads.append([load_before, os.getloadavg()[0]])
-    return {"images": n, "img_per_s": rates, "best": max(rates), "median": statistics.median(rates),
-            "load_average_1min": loads}
+    return {
+        "images": n,
+        "img_per_s": rates,
+        "best": max(rates),
+        "median": statistics.median(rates),
+        "load_average_1min": loads,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args(argv)
 
-    result = {"command": "benchmarks/bench_loader.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "device": args.device, "cpu_count": os.cpu_count(), "batch_size": args.batch_size, "sizes": {}}
-    print(f"{'size':>5s} {'images':>7s} {'MB/batch':>8s} {'best img/s':>11s} {'median':>9s} {'GB/s best':>9s} "
-          f"{'before (best)':>16s} {'load':>10s}")
+    result = {
+        "command": "benchmarks/bench_loader.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "device": args.device,
+        "cpu_count": os.cpu_count(),
+        "batch_size": args.batch_size,
+        "sizes": {},
+    }
+    print(
+        f"{'size':>5s} {'images':>7s} {'MB/batch':>8s} {'best img/s':>11s} {'median':>9s} {'GB/s best':>9s} "
+        f"{'before (best)':>16s} {'load':>10s}"
+    )
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in args.sizes:
             row_bytes = size * size * 3
@@ -110,17 +122,24 @@ def main(argv: list[str] | None = None) -> int:
             stream = Pipeline(path, args.device)
             stream(path, args.batch_size, args.device)  # warm: the whole array in the page cache, the buffers made
             pipeline = measure(stream, path, args.batch_size, args.device, args.repeats)
-            record = {"images": n, "row_bytes": row_bytes, "pipeline": pipeline,
-                      "gb_per_s_best": pipeline["best"] * row_bytes / 1e9}
+            record = {
+                "images": n,
+                "row_bytes": row_bytes,
+                "pipeline": pipeline,
+                "gb_per_s_best": pipeline["best"] * row_bytes / 1e9,
+            }
             if args.baseline_repeats:
                 record["before"] = measure(stream_before, path, args.batch_size, args.device, args.baseline_repeats)
             result["sizes"][str(size)] = record
             path.unlink()
             loads = [x for pair in pipeline["load_average_1min"] for x in pair]
             before = record.get("before", {}).get("best", float("nan"))
-            print(f"{size:5d} {n:7d} {args.batch_size * row_bytes / 1e6:8.1f} {pipeline['best']:11,.0f} "
-                  f"{pipeline['median']:9,.0f} {record['gb_per_s_best']:9.2f} {before:16,.0f} "
-                  f"{min(loads):4.2f}-{max(loads):4.2f}", flush=True)
+            print(
+                f"{size:5d} {n:7d} {args.batch_size * row_bytes / 1e6:8.1f} {pipeline['best']:11,.0f} "
+                f"{pipeline['median']:9,.0f} {record['gb_per_s_best']:9.2f} {before:16,.0f} "
+                f"{min(loads):4.2f}-{max(loads):4.2f}",
+                flush=True,
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"loader_{args.device}.json"
     out.write_text(json.dumps(result, indent=1))

@@ -34,9 +34,13 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 # Longer than 60 lines: a benchmark command's main: its options, the set-up, the timed runs and the report, in the order they run.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=50_000, help="images in the ID set (default 50000; at most 50000 real file names)")
+    parser.add_argument(
+        "--n", type=int, default=50_000, help="images in the ID set (default 50000; at most 50000 real file names)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per step (default 3)")
-    parser.add_argument("--workdir", type=Path, default=None, help="folder for the synthetic cache file (default: a temp dir)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="folder for the synthetic cache file (default: a temp dir)"
+    )
     args = parser.parse_args(argv)
 
     import imagenet_x
@@ -66,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "bench.parquet"
         start = time.perf_counter()
         write_logits(path, np.arange(n), labels, logits, {"model_id": "bench", "logit_scale": 100.0})
-        print(f"wrote {n} x 1000 synthetic logits ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.2f} s")
+        print(
+            f"wrote {n} x 1000 synthetic logits ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.2f} s"
+        )
         rows: list[tuple[str, float, float]] = []
         rows.append(("read_logits (whole parquet)", *_time(lambda: read_logits(path), args.repeats)))
 
@@ -90,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         ("ood_scores (msp, mcm, max_logit)", lambda: ood_scores(logits, 100.0)),
         ("auroc (msp, ID vs OOD)", lambda: auroc(id_scores["msp"], ood["msp"])),
         ("fpr_at_tpr (msp)", lambda: fpr_at_tpr(id_scores["msp"], ood["msp"])),
-        ("ImageNet-X factor accuracies + error ratios", lambda: error_ratios(factor_accuracies(file_names, logits.argmax(1), annotations)["accuracy"])),
+        (
+            "ImageNet-X factor accuracies + error ratios",
+            lambda: error_ratios(factor_accuracies(file_names, logits.argmax(1), annotations)["accuracy"]),
+        ),
         (
             "model_metrics_table (ID + 1 test cond. + 1 OOD)",
             lambda: model_metrics_table(

@@ -70,8 +70,13 @@ def job_startup_s(row: dict, threads: int, cwd: Path) -> float:
     included)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", STARTUP, json.dumps(row), str(threads)], cwd=cwd, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", STARTUP, json.dumps(row), str(threads)],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -103,10 +108,26 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.run:
         snakemake = str(Path(sys.executable).with_name("snakemake"))
-        subprocess.run([snakemake, "--configfile", "config/demo.yaml", "--cores", "2", "--scheduler", "greedy",
-                        "--forcerun", "cache_logits", "--until", "cache_logits", "--quiet"], check=True)
-    config = deep_merge(yaml.safe_load(Path("config.yaml").read_text()),
-                        yaml.safe_load(Path("config/demo.yaml").read_text()))
+        subprocess.run(
+            [
+                snakemake,
+                "--configfile",
+                "config/demo.yaml",
+                "--cores",
+                "2",
+                "--scheduler",
+                "greedy",
+                "--forcerun",
+                "cache_logits",
+                "--until",
+                "cache_logits",
+                "--quiet",
+            ],
+            check=True,
+        )
+    config = deep_merge(
+        yaml.safe_load(Path("config.yaml").read_text()), yaml.safe_load(Path("config/demo.yaml").read_text())
+    )
     registry = load_model_registry(config["model_registry"])
     torch.set_num_threads(args.threads)
     loads = [os.getloadavg()[0]]
@@ -115,29 +136,52 @@ def main(argv: list[str] | None = None) -> int:
         model = bench.stem
         row = dict(registry.row(model))
         head = Path("results/heads") / f"{model}.pt"
-        images = sum(len(read_manifest(m).table) for m in
-                     (Path("data/manifests") / f"{d}.parquet" for d in _core_datasets(config)))
+        images = sum(
+            len(read_manifest(m).table)
+            for m in (Path("data/manifests") / f"{d}.parquet" for d in _core_datasets(config))
+        )
         rate = forward_rate(row, head if head.exists() else None, args.batch_size, args.forward_batches)
         startup = job_startup_s(row, args.threads, workdir)
         predicted = predicted_logits_seconds(images, rate, jobs=1, job_startup_s=startup)
         measured = measured_job_s(bench)
-        jobs.append({"model": model, "images": images, "forward_img_per_s": rate, "startup_s": startup,
-                     "predicted_s": predicted, "measured_s": measured, "measured_over_predicted": measured / predicted})
+        jobs.append(
+            {
+                "model": model,
+                "images": images,
+                "forward_img_per_s": rate,
+                "startup_s": startup,
+                "predicted_s": predicted,
+                "measured_s": measured,
+                "measured_over_predicted": measured / predicted,
+            }
+        )
     loads.append(os.getloadavg()[0])
     predicted_total, measured_total = sum(j["predicted_s"] for j in jobs), sum(j["measured_s"] for j in jobs)
     ratios = [j["measured_over_predicted"] for j in jobs]
-    result = {"command": "benchmarks/bench_plan_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "threads": args.threads, "batch_size": args.batch_size, "jobs": jobs,
-              "predicted_stage_s": predicted_total, "measured_stage_s": measured_total,
-              "stage_measured_over_predicted": measured_total / predicted_total,
-              "job_ratio_range": [min(ratios), max(ratios)], "load_average_1min": loads}
-    print(f"{'cache_logits job (demo, CPU)':48s} {'images':>6s} {'fwd img/s':>9s} {'start s':>7s} {'predicted s':>11s} "
-          f"{'measured s':>10s} {'ratio':>6s}")
+    result = {
+        "command": "benchmarks/bench_plan_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "jobs": jobs,
+        "predicted_stage_s": predicted_total,
+        "measured_stage_s": measured_total,
+        "stage_measured_over_predicted": measured_total / predicted_total,
+        "job_ratio_range": [min(ratios), max(ratios)],
+        "load_average_1min": loads,
+    }
+    print(
+        f"{'cache_logits job (demo, CPU)':48s} {'images':>6s} {'fwd img/s':>9s} {'start s':>7s} {'predicted s':>11s} "
+        f"{'measured s':>10s} {'ratio':>6s}"
+    )
     for j in jobs:
-        print(f"{j['model']:48s} {j['images']:6d} {j['forward_img_per_s']:9.1f} {j['startup_s']:7.2f} "
-              f"{j['predicted_s']:11.2f} {j['measured_s']:10.2f} {j['measured_over_predicted']:6.2f}")
-    print(f"{'stage':48s} {'':6s} {'':9s} {'':7s} {predicted_total:11.2f} {measured_total:10.2f} "
-          f"{measured_total / predicted_total:6.2f}")
+        print(
+            f"{j['model']:48s} {j['images']:6d} {j['forward_img_per_s']:9.1f} {j['startup_s']:7.2f} "
+            f"{j['predicted_s']:11.2f} {j['measured_s']:10.2f} {j['measured_over_predicted']:6.2f}"
+        )
+    print(
+        f"{'stage':48s} {'':6s} {'':9s} {'':7s} {predicted_total:11.2f} {measured_total:10.2f} "
+        f"{measured_total / predicted_total:6.2f}"
+    )
     print(f"load average {loads[0]:.2f}-{loads[-1]:.2f}")
     args.out = args.out if args.out.is_absolute() else REPO / args.out
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,8 +197,9 @@ def _core_datasets(config: dict) -> list[str]:
     from clip_robustness.models.registry import load_model_registry
     from clip_robustness.workflow.study import Study
 
-    study = Study.from_config(config, load_dataset_registry(config["dataset_registry"]),
-                              load_model_registry(config["model_registry"]))
+    study = Study.from_config(
+        config, load_dataset_registry(config["dataset_registry"]), load_model_registry(config["model_registry"])
+    )
     return LogitsGroups.from_study(study.dataset_ids, config["datasets"].get("imagenet_c")).groups()["core"]
 
 

@@ -56,7 +56,9 @@ def generate_imagenet_like(folder: Path, n: int, seed: int = 0) -> Path:
     names = sorted(imagenet_val_labels())[:n]
     classes = demo_classes()
     for i, name in enumerate(names):
-        base = render_image(classes[i % len(classes)], rng, classes=classes, domain="clean").resize((500, 375), Image.BICUBIC)
+        base = render_image(classes[i % len(classes)], rng, classes=classes, domain="clean").resize(
+            (500, 375), Image.BICUBIC
+        )
         pixels = np.asarray(base, dtype=np.int16) + rng.normal(0, 12, (375, 500, 3)).astype(np.int16)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / name, quality=90)
     entry = load_dataset_registry(REPO / "config" / "datasets.yaml").resolve("imagenet_val")
@@ -74,7 +76,11 @@ def model_row(args: argparse.Namespace) -> dict:
 
         row = dict(load_model_registry(args.registry).row(args.model))
     else:
-        row = {"model_id": f"{args.library}__{args.architecture}", "library": args.library, "architecture": args.architecture}
+        row = {
+            "model_id": f"{args.library}__{args.architecture}",
+            "library": args.library,
+            "architecture": args.architecture,
+        }
     return {**row, "pretrained": "", "weights_file": ""}
 
 
@@ -88,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", default=str(REPO / "config" / "models.tsv"))
     parser.add_argument("--manifest", type=Path, help="an existing manifest (default: generate --n-images images)")
     parser.add_argument("--n-images", type=int, default=256, help="images to generate when no --manifest (default 256)")
-    parser.add_argument("--workers", type=int, default=max((os.cpu_count() or 2) - 1, 1), help="loader/decoder processes")
+    parser.add_argument(
+        "--workers", type=int, default=max((os.cpu_count() or 2) - 1, 1), help="loader/decoder processes"
+    )
     add_run_arguments(parser, batch_size=64, forward_batches=5)
     args = parser.parse_args(argv)
     apply_threads(args)
@@ -108,10 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         manifest = read_manifest(manifest_path)
         n = len(manifest.table)
         head_path = random_head(row, tmp)
-        forward, build_s = forward_rate(row, head_path, args.device, args.precision, args.batch_size,
-                                        args.forward_batches)
-        common = dict(head_path=head_path, prompt_set="openai" if head_path else None, batch_size=args.batch_size,
-                      num_workers=args.workers, precision_name=args.precision, allow_tf32=True, device=args.device)
+        forward, build_s = forward_rate(
+            row, head_path, args.device, args.precision, args.batch_size, args.forward_batches
+        )
+        common = dict(
+            head_path=head_path,
+            prompt_set="openai" if head_path else None,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            precision_name=args.precision,
+            allow_tf32=True,
+            device=args.device,
+        )
 
         torch.manual_seed(0)  # the same random weights in every build
         start = time.perf_counter()
@@ -144,17 +160,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     device_name = torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu"
     result = {
-        "model": row["model_id"], "library": row["library"], "architecture": row["architecture"],
-        "device": args.device, "device_name": device_name, "torch_threads": torch.get_num_threads(),
-        "n_images": n, "mean_jpeg_kb": jpeg_kb, "batch_size": args.batch_size, "workers": args.workers,
-        "precision": args.precision if args.device == "cuda" else "fp32", "preprocessing_key": spec.key,
-        "decoded_gib": decoded_gib, "model_build_s": build_s, "generate_s": generate_s,
-        "images_per_s": rates, "ratio_to_forward": {k: v / forward for k, v in rates.items() if k != "forward"},
-        "top1_agreement_fast_vs_reference": agreement, "max_abs_logit_diff_fast_vs_reference": max_abs,
+        "model": row["model_id"],
+        "library": row["library"],
+        "architecture": row["architecture"],
+        "device": args.device,
+        "device_name": device_name,
+        "torch_threads": torch.get_num_threads(),
+        "n_images": n,
+        "mean_jpeg_kb": jpeg_kb,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "precision": args.precision if args.device == "cuda" else "fp32",
+        "preprocessing_key": spec.key,
+        "decoded_gib": decoded_gib,
+        "model_build_s": build_s,
+        "generate_s": generate_s,
+        "images_per_s": rates,
+        "ratio_to_forward": {k: v / forward for k, v in rates.items() if k != "forward"},
+        "top1_agreement_fast_vs_reference": agreement,
+        "max_abs_logit_diff_fast_vs_reference": max_abs,
         "command": "benchmarks/bench_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    print(f"{row['model_id']} on {args.device} ({device_name}), {n} images ({jpeg_kb:.0f} KB JPEGs), batch "
-          f"{args.batch_size}, {args.workers} workers, key {spec.key}")
+    print(
+        f"{row['model_id']} on {args.device} ({device_name}), {n} images ({jpeg_kb:.0f} KB JPEGs), batch "
+        f"{args.batch_size}, {args.workers} workers, key {spec.key}"
+    )
     print(f"{'path':28s} {'img/s':>10s} {'x forward':>10s}")
     for name, rate in rates.items():
         print(f"{name:28s} {rate:10.1f} {rate / forward:10.2f}")

@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         mparams = tower_params(*key) / 1e6
         estimate = k / (mparams * pixels[key])
         capped = "; capped at the fastest measured row" if estimate > ceiling else ""
-        new.append(f"{args.gpu}\t{key[0]}\t{key[1]}\t{args.precision}\t{min(estimate, ceiling):.0f}\testimated\t"
-                   f"{mparams:.1f} M image-tower parameters, {pixels[key]:.2f}x 224^2 pixels; K = {k:,.0f} "
-                   f"(median of {len(constants)} measured rows){capped}\n")
+        new.append(
+            f"{args.gpu}\t{key[0]}\t{key[1]}\t{args.precision}\t{min(estimate, ceiling):.0f}\testimated\t"
+            f"{mparams:.1f} M image-tower parameters, {pixels[key]:.2f}x 224^2 pixels; K = {k:,.0f} "
+            f"(median of {len(constants)} measured rows){capped}\n"
+        )
         print(new[-1], end="")
     with open(args.table, "a") as stream:
         stream.writelines(new)

@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "docs" / "findings-validation.md"))
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 8 studies each, 200 resamples, no file written")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 8 studies each, 200 resamples, no file written"
+    )
     args = parser.parse_args()
     if args.quick:
         args.null_studies = args.power_studies = args.size_studies = args.grid_studies = 8
@@ -102,15 +104,19 @@ def main() -> None:
     load_before = os.getloadavg()
 
     wall = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(args.registry, args.bootstrap, args.permutations)) as pool:
+    with ProcessPoolExecutor(
+        args.workers, initializer=_init, initargs=(args.registry, args.bootstrap, args.permutations)
+    ) as pool:
         null = _rates(pool, dict(NULL_EFFECTS), range(10_000, 10_000 + args.null_studies))
         joint = _rates(pool, effects_at(1.0, JOINT_CLAIMS), range(20_000, 20_000 + args.power_studies))
         size = _rates(pool, effects_at(1.0, [SIZE_CLAIM]), range(30_000, 30_000 + args.size_studies))
         grid = {}
         for j, scale in enumerate(GRID):
             seeds = range(40_000 + 1000 * j, 40_000 + 1000 * j + args.grid_studies)
-            grid[scale] = (_rates(pool, effects_at(scale, JOINT_CLAIMS), seeds),
-                           _rates(pool, effects_at(scale, [SIZE_CLAIM]), seeds))
+            grid[scale] = (
+                _rates(pool, effects_at(scale, JOINT_CLAIMS), seeds),
+                _rates(pool, effects_at(scale, [SIZE_CLAIM]), seeds),
+            )
     wall = time.perf_counter() - wall
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     total_cpu = children.ru_utime + children.ru_stime
@@ -129,14 +135,22 @@ def main() -> None:
                     effect = NULL_EFFECTS[claim] + scale * (REALISTIC_EFFECTS[claim] - NULL_EFFECTS[claim])
                     smallest = f"{effect:.3g} ({scale:g} x realistic)"
                     break
-            rows.append({
-                "row": row_id, "planted": EFFECT_UNITS[claim], "null": NULL_EFFECTS[claim],
-                "false_supported": null_hits / len(null), "false_supported_ci": _interval(null_hits, len(null)),
-                "realistic": REALISTIC_EFFECTS[claim], "power": power, "power_ci": _interval(int(power_runs[row_id].sum()), len(power_runs)),
-                "smallest_80": smallest,
-                "grid_power": "; ".join(f"{s:g}x: {powers[s]:.0%}" for s in sorted(powers)),
-                "null_goal_met": null_hits / len(null) <= NULL_GOAL, "power_goal_met": power >= POWER_GOAL,
-            })
+            rows.append(
+                {
+                    "row": row_id,
+                    "planted": EFFECT_UNITS[claim],
+                    "null": NULL_EFFECTS[claim],
+                    "false_supported": null_hits / len(null),
+                    "false_supported_ci": _interval(null_hits, len(null)),
+                    "realistic": REALISTIC_EFFECTS[claim],
+                    "power": power,
+                    "power_ci": _interval(int(power_runs[row_id].sum()), len(power_runs)),
+                    "smallest_80": smallest,
+                    "grid_power": "; ".join(f"{s:g}x: {powers[s]:.0%}" for s in sorted(powers)),
+                    "null_goal_met": null_hits / len(null) <= NULL_GOAL,
+                    "power_goal_met": power >= POWER_GOAL,
+                }
+            )
     table = pd.DataFrame(rows)
     print(table.to_string())
     print(f"one table: {one_table_cpu:.2f} s CPU; all studies: {total_cpu:.0f} s CPU, {wall:.0f} s wall")
@@ -149,15 +163,22 @@ def main() -> None:
 
 
 # Longer than 60 lines: the page is one HTML template filled in one place.
-def _page(table: pd.DataFrame, args: argparse.Namespace, one_table_cpu: float, total_cpu: float, wall: float,
-          load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
+def _page(
+    table: pd.DataFrame,
+    args: argparse.Namespace,
+    one_table_cpu: float,
+    total_cpu: float,
+    wall: float,
+    load_before: tuple[float, ...],
+    load_after: tuple[float, ...],
+) -> str:
     n_studies = args.null_studies + args.power_studies + args.size_studies + 2 * len(GRID) * args.grid_studies
     lines = [
         "# How the findings' verdicts behave on simulated studies",
         "",
         "**Simulation is not evidence about CLIP.** Every number on this page comes from studies drawn by",
         "`clip_robustness.metrics.simulate`, a generative model whose effects we planted ourselves. It says how often",
-        "the verdict procedure of the findings table (docs/methods.md, \"Findings statistics\") calls a claim",
+        'the verdict procedure of the findings table (docs/methods.md, "Findings statistics") calls a claim',
         "`supported` when the claim is false, and how often it finds a true effect of a stated size, at the paper's",
         "registry (`config/models.tsv`: 51 zero-shot CLIP, 32 CLIP-FT, 72 standard, 55 more-data models, their",
         "training sources, fine-tuning routes and clusters of near-duplicate checkpoints). None of these numbers is a",
@@ -186,8 +207,10 @@ def _page(table: pd.DataFrame, args: argparse.Namespace, one_table_cpu: float, t
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
-        lines.append(f"| {r.row} | {r.planted} | {r.null:g} | {r.false_supported_ci} | {r.realistic:g} | {r.power_ci} | "
-                     f"{r.smallest_80} | {r.grid_power} |")
+        lines.append(
+            f"| {r.row} | {r.planted} | {r.null:g} | {r.false_supported_ci} | {r.realistic:g} | {r.power_ci} | "
+            f"{r.smallest_80} | {r.grid_power} |"
+        )
     failing_null = table.loc[~table["null_goal_met"], "row"].tolist()
     failing_power = table.loc[~table["power_goal_met"], "row"].tolist()
     lines += [

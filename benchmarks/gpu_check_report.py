@@ -50,35 +50,46 @@ def load_result(out: Path, benchmark: str, model: tuple[str, str], device: str) 
 
 def startup_lines(startups: list[dict]) -> list[str]:
     """The markdown table of the job start-up measurements (one row per model and datasets per job)."""
-    lines = ["", "Fixed cost of one logits group job (fresh process; wall minus the job's own forward + write):", "",
-             "| model | weights MB | datasets in the job | images | wall s | forward + write s | fixed s | "
-             "interpreter s | imports s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "Fixed cost of one logits group job (fresh process; wall minus the job's own forward + write):",
+        "",
+        "| model | weights MB | datasets in the job | images | wall s | forward + write s | fixed s | "
+        "interpreter s | imports s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for startup in startups:
         if "jobs" not in startup:
             lines.append(f"| {startup['model']} | not measured ({startup['error']}) | | | | | | | |")
             continue
         for job in startup["jobs"]:
-            lines.append(f"| {startup['model']} | {startup['weights_mb']:.0f} | {job['datasets']} | {job['images']:,} | "
-                         f"{job['wall_s']:.2f} | {job['compute_s']:.2f} | {job['fixed_s']:.2f} | "
-                         f"{job['interpreter_s']:.2f} | {job['imports_s']:.2f} |")
+            lines.append(
+                f"| {startup['model']} | {startup['weights_mb']:.0f} | {job['datasets']} | {job['images']:,} | "
+                f"{job['wall_s']:.2f} | {job['compute_s']:.2f} | {job['fixed_s']:.2f} | "
+                f"{job['interpreter_s']:.2f} | {job['imports_s']:.2f} |"
+            )
     return lines
 
 
 def group_lines(rows: list[dict]) -> list[str]:
     """The markdown table of the study-shaped group jobs (one row per model)."""
-    lines = ["| model | datasets x images | forward img/s | end to end img/s | ratio | exposed s per dataset | "
-             "plan: predicted s (img/s, source) | measured s | measured / predicted |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | datasets x images | forward img/s | end to end img/s | ratio | exposed s per dataset | "
+        "plan: predicted s (img/s, source) | measured s | measured / predicted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "forward_img_per_s" not in row:
             lines.append(f"| {row['model']} | not measured ({row['error']}) | | | | | | | |")
             continue
         plan = row["plan"]
-        lines.append(f"| {row['model']} | {row['datasets']} x {row['n_images']:,} | {row['forward_img_per_s']:,.0f} | "
-                     f"{row['end_to_end_img_per_s_best']:,.0f} | {row['ratio_best']:.2f}x | "
-                     f"{row['exposed_per_dataset_s_best']:.3f} | {plan['predicted_compute_s']:.1f} "
-                     f"({plan['images_per_s']:,.0f}, {plan['source']}) | {plan['measured_span_s']:.1f} | "
-                     f"{plan['measured_over_predicted']:.2f} |")
+        lines.append(
+            f"| {row['model']} | {row['datasets']} x {row['n_images']:,} | {row['forward_img_per_s']:,.0f} | "
+            f"{row['end_to_end_img_per_s_best']:,.0f} | {row['ratio_best']:.2f}x | "
+            f"{row['exposed_per_dataset_s_best']:.3f} | {plan['predicted_compute_s']:.1f} "
+            f"({plan['images_per_s']:,.0f}, {plan['source']}) | {plan['measured_span_s']:.1f} | "
+            f"{plan['measured_over_predicted']:.2f} |"
+        )
     return lines
 
 
@@ -86,22 +97,37 @@ def loader_lines(loader: dict, budget: dict) -> list[str]:
     """The decoded loader alone (img/s by input size) and the CPU budget per image."""
     lines = [""]
     if "sizes" in loader:
-        lines.append("Decoded loader alone (" + loader.get("device", "") + "), img/s best (median): " + ", ".join(
-            f"{size} px {r['pipeline']['best']:,.0f} ({r['pipeline']['median']:,.0f})"
-            for size, r in loader["sizes"].items()))
+        lines.append(
+            "Decoded loader alone ("
+            + loader.get("device", "")
+            + "), img/s best (median): "
+            + ", ".join(
+                f"{size} px {r['pipeline']['best']:,.0f} ({r['pipeline']['median']:,.0f})"
+                for size, r in loader["sizes"].items()
+            )
+        )
     else:
         lines.append(f"Decoded loader alone: not measured ({loader.get('error')})")
     if "best" in budget:
         steps = ", ".join(f"{k} {v:.1f}" for k, v in budget["best"].items())
-        lines.append(f"CPU work per image, us ({budget['cpu_count']} cores): {steps}; sum {budget['sum_best_us']:.1f}, "
-                     f"/ {budget['node_cores']} cores {budget['per_core_best_us']:.2f} (budget {budget['budget_us']:.2f})")
+        lines.append(
+            f"CPU work per image, us ({budget['cpu_count']} cores): {steps}; sum {budget['sum_best_us']:.1f}, "
+            f"/ {budget['node_cores']} cores {budget['per_core_best_us']:.2f} (budget {budget['budget_us']:.2f})"
+        )
     else:
         lines.append(f"CPU budget: not measured ({budget.get('error')})")
     return lines
 
 
-def markdown(rows: list[dict], tests: list[dict], device: str, command: str, startups: list[dict] = (),
-             loader: dict | None = None, budget: dict | None = None) -> str:
+def markdown(
+    rows: list[dict],
+    tests: list[dict],
+    device: str,
+    command: str,
+    startups: list[dict] = (),
+    loader: dict | None = None,
+    budget: dict | None = None,
+) -> str:
     lines = [f"GPU check on {device or 'unknown device'}: `{command}`", ""]
     lines += group_lines(rows)
     lines += ["", f"Goal: end to end >= {GOAL_RATIO}x forward for each model.", ""]
@@ -130,10 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     device_file = args.out / "gpu_check_device.txt"
     device = device_file.read_text().strip() if device_file.exists() else ""
     tests = test_results(args.out / "gpu_check_tests.xml")
-    (args.out / "gpu_check.json").write_text(json.dumps({"device": device, "command": args.command, "models": rows,
-                                                         "cuda_tests": tests, "goal_ratio": GOAL_RATIO,
-                                                         "job_startup": startups, "loader": loader,
-                                                         "cpu_budget": budget}, indent=1))
+    (args.out / "gpu_check.json").write_text(
+        json.dumps(
+            {
+                "device": device,
+                "command": args.command,
+                "models": rows,
+                "cuda_tests": tests,
+                "goal_ratio": GOAL_RATIO,
+                "job_startup": startups,
+                "loader": loader,
+                "cpu_budget": budget,
+            },
+            indent=1,
+        )
+    )
     table = markdown(rows, tests, device, args.command, startups, loader, budget)
     (args.out / "gpu_check.md").write_text(table)
     print(table)

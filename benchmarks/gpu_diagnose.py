@@ -90,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda":
         result["device_name"] = torch.cuda.get_device_name(0)
     val, c224 = jpegs(200, (500, 375), 90), jpegs(200, (224, 224), 85, seed=1)
-    transforms = {"timm resnet50": timm.data.create_transform(
-                      **timm.data.resolve_model_data_config(timm.create_model("resnet50")), is_training=False),
-                  "open_clip ViT-B-32": open_clip.create_model_and_transforms("ViT-B-32")[2]}
+    transforms = {
+        "timm resnet50": timm.data.create_transform(
+            **timm.data.resolve_model_data_config(timm.create_model("resnet50")), is_training=False
+        ),
+        "open_clip ViT-B-32": open_clip.create_model_and_transforms("ViT-B-32")[2],
+    }
     result["per_core"] = {}
     for name, transform in transforms.items():
         for label, data in (("500x375 jpeg", val), ("224x224 jpeg", c224)):
@@ -111,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(blobs[i % len(blobs)])
             paths.append(path.name)
-        array = np.lib.format.open_memmap(tmp / "decoded.npy", mode="w+", dtype=np.uint8,
-                                          shape=(args.n_decoded, 224, 224, 3))
+        array = np.lib.format.open_memmap(
+            tmp / "decoded.npy", mode="w+", dtype=np.uint8, shape=(args.n_decoded, 224, 224, 3)
+        )
         array[:] = np.random.default_rng(3).integers(0, 255, (1, 224, 224, 3), dtype=np.uint8)
         array.flush()
         del array
@@ -120,12 +124,21 @@ def main(argv: list[str] | None = None) -> int:
         pin = args.device == "cuda"
         for workers in args.workers:
             for label, dataset, collate in (
-                ("reference (500x375 JPEG, open_clip transform)",
-                 ManifestImageDataset(tmp / "jpeg", paths, transforms["open_clip ViT-B-32"]), None),
+                (
+                    "reference (500x375 JPEG, open_clip transform)",
+                    ManifestImageDataset(tmp / "jpeg", paths, transforms["open_clip ViT-B-32"]),
+                    None,
+                ),
                 ("decoded (uint8 array, to device)", DecodedImages(tmp / "decoded.npy"), stack_uint8),
             ):
-                loader = DataLoader(dataset, batch_size=256, num_workers=workers, pin_memory=pin, collate_fn=collate,
-                                    prefetch_factor=4 if workers else None)
+                loader = DataLoader(
+                    dataset,
+                    batch_size=256,
+                    num_workers=workers,
+                    pin_memory=pin,
+                    collate_fn=collate,
+                    prefetch_factor=4 if workers else None,
+                )
                 start, first, n = time.perf_counter(), None, 0
                 for batch in loader:
                     batch = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -136,12 +149,19 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.synchronize()
                 end = time.perf_counter()
                 result["loader"][f"{label}, {workers} workers"] = {
-                    "images": n, "img_per_s": n / (end - start), "first_batch_s": first - start,
-                    "img_per_s_after_first_batch": (n - 256) / (end - first)}
+                    "images": n,
+                    "img_per_s": n / (end - start),
+                    "first_batch_s": first - start,
+                    "img_per_s_after_first_batch": (n - 256) / (end - first),
+                }
                 print(label, workers, json.dumps(result["loader"][f"{label}, {workers} workers"]), flush=True)
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     spawned = time.time()
     done = subprocess.run([sys.executable, "-c", STARTUP, args.device], env=env, capture_output=True, text=True)
     if done.returncode == 0:

@@ -42,8 +42,9 @@ class NullProjection(nn.Module):
 def _null(size: int) -> tuple[nn.Module, Callable]:
     from torchvision import transforms
 
-    transform = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-                                    transforms.Normalize(MEAN, STD)])
+    transform = transforms.Compose(
+        [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
     return NullProjection().eval(), transform
 
 

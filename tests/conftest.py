@@ -34,14 +34,19 @@ def demo_upstream(tmp_path_factory) -> Path:
     if prepared:
         upstream = Path(prepared).resolve()
         if not (upstream / "datasets.yaml").is_file():
-            pytest.fail(f"{UPSTREAM_VARIABLE}={prepared}: no datasets.yaml there; build it with `make demo-data` "
-                        f"or unset {UPSTREAM_VARIABLE} to generate one for this session")
+            pytest.fail(
+                f"{UPSTREAM_VARIABLE}={prepared}: no datasets.yaml there; build it with `make demo-data` "
+                f"or unset {UPSTREAM_VARIABLE} to generate one for this session"
+            )
         return upstream
     workdir = tmp_path_factory.mktemp("demo_upstream")
     shutil.copytree(ROOT / "config", workdir / "config")
     subprocess.run(
         [sys.executable, "-m", "clip_robustness.demo", "data/demo/upstream"],
-        cwd=workdir, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     return workdir / "data/demo/upstream"
 

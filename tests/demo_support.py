@@ -13,8 +13,13 @@ from pathlib import Path
 def snakemake_in(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """``snakemake ARGS`` run in ``workdir`` with this interpreter's Snakemake, offline (``HF_HUB_OFFLINE=1``);
     output captured as text, never checked."""
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def job_stats(result: subprocess.CompletedProcess) -> dict[str, int]:

@@ -36,9 +36,22 @@ def registry(tmp_path) -> Path:
 
 
 def own_args(weights_file: Path, registry: Path, *extra: str) -> list[str]:
-    return ["timm:test_efficientnet", "--weights", str(weights_file), "--group", "standard",
-            "--training-source", "ImageNet-1k", "--training-size", "1281167", "--architecture-family", "EfficientNet",
-            "--registry", str(registry), *extra]
+    return [
+        "timm:test_efficientnet",
+        "--weights",
+        str(weights_file),
+        "--group",
+        "standard",
+        "--training-source",
+        "ImageNet-1k",
+        "--training-size",
+        "1281167",
+        "--architecture-family",
+        "EfficientNet",
+        "--registry",
+        str(registry),
+        *extra,
+    ]
 
 
 def test_local_weights_timm_model_is_appended_as_an_own_row_and_the_other_rows_stay_the_papers(weights, registry):
@@ -80,7 +93,7 @@ def test_unknown_group_is_refused_naming_the_option_and_the_choices(weights, reg
 
 def test_missing_training_size_is_refused_unless_the_source_is_unknown(weights, registry, capsys):
     args = own_args(weights["test_efficientnet"], registry)
-    del args[args.index("--training-size"):args.index("--training-size") + 2]
+    del args[args.index("--training-size") : args.index("--training-size") + 2]
     assert main(args) == 2
     assert "--training-size: required" in capsys.readouterr().err
     args[args.index("--training-source") + 1] = "unknown"
@@ -100,6 +113,20 @@ def test_hub_repo_the_libraries_do_not_list_is_refused_saying_to_use_a_weights_f
 def test_open_clip_tag_trained_with_quickgelu_maps_to_the_quickgelu_config_as_in_the_paper_registry(tmp_path, capsys):
     registry = Path(shutil.copy(ROOT / "config" / "models.tsv", tmp_path / "models.tsv"))
     # open_clip lists RN50/cc12m under the plain config; its weights were trained with QuickGELU.
-    assert main(["open_clip:RN50:cc12m", "--group", "clip_zeroshot", "--training-source", "CC12M",
-                 "--training-size", "12000000", "--registry", str(registry)]) == 2
+    assert (
+        main(
+            [
+                "open_clip:RN50:cc12m",
+                "--group",
+                "clip_zeroshot",
+                "--training-source",
+                "CC12M",
+                "--training-size",
+                "12000000",
+                "--registry",
+                str(registry),
+            ]
+        )
+        == 2
+    )
     assert "(model_id 'openclip__RN50-quickgelu__cc12m'): duplicate model_id" in capsys.readouterr().err

@@ -27,8 +27,11 @@ def subpackage_imports() -> dict[str, set[str]]:
         if len(parts) < 2:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            )
             for name in names:
                 dotted = name.split(".")
                 if dotted[0] == "clip_robustness" and len(dotted) > 1 and dotted[1] != parts[0]:
@@ -42,8 +45,13 @@ def test_every_subpackage_is_a_stage_or_beside_them():
 
 
 def test_stages_import_only_earlier_stages():
-    backwards = [(src, dst) for src, targets in subpackage_imports().items() if src in STAGE_ORDER
-                 for dst in targets if dst in STAGE_ORDER and STAGE_ORDER[dst] >= STAGE_ORDER[src]]
+    backwards = [
+        (src, dst)
+        for src, targets in subpackage_imports().items()
+        if src in STAGE_ORDER
+        for dst in targets
+        if dst in STAGE_ORDER and STAGE_ORDER[dst] >= STAGE_ORDER[src]
+    ]
     assert backwards == []
 
 
@@ -171,8 +179,13 @@ print(json.dumps(failed))
 
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     modules = [name for name in package_modules() if not name.endswith(".__main__")]  # scripts: they run on import
-    done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *modules], capture_output=True, text=True, timeout=600,
-                          cwd=PACKAGE.parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH, *modules],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PACKAGE.parents[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
     assert len(modules) > 50  # the whole package was walked
@@ -226,7 +239,13 @@ def test_common_smk_stays_wiring_of_at_most_250_lines():
 
 #: The rules between results/figures/calibration.png and the images, last to first (plot_calibration: the loop over
 #: FIGURES in figures.smk).
-CALIBRATION_CHAIN_RULES = ("aggregate_metrics", "compute_model_metrics", "cache_logits", "decode_images", "build_manifest")
+CALIBRATION_CHAIN_RULES = (
+    "aggregate_metrics",
+    "compute_model_metrics",
+    "cache_logits",
+    "decode_images",
+    "build_manifest",
+)
 MAX_CHAIN_FILES = 25
 
 
@@ -251,9 +270,16 @@ def test_the_figure_to_images_chain_in_the_docs_is_true_and_at_most_25_files():
     reached = set().union(*(imported_modules(f, modules) for f in files if f.parent.name == "scripts")) & listed
     frontier = set(reached)
     while frontier:
-        frontier = set().union(*(imported_modules(PACKAGE.parent / (m.replace(".", "/") + ".py"), modules)
-                                 if (PACKAGE.parent / (m.replace(".", "/") + ".py")).is_file()
-                                 else imported_modules(PACKAGE.parent / m.replace(".", "/") / "__init__.py", modules)
-                                 for m in frontier)) & listed - reached
+        frontier = (
+            set().union(
+                *(
+                    imported_modules(PACKAGE.parent / (m.replace(".", "/") + ".py"), modules)
+                    if (PACKAGE.parent / (m.replace(".", "/") + ".py")).is_file()
+                    else imported_modules(PACKAGE.parent / m.replace(".", "/") / "__init__.py", modules)
+                    for m in frontier
+                )
+            )
+            & listed - reached
+        )
         reached |= frontier
     assert listed - reached == set()

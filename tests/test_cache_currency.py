@@ -34,8 +34,9 @@ from clip_robustness.workflow.currency import (
 @pytest.fixture
 def extracted(tmp_path) -> tuple[Path, str]:
     """An archive in data/archives/ extracted with its sha256 recorded in the marker; (workdir, marker)."""
-    archive = synthetic.write_hendrycks_tar(tmp_path / "data/archives", "imagenet-r", [1, 2], 2,
-                                            synthetic.default_renderer)
+    archive = synthetic.write_hendrycks_tar(
+        tmp_path / "data/archives", "imagenet-r", [1, 2], 2, synthetic.default_renderer
+    )
     marker = f"data/extracted/{archive.name}.complete"
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     extract_archive(archive, tmp_path / "data/extracted" / archive.name, tmp_path / marker, archive_sha256=sha)
@@ -66,8 +67,13 @@ def test_archive_with_other_bytes_and_the_same_size_is_not_current(extracted):
 
 
 def test_manifest_source_differences_name_root_and_archive():
-    source = {"entry": {"id": "imagenet_sketch"}, "root": "data/extracted/sketch.tar/sketch", "devkit_root": None,
-              "subset": None, "archives": {"sketch.tar": "a" * 64}}
+    source = {
+        "entry": {"id": "imagenet_sketch"},
+        "root": "data/extracted/sketch.tar/sketch",
+        "devkit_root": None,
+        "subset": None,
+        "archives": {"sketch.tar": "a" * 64},
+    }
     assert source_differences({"source": source}, source) == []
     moved = {**source, "root": "/new/folder", "archives": {}}
     assert any("/new/folder" in d for d in source_differences({"source": source}, moved))
@@ -82,8 +88,10 @@ def test_manifest_source_differences_name_root_and_archive():
 def test_zero_shot_head_is_read_without_torch_and_a_head_of_another_prompt_set_is_dropped(tmp_path):
     head = tmp_path / "results/heads/m.pt"
     head.parent.mkdir(parents=True)
-    torch.save({"weights": torch.zeros(4, 3), "logit_scale": 100.0, "prompt_set": "simple", "n_templates": 1,
-                "model_id": "m"}, head)
+    torch.save(
+        {"weights": torch.zeros(4, 3), "logit_scale": 100.0, "prompt_set": "simple", "n_templates": 1, "model_id": "m"},
+        head,
+    )
     assert head_identity(head) == {"model_id": "m", "prompt_set": "simple"}
     assert drop_stale_heads({"m": "results/heads/m.pt"}, "simple", tmp_path) == []
     messages = drop_stale_heads({"m": "results/heads/m.pt"}, "openai", tmp_path)
@@ -121,8 +129,9 @@ def test_weights_record_is_current_only_while_the_weights_have_the_recorded_sha2
     weights.write_bytes(b"weights")
     record = tmp_path / "data/weights/m.json"
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"files": [{"file": str(weights), "size": 7,
-                                             "sha256": hashlib.sha256(b"weights").hexdigest()}]}))
+    record.write_text(
+        json.dumps({"files": [{"file": str(weights), "size": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}]})
+    )
     os.utime(weights, ns=(record.stat().st_mtime_ns + 10**9,) * 2)  # a newer copy of the same bytes
     assert weights_record_is_current("data/weights/m.json", [str(weights)], tmp_path)
     weights.write_bytes(b"WEIGHTS")
@@ -133,8 +142,13 @@ def test_weights_record_is_current_only_while_the_weights_have_the_recorded_sha2
 def test_logits_computed_with_other_weights_are_stale(tmp_path):
     import numpy as np
 
-    path = write_logits(tmp_path / "x.parquet", np.arange(2), np.zeros(2, dtype=np.int16),
-                        np.zeros((2, 1000), dtype=np.float32), {"model_id": "m", "weights_sha256": ["a"]})
+    path = write_logits(
+        tmp_path / "x.parquet",
+        np.arange(2),
+        np.zeros(2, dtype=np.int16),
+        np.zeros((2, 1000), dtype=np.float32),
+        {"model_id": "m", "weights_sha256": ["a"]},
+    )
     check_identity(path, {"model_id": "m", "weights_sha256": ["a"]}, {"model_id": "m", "weights_sha256": ["a"]})
     with pytest.raises(StaleCacheError, match="other weights"):
         check_identity(path, {"model_id": "m", "weights_sha256": ["a"]}, {"model_id": "m", "weights_sha256": ["b"]})
@@ -170,13 +184,18 @@ def test_a_local_folder_a_manifest_was_built_from_is_not_required_once_it_is_bui
     manifest = tmp_path / "data/manifests/imagenet_r.parquet"
     manifest.parent.mkdir(parents=True)
     table = pa.table({"index": [0]}).replace_schema_metadata(
-        {b"clip_robustness": json.dumps({"dataset": "imagenet_r", "root": "/gone/imagenet-r"}).encode()})
+        {b"clip_robustness": json.dumps({"dataset": "imagenet_r", "root": "/gone/imagenet-r"}).encode()}
+    )
     pq.write_table(table, manifest)
     downloads = {"local_archives": {}, "local_folders": {"imagenet_r": "/gone/imagenet-r"}}
     check_user_supplied_archives(registry, ["imagenet_r"], downloads, workdir=tmp_path)
     with pytest.raises(MissingUserArchiveError, match="/other/imagenet-r"):
-        check_user_supplied_archives(registry, ["imagenet_r"], {**downloads, "local_folders": {
-            "imagenet_r": "/other/imagenet-r"}}, workdir=tmp_path)
+        check_user_supplied_archives(
+            registry,
+            ["imagenet_r"],
+            {**downloads, "local_folders": {"imagenet_r": "/other/imagenet-r"}},
+            workdir=tmp_path,
+        )
 
 
 def test_results_of_dropped_files_are_removed_and_nothing_else(tmp_path):
@@ -190,7 +209,9 @@ def test_results_of_dropped_files_are_removed_and_nothing_else(tmp_path):
     assert [p for p in [*tables, *results] if (tmp_path / p).exists()] == []
     assert all((tmp_path / p).read_text() == p for p in kept)
     assert messages[0].startswith("results/metrics/models/a.parquet: computed from a dropped manifest or logits file")
-    assert messages[1].startswith("2 file(s) computed from those metric tables removed (results/metrics/metrics.parquet,")
+    assert messages[1].startswith(
+        "2 file(s) computed from those metric tables removed (results/metrics/metrics.parquet,"
+    )
     assert len(messages) == 2
     assert outdate_results(tables, results, tmp_path) == []  # nothing left to drop
 

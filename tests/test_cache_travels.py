@@ -38,27 +38,55 @@ MODELS = ["timm__test_resnet.demo", "openclip__clip_tiny_demo__demo"]
 DATASETS = ["imagenet_val", "imagenet_sketch"]
 SMALL = {
     "models": MODELS,
-    "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_sketch"], "ood": [],
-                 "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
+    "datasets": {
+        "in_distribution": "imagenet_val",
+        "test_conditions": ["imagenet_sketch"],
+        "ood": [],
+        "imagenet_c": {"corruptions": [], "severities": []},
+        "cue_conflict": [],
+    },
     "inference": {"keep_decoded": True},
     # the prompt-set ablation (CPU, from the embeddings) is tested in test_demo_pipeline.py; here the logits stage
     "zero_shot": {"prompt_set": "openai", "ablation_prompt_sets": []},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2"]
 #: What a moved study or a shared cache must never plan again.
-EXPENSIVE = {"download_archive", "extract_archive", "build_manifest", "decode_images", "decode_images_imagenet_c",
-             "fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
-             "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c"}
+EXPENSIVE = {
+    "download_archive",
+    "extract_archive",
+    "build_manifest",
+    "decode_images",
+    "decode_images_imagenet_c",
+    "fetch_model_weights",
+    "build_zero_shot_head",
+    "cache_logits",
+    "cache_logits_imagenet_c",
+    "cache_logits_zero_shot",
+    "cache_logits_zero_shot_imagenet_c",
+}
 #: The reruns after a change stop at the logits, asked for as targets (metrics, figures and tables read them like after
 #: any other change; tests/test_demo_pipeline.py covers them): 2 of the 16 jobs such a rerun would otherwise run, but
 #: most of its time.
-LOGITS_RULES = ["download_archive", "extract_archive", "build_manifest", "decode_images", "fetch_model_weights",
-                "build_zero_shot_head", "cache_logits", "cache_logits_zero_shot"]
+LOGITS_RULES = [
+    "download_archive",
+    "extract_archive",
+    "build_manifest",
+    "decode_images",
+    "fetch_model_weights",
+    "build_zero_shot_head",
+    "cache_logits",
+    "cache_logits_zero_shot",
+]
 ALL_LOGITS = [f"results/logits/{model}/{dataset}.parquet" for model in MODELS for dataset in DATASETS]
 UP_TO_LOGITS = [*ALL_LOGITS, "--allowed-rules", *LOGITS_RULES]
 #: ... and the models' metric tables (the edited registry row).
-UP_TO_MODEL_METRICS = [*ALL_LOGITS, *(f"results/metrics/models/{model}.parquet" for model in MODELS),
-                       "--allowed-rules", *LOGITS_RULES, "compute_model_metrics"]
+UP_TO_MODEL_METRICS = [
+    *ALL_LOGITS,
+    *(f"results/metrics/models/{model}.parquet" for model in MODELS),
+    "--allowed-rules",
+    *LOGITS_RULES,
+    "compute_model_metrics",
+]
 #: ... and the metrics table over models, as the only target (the changed data source: an explicit target).
 METRICS_TABLE = "results/metrics/metrics.parquet"
 UP_TO_METRICS_TABLE = [METRICS_TABLE, "--allowed-rules", *LOGITS_RULES, "compute_model_metrics", "aggregate_metrics"]
@@ -73,9 +101,13 @@ def snakemake(workdir: Path, *extra: str, command: list[str] = COMMAND) -> subpr
 def make(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     """A Makefile target as typed in ``workdir``, with this checkout's virtual environment."""
     venv = Path(sys.executable).parent.parent
-    return subprocess.run(["make", *args, f"VENV={venv}", f"PY={sys.executable}",
-                           f"SNAKEMAKE={sys.executable} -m snakemake"], cwd=workdir, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        ["make", *args, f"VENV={venv}", f"PY={sys.executable}", f"SNAKEMAKE={sys.executable} -m snakemake"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 def sha256(path: Path) -> str:
@@ -140,11 +172,14 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset_
     shutil.copytree(workdir / "data/extracted/ImageNet-Sketch.zip/sketch", folder)
     removed = sorted(folder.rglob("*.JPEG"))[0]
     removed.unlink()  # the new folder has one image fewer
-    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "downloads": {
-        "local_folders": {"imagenet_sketch": str(folder)}}}))
-    others = {**checksums(workdir, "results/logits/*/imagenet_val.parquet"),
-              **checksums(workdir, "data/manifests/imagenet_val.parquet"),
-              **checksums(workdir, "data/decoded/imagenet_val/*.npy")}
+    (workdir / "config/small.yaml").write_text(
+        yaml.safe_dump({**SMALL, "downloads": {"local_folders": {"imagenet_sketch": str(folder)}}})
+    )
+    others = {
+        **checksums(workdir, "results/logits/*/imagenet_val.parquet"),
+        **checksums(workdir, "data/manifests/imagenet_val.parquet"),
+        **checksums(workdir, "data/decoded/imagenet_val/*.npy"),
+    }
     assert len(others) >= 4, others
     for log in (workdir / "results/logs/decode_images").glob("*.log"):
         log.unlink()  # job logs are appended to: keep only this run's
@@ -157,8 +192,14 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset_
     warnings = dry_run.stdout + dry_run.stderr  # a dry run logs to stdout
     assert "data/manifests/imagenet_sketch.parquet: its source changed" in warnings
     assert str(folder) in warnings
-    chain = {"build_manifest", "decode_images", "cache_logits", "cache_logits_zero_shot", "compute_model_metrics",
-             "aggregate_metrics"}  # the small study: classifiers and a zero-shot model (its logits rule writes embeddings)
+    chain = {
+        "build_manifest",
+        "decode_images",
+        "cache_logits",
+        "cache_logits_zero_shot",
+        "compute_model_metrics",
+        "aggregate_metrics",
+    }  # the small study: classifiers and a zero-shot model (its logits rule writes embeddings)
     planned = job_stats(dry_run)
     assert chain | {f"plot_{FIGURE_NAMES[0]}"} <= set(planned) and "extract_archive" not in planned, planned
     planned = job_stats(snakemake(workdir, "--dry-run", f"results/logits/{MODELS[0]}/imagenet_sketch.parquet"))
@@ -168,7 +209,9 @@ def test_changed_source_without_snakemake_metadata_recomputes_only_that_dataset_
     ran = job_stats(result)
     assert set(ran) == chain and ran["build_manifest"] == 1, ran
     assert ran["compute_model_metrics"] == len(MODELS) and ran["aggregate_metrics"] == 1, ran
-    manifest = json.loads(pq.read_schema(workdir / "data/manifests/imagenet_sketch.parquet").metadata[b"clip_robustness"])
+    manifest = json.loads(
+        pq.read_schema(workdir / "data/manifests/imagenet_sketch.parquet").metadata[b"clip_robustness"]
+    )
     assert manifest["root"] == str(folder)
     for model in MODELS:
         metadata = read_metadata(workdir / f"results/logits/{model}/imagenet_sketch.parquet")
@@ -194,8 +237,9 @@ def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits
     shutil.copytree(finished, workdir, symlinks=True)
     shutil.rmtree(workdir / ".snakemake")
     before = checksums(workdir, "results/logits/*/*.parquet")
-    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple",
-                                                                                  "ablation_prompt_sets": []}}))
+    (workdir / "config/small.yaml").write_text(
+        yaml.safe_dump({**SMALL, "zero_shot": {"prompt_set": "simple", "ablation_prompt_sets": []}})
+    )
     result = snakemake(workdir, *UP_TO_LOGITS)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "zero_shot.prompt_set" in result.stderr
@@ -206,8 +250,10 @@ def test_changed_prompt_set_recomputes_only_the_zero_shot_models_head_and_logits
     after = checksums(workdir, "results/logits/*/*.parquet")
     changed = {path.split("/")[2] for path in before if before[path] != after[path]}
     assert changed == {"openclip__clip_tiny_demo__demo"}
-    assert all(read_metadata(workdir / f"results/logits/openclip__clip_tiny_demo__demo/{d}.parquet")["prompt_set"]
-               == "simple" for d in DATASETS)
+    assert all(
+        read_metadata(workdir / f"results/logits/openclip__clip_tiny_demo__demo/{d}.parquet")["prompt_set"] == "simple"
+        for d in DATASETS
+    )
 
 
 def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics(finished, tmp_path):
@@ -221,21 +267,28 @@ def test_edited_registry_row_recomputes_only_that_models_head_logits_and_metrics
     row = registry["model_id"] == edited
     weights = load_file(workdir / registry.loc[row, "weights_file"].item())
     (workdir / "weights").mkdir()
-    save_file({name: tensor * 1.01 if tensor.is_floating_point() else tensor for name, tensor in weights.items()},
-              workdir / "weights/retrained.safetensors")
+    save_file(
+        {name: tensor * 1.01 if tensor.is_floating_point() else tensor for name, tensor in weights.items()},
+        workdir / "weights/retrained.safetensors",
+    )
     registry.loc[row, "weights_file"] = "weights/retrained.safetensors"
     registry.to_csv(registry_path, sep="\t", index=False)
-    kept = {**checksums(workdir, f"results/logits/{other}/*.parquet"),
-            **checksums(workdir, f"results/metrics/models/{other}.parquet"),
-            **checksums(workdir, f"data/weights/{other}.json")}
+    kept = {
+        **checksums(workdir, f"results/logits/{other}/*.parquet"),
+        **checksums(workdir, f"results/metrics/models/{other}.parquet"),
+        **checksums(workdir, f"data/weights/{other}.json"),
+    }
     assert len(kept) == len(DATASETS) + 2, kept
     before = {**checksums(workdir, f"results/logits/{edited}/*.parquet"), **checksums(workdir, "results/heads/*")}
     result = snakemake(workdir, *UP_TO_MODEL_METRICS)
     assert result.returncode == 0, result.stderr[-4000:]
     ran = job_stats(result)
-    assert {rule: ran.get(rule) for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot",
-                                            "compute_model_metrics")} == dict.fromkeys(
-        ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot", "compute_model_metrics"), 1), ran
+    assert {
+        rule: ran.get(rule)
+        for rule in ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot", "compute_model_metrics")
+    } == dict.fromkeys(
+        ("fetch_model_weights", "build_zero_shot_head", "cache_logits_zero_shot", "compute_model_metrics"), 1
+    ), ran
     assert "cache_logits" not in ran, ran
     assert not {"extract_archive", "build_manifest", "decode_images"} & set(ran), ran
     assert {path: sha256(workdir / path) for path in kept} == kept  # the other model: the very same bytes
@@ -281,8 +334,10 @@ def test_figures_from_a_shared_cache_in_a_fresh_clone_plan_only_what_reads_the_c
     ran = job_stats(result)
     assert ran and set(ran) <= set(from_cache_rules(FIGURE_NAMES)), ran
     assert not (clone / "data/archives").exists() and not (clone / "data/extracted").exists()
-    pd.testing.assert_frame_equal(pd.read_parquet(clone / "results/metrics/metrics.parquet"),
-                                  pd.read_parquet(finished / "results/metrics/metrics.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(clone / "results/metrics/metrics.parquet"),
+        pd.read_parquet(finished / "results/metrics/metrics.parquet"),
+    )
     assert len(pd.read_csv(clone / "results/tables/findings.csv")) > 0
     assert len(list((clone / "results/figures").glob("*.png"))) >= 5
     assert (clone / "results/report.html").stat().st_size > 10_000

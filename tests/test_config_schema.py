@@ -55,7 +55,10 @@ def test_bad_config_stops_snakemake_before_any_job(tmp_path):
     bad.write_text(yaml.safe_dump(config))
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--configfile", str(bad), "--cores", "1", "--dry-run"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode != 0
     assert "precison" in result.stdout + result.stderr

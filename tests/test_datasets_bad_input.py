@@ -46,8 +46,13 @@ def entry_for(archive: Path, url: str, **changes) -> ArchiveEntry:
 
 def obtain(entry: ArchiveEntry, tmp_path: Path, **kwargs):
     kwargs = {"retries": 3, "timeout_s": 5, "retry_delay_s": 0.01, "datasets": ["imagenet_r"], **kwargs}
-    return obtain_archive(entry, tmp_path / "archives" / entry.name, pinned_path=tmp_path / "checksums" / "pinned.tsv",
-                          rejected_dir=tmp_path / "archives" / "rejected", **kwargs)
+    return obtain_archive(
+        entry,
+        tmp_path / "archives" / entry.name,
+        pinned_path=tmp_path / "checksums" / "pinned.tsv",
+        rejected_dir=tmp_path / "archives" / "rejected",
+        **kwargs,
+    )
 
 
 def test_checksum_mismatch_keeps_file_aside_and_names_both_hashes(tmp_path, upstream):
@@ -183,8 +188,11 @@ def test_interrupted_extraction_is_never_taken_for_complete_and_is_redone(tmp_pa
 
 def corrupt_dataset(tmp_path: Path) -> tuple[object, Path]:
     registry = load_dataset_registry(REPO / "config" / "datasets.yaml")
-    extract_archive(synthetic.write_hendrycks_tar(tmp_path / "up", "imagenet-r", [1, 2], 2, synthetic.default_renderer),
-                    tmp_path / "x", tmp_path / "x.complete")
+    extract_archive(
+        synthetic.write_hendrycks_tar(tmp_path / "up", "imagenet-r", [1, 2], 2, synthetic.default_renderer),
+        tmp_path / "x",
+        tmp_path / "x.complete",
+    )
     root = tmp_path / "x" / "imagenet-r"
     bad = sorted((root / "n01443537").iterdir())[0]
     bad.write_bytes(b"<html>Service unavailable</html>")
@@ -223,12 +231,19 @@ def test_missing_imagenet_val_stops_before_any_job_naming_files_and_folder(tmp_p
     (tmp_path / "data" / "user_supplied").mkdir(parents=True)
     (tmp_path / "data" / "user_supplied" / "ILSVRC2012_img_val.tar").write_bytes(b"")
     check_user_supplied_archives(registry, ["imagenet_val"], downloads, workdir=tmp_path)
-    check_user_supplied_archives(registry, ["imagenet_val"], {**downloads, "local_folders": {"imagenet_val": str(tmp_path)}},
-                                 workdir=tmp_path / "elsewhere")
+    check_user_supplied_archives(
+        registry,
+        ["imagenet_val"],
+        {**downloads, "local_folders": {"imagenet_val": str(tmp_path)}},
+        workdir=tmp_path / "elsewhere",
+    )
     with pytest.raises(MissingUserArchiveError, match="/no/such/val.tar"):
-        check_user_supplied_archives(registry, ["imagenet_val"],
-                                     {**downloads, "local_archives": {"ILSVRC2012_img_val.tar": "/no/such/val.tar"}},
-                                     workdir=tmp_path / "elsewhere")
+        check_user_supplied_archives(
+            registry,
+            ["imagenet_val"],
+            {**downloads, "local_archives": {"ILSVRC2012_img_val.tar": "/no/such/val.tar"}},
+            workdir=tmp_path / "elsewhere",
+        )
 
 
 def test_user_supplied_archive_is_never_downloaded(tmp_path):
@@ -243,8 +258,10 @@ def test_registry_errors_name_the_file_and_key(tmp_path):
     bad.write_text("archives:\n  a.tar: {url: 'file:///a.tar', sha256: null, source: x, colour: red}\ndatasets: {}\n")
     with pytest.raises(RegistryError, match=r"r\.yaml: archives\.a\.tar: unknown key\(s\) \['colour'\]"):
         load_dataset_registry(bad)
-    bad.write_text("archives:\n  a.tar: {url: 'file:///a.tar', sha256: null, source: x}\n"
-                   "datasets:\n  d: {title: D, archives: [b.tar], layout: wnid_folders, label_space: imagenet1k}\n")
+    bad.write_text(
+        "archives:\n  a.tar: {url: 'file:///a.tar', sha256: null, source: x}\n"
+        "datasets:\n  d: {title: D, archives: [b.tar], layout: wnid_folders, label_space: imagenet1k}\n"
+    )
     with pytest.raises(RegistryError, match=r"datasets\.d\.archives: unknown archive 'b\.tar'"):
         load_dataset_registry(bad)
     with pytest.raises(RegistryError, match=r"url_overrides names archive\(s\) \['nope\.tar'\]"):

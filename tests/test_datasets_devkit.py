@@ -42,8 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_REGISTRY = REPO / "config" / "datasets.yaml"
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 VAL_TAR = "ILSVRC2012_img_val.tar"
-DOWNLOADS = {"retries": 1, "timeout_s": 10, "url_overrides": {}, "local_archives": {}, "local_folders": {},
-             "skip_corrupt_images": False}
+DOWNLOADS = {
+    "retries": 1,
+    "timeout_s": 10,
+    "url_overrides": {},
+    "local_archives": {},
+    "local_folders": {},
+    "skip_corrupt_images": False,
+}
 CLASSES = [0, 1, 500, 998]
 
 
@@ -103,9 +109,18 @@ def test_meta_mat_non_leaf_synsets_are_ignored(tmp_path, csv_labels, val_names):
 
 def entry_with(labels_from: list[str]) -> DatasetEntry:
     raw = synthetic.registry_datasets("imagenet_val", registry_path=REAL_REGISTRY, with_devkit=True)["imagenet_val"]
-    return DatasetEntry.from_dict({"id": "imagenet_val", "title": raw["title"], "archives": raw["archives"],
-                                   "layout": raw["layout"], "subdir": raw["subdir"], "label_space": raw["label_space"],
-                                   "labels_from": labels_from, "devkit_archive": raw["devkit_archive"]})
+    return DatasetEntry.from_dict(
+        {
+            "id": "imagenet_val",
+            "title": raw["title"],
+            "archives": raw["archives"],
+            "layout": raw["layout"],
+            "subdir": raw["subdir"],
+            "label_space": raw["label_space"],
+            "labels_from": labels_from,
+            "devkit_archive": raw["devkit_archive"],
+        }
+    )
 
 
 def test_devkit_disagreeing_with_imagenet_x_fails_naming_the_files_and_both_labels(tmp_path, csv_labels, val_names):
@@ -123,12 +138,15 @@ def test_devkit_disagreeing_with_imagenet_x_fails_naming_the_files_and_both_labe
     wnids = imagenet_synsets()
     dk, ix = labels[wrong], csv_labels[wrong]
     assert "disagree on 1 of 12 file(s)" in message
-    assert f"{wrong}: the ImageNet devkit {dk} ({wnids[dk]}), imagenet-x filename_label.csv {ix} ({wnids[ix]})" in message
+    assert (
+        f"{wrong}: the ImageNet devkit {dk} ({wnids[dk]}), imagenet-x filename_label.csv {ix} ({wnids[ix]})" in message
+    )
     # many disagreements: counted, the first five named
     many = {n: (label + 1) % 1000 for n, label in labels.items()}
     with pytest.raises(ManifestError, match=r"disagree on 12 of 12 file\(s\) \(first 5 shown\)") as err:
-        build_manifest(entry, root, check_images=False,
-                       devkit_root=synthetic.write_imagenet_devkit_tar(tmp_path / "all", many))
+        build_manifest(
+            entry, root, check_images=False, devkit_root=synthetic.write_imagenet_devkit_tar(tmp_path / "all", many)
+        )
     assert sum(n in str(err.value) for n in val_names) == 5
     # the devkit as the only source gives its own (wrong) labels; imagenet-x alone gives the csv's
     only = build_manifest(entry_with(["devkit"]), root, check_images=False, devkit_root=devkit)
@@ -145,8 +163,11 @@ def registry_with_devkit(tmp_path: Path, val_tar: Path, devkit: Path | None, lab
     datasets = synthetic.registry_datasets("imagenet_val", registry_path=REAL_REGISTRY, with_devkit=True)
     datasets["imagenet_val"]["labels_from"] = labels_from
     archives = {VAL_TAR: synthetic.archive_entry(val_tar, user_supplied=True)}
-    archives[DEVKIT] = (synthetic.archive_entry(devkit, user_supplied=True) if devkit is not None else
-                        {"url": None, "sha256": None, "source": "not supplied", "user_supplied": True})
+    archives[DEVKIT] = (
+        synthetic.archive_entry(devkit, user_supplied=True)
+        if devkit is not None
+        else {"url": None, "sha256": None, "source": "not supplied", "user_supplied": True}
+    )
     return load_dataset_registry(synthetic.write_dataset_registry(tmp_path / "registry.yaml", archives, datasets))
 
 
@@ -158,14 +179,24 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
     for marker in [*inputs.get("extracted", []), *inputs.get("labels", [])]:
         archive = Path(marker).name.removesuffix(".complete")
         p = download_params(registry, archive, downloads)
-        obtain_archive(ArchiveEntry.from_dict(p["archive"]), f"data/archives/{archive}", pinned_path=p["pinned_path"],
-                       rejected_dir=p["rejected_dir"], local_path=p["local_path"], user_dir=p["user_dir"],
-                       retries=p["retries"], timeout_s=p["timeout_s"], retry_delay_s=0.01, datasets=p["datasets"])
+        obtain_archive(
+            ArchiveEntry.from_dict(p["archive"]),
+            f"data/archives/{archive}",
+            pinned_path=p["pinned_path"],
+            rejected_dir=p["rejected_dir"],
+            local_path=p["local_path"],
+            user_dir=p["user_dir"],
+            retries=p["retries"],
+            timeout_s=p["timeout_s"],
+            retry_delay_s=0.01,
+            datasets=p["datasets"],
+        )
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)
-    build = build_manifest(DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=False, workers=2,
-                           devkit_root=m.get("devkit_root"))
+    build = build_manifest(
+        DatasetEntry.from_dict(m["entry"]), m["root"], skip_corrupt=False, workers=2, devkit_root=m.get("devkit_root")
+    )
     write_manifest(build, f"data/manifests/{dataset}.parquet", f"data/manifests/{dataset}.skipped.csv")
     return inputs, m, read_manifest(f"data/manifests/{dataset}.parquet")
 
@@ -209,9 +240,14 @@ def test_without_the_devkit_the_val_tar_alone_suffices_and_imagenet_x_labels_it(
     assert manifest.table["label"].tolist() == [csv_labels[n] for n in manifest.file_names]
     # a devkit named in local_archives but absent, or required (sole source) and absent: stop before any job
     Path("data/manifests/imagenet_val.parquet").unlink()
-    with pytest.raises(MissingUserArchiveError, match=r"local_archives\['ILSVRC2012_devkit_t12.tar.gz'\] is .*not a file"):
-        check_user_supplied_archives(registry, ["imagenet_val"], {**downloads, "local_archives": {
-            VAL_TAR: str(val_tar), DEVKIT: str(workdir / "nowhere" / DEVKIT)}})
+    with pytest.raises(
+        MissingUserArchiveError, match=r"local_archives\['ILSVRC2012_devkit_t12.tar.gz'\] is .*not a file"
+    ):
+        check_user_supplied_archives(
+            registry,
+            ["imagenet_val"],
+            {**downloads, "local_archives": {VAL_TAR: str(val_tar), DEVKIT: str(workdir / "nowhere" / DEVKIT)}},
+        )
     only_devkit = registry_with_devkit(workdir, val_tar, None, ["devkit"])
     with pytest.raises(MissingUserArchiveError, match=r"need the archive ILSVRC2012_devkit_t12.tar.gz"):
         check_user_supplied_archives(only_devkit, ["imagenet_val"], downloads)
@@ -235,20 +271,27 @@ def test_real_registry_lists_the_devkit_as_an_optional_user_supplied_label_sourc
     check_user_supplied_archives(registry, ["imagenet_val"], DOWNLOADS, workdir=tmp_path)
     assert "labels" not in manifest_inputs(registry, "imagenet_val", DOWNLOADS, workdir=tmp_path)
     (tmp_path / "data" / "user_supplied" / DEVKIT).write_bytes(b"")
-    assert manifest_inputs(registry, "imagenet_val", DOWNLOADS, workdir=tmp_path)["labels"] == [f"data/extracted/{DEVKIT}.complete"]
+    assert manifest_inputs(registry, "imagenet_val", DOWNLOADS, workdir=tmp_path)["labels"] == [
+        f"data/extracted/{DEVKIT}.complete"
+    ]
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"layout": "wnid_folders"}, "apply to layout imagenet_val only"),
-    ({"labels_from": ["devkit", "wordnet"]}, "labels_from"),
-    ({"labels_from": ["devkit"], "devkit_archive": None}, "devkit_archive must be given exactly when"),
-    ({"devkit_archive": "nope.tar.gz"}, "unknown archive 'nope.tar.gz'"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"layout": "wnid_folders"}, "apply to layout imagenet_val only"),
+        ({"labels_from": ["devkit", "wordnet"]}, "labels_from"),
+        ({"labels_from": ["devkit"], "devkit_archive": None}, "devkit_archive must be given exactly when"),
+        ({"devkit_archive": "nope.tar.gz"}, "unknown archive 'nope.tar.gz'"),
+    ],
+)
 def test_registry_rejects_bad_label_sources(tmp_path, change, match):
     datasets = synthetic.registry_datasets("imagenet_val", registry_path=REAL_REGISTRY, with_devkit=True)
     datasets["imagenet_val"].update(change)
     datasets["imagenet_val"] = {k: v for k, v in datasets["imagenet_val"].items() if v is not None}
-    archives = {VAL_TAR: {"url": None, "sha256": None, "source": "-", "user_supplied": True},
-                DEVKIT: {"url": None, "sha256": None, "source": "-", "user_supplied": True}}
+    archives = {
+        VAL_TAR: {"url": None, "sha256": None, "source": "-", "user_supplied": True},
+        DEVKIT: {"url": None, "sha256": None, "source": "-", "user_supplied": True},
+    }
     with pytest.raises(RegistryError, match=match):
         synthetic.write_dataset_registry(tmp_path / "r.yaml", archives, datasets)

@@ -22,8 +22,14 @@ from clip_robustness.demo import archives as synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_REGISTRY = REPO / "config" / "datasets.yaml"
-DOWNLOADS = {"retries": 2, "timeout_s": 10, "url_overrides": {}, "local_archives": {}, "local_folders": {},
-             "skip_corrupt_images": False}
+DOWNLOADS = {
+    "retries": 2,
+    "timeout_s": 10,
+    "url_overrides": {},
+    "local_archives": {},
+    "local_folders": {},
+    "skip_corrupt_images": False,
+}
 
 
 def run_stage(registry, dataset: str, downloads=DOWNLOADS):
@@ -31,9 +37,18 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
     for marker in manifest_inputs(registry, dataset, downloads).get("extracted", []):
         archive = Path(marker).name.removesuffix(".complete")
         p = download_params(registry, archive, downloads)
-        obtain_archive(ArchiveEntry.from_dict(p["archive"]), f"data/archives/{archive}", pinned_path=p["pinned_path"],
-                       rejected_dir=p["rejected_dir"], local_path=p["local_path"], user_dir=p["user_dir"],
-                       retries=p["retries"], timeout_s=p["timeout_s"], retry_delay_s=0.01, datasets=p["datasets"])
+        obtain_archive(
+            ArchiveEntry.from_dict(p["archive"]),
+            f"data/archives/{archive}",
+            pinned_path=p["pinned_path"],
+            rejected_dir=p["rejected_dir"],
+            local_path=p["local_path"],
+            user_dir=p["user_dir"],
+            retries=p["retries"],
+            timeout_s=p["timeout_s"],
+            retry_delay_s=0.01,
+            datasets=p["datasets"],
+        )
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)
@@ -43,9 +58,12 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
 
 
 def served_registry(tmp_path: Path, server, archives: list[Path], dataset_ids: list[str], **archive_fields) -> object:
-    entries = {a.name: synthetic.archive_entry(a, url=server.url(a.name), **archive_fields.get(a.name, {})) for a in archives}
-    path = synthetic.write_dataset_registry(tmp_path / "registry.yaml", entries,
-                                            synthetic.registry_datasets(*dataset_ids, registry_path=REAL_REGISTRY))
+    entries = {
+        a.name: synthetic.archive_entry(a, url=server.url(a.name), **archive_fields.get(a.name, {})) for a in archives
+    }
+    path = synthetic.write_dataset_registry(
+        tmp_path / "registry.yaml", entries, synthetic.registry_datasets(*dataset_ids, registry_path=REAL_REGISTRY)
+    )
     return load_dataset_registry(path)
 
 
@@ -69,7 +87,9 @@ def workdir(tmp_path, monkeypatch):
 
 def test_imagenet_v2_class_folders_are_ordered_as_integers_not_strings(workdir):
     classes = [10, 2, 100, 1]  # as strings "1" < "10" < "100" < "2"
-    archive = synthetic.write_imagenet_v2_tar(workdir / "upstream", "threshold0.7", classes, 2, synthetic.default_renderer)
+    archive = synthetic.write_imagenet_v2_tar(
+        workdir / "upstream", "threshold0.7", classes, 2, synthetic.default_renderer
+    )
     with serve_folder(workdir / "upstream") as server:
         registry = served_registry(workdir, server, [archive], ["imagenet_v2_threshold07"])
         manifest = run_stage(registry, "imagenet_v2_threshold07")
@@ -82,8 +102,10 @@ def test_imagenet_v2_class_folders_are_ordered_as_integers_not_strings(workdir):
     assert pd.read_csv("data/manifests/imagenet_v2_threshold07.skipped.csv").empty
 
 
-@pytest.mark.parametrize("name,dataset,indices", [("imagenet-r", "imagenet_r", imagenet_r_indices),
-                                                  ("imagenet-a", "imagenet_a", imagenet_a_indices)])
+@pytest.mark.parametrize(
+    "name,dataset,indices",
+    [("imagenet-r", "imagenet_r", imagenet_r_indices), ("imagenet-a", "imagenet_a", imagenet_a_indices)],
+)
 def test_hendrycks_tars_get_wnid_labels_and_the_200_class_mask_from_timm(workdir, name, dataset, indices):
     classes = indices()[:3]
     archive = synthetic.write_hendrycks_tar(workdir / "upstream", name, classes, 2, synthetic.default_renderer)
@@ -93,7 +115,10 @@ def test_hendrycks_tars_get_wnid_labels_and_the_200_class_mask_from_timm(workdir
     assert manifest.label_space.name == dataset
     assert manifest.label_space.class_indices.tolist() == indices()
     assert len(manifest.label_space.class_indices) == 200
-    assert all(p.split("/")[0] == imagenet_synsets()[label] for p, label in zip(manifest.table["path"], manifest.table["label"]))
+    assert all(
+        p.split("/")[0] == imagenet_synsets()[label]
+        for p, label in zip(manifest.table["path"], manifest.table["label"])
+    )
     assert_pixels_match_labels(manifest)  # README.txt in the tar is not an image row
 
 
@@ -120,8 +145,15 @@ def test_imagenet_val_flat_tar_labels_agree_with_imagenet_x_filename_label_csv(w
 
 
 def test_imagenet_c_severity_folders_become_one_dataset_each(workdir):
-    archive = synthetic.write_imagenet_c_tar(workdir / "upstream", "blur", [3, 7], 2, synthetic.default_renderer,
-                                             corruptions=["defocus_blur", "motion_blur"], severities=[1, 5])
+    archive = synthetic.write_imagenet_c_tar(
+        workdir / "upstream",
+        "blur",
+        [3, 7],
+        2,
+        synthetic.default_renderer,
+        corruptions=["defocus_blur", "motion_blur"],
+        severities=[1, 5],
+    )
     with serve_folder(workdir / "upstream") as server:
         entries = {archive.name: synthetic.archive_entry(archive, url=server.url(archive.name))}
         datasets = synthetic.registry_datasets("imagenet_c", registry_path=REAL_REGISTRY)
@@ -147,10 +179,14 @@ def test_mos_ood_tars_list_every_image_with_label_minus_one(workdir, name, datas
 
 
 def test_dtd_textures_walk_class_folders_and_ignore_label_files(workdir):
-    archive = synthetic.write_dtd_tar(workdir / "upstream", ["banded", "zigzagged", "bubbly"], 2, synthetic.default_renderer)
+    archive = synthetic.write_dtd_tar(
+        workdir / "upstream", ["banded", "zigzagged", "bubbly"], 2, synthetic.default_renderer
+    )
     with serve_folder(workdir / "upstream") as server:
         manifest = run_stage(served_registry(workdir, server, [archive], ["textures"]), "textures")
-    assert manifest.table["path"].tolist() == [f"{t}/{t}_{k:04d}.jpg" for t in ["banded", "bubbly", "zigzagged"] for k in (1, 2)]
+    assert manifest.table["path"].tolist() == [
+        f"{t}/{t}_{k:04d}.jpg" for t in ["banded", "bubbly", "zigzagged"] for k in (1, 2)
+    ]
     assert set(manifest.table["label"]) == {-1}
 
 
@@ -164,11 +200,13 @@ def test_imagenet_o_tar_is_ood_despite_its_wnid_folders(workdir):
 def test_objectnet_maps_classes_through_the_archive_mapping_files_and_crops_the_border(workdir):
     # analog clock 409 and digital clock 530 are both "Alarm clock" in ObjectNet's real mapping
     classes = {"alarm_clock": [530, 409], "banana": [954]}
-    archive = synthetic.write_objectnet_zip(workdir / "upstream", classes, 2, synthetic.default_renderer,
-                                            unmapped_folders=["squeegee", "rake"])
+    archive = synthetic.write_objectnet_zip(
+        workdir / "upstream", classes, 2, synthetic.default_renderer, unmapped_folders=["squeegee", "rake"]
+    )
     with serve_folder(workdir / "upstream") as server:
-        registry = served_registry(workdir, server, [archive], ["objectnet"],
-                                   **{archive.name: {"password": "objectnetisatestset"}})
+        registry = served_registry(
+            workdir, server, [archive], ["objectnet"], **{archive.name: {"password": "objectnetisatestset"}}
+        )
         manifest = run_stage(registry, "objectnet")
     # manifest label = smallest mapped index; unmapped classes (squeegee, rake) are left out
     assert manifest.table["label"].tolist() == [409, 409, 954, 954]
@@ -189,9 +227,13 @@ def test_objectnet_maps_classes_through_the_archive_mapping_files_and_crops_the_
 def test_synthetic_archives_are_byte_identical_for_the_same_seed(tmp_path):
     def build(folder: Path) -> list[str]:
         paths = [
-            synthetic.write_imagenet_v2_tar(folder, "matched-frequency", [2, 10], 1, synthetic.default_renderer, seed=3),
+            synthetic.write_imagenet_v2_tar(
+                folder, "matched-frequency", [2, 10], 1, synthetic.default_renderer, seed=3
+            ),
             synthetic.write_imagenet_sketch_zip(folder, [2], 1, synthetic.default_renderer, seed=3),
-            synthetic.write_hendrycks_tar(folder, "imagenet-a", imagenet_a_indices()[:1], 1, synthetic.default_renderer, seed=3),
+            synthetic.write_hendrycks_tar(
+                folder, "imagenet-a", imagenet_a_indices()[:1], 1, synthetic.default_renderer, seed=3
+            ),
         ]
         return [synthetic.sha256_of(p) for p in paths]
 

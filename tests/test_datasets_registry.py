@@ -28,11 +28,37 @@ REGISTRY = REPO / "config" / "datasets.yaml"
 SOURCES = REPO / "config" / "dataset-sources.tsv"
 #: docs/methods.md ("Datasets and label spaces"), with ImageNet-C as its 15 corruptions x 5 severities.
 SPEC_DATASETS = [
-    "imagenet_val", "imagenet_v2_threshold07", "imagenet_v2_matched_frequency", "imagenet_v2_top_images",
-    "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet", "inaturalist", "sun", "places", "textures", "imagenet_o",
+    "imagenet_val",
+    "imagenet_v2_threshold07",
+    "imagenet_v2_matched_frequency",
+    "imagenet_v2_top_images",
+    "imagenet_sketch",
+    "imagenet_r",
+    "imagenet_a",
+    "objectnet",
+    "inaturalist",
+    "sun",
+    "places",
+    "textures",
+    "imagenet_o",
 ]
-IMAGENET_C = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-              "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"]
+IMAGENET_C = [
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +93,22 @@ def test_every_archive_url_and_checksum_comes_from_the_sources_table(registry):
 
 
 def test_url_override_is_tried_first(registry):
-    mirrored = load_dataset_registry(REGISTRY, url_overrides={"imagenet-r.tar": "https://mirror.example/imagenet-r.tar"})
-    assert mirrored.archive("imagenet-r.tar").urls == ("https://mirror.example/imagenet-r.tar", registry.archive("imagenet-r.tar").url)
+    mirrored = load_dataset_registry(
+        REGISTRY, url_overrides={"imagenet-r.tar": "https://mirror.example/imagenet-r.tar"}
+    )
+    assert mirrored.archive("imagenet-r.tar").urls == (
+        "https://mirror.example/imagenet-r.tar",
+        registry.archive("imagenet-r.tar").url,
+    )
 
 
 def test_imagenet_c_ids_expand_to_their_archive_and_folder(registry):
     entry = registry.resolve("imagenet_c_elastic_transform_4")
-    assert entry.archives == ("digital.tar",) and entry.subdir == "elastic_transform/4" and entry.label_space == "imagenet1k"
+    assert (
+        entry.archives == ("digital.tar",)
+        and entry.subdir == "elastic_transform/4"
+        and entry.label_space == "imagenet1k"
+    )
 
 
 def test_figure_titles_are_short_titles_else_titles_and_never_reach_the_rules_params(registry):
@@ -83,13 +118,19 @@ def test_figure_titles_are_short_titles_else_titles_and_never_reach_the_rules_pa
         assert titles[dataset] == (entry.short_title or entry.title) and len(titles[dataset]) <= len(entry.title)
         assert "short_title" not in entry.to_dict()  # display only: renaming it reruns no dataset job
     assert titles["imagenet_val"] == "ImageNet" and titles["sun"] == "SUN"  # shorter than "SUN (MOS OOD subset)"
-    assert titles["imagenet_c"] == "ImageNet-C" and titles["imagenet_c_fog_3"] == registry.resolve("imagenet_c_fog_3").title
+    assert (
+        titles["imagenet_c"] == "ImageNet-C"
+        and titles["imagenet_c_fog_3"] == registry.resolve("imagenet_c_fog_3").title
+    )
     # the demo's generated registry copies the entries, short titles included
     assert synthetic.registry_datasets("sun")["sun"]["short_title"] == "SUN"
 
 
 def test_only_imagenet_val_and_its_devkit_are_user_supplied(registry):
-    assert sorted(n for n, a in registry.archives.items() if a.user_supplied) == ["ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_val.tar"]
+    assert sorted(n for n, a in registry.archives.items() if a.user_supplied) == [
+        "ILSVRC2012_devkit_t12.tar.gz",
+        "ILSVRC2012_img_val.tar",
+    ]
 
 
 def test_label_spaces_come_from_timm_shipped_class_files():
@@ -107,12 +148,16 @@ def test_imagenet_val_labels_cover_all_50000_images_and_match_imagenet_x(registr
     assert len(labels) == 50_000
     assert np.bincount(list(labels.values())).tolist() == [50] * 1000
     frame = pd.read_csv(package_file("imagenet_x", "annotations/filename_label.csv"))
-    assert labels["ILSVRC2012_val_00000001.JPEG"] == int(frame.set_index("file_name").loc["ILSVRC2012_val_00000001.JPEG", "label"])
+    assert labels["ILSVRC2012_val_00000001.JPEG"] == int(
+        frame.set_index("file_name").loc["ILSVRC2012_val_00000001.JPEG", "label"]
+    )
 
 
 def test_objectnet_mapping_resolves_names_through_the_2012_id_permutation(tmp_path):
     # Pen is three ImageNet classes in the real mapping: ballpoint 418, quill 749, fountain pen 563
-    archive = synthetic.write_objectnet_zip(tmp_path, {"pen": [418, 749, 563], "mug": [504]}, 1, synthetic.default_renderer)
+    archive = synthetic.write_objectnet_zip(
+        tmp_path, {"pen": [418, 749, 563], "mug": [504]}, 1, synthetic.default_renderer
+    )
     extract_archive(archive, tmp_path / "x", tmp_path / "x.complete")
     mapping = objectnet_mapping(tmp_path / "x" / "objectnet-1.0" / "mappings")
     assert mapping.folder_to_indices == {"pen": (418, 563, 749), "mug": (504,)}

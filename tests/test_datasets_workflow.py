@@ -30,8 +30,20 @@ def write_config(tmp_path: Path, registry: Path, val_tar: Path) -> Path:
 
 
 def snakemake(tmp_path: Path, config: Path, *targets: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(config),
-           "--directory", str(tmp_path / "work"), "--cores", "1", *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(config),
+        "--directory",
+        str(tmp_path / "work"),
+        "--cores",
+        "1",
+        *targets,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
 
 
@@ -40,13 +52,21 @@ def test_rules_download_extract_and_build_manifests_over_http(tmp_path):
     v2 = synthetic.write_imagenet_v2_tar(up, "top-images", [10, 2], 1, synthetic.default_renderer)
     val = synthetic.write_imagenet_val_tar(tmp_path / "mine", [5], 2, synthetic.default_renderer)
     with serve_folder(up) as server:
-        archives = {v2.name: synthetic.archive_entry(v2, url=server.url(v2.name)),
-                    val.name: synthetic.archive_entry(val, sha256=None, user_supplied=True)}
+        archives = {
+            v2.name: synthetic.archive_entry(v2, url=server.url(v2.name)),
+            val.name: synthetic.archive_entry(val, sha256=None, user_supplied=True),
+        }
         registry = synthetic.write_dataset_registry(
-            tmp_path / "registry.yaml", archives,
-            synthetic.registry_datasets("imagenet_val", "imagenet_v2_top_images", registry_path=REPO / "config" / "datasets.yaml"))
+            tmp_path / "registry.yaml",
+            archives,
+            synthetic.registry_datasets(
+                "imagenet_val", "imagenet_v2_top_images", registry_path=REPO / "config" / "datasets.yaml"
+            ),
+        )
         config = write_config(tmp_path, registry, val)
-        run = snakemake(tmp_path, config, "data/manifests/imagenet_v2_top_images.parquet", "data/manifests/imagenet_val.parquet")
+        run = snakemake(
+            tmp_path, config, "data/manifests/imagenet_v2_top_images.parquet", "data/manifests/imagenet_val.parquet"
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         assert server.state.requests[f"/{v2.name}"] == 1
     work = tmp_path / "work"
@@ -66,12 +86,20 @@ def test_rule_run_stops_on_checksum_mismatch_and_keeps_no_archive(tmp_path):
     v2 = synthetic.write_imagenet_v2_tar(up, "top-images", [1], 1, synthetic.default_renderer)
     val = synthetic.write_imagenet_val_tar(tmp_path / "mine", [5], 1, synthetic.default_renderer)
     with serve_folder(up) as server:
-        archives = {v2.name: {**synthetic.archive_entry(v2, url=server.url(v2.name)), "sha256": "a" * 64},
-                    val.name: synthetic.archive_entry(val, user_supplied=True)}
+        archives = {
+            v2.name: {**synthetic.archive_entry(v2, url=server.url(v2.name)), "sha256": "a" * 64},
+            val.name: synthetic.archive_entry(val, user_supplied=True),
+        }
         registry = synthetic.write_dataset_registry(
-            tmp_path / "registry.yaml", archives,
-            synthetic.registry_datasets("imagenet_val", "imagenet_v2_top_images", registry_path=REPO / "config" / "datasets.yaml"))
-        run = snakemake(tmp_path, write_config(tmp_path, registry, val), "data/manifests/imagenet_v2_top_images.parquet")
+            tmp_path / "registry.yaml",
+            archives,
+            synthetic.registry_datasets(
+                "imagenet_val", "imagenet_v2_top_images", registry_path=REPO / "config" / "datasets.yaml"
+            ),
+        )
+        run = snakemake(
+            tmp_path, write_config(tmp_path, registry, val), "data/manifests/imagenet_v2_top_images.parquet"
+        )
     assert run.returncode != 0
     log = (tmp_path / "work/results/logs/download_archive" / f"{v2.name}.log").read_text()
     assert "a" * 64 in log and server.url(v2.name) in log and "imagenet_v2_top_images" in log

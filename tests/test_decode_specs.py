@@ -27,8 +27,10 @@ def test_shipped_table_equals_live_derivation_for_every_registry_row():
     rows = [registry.row(m) for m in registry.ids]
     tabled = [row for row in rows if table_key(row) is not None]
 
-    assert table, (f"{SPEC_TABLE_NAME} is missing or stamped with other versions than {current_stamp()}; regenerate: "
-                   "PYTHONPATH=src python -m clip_robustness.logits.specs config/models.tsv")
+    assert table, (
+        f"{SPEC_TABLE_NAME} is missing or stamped with other versions than {current_stamp()}; regenerate: "
+        "PYTHONPATH=src python -m clip_robustness.logits.specs config/models.tsv"
+    )
     assert len(tabled) == len(rows)  # every study model is a timm or open_clip row without a local file
     for row in tabled:
         assert table[table_key(row)] == decode_spec_for_row(row), row["model_id"]
@@ -60,6 +62,8 @@ def test_a_table_of_other_library_versions_is_not_used(tmp_path):
 
 
 def test_local_weights_files_and_python_models_are_never_tabled():
-    assert table_key({"library": "timm", "architecture": "resnet50", "pretrained": "a1_in1k"}) == "timm|resnet50|a1_in1k"
+    assert (
+        table_key({"library": "timm", "architecture": "resnet50", "pretrained": "a1_in1k"}) == "timm|resnet50|a1_in1k"
+    )
     assert table_key({"library": "timm", "architecture": "resnet50", "pretrained": "", "weights_file": "w.pth"}) is None
     assert table_key({"library": "python", "architecture": "pkg.mod:factory", "pretrained": ""}) is None

@@ -33,7 +33,9 @@ def ledger(root):
 
 
 def test_group_larger_than_the_budget_fails_at_once_naming_both_sizes(tmp_path):
-    with pytest.raises(DecodedBudgetError, match=r"need .*2,000 bytes.*more than inference.decoded_budget_gb .*1,000 bytes"):
+    with pytest.raises(
+        DecodedBudgetError, match=r"need .*2,000 bytes.*more than inference.decoded_budget_gb .*1,000 bytes"
+    ):
         with reserve(tmp_path, 2000, 1000, "decode core"):
             pass
 
@@ -69,8 +71,9 @@ def test_reservation_of_a_dead_process_is_dropped(tmp_path):
 
     folder = tmp_path / BUDGET_DIR
     folder.mkdir()
-    (folder / "stale.json").write_text(json.dumps({"bytes": 9000, "host": socket.gethostname(),
-                                                   "pid": int(dead.stdout)}))
+    (folder / "stale.json").write_text(
+        json.dumps({"bytes": 9000, "host": socket.gethostname(), "pid": int(dead.stdout)})
+    )
 
     assert live_reservations(tmp_path) == {} and not (folder / "stale.json").exists()
 

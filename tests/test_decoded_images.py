@@ -66,8 +66,12 @@ def make_manifest(root: Path, n: int, dataset: str = "imagenet_v2_threshold07", 
         labels.append(label)
     table = pd.DataFrame({"index": np.arange(n, dtype=np.int32), "path": paths, "label": np.asarray(labels, np.int16)})
     metadata = {
-        "dataset": dataset, "root": str(root), "manifest_hash": manifest_hash(table), "n_images": n,
-        "label_space": json.loads(LabelSpace.imagenet_1k().to_json()), "border_crop_px": border_crop_px,
+        "dataset": dataset,
+        "root": str(root),
+        "manifest_hash": manifest_hash(table),
+        "n_images": n,
+        "label_space": json.loads(LabelSpace.imagenet_1k().to_json()),
+        "border_crop_px": border_crop_px,
     }
     path = root.parent / f"{dataset}.parquet"
     arrow = pa.Table.from_pandas(table, preserve_index=False)
@@ -99,16 +103,28 @@ def timm_row(tmp_path: Path, architecture: str, seed: int) -> dict:
     torch.manual_seed(seed)
     weights = tmp_path / f"{architecture}.safetensors"
     save_file(timm.create_model(architecture, num_classes=1000).state_dict(), str(weights))
-    return {"model_id": f"timm__{architecture}.local", "library": "timm", "architecture": architecture,
-            "pretrained": "demo", "weights_file": str(weights)}
+    return {
+        "model_id": f"timm__{architecture}.local",
+        "library": "timm",
+        "architecture": architecture,
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
 
 
 @pytest.mark.parametrize("architecture", ["test_vit", "test_convnext"])
 def test_timm_fast_path_logits_match_the_reference_path(tmp_path, manifest, architecture):
     row = timm_row(tmp_path, architecture, seed=3)
     npy = decode_for(row, manifest, tmp_path / "decoded")
-    common = dict(head_path=None, prompt_set=None, batch_size=7, num_workers=0, precision_name="bf16",
-                  allow_tf32=True, device="cpu")
+    common = dict(
+        head_path=None,
+        prompt_set=None,
+        batch_size=7,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=True,
+        device="cpu",
+    )
 
     cache_dataset_logits(row, manifest, tmp_path / "ref.parquet", **common)
     cache_dataset_logits(row, manifest, tmp_path / "fast.parquet", decoded=npy, **common)
@@ -129,12 +145,24 @@ def test_zero_shot_clip_fast_path_logits_match_the_reference_path(tmp_path, mani
     model, _, _ = open_clip.create_model_and_transforms("clip_tiny_demo", pretrained=None)
     weights = tmp_path / "clip.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    row = {"model_id": "openclip__clip_tiny_demo.local", "library": "open_clip", "architecture": "clip_tiny_demo",
-           "pretrained": "demo", "weights_file": str(weights)}
+    row = {
+        "model_id": "openclip__clip_tiny_demo.local",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
     head_path = save_head(build_head_for_row(row, "simple", "cpu", progress=False), tmp_path / "head.pt")
     npy = decode_for(row, manifest, tmp_path / "decoded")
-    common = dict(head_path=head_path, prompt_set="simple", batch_size=8, num_workers=0, precision_name="bf16",
-                  allow_tf32=True, device="cpu")
+    common = dict(
+        head_path=head_path,
+        prompt_set="simple",
+        batch_size=8,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=True,
+        device="cpu",
+    )
 
     cache_dataset_logits(row, manifest, tmp_path / "ref.parquet", **common)
     cache_dataset_logits(row, manifest, tmp_path / "fast.parquet", decoded=npy, **common)
@@ -147,8 +175,15 @@ def test_zero_shot_clip_fast_path_logits_match_the_reference_path(tmp_path, mani
 def test_loader_workers_and_channels_last_give_the_same_fast_path_logits(tmp_path, manifest):
     row = timm_row(tmp_path, "test_resnet", seed=5)
     npy = decode_for(row, manifest, tmp_path / "decoded")
-    common = dict(head_path=None, prompt_set=None, batch_size=6, precision_name="fp32", allow_tf32=False,
-                  device="cpu", decoded=npy)
+    common = dict(
+        head_path=None,
+        prompt_set=None,
+        batch_size=6,
+        precision_name="fp32",
+        allow_tf32=False,
+        device="cpu",
+        decoded=npy,
+    )
     cache_dataset_logits(row, manifest, tmp_path / "a.parquet", num_workers=0, **common)
     cache_dataset_logits(row, manifest, tmp_path / "b.parquet", num_workers=1, channels_last=True, **common)
     a, b = read_logits(tmp_path / "a.parquet"), read_logits(tmp_path / "b.parquet")
@@ -212,8 +247,14 @@ def test_decoded_images_reads_contiguous_and_scattered_rows(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet50.a1_in1k", "vit_base_patch16_clip_224.openai_ft_in1k", "convnext_base.clip_laion2b_augreg_ft_in1k",
-             "inception_v3.tv_in1k", "test_resnet"],
+    "name",
+    [
+        "resnet50.a1_in1k",
+        "vit_base_patch16_clip_224.openai_ft_in1k",
+        "convnext_base.clip_laion2b_augreg_ft_in1k",
+        "inception_v3.tv_in1k",
+        "test_resnet",
+    ],
 )
 def test_key_derived_from_timms_pretrained_config_is_the_built_models(name):
     architecture, _, tag = name.partition(".")
@@ -225,7 +266,13 @@ def test_key_derived_from_timms_pretrained_config_is_the_built_models(name):
 
 
 def test_key_derived_for_open_clip_is_the_built_models():
-    row = {"model_id": "c", "library": "open_clip", "architecture": "clip_tiny_demo", "pretrained": "", "weights_file": ""}
+    row = {
+        "model_id": "c",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "",
+        "weights_file": "",
+    }
     _, preprocess, _ = build_model(row, "cpu")
     spec = decode_spec_for_row(row)
     built = spec_from_transform(preprocess, "open_clip", {})
@@ -259,20 +306,50 @@ def test_decoded_array_of_another_manifest_is_refused_before_any_model_runs(tmp_
     row = timm_row(tmp_path, "test_resnet", seed=0)
     npy = decode_for(row, manifest, tmp_path / "decoded")
     other = make_manifest(tmp_path / "other" / "images", 5)
-    with pytest.raises(StaleDecodedCacheError, match=f"{npy}: stale decoded images.*manifest_hash: expected '{other.manifest_hash}'"):
-        cache_dataset_logits(row, other, tmp_path / "out.parquet", head_path=None, prompt_set=None, batch_size=4,
-                             num_workers=0, precision_name="fp32", allow_tf32=False, device="cpu", decoded=npy)
+    with pytest.raises(
+        StaleDecodedCacheError, match=f"{npy}: stale decoded images.*manifest_hash: expected '{other.manifest_hash}'"
+    ):
+        cache_dataset_logits(
+            row,
+            other,
+            tmp_path / "out.parquet",
+            head_path=None,
+            prompt_set=None,
+            batch_size=4,
+            num_workers=0,
+            precision_name="fp32",
+            allow_tf32=False,
+            device="cpu",
+            decoded=npy,
+        )
     assert not (tmp_path / "out.parquet").exists()
 
 
 def test_decoded_array_of_another_geometry_is_refused_naming_model_and_both_keys(tmp_path, manifest):
-    clip_row = {"model_id": "c", "library": "open_clip", "architecture": "clip_tiny_demo", "pretrained": "", "weights_file": ""}
+    clip_row = {
+        "model_id": "c",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "",
+        "weights_file": "",
+    }
     npy = decode_for(clip_row, manifest, tmp_path / "decoded")  # 32 px: not test_resnet's 160 px
     row = timm_row(tmp_path, "test_resnet", seed=0)
     resnet_key = decode_spec_for_row(row).key
     with pytest.raises(StaleDecodedCacheError, match=f"model 'timm__test_resnet.local'.*{resnet_key}.*{npy.stem}"):
-        cache_dataset_logits(row, manifest, tmp_path / "out.parquet", head_path=None, prompt_set=None, batch_size=4,
-                             num_workers=0, precision_name="fp32", allow_tf32=False, device="cpu", decoded=npy)
+        cache_dataset_logits(
+            row,
+            manifest,
+            tmp_path / "out.parquet",
+            head_path=None,
+            prompt_set=None,
+            batch_size=4,
+            num_workers=0,
+            precision_name="fp32",
+            allow_tf32=False,
+            device="cpu",
+            decoded=npy,
+        )
 
 
 def test_geometry_key_names_size_and_interpolation():
@@ -282,12 +359,20 @@ def test_geometry_key_names_size_and_interpolation():
     geometry = [transforms.Resize(256, interpolation=InterpolationMode.BILINEAR), transforms.CenterCrop(224)]
     key = geometry_key(geometry)
     assert key.startswith("224x224-bilinear-") and len(key.rsplit("-", 1)[1]) == 10
-    assert geometry_key([transforms.Resize(256, interpolation=InterpolationMode.BICUBIC), transforms.CenterCrop(224)]) != key
+    assert (
+        geometry_key([transforms.Resize(256, interpolation=InterpolationMode.BICUBIC), transforms.CenterCrop(224)])
+        != key
+    )
 
 
 def test_key_derived_for_a_python_factory_is_the_built_models(tmp_path):
-    row = {"model_id": "p", "library": "python", "architecture": "clip_robustness.demo.models:tiny_convnet",
-           "pretrained": "demo", "weights_file": ""}
+    row = {
+        "model_id": "p",
+        "library": "python",
+        "architecture": "clip_robustness.demo.models:tiny_convnet",
+        "pretrained": "demo",
+        "weights_file": "",
+    }
     _, preprocess, _ = build_model(row, "cpu")
     spec = decode_spec_for_row(row)
     built = spec_from_transform(preprocess, "python", {})
@@ -300,13 +385,29 @@ def test_python_fast_path_logits_match_the_reference_path(tmp_path, manifest):
     torch.manual_seed(5)
     weights = tmp_path / "tiny.safetensors"
     save_file(tiny_convnet()[0].state_dict(), str(weights))
-    row = {"model_id": "python__clip_robustness.demo.models.tiny_convnet__t", "library": "python",
-           "architecture": "clip_robustness.demo.models:tiny_convnet", "pretrained": "t", "weights_file": str(weights)}
+    row = {
+        "model_id": "python__clip_robustness.demo.models.tiny_convnet__t",
+        "library": "python",
+        "architecture": "clip_robustness.demo.models:tiny_convnet",
+        "pretrained": "t",
+        "weights_file": str(weights),
+    }
     npy = decode_for(row, manifest, tmp_path / "decoded")
     fast, reference = tmp_path / "fast.parquet", tmp_path / "reference.parquet"
     for output, decoded in ((fast, npy), (reference, None)):
-        cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=4, num_workers=0,
-                             precision_name="fp32", allow_tf32=False, device="cpu", decoded=decoded)
+        cache_dataset_logits(
+            row,
+            manifest,
+            output,
+            head_path=None,
+            prompt_set=None,
+            batch_size=4,
+            num_workers=0,
+            precision_name="fp32",
+            allow_tf32=False,
+            device="cpu",
+            decoded=decoded,
+        )
     assert_same_predictions(read_logits(fast).logits, read_logits(reference).logits, atol=1e-4)
 
 
@@ -393,5 +494,13 @@ def test_batched_decoded_path_gives_the_per_image_paths_logits_bit_for_bit(tmp_p
     per_image = Subset(images, range(len(images)))  # not a DecodedImages: read per item, collated
     for batch_size in (5, 24, 64):
         batched = compute_logits(normalised, images, batch_size, 0, "cpu", Precision(amp_dtype=None, allow_tf32=False))
-        reference = compute_logits(normalised, per_image, batch_size, 0, "cpu", Precision(amp_dtype=None, allow_tf32=False), collate_fn=stack_uint8)
+        reference = compute_logits(
+            normalised,
+            per_image,
+            batch_size,
+            0,
+            "cpu",
+            Precision(amp_dtype=None, allow_tf32=False),
+            collate_fn=stack_uint8,
+        )
         assert batched.tobytes() == reference.tobytes()

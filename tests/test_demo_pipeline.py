@@ -110,8 +110,9 @@ def test_cached_logits_are_reproduced_from_the_embeddings_and_the_saved_head_on_
     row = pd.read_csv(demo_run / "config/demo/models.tsv", sep="\t").set_index("model_id").loc[ZERO_SHOT_MODEL]
     for dataset in datasets:
         manifest = read_manifest(demo_run / f"data/manifests/{dataset}.parquet")
-        expect = expected_metadata({"model_id": ZERO_SHOT_MODEL, **row.to_dict()}, dataset,
-                                   manifest.metadata["manifest_hash"], "openai")
+        expect = expected_metadata(
+            {"model_id": ZERO_SHOT_MODEL, **row.to_dict()}, dataset, manifest.metadata["manifest_hash"], "openai"
+        )
         logits = read_logits(demo_run / f"results/logits/{ZERO_SHOT_MODEL}/{dataset}.parquet", expect=expect)
         cached = read_embeddings(demo_run / f"results/embeddings/{ZERO_SHOT_MODEL}/{dataset}.parquet", expect=expect)
         assert cached.metadata["weights_sha256"] == logits.metadata["weights_sha256"], dataset
@@ -143,8 +144,14 @@ def test_prompt_set_ablation_has_its_table_figure_findings_rows_and_report_entry
 
 
 def test_adding_a_prompt_set_plans_no_logits_job(demo_run):
-    result = snakemake(demo_run, "-n", "--quiet", "rules", "--config",
-                       "zero_shot={'prompt_set': 'openai', 'ablation_prompt_sets': ['openai', 'one_template', 'simple']}")
+    result = snakemake(
+        demo_run,
+        "-n",
+        "--quiet",
+        "rules",
+        "--config",
+        "zero_shot={'prompt_set': 'openai', 'ablation_prompt_sets': ['openai', 'one_template', 'simple']}",
+    )
     planned = {rule for rule, _ in re.findall(r"^([A-Za-z_]\w*)\s+(\d+)\s*$", result.stdout + result.stderr, re.M)}
     assert "build_ablation_head" in planned and "prompt_set_metrics" in planned, result.stdout[-2000:]
     assert not {rule for rule in planned if rule.startswith(("cache_logits", "decode_images"))}, planned
@@ -237,9 +244,19 @@ def test_rerun_one_model_runs_only_that_models_jobs(demo_run):
     before = {p: p.stat().st_mtime_ns for p in (demo_run / "results/logits").glob("*/*.parquet")}
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        ["make", "-f", str(ROOT / "Makefile"), "rerun-model", f"MODEL={model}", f"SNAKEMAKE={sys.executable} -m snakemake",
-         "SNAKEMAKE_ARGS=--configfile config/demo.yaml --cores 2"],
-        cwd=demo_run, env=env, capture_output=True, text=True,
+        [
+            "make",
+            "-f",
+            str(ROOT / "Makefile"),
+            "rerun-model",
+            f"MODEL={model}",
+            f"SNAKEMAKE={sys.executable} -m snakemake",
+            "SNAKEMAKE_ARGS=--configfile config/demo.yaml --cores 2",
+        ],
+        cwd=demo_run,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     changed = {p for p, mtime in before.items() if p.stat().st_mtime_ns != mtime}

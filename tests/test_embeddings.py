@@ -39,8 +39,13 @@ def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def test_embeddings_round_trip_as_float16_with_their_metadata(tmp_path):
     e = unit_rows(7, 24)
-    path = write_embeddings(tmp_path / "e.parquet", np.arange(7), np.array([0, 1, 2, -1, 4, 5, 999]), e,
-                            {"model_id": "m", "dataset": "d", "content": "image_embeddings", "embedding_dim": 24})
+    path = write_embeddings(
+        tmp_path / "e.parquet",
+        np.arange(7),
+        np.array([0, 1, 2, -1, 4, 5, 999]),
+        e,
+        {"model_id": "m", "dataset": "d", "content": "image_embeddings", "embedding_dim": 24},
+    )
     cached = read_embeddings(path, expect={"model_id": "m", "dataset": "d"})
     assert cached.embeddings.dtype == np.float16 and cached.embeddings.shape == (7, 24)
     assert np.max(np.abs(cached.embeddings.astype(np.float32) - e)) < 1e-3  # float16 keeps ~3 decimal digits
@@ -70,18 +75,36 @@ def clip_row(tmp_path_factory):
     model, _, _ = open_clip.create_model_and_transforms("clip_tiny_demo", pretrained=None)
     weights = tmp_path_factory.mktemp("clip") / "clip.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    return {"model_id": "openclip__clip_tiny_demo.local", "library": "open_clip", "architecture": "clip_tiny_demo",
-            "pretrained": "demo", "weights_file": str(weights)}
+    return {
+        "model_id": "openclip__clip_tiny_demo.local",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
 
 
 def test_group_job_writes_embeddings_that_reproduce_its_logits(tmp_path, clip_row):
     manifest = make_manifest(tmp_path / "images", [0, 417, 999, 1, -1, 417, 3, 5])
     head_path = save_head(build_head_for_row(clip_row, "simple", "cpu", progress=False), tmp_path / "head.pt")
-    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r.manifest.parquet", tmp_path / "logits.parquet",
-                       embeddings=tmp_path / "embeddings.parquet")
-    written = cache_group_logits(clip_row, [task], head_path=head_path, weights_path=clip_row["weights_file"],
-                                 prompt_set="simple", batch_size=4, num_workers=0, precision_name="fp32",
-                                 allow_tf32=False, device="cpu")
+    task = DatasetTask(
+        "imagenet_r",
+        tmp_path / "imagenet_r.manifest.parquet",
+        tmp_path / "logits.parquet",
+        embeddings=tmp_path / "embeddings.parquet",
+    )
+    written = cache_group_logits(
+        clip_row,
+        [task],
+        head_path=head_path,
+        weights_path=clip_row["weights_file"],
+        prompt_set="simple",
+        batch_size=4,
+        num_workers=0,
+        precision_name="fp32",
+        allow_tf32=False,
+        device="cpu",
+    )
     assert written == [task.output]
     expect = expected_metadata(clip_row, "imagenet_r", manifest.metadata["manifest_hash"], "simple")
     logits = read_logits(task.output, expect=expect)
@@ -97,13 +120,34 @@ def test_group_job_writes_embeddings_that_reproduce_its_logits(tmp_path, clip_ro
     assert np.max(np.abs(derived - logits.logits)) < 1e-3 * head.logit_scale
     assert np.array_equal(derived.argmax(1), logits.logits.argmax(1))
     # both current: the next group job keeps them; a missing embeddings file recomputes the pair
-    assert cache_group_logits(clip_row, [task], head_path=head_path, weights_path=clip_row["weights_file"],
-                              prompt_set="simple", batch_size=4, num_workers=0, precision_name="fp32",
-                              allow_tf32=False, device="cpu") == []
+    assert (
+        cache_group_logits(
+            clip_row,
+            [task],
+            head_path=head_path,
+            weights_path=clip_row["weights_file"],
+            prompt_set="simple",
+            batch_size=4,
+            num_workers=0,
+            precision_name="fp32",
+            allow_tf32=False,
+            device="cpu",
+        )
+        == []
+    )
     task.embeddings.unlink()
-    assert cache_group_logits(clip_row, [task], head_path=head_path, weights_path=clip_row["weights_file"],
-                              prompt_set="simple", batch_size=4, num_workers=0, precision_name="fp32",
-                              allow_tf32=False, device="cpu") == [task.output]
+    assert cache_group_logits(
+        clip_row,
+        [task],
+        head_path=head_path,
+        weights_path=clip_row["weights_file"],
+        prompt_set="simple",
+        batch_size=4,
+        num_workers=0,
+        precision_name="fp32",
+        allow_tf32=False,
+        device="cpu",
+    ) == [task.output]
     assert task.embeddings.exists()
 
 
@@ -119,12 +163,15 @@ def test_builtin_prompt_sets_and_a_user_file(tmp_path):
     assert prompts.name == "mine" and len(prompts.templates) == 2 and prompts.classnames is None
 
 
-@pytest.mark.parametrize("text, match", [
-    ("templates: ['no slot here']\n", "templates\\[0\\]"),
-    ("classnames: [a, b]\n", "exactly 1000"),
-    ("prompts: ['a {}']\n", "unknown key"),
-    ("- a\n", "mapping"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("templates: ['no slot here']\n", "templates\\[0\\]"),
+        ("classnames: [a, b]\n", "exactly 1000"),
+        ("prompts: ['a {}']\n", "unknown key"),
+        ("- a\n", "mapping"),
+    ],
+)
 def test_a_bad_prompt_file_is_refused_naming_the_file_and_key(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -137,8 +184,9 @@ def test_a_bad_prompt_file_is_refused_naming_the_file_and_key(tmp_path, text, ma
 def test_ablation_head_of_one_template_differs_from_the_openai_head_and_has_unit_columns(clip_row, tmp_path):
     one = build_ablation_head(clip_row, "one_template")
     names = tmp_path / "names.yaml"
-    names.write_text("templates: ['a photo of a {}.']\nclassnames: [" + ", ".join(f"'c{i}'" for i in range(1000))
-                     + "]\n")
+    names.write_text(
+        "templates: ['a photo of a {}.']\nclassnames: [" + ", ".join(f"'c{i}'" for i in range(1000)) + "]\n"
+    )
     renamed = build_ablation_head(clip_row, str(names))
     assert one.prompt_set == "one_template" and one.n_templates == 1 and renamed.prompt_set == "names"
     assert torch.allclose(one.weights.norm(dim=0), torch.ones(1000), atol=1e-4)
@@ -151,29 +199,44 @@ def test_ablation_head_of_one_template_differs_from_the_openai_head_and_has_unit
 def simulated(n_models: int, effects: list[float], noise: float, seed: int) -> np.ndarray:
     """Models x prompt sets: a model's level + the set's effect + noise."""
     rng = np.random.default_rng(seed)
-    return rng.normal(0.6, 0.1, size=(n_models, 1)) + np.asarray(effects)[None, :] + rng.normal(
-        0, noise, size=(n_models, len(effects)))
+    return (
+        rng.normal(0.6, 0.1, size=(n_models, 1))
+        + np.asarray(effects)[None, :]
+        + rng.normal(0, noise, size=(n_models, len(effects)))
+    )
 
 
 def test_range_statistic_is_max_minus_min_of_the_means_and_zero_under_identical_sets():
     values = np.array([[0.5, 0.6, 0.7], [0.3, 0.2, 0.4]])
     stat = prompt_set_range(values)
     assert stat(np.ones((1, 2)), np.zeros((1, 2), dtype=int))[0] == pytest.approx(0.15)
-    assert stat(np.ones((1, 2)), np.zeros((1, 2), dtype=int))[0] == pytest.approx(
-        np.ptp(values.mean(axis=0)))
+    assert stat(np.ones((1, 2)), np.zeros((1, 2), dtype=int))[0] == pytest.approx(np.ptp(values.mean(axis=0)))
     flat = prompt_set_range(np.repeat([[0.4], [0.7]], 3, axis=1))
     assert flat(np.ones((1, 2)), np.array([[3, 5]]))[0] == pytest.approx(0.0)
 
 
 def _findings(values: np.ndarray, sets: list[str], seed: int = 0) -> pd.DataFrame:
     models = [f"m{i}" for i in range(len(values))]
-    registry = pd.DataFrame({"model_id": models, "group": "clip_zeroshot", "training_source": "laion",
-                             "finetune_route": "none", "architecture": [f"arch{i}" for i in range(len(models))],
-                             "study": "paper"})
-    properties = pd.DataFrame([{"model": m, "prompt_set": s, "property": "id_accuracy", "value": values[i, j]}
-                               for i, m in enumerate(models) for j, s in enumerate(sets)])
-    settings = FindingsSettings("imagenet_val", (), (), "paper", bootstrap_samples=400, seed=seed, min_models=4,
-                                permutations=400)
+    registry = pd.DataFrame(
+        {
+            "model_id": models,
+            "group": "clip_zeroshot",
+            "training_source": "laion",
+            "finetune_route": "none",
+            "architecture": [f"arch{i}" for i in range(len(models))],
+            "study": "paper",
+        }
+    )
+    properties = pd.DataFrame(
+        [
+            {"model": m, "prompt_set": s, "property": "id_accuracy", "value": values[i, j]}
+            for i, m in enumerate(models)
+            for j, s in enumerate(sets)
+        ]
+    )
+    settings = FindingsSettings(
+        "imagenet_val", (), (), "paper", bootstrap_samples=400, seed=seed, min_models=4, permutations=400
+    )
     return prompt_set_findings(properties, registry, settings)
 
 
@@ -188,8 +251,10 @@ def test_findings_row_recovers_a_known_prompt_set_effect_with_its_interval():
 
 
 def test_findings_row_without_an_effect_is_not_significant_in_most_simulations():
-    p_values = [_findings(simulated(12, [0.0, 0.0, 0.0], 0.01, seed=s), ["a", "b", "c"], seed=s).iloc[0]["p_value"]
-                for s in range(20)]
+    p_values = [
+        _findings(simulated(12, [0.0, 0.0, 0.0], 0.01, seed=s), ["a", "b", "c"], seed=s).iloc[0]["p_value"]
+        for s in range(20)
+    ]
     # a valid test rejects about alpha = 5% of null studies: 20 studies, allow up to 4 (binomial 95% range)
     assert sum(p < 0.05 for p in p_values) <= 4
     assert np.mean(p_values) > 0.3  # p is about uniform under the null

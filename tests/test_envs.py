@@ -27,7 +27,9 @@ def test_conda_env_pins_match_requirements(env_file):
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     pins = _pins(pip_section)
     assert pins, f"{env_file.name} pins nothing"
-    mismatched = {name: (version, REQUIREMENTS.get(name)) for name, version in pins.items() if REQUIREMENTS.get(name) != version}
+    mismatched = {
+        name: (version, REQUIREMENTS.get(name)) for name, version in pins.items() if REQUIREMENTS.get(name) != version
+    }
     assert not mismatched, f"{env_file.name}: pins differ from requirements.txt (env, requirements): {mismatched}"
 
 

@@ -58,8 +58,12 @@ def sha256(path: Path) -> str:
 
 
 def entry_of(archive: Path, **changes) -> ArchiveEntry:
-    fields = {"name": archive.name, "urls": (archive.as_uri(),), "sha256": sha256(archive),
-              "size_bytes": archive.stat().st_size}
+    fields = {
+        "name": archive.name,
+        "urls": (archive.as_uri(),),
+        "sha256": sha256(archive),
+        "size_bytes": archive.stat().st_size,
+    }
     return ArchiveEntry(**{**fields, **changes})
 
 
@@ -69,16 +73,27 @@ def upstream(tmp_path) -> Path:
 
 
 def download(entry: ArchiveEntry, work: Path) -> Path:
-    return obtain_archive(entry, work / "data/archives" / entry.name, pinned_path=work / "data/checksums/pinned.tsv",
-                          rejected_dir=work / "data/archives/rejected", verified_dir=work / "data/checksums/verified",
-                          retries=1, timeout_s=5, retry_delay_s=0)
+    return obtain_archive(
+        entry,
+        work / "data/archives" / entry.name,
+        pinned_path=work / "data/checksums/pinned.tsv",
+        rejected_dir=work / "data/archives/rejected",
+        verified_dir=work / "data/checksums/verified",
+        retries=1,
+        timeout_s=5,
+        retry_delay_s=0,
+    )
 
 
 def extract(entry: ArchiveEntry, work: Path) -> Path:
     return extract_verified_archive(
-        work / "data/archives" / entry.name, entry, work / "data/extracted" / entry.name,
-        work / "data/extracted" / f"{entry.name}.complete", pinned_path=work / "data/checksums/pinned.tsv",
-        rejected_dir=work / "data/archives/rejected", verified_dir=work / "data/checksums/verified",
+        work / "data/archives" / entry.name,
+        entry,
+        work / "data/extracted" / entry.name,
+        work / "data/extracted" / f"{entry.name}.complete",
+        pinned_path=work / "data/checksums/pinned.tsv",
+        rejected_dir=work / "data/archives/rejected",
+        verified_dir=work / "data/checksums/verified",
     )
 
 
@@ -105,8 +120,9 @@ def test_archive_verified_at_download_is_extracted_and_its_marker_records_it(tmp
     download(entry, tmp_path)
     assert verified_record_path(entry.name, tmp_path / "data/checksums/verified").is_file()
     dest = extract(entry, tmp_path)
-    assert dest.is_dir() and marker_is_current(tmp_path / "data/extracted" / f"{entry.name}.complete",
-                                               tmp_path / "data/archives" / entry.name)
+    assert dest.is_dir() and marker_is_current(
+        tmp_path / "data/extracted" / f"{entry.name}.complete", tmp_path / "data/archives" / entry.name
+    )
     marker = yaml.safe_load((tmp_path / "data/extracted" / f"{entry.name}.complete").read_text())
     assert marker["archive_sha256"] == entry.sha256 and marker["archive_size_bytes"] == upstream.stat().st_size
 
@@ -128,8 +144,16 @@ def test_stored_archive_changed_after_download_is_hashed_again_and_a_match_is_tr
     entry = entry_of(upstream)
     stored = download(entry, tmp_path)
     os.utime(stored, ns=(0, 0))  # same bytes, another modification time: the record no longer vouches for it
-    assert verify_stored_archive(stored, entry, pinned_path=tmp_path / "pinned.tsv", rejected_dir=tmp_path / "rej",
-                                 verified_dir=tmp_path / "data/checksums/verified") == entry.sha256
+    assert (
+        verify_stored_archive(
+            stored,
+            entry,
+            pinned_path=tmp_path / "pinned.tsv",
+            rejected_dir=tmp_path / "rej",
+            verified_dir=tmp_path / "data/checksums/verified",
+        )
+        == entry.sha256
+    )
     assert stored.exists()
 
 
@@ -248,7 +272,9 @@ ROW_B = {"model_id": "timm__b.x", "library": "timm", "architecture": "b", "pretr
 def write_cache(path: Path, row: dict) -> Path:
     metadata = {**expected_metadata(row, "imagenet_r", "h" * 64, None), "n_images": 3}
     rng = np.random.default_rng(0)
-    return write_logits(path, np.arange(3), np.array([1, 2, 3]), rng.normal(size=(3, 1000)).astype(np.float32), metadata)
+    return write_logits(
+        path, np.arange(3), np.array([1, 2, 3]), rng.normal(size=(3, 1000)).astype(np.float32), metadata
+    )
 
 
 def expect_of(key):
@@ -305,8 +331,12 @@ time.sleep(60)
 
 
 def test_second_run_in_the_same_directory_is_refused_with_one_message(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunInProgressError, match=f"pid {holder.pid}"):
@@ -346,6 +376,10 @@ def test_archives_markers_and_logits_are_created_with_the_users_umask(tmp_path, 
     download(entry, tmp_path)
     extract(entry, tmp_path)
     logits = write_cache(tmp_path / "results/logits/a/imagenet_r.parquet", ROW_A)
-    written = [tmp_path / "data/archives" / entry.name, verified_record_path(entry.name, tmp_path / "data/checksums/verified"),
-               tmp_path / "data/extracted" / f"{entry.name}.complete", logits]
+    written = [
+        tmp_path / "data/archives" / entry.name,
+        verified_record_path(entry.name, tmp_path / "data/checksums/verified"),
+        tmp_path / "data/extracted" / f"{entry.name}.complete",
+        logits,
+    ]
     assert {path.name: oct(path.stat().st_mode & 0o777) for path in written} == {path.name: "0o664" for path in written}

@@ -52,8 +52,14 @@ def tidy(rows):
 def demo_study():
     """The demo's shape: one zero-shot CLIP and two timm classifiers, few datasets."""
     registry = synthetic_registry({"clip_zeroshot": 1, "standard": 1, "more_data": 1}, seed=1)
-    metrics = synthetic_metrics(registry, test_conditions=["imagenet_v2_threshold07", "imagenet_r"], corruptions=[],
-                                severities=[], ood_sets=["textures"], seed=1)
+    metrics = synthetic_metrics(
+        registry,
+        test_conditions=["imagenet_v2_threshold07", "imagenet_r"],
+        corruptions=[],
+        severities=[],
+        ood_sets=["textures"],
+        seed=1,
+    )
     return registry, metrics
 
 
@@ -61,8 +67,14 @@ def demo_study():
 def mid_study():
     """Forty models: every group has several models, so trend lines and correlations exist."""
     registry = synthetic_registry({"clip_zeroshot": 16, "clip_ft": 6, "standard": 12, "more_data": 6}, seed=2)
-    metrics = synthetic_metrics(registry, test_conditions=["imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
-                                corruptions=["fog", "snow"], severities=[1, 3], ood_sets=["textures", "sun"], seed=2)
+    metrics = synthetic_metrics(
+        registry,
+        test_conditions=["imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
+        corruptions=["fog", "snow"],
+        severities=[1, 3],
+        ood_sets=["textures", "sun"],
+        seed=2,
+    )
     return registry, metrics
 
 
@@ -77,7 +89,9 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
     # one rule definition, looped over the figure table, named plot_<figure>, with the figure's caption and script
     assert "for figure in FIGURES:" in rules and 'f"plot_{figure.name}"' in rules
-    assert "caption=figure.caption" in rules and 'figure=figure.name,' in rules and '"../scripts/plot_figure.py"' in rules
+    assert (
+        "caption=figure.caption" in rules and "figure=figure.name," in rules and '"../scripts/plot_figure.py"' in rules
+    )
     for name in FIGURE_NAMES:
         assert callable(figure_function(name))
         assert figure_spec(name).caption == f"../report/{name}.rst"
@@ -91,8 +105,13 @@ def test_every_figure_name_has_a_function_a_rule_and_a_caption():
 def test_figure_rules_read_only_the_metric_tables_and_the_registry():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
     inputs = [block for _, block in re.findall(r"^( *)input:\n((?:\1    .+\n)+)", rules, re.M)]
-    allowed = {"metrics=METRICS_TABLE,", 'registry=config["model_registry"],', "ood_correlations=OOD_CORRELATIONS,",
-               "get_figures(),", "get_tables(),"}
+    allowed = {
+        "metrics=METRICS_TABLE,",
+        'registry=config["model_registry"],',
+        "ood_correlations=OOD_CORRELATIONS,",
+        "get_figures(),",
+        "get_tables(),",
+    }
     assert {line.strip() for block in inputs for line in block.splitlines()} <= allowed
 
 
@@ -157,8 +176,11 @@ def test_group_colour_and_source_marker_are_the_same_in_every_figure(mid_study):
     style = Style.from_registry(registry)
     clip_colour = GROUP_PALETTE["clip_zeroshot"]
     with paper_context():
-        figures = [plot_factor_robustness(metrics, registry, style), plot_ood_detection(metrics, registry, style),
-                   plot_calibration(metrics, registry, style)]
+        figures = [
+            plot_factor_robustness(metrics, registry, style),
+            plot_ood_detection(metrics, registry, style),
+            plot_calibration(metrics, registry, style),
+        ]
     for fig in figures:
         legend = fig.legends[0]
         entries = {t.get_text(): h for t, h in zip(legend.get_texts(), legend.legend_handles)}
@@ -231,7 +253,11 @@ def test_ood_legend_gives_pearson_r_of_the_plotted_points(mid_study):
     with paper_context():
         fig = plot_ood_detection(metrics, registry, Style.from_registry(registry), ood_sets=["textures"], score="msp")
     legend_text = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    pts = points(registry, select(metrics, "top1", dataset="imagenet_val"), select(metrics, "auroc", dataset="textures", score="msp"))
+    pts = points(
+        registry,
+        select(metrics, "top1", dataset="imagenet_val"),
+        select(metrics, "auroc", dataset="textures", score="msp"),
+    )
     standard = pts[pts["group"] == "standard"]
     expected = np.corrcoef(standard["x"], standard["y"])[0, 1]  # independent of the scipy call in the figure
     assert f"Standard (IN-1k): r={expected:.2f}" in legend_text
@@ -249,32 +275,44 @@ def test_ood_legend_has_no_line_for_a_source_with_one_model(demo_study):
 
 
 def test_imagenet_x_accuracy_comes_from_the_top1_row_or_from_the_error_ratio():
-    metrics = tidy([
-        ("a", "imagenet_x", "top1", 0.7),
-        ("a", "imagenet_x", "factor_accuracy", 0.5, "pose"),
-        ("a", "imagenet_x", "error_ratio", 0.5 / 0.3, "pose"),
-        # b has no top1 row: acc_f = 0.6, error ratio 2 -> acc_all = 1 - (1 - 0.6) / 2 = 0.8
-        ("b", "imagenet_x", "factor_accuracy", 0.6, "pose"),
-        ("b", "imagenet_x", "error_ratio", 2.0, "pose"),
-    ])
+    metrics = tidy(
+        [
+            ("a", "imagenet_x", "top1", 0.7),
+            ("a", "imagenet_x", "factor_accuracy", 0.5, "pose"),
+            ("a", "imagenet_x", "error_ratio", 0.5 / 0.3, "pose"),
+            # b has no top1 row: acc_f = 0.6, error ratio 2 -> acc_all = 1 - (1 - 0.6) / 2 = 0.8
+            ("b", "imagenet_x", "factor_accuracy", 0.6, "pose"),
+            ("b", "imagenet_x", "error_ratio", 2.0, "pose"),
+        ]
+    )
     acc = imagenet_x_accuracy(metrics)
     assert acc["a"] == pytest.approx(0.7)
     assert acc["b"] == pytest.approx(0.8)
 
 
 def test_imagenet_c_severity_condition_is_the_mean_over_corruptions():
-    metrics = tidy([
-        ("a", "imagenet_c_fog_1", "ece_ts", 2.0), ("a", "imagenet_c_snow_1", "ece_ts", 4.0),
-        ("a", "imagenet_c_fog_3", "ece_ts", 9.0),
-    ])
+    metrics = tidy(
+        [
+            ("a", "imagenet_c_fog_1", "ece_ts", 2.0),
+            ("a", "imagenet_c_snow_1", "ece_ts", 4.0),
+            ("a", "imagenet_c_fog_3", "ece_ts", 9.0),
+        ]
+    )
     assert condition_values(metrics, "ece_ts", "imagenet_c_severity_1")["a"] == pytest.approx(3.0)  # (2 + 4) / 2
     assert shift_conditions(metrics, ["imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3"]) == [
-        "imagenet_val_id_test", "imagenet_r", "imagenet_c", "imagenet_c_severity_1", "imagenet_c_severity_3"]
+        "imagenet_val_id_test",
+        "imagenet_r",
+        "imagenet_c",
+        "imagenet_c_severity_1",
+        "imagenet_c_severity_3",
+    ]
 
 
 def test_metrics_table_without_a_column_is_refused_naming_file_and_column(tmp_path):
     path = tmp_path / "metrics.parquet"
-    pd.DataFrame({"model": ["a"], "dataset": ["d"], "metric": ["top1"], "value": [0.5], "factor": [None]}).to_parquet(path)
+    pd.DataFrame({"model": ["a"], "dataset": ["d"], "metric": ["top1"], "value": [0.5], "factor": [None]}).to_parquet(
+        path
+    )
     with pytest.raises(FigureInputError, match=r"metrics\.parquet.*'score'"):
         read_metrics(path)
 
@@ -338,14 +376,21 @@ def test_synthetic_registry_is_a_valid_model_registry(tmp_path):
     registry.to_csv(path, sep="\t", index=False)
     loaded = load_model_registry(path)
     assert len(loaded.ids) == 210
-    assert loaded.table["group"].value_counts().to_dict() == {"standard": 87, "clip_zeroshot": 51, "more_data": 40, "clip_ft": 32}
+    assert loaded.table["group"].value_counts().to_dict() == {
+        "standard": 87,
+        "clip_zeroshot": 51,
+        "more_data": 40,
+        "clip_ft": 32,
+    }
 
 
 def test_pearson_of_synthetic_auroc_and_accuracy_is_positive():
     """The synthetic generator keeps the study's qualitative finding (sanity of the benchmark input)."""
     registry = synthetic_registry({"standard": 30}, seed=3)
     metrics = synthetic_metrics(registry, test_conditions=[], corruptions=[], severities=[], ood_sets=["sun"], seed=3)
-    pts = points(registry, select(metrics, "top1", dataset="imagenet_val"), select(metrics, "auroc", dataset="sun", score="msp"))
+    pts = points(
+        registry, select(metrics, "top1", dataset="imagenet_val"), select(metrics, "auroc", dataset="sun", score="msp")
+    )
     assert stats.pearsonr(pts["x"], pts["y"]).statistic > 0.5
 
 
@@ -369,8 +414,16 @@ def test_panel_titles_are_the_dataset_registrys_short_titles_and_follow_a_rename
     (tmp_path / "datasets.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     registry_file = load_dataset_registry(tmp_path / "datasets.yaml")
     registry, metrics = mid_study
-    datasets = ["imagenet_val", "imagenet_v2_threshold07", "imagenet_r", "imagenet_a", "textures", "sun",
-                "imagenet_c_fog_1", "imagenet_c_snow_3"]
+    datasets = [
+        "imagenet_val",
+        "imagenet_v2_threshold07",
+        "imagenet_r",
+        "imagenet_a",
+        "textures",
+        "sun",
+        "imagenet_c_fog_1",
+        "imagenet_c_snow_3",
+    ]
     titles = registry_file.figure_titles(datasets)
     style = Style.from_registry(registry, dataset_titles=titles)
 

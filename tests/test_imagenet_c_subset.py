@@ -18,7 +18,9 @@ REAL_REGISTRY = Path(__file__).resolve().parents[1] / "config" / "datasets.yaml"
 
 
 def listing(n_classes=10, per_class=12):
-    paths = [f"n{c:08d}/ILSVRC2012_val_{c * per_class + i:08d}.JPEG" for c in range(n_classes) for i in range(per_class)]
+    paths = [
+        f"n{c:08d}/ILSVRC2012_val_{c * per_class + i:08d}.JPEG" for c in range(n_classes) for i in range(per_class)
+    ]
     labels = [c for c in range(n_classes) for _ in range(per_class)]
     return paths, labels
 
@@ -90,8 +92,13 @@ def test_subset_manifests_keep_the_same_images_in_every_condition_and_record_the
     assert fog.table["path"].tolist() == snow.table["path"].tolist()
     assert Counter(fog.table["label"].tolist()) == {3: 2, 7: 2, 9: 2}
     assert fog.table["index"].tolist() == list(range(6))
-    assert fog.metadata["subset"] == {"method": SUBSET_METHOD, "images_per_condition": 6, "seed": 0,
-                                      "n_available": 12, "n_kept": 6}
+    assert fog.metadata["subset"] == {
+        "method": SUBSET_METHOD,
+        "images_per_condition": 6,
+        "seed": 0,
+        "n_available": 12,
+        "n_kept": 6,
+    }
     assert "subset" not in full.metadata and full.metadata["manifest_hash"] != fog.metadata["manifest_hash"]
 
 

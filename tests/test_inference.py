@@ -329,7 +329,12 @@ def _never_build(*args, **kwargs):
 
 def test_missing_open_clip_weights_fail_before_building_naming_model_repo_and_cache(empty_hub_cache, monkeypatch):
     monkeypatch.setattr(open_clip, "create_model_and_transforms", _never_build)
-    row = {"model_id": "openclip__ViT-B-32.openai", "library": "open_clip", "architecture": "ViT-B-32", "pretrained": "openai"}
+    row = {
+        "model_id": "openclip__ViT-B-32.openai",
+        "library": "open_clip",
+        "architecture": "ViT-B-32",
+        "pretrained": "openai",
+    }
     with pytest.raises(MissingWeightsError) as error:
         build_model(row, "cpu")
     message = str(error.value)
@@ -340,14 +345,25 @@ def test_missing_open_clip_weights_fail_before_building_naming_model_repo_and_ca
 
 def test_missing_timm_weights_fail_before_building_naming_model_and_repo(empty_hub_cache, monkeypatch):
     monkeypatch.setattr(timm, "create_model", _never_build)
-    row = {"model_id": "timm__test_resnet.r160_in1k", "library": "timm", "architecture": "test_resnet", "pretrained": "r160_in1k"}
+    row = {
+        "model_id": "timm__test_resnet.r160_in1k",
+        "library": "timm",
+        "architecture": "test_resnet",
+        "pretrained": "r160_in1k",
+    }
     with pytest.raises(MissingWeightsError, match="'timm__test_resnet.r160_in1k'.*'timm/test_resnet.r160_in1k'"):
         build_model(row, "cpu")
 
 
 def test_missing_local_weights_file_is_named(tmp_path):
     missing = tmp_path / "weights" / "m.safetensors"
-    row = {"model_id": "timm__test_resnet.demo", "library": "timm", "architecture": "test_resnet", "pretrained": "demo", "weights_file": str(missing)}
+    row = {
+        "model_id": "timm__test_resnet.demo",
+        "library": "timm",
+        "architecture": "test_resnet",
+        "pretrained": "demo",
+        "weights_file": str(missing),
+    }
     with pytest.raises(MissingWeightsError, match=f"'timm__test_resnet.demo'.*local weights_file '{missing}'"):
         resolve_weights(row)
 
@@ -355,10 +371,22 @@ def test_missing_local_weights_file_is_named(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        ({"model_id": "m", "library": "open_clip", "architecture": "ViT-Nope-99", "pretrained": "openai"}, "no architecture 'ViT-Nope-99'"),
-        ({"model_id": "m", "library": "open_clip", "architecture": "ViT-B-32", "pretrained": "laion9b"}, "no pretrained tag 'laion9b' for 'ViT-B-32'"),
-        ({"model_id": "m", "library": "timm", "architecture": "resnet50", "pretrained": "nope_in1k"}, "no pretrained tag 'nope_in1k' for 'resnet50'"),
-        ({"model_id": "m", "library": "keras", "architecture": "resnet50", "pretrained": ""}, "unknown library 'keras'"),
+        (
+            {"model_id": "m", "library": "open_clip", "architecture": "ViT-Nope-99", "pretrained": "openai"},
+            "no architecture 'ViT-Nope-99'",
+        ),
+        (
+            {"model_id": "m", "library": "open_clip", "architecture": "ViT-B-32", "pretrained": "laion9b"},
+            "no pretrained tag 'laion9b' for 'ViT-B-32'",
+        ),
+        (
+            {"model_id": "m", "library": "timm", "architecture": "resnet50", "pretrained": "nope_in1k"},
+            "no pretrained tag 'nope_in1k' for 'resnet50'",
+        ),
+        (
+            {"model_id": "m", "library": "keras", "architecture": "resnet50", "pretrained": ""},
+            "unknown library 'keras'",
+        ),
     ],
 )
 def test_unknown_library_architecture_or_tag_is_refused_naming_the_model(row, message):
@@ -367,7 +395,9 @@ def test_unknown_library_architecture_or_tag_is_refused_naming_the_model(row, me
 
 
 def test_timm_preprocessing_record_matches_timms_resolved_data_config():
-    _, _, info = build_model({"model_id": "t", "library": "timm", "architecture": "test_resnet", "pretrained": ""}, "cpu")
+    _, _, info = build_model(
+        {"model_id": "t", "library": "timm", "architecture": "test_resnet", "pretrained": ""}, "cpu"
+    )
     config = timm.data.resolve_model_data_config(timm.create_model("test_resnet"))
     assert info["input_size"] == list(config["input_size"])
     assert info["crop_pct"] == config["crop_pct"] and info["interpolation"] == config["interpolation"]
@@ -383,8 +413,11 @@ def test_tiny_open_clip_cache_job_end_to_end(tmp_path):
     weights = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     row = {
-        "model_id": "openclip__clip_tiny_demo.local", "library": "open_clip", "architecture": "clip_tiny_demo",
-        "pretrained": "demo", "weights_file": str(weights),
+        "model_id": "openclip__clip_tiny_demo.local",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "demo",
+        "weights_file": str(weights),
     }
     manifest = make_manifest(tmp_path / "images", [0, 417, 999, 1, -1, 417])
     head = build_head_for_row(row, "simple", "cpu", progress=False)
@@ -392,8 +425,16 @@ def test_tiny_open_clip_cache_job_end_to_end(tmp_path):
     output = tmp_path / "logits" / "m" / "imagenet_r.parquet"
 
     cache_dataset_logits(
-        row, manifest, output, head_path=head_path, prompt_set="simple", batch_size=4, num_workers=0,
-        precision_name="bf16", allow_tf32=True, device="cpu",
+        row,
+        manifest,
+        output,
+        head_path=head_path,
+        prompt_set="simple",
+        batch_size=4,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=True,
+        device="cpu",
     )
 
     expect = expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "simple")
@@ -419,18 +460,31 @@ def test_timm_test_model_cache_job_end_to_end_with_local_weights(tmp_path):
     weights = tmp_path / "test_resnet.safetensors"
     save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
     row = {
-        "model_id": "timm__test_resnet.local", "library": "timm", "architecture": "test_resnet",
-        "pretrained": "demo", "weights_file": str(weights),
+        "model_id": "timm__test_resnet.local",
+        "library": "timm",
+        "architecture": "test_resnet",
+        "pretrained": "demo",
+        "weights_file": str(weights),
     }
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1, -1], dataset="textures")
     output = tmp_path / "logits.parquet"
 
     cache_dataset_logits(
-        row, manifest, output, head_path=None, prompt_set="openai", batch_size=4, num_workers=0,
-        precision_name="bf16", allow_tf32=True, device="cpu",
+        row,
+        manifest,
+        output,
+        head_path=None,
+        prompt_set="openai",
+        batch_size=4,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=True,
+        device="cpu",
     )
 
-    cached = read_logits(output, expect=expected_metadata(row, "textures", manifest.metadata["manifest_hash"], "openai"))
+    cached = read_logits(
+        output, expect=expected_metadata(row, "textures", manifest.metadata["manifest_hash"], "openai")
+    )
     reference = timm.create_model("test_resnet", num_classes=1000)
     reference.load_state_dict(load_file(str(weights)))
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(reference))
@@ -523,12 +577,19 @@ def timm_local_row(tmp_path: Path) -> dict:
     torch.manual_seed(2)
     weights = tmp_path / "test_resnet.safetensors"
     save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
-    return {"model_id": "timm__test_resnet.local", "library": "timm", "architecture": "test_resnet",
-            "pretrained": "demo", "weights_file": str(weights)}
+    return {
+        "model_id": "timm__test_resnet.local",
+        "library": "timm",
+        "architecture": "test_resnet",
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
 
 
 def test_cpu_autocast_is_honoured_on_cpu_only_when_asked():
-    assert resolve_precision("bf16", True, "cpu", cpu_autocast=True) == Precision(amp_dtype=torch.bfloat16, allow_tf32=False)
+    assert resolve_precision("bf16", True, "cpu", cpu_autocast=True) == Precision(
+        amp_dtype=torch.bfloat16, allow_tf32=False
+    )
     assert resolve_precision("bf16", True, "cpu", cpu_autocast=False).amp_dtype is None
 
 
@@ -537,8 +598,19 @@ def test_timm_logits_under_bf16_autocast_come_from_a_float32_head_on_the_feature
     manifest = make_manifest(tmp_path / "images", [0, 1, 2, 3, 4, 5, -1, -1])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=8, num_workers=0,
-                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+    cache_dataset_logits(
+        row,
+        manifest,
+        output,
+        head_path=None,
+        prompt_set=None,
+        batch_size=8,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=False,
+        device="cpu",
+        cpu_autocast=True,
+    )
 
     cached = read_logits(output)
     assert cached.metadata["precision"]["amp_dtype"] == "bfloat16" and cached.metadata["head_precision"] == "float32"
@@ -571,14 +643,30 @@ def test_zero_shot_logits_under_bf16_autocast_come_from_a_float32_head(tmp_path)
     model, _, _ = open_clip.create_model_and_transforms("clip_tiny_demo", pretrained=None)
     weights = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    row = {"model_id": "openclip__clip_tiny_demo.local", "library": "open_clip", "architecture": "clip_tiny_demo",
-           "pretrained": "demo", "weights_file": str(weights)}
+    row = {
+        "model_id": "openclip__clip_tiny_demo.local",
+        "library": "open_clip",
+        "architecture": "clip_tiny_demo",
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
     manifest = make_manifest(tmp_path / "images", [0, 417, 999, 1, -1, 417])
     head_path = save_head(build_head_for_row(row, "simple", "cpu", progress=False), tmp_path / "head.pt")
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(row, manifest, output, head_path=head_path, prompt_set="simple", batch_size=8, num_workers=0,
-                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+    cache_dataset_logits(
+        row,
+        manifest,
+        output,
+        head_path=head_path,
+        prompt_set="simple",
+        batch_size=8,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=False,
+        device="cpu",
+        cpu_autocast=True,
+    )
 
     cached = read_logits(output)
     assert cached.metadata["precision"]["amp_dtype"] == "bfloat16" and cached.metadata["head_precision"] == "float32"
@@ -595,9 +683,13 @@ def python_row(tmp_path: Path, weights: bool = True) -> dict:
     model, _ = tiny_convnet()
     path = tmp_path / "tiny_convnet.safetensors"
     save_file(model.state_dict(), str(path))
-    return {"model_id": "python__clip_robustness.demo.models.tiny_convnet__local", "library": "python",
-            "architecture": "clip_robustness.demo.models:tiny_convnet", "pretrained": "local",
-            "weights_file": str(path) if weights else ""}
+    return {
+        "model_id": "python__clip_robustness.demo.models.tiny_convnet__local",
+        "library": "python",
+        "architecture": "clip_robustness.demo.models:tiny_convnet",
+        "pretrained": "local",
+        "weights_file": str(path) if weights else "",
+    }
 
 
 def test_python_adapter_cache_job_gives_the_factory_models_logits_with_its_weights(tmp_path):
@@ -607,10 +699,22 @@ def test_python_adapter_cache_job_gives_the_factory_models_logits_with_its_weigh
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set="openai", batch_size=2, num_workers=0,
-                         precision_name="fp32", allow_tf32=False, device="cpu")
+    cache_dataset_logits(
+        row,
+        manifest,
+        output,
+        head_path=None,
+        prompt_set="openai",
+        batch_size=2,
+        num_workers=0,
+        precision_name="fp32",
+        allow_tf32=False,
+        device="cpu",
+    )
 
-    cached = read_logits(output, expect=expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "openai"))
+    cached = read_logits(
+        output, expect=expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "openai")
+    )
     reference, transform = tiny_convnet()
     reference.load_state_dict(load_file(row["weights_file"]))
     images = torch.stack([transform(Image.open(manifest.root / p).convert("RGB")) for p in manifest.table["path"]])
@@ -626,16 +730,34 @@ def test_python_adapter_logits_under_bf16_autocast_come_from_a_float32_head(tmp_
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1, 7])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(row, manifest, output, head_path=None, prompt_set=None, batch_size=8, num_workers=0,
-                         precision_name="bf16", allow_tf32=False, device="cpu", cpu_autocast=True)
+    cache_dataset_logits(
+        row,
+        manifest,
+        output,
+        head_path=None,
+        prompt_set=None,
+        batch_size=8,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=False,
+        device="cpu",
+        cpu_autocast=True,
+    )
 
     assert bf16_representable(read_logits(output).logits).mean() < 0.1
 
 
 def test_python_adapter_refuses_an_unimportable_factory_naming_the_model():
-    row = {"model_id": "python__nowhere.f__x", "library": "python", "architecture": "nowhere_pkg.models:f",
-           "pretrained": "x", "weights_file": ""}
-    with pytest.raises(ModelBuildError, match="model 'python__nowhere.f__x': cannot import module 'nowhere_pkg.models'"):
+    row = {
+        "model_id": "python__nowhere.f__x",
+        "library": "python",
+        "architecture": "nowhere_pkg.models:f",
+        "pretrained": "x",
+        "weights_file": "",
+    }
+    with pytest.raises(
+        ModelBuildError, match="model 'python__nowhere.f__x': cannot import module 'nowhere_pkg.models'"
+    ):
         resolve_weights(row)
 
 

@@ -36,7 +36,13 @@ ROW = {
     "resolution": 32,
     "weights_file": "",
 }
-PREPROCESSING = {"input_size": [3, 32, 32], "crop_pct": 1.0, "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.5] * 3}
+PREPROCESSING = {
+    "input_size": [3, 32, 32],
+    "crop_pct": 1.0,
+    "interpolation": "bicubic",
+    "mean": [0.5] * 3,
+    "std": [0.5] * 3,
+}
 
 
 def make_metadata(**overrides) -> dict:
@@ -105,8 +111,20 @@ def test_metadata_records_every_field_spec_section_3_asks_for(tmp_path, arrays):
 
     assert raw == metadata
     for key in (
-        "model_id", "library", "library_version", "architecture", "pretrained", "preprocessing", "logit_scale",
-        "prompt_set", "precision", "torch_version", "cuda_version", "gpu_name", "dataset", "manifest_hash",
+        "model_id",
+        "library",
+        "library_version",
+        "architecture",
+        "pretrained",
+        "preprocessing",
+        "logit_scale",
+        "prompt_set",
+        "precision",
+        "torch_version",
+        "cuda_version",
+        "gpu_name",
+        "dataset",
+        "manifest_hash",
         "pipeline_version",
     ):
         assert key in metadata, key
@@ -165,7 +183,9 @@ def test_failed_rewrite_keeps_the_previous_valid_file(tmp_path, arrays, monkeypa
         ("prompt_set", "simple"),
     ],
 )
-def test_reading_with_a_different_expectation_raises_stale_naming_file_key_and_both_values(tmp_path, arrays, key, other):
+def test_reading_with_a_different_expectation_raises_stale_naming_file_key_and_both_values(
+    tmp_path, arrays, key, other
+):
     path = write_logits(tmp_path / "d.parquet", *arrays, make_metadata())
     expect = expected_metadata(ROW, "imagenet_r", "ab" * 32, "openai")
     assert read_logits(path, expect=expect).metadata["model_id"] == ROW["model_id"]  # the matching one reads
@@ -200,9 +220,7 @@ def test_a_file_is_stale_for_what_its_reader_expects_of_another_model_manifest_o
 
 def test_classifier_caches_expect_no_prompt_set(tmp_path, arrays):
     timm_row = dict(ROW, model_id="timm__test_resnet", library="timm", architecture="test_resnet")
-    path = write_logits(
-        tmp_path / "d.parquet", *arrays, make_metadata(row=timm_row, prompt_set=None, logit_scale=None)
-    )
+    path = write_logits(tmp_path / "d.parquet", *arrays, make_metadata(row=timm_row, prompt_set=None, logit_scale=None))
     read_logits(path, expect=expected_metadata(timm_row, "imagenet_r", "ab" * 32, prompt_set="openai"))
 
 
@@ -233,7 +251,9 @@ def test_parquet_with_another_schema_raises_corrupt_error(tmp_path):
     import pyarrow as pa
 
     path = tmp_path / "d.parquet"
-    table = pa.table({"index": pa.array([0], pa.int32()), "label": pa.array([1], pa.int16()), "logits": pa.array([0.5])})
+    table = pa.table(
+        {"index": pa.array([0], pa.int32()), "label": pa.array([1], pa.int16()), "logits": pa.array([0.5])}
+    )
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: "{}"}), path)
     with pytest.raises(CorruptCacheError, match="schema"):
         read_logits(path)

@@ -31,15 +31,32 @@ from clip_robustness.models.registry import load_model_registry
 pytestmark = pytest.mark.integration
 
 RESNET, VIT = "timm__test_resnet.demo", "timm__test_vit.demo"
-SMALL_STUDY = {"models": [RESNET, VIT],
-               "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"], "ood": ["textures"],
-                             "cue_conflict": []}}
+SMALL_STUDY = {
+    "models": [RESNET, VIT],
+    "datasets": {
+        "in_distribution": "imagenet_val",
+        "test_conditions": ["imagenet_r"],
+        "ood": ["textures"],
+        "cue_conflict": [],
+    },
+}
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "test_config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "test_config.yaml", "--cores", "2",
-           "--scheduler", "greedy", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--configfile",
+        "config/demo.yaml",
+        "test_config.yaml",
+        "--cores",
+        "2",
+        "--scheduler",
+        "greedy",
+        *args,
+    ]
     result = subprocess.run(cmd, cwd=workdir, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
@@ -100,8 +117,15 @@ def test_rerun_model_recomputes_that_model_only(small_study):
     # what `make rerun-model MODEL=...` does to the logits stage
     for path in (small_study / "results/logits" / RESNET).glob("*.parquet"):
         path.unlink()
-    snakemake(small_study, SMALL_STUDY, "--forcerun", "cache_logits", "cache_logits_imagenet_c", "--",
-              *[t for t in logits_targets(SMALL_STUDY) if f"/{RESNET}/" in t])
+    snakemake(
+        small_study,
+        SMALL_STUDY,
+        "--forcerun",
+        "cache_logits",
+        "cache_logits_imagenet_c",
+        "--",
+        *[t for t in logits_targets(SMALL_STUDY) if f"/{RESNET}/" in t],
+    )
 
     for path, before in old.items():
         assert (fingerprint(small_study / path) != before) == (f"/{RESNET}/" in path), path
@@ -140,7 +164,9 @@ def test_decoding_waits_within_a_budget_smaller_than_all_arrays(tmp_path, demo_u
         done.set()
         watcher.join()
 
-    ledger = [json.loads(line) for line in (workdir / "data/decoded" / BUDGET_DIR / "ledger.jsonl").read_text().splitlines()]
+    ledger = [
+        json.loads(line) for line in (workdir / "data/decoded" / BUDGET_DIR / "ledger.jsonl").read_text().splitlines()
+    ]
     assert len(ledger) == len(groups)
     assert all(r["alive_before"] + r["bytes"] <= r["budget"] for r in ledger)
     assert 0 < peak[0] <= budget
@@ -150,23 +176,40 @@ def test_decoding_waits_within_a_budget_smaller_than_all_arrays(tmp_path, demo_u
 def with_imagenet_c(workdir: Path, upstream: Path, corruptions: list[str], severities: list[int]) -> str:
     """Add a generated ImageNet-C blur.tar (real layout: <corruption>/<severity>/<wnid>/<id>.JPEG) to a copy of the
     demo's dataset registry in ``workdir``; returns the copy's path (config ``dataset_registry``)."""
-    archive = synthetic.write_imagenet_c_tar(workdir / "upstream_c", "blur", [1, 409, 954], 2,
-                                             synthetic.default_renderer, corruptions=corruptions, severities=severities)
+    archive = synthetic.write_imagenet_c_tar(
+        workdir / "upstream_c",
+        "blur",
+        [1, 409, 954],
+        2,
+        synthetic.default_renderer,
+        corruptions=corruptions,
+        severities=severities,
+    )
     registry = yaml.safe_load((upstream / "datasets.yaml").read_text())
     imagenet_c = synthetic.registry_datasets("imagenet_c")["imagenet_c"]
     imagenet_c["corruption_archives"] = {c: "blur.tar" for c in corruptions}
-    synthetic.write_dataset_registry(workdir / "config/with_imagenet_c.yaml",
-                                     {**registry["archives"], "blur.tar": synthetic.archive_entry(archive)},
-                                     {**registry["datasets"], "imagenet_c": imagenet_c})
+    synthetic.write_dataset_registry(
+        workdir / "config/with_imagenet_c.yaml",
+        {**registry["archives"], "blur.tar": synthetic.archive_entry(archive)},
+        {**registry["datasets"], "imagenet_c": imagenet_c},
+    )
     return "config/with_imagenet_c.yaml"
 
 
 def test_imagenet_c_jobs_per_severity_or_per_corruption_compute_the_same_files(tmp_path, demo_upstream):
     workdir = make_demo_workdir(tmp_path, demo_upstream)
     corruptions, severities = ["defocus_blur", "motion_blur", "zoom_blur"], [1, 2]
-    study = {"models": [RESNET], "dataset_registry": with_imagenet_c(workdir, demo_upstream, corruptions, severities),
-             "datasets": {"in_distribution": "imagenet_val", "test_conditions": [], "ood": ["textures"],
-                          "imagenet_c": {"corruptions": corruptions, "severities": severities}, "cue_conflict": []}}
+    study = {
+        "models": [RESNET],
+        "dataset_registry": with_imagenet_c(workdir, demo_upstream, corruptions, severities),
+        "datasets": {
+            "in_distribution": "imagenet_val",
+            "test_conditions": [],
+            "ood": ["textures"],
+            "imagenet_c": {"corruptions": corruptions, "severities": severities},
+            "cue_conflict": [],
+        },
+    }
     conditions = [f"imagenet_c_{c}_{s}" for c in corruptions for s in severities]
     targets = [f"results/logits/{RESNET}/{d}.parquet" for d in conditions]
     logits = {}

@@ -28,43 +28,76 @@ def resnet_row(tmp_path_factory):
     torch.manual_seed(1)
     weights = tmp_path_factory.mktemp("weights") / "test_resnet.safetensors"
     save_file(timm.create_model("test_resnet", num_classes=1000).state_dict(), str(weights))
-    return {"model_id": "timm__test_resnet.local", "library": "timm", "architecture": "test_resnet",
-            "pretrained": "demo", "weights_file": str(weights)}
+    return {
+        "model_id": "timm__test_resnet.local",
+        "library": "timm",
+        "architecture": "test_resnet",
+        "pretrained": "demo",
+        "weights_file": str(weights),
+    }
 
 
 def manifests(tmp_path, names):
     """Small real manifests (random images in class folders), one per dataset name."""
-    return {name: make_manifest(tmp_path / name / "images", [i % 4 for i in range(3 + k)], dataset=name)
-            for k, name in enumerate(names)}
+    return {
+        name: make_manifest(tmp_path / name / "images", [i % 4 for i in range(3 + k)], dataset=name)
+        for k, name in enumerate(names)
+    }
 
 
 def run_group(row, tasks, timings=None):
-    return cache_group_logits(row, tasks, head_path=None, weights_path=row["weights_file"], prompt_set="openai",
-                              batch_size=4, num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu",
-                              timings=timings)
+    return cache_group_logits(
+        row,
+        tasks,
+        head_path=None,
+        weights_path=row["weights_file"],
+        prompt_set="openai",
+        batch_size=4,
+        num_workers=0,
+        precision_name="bf16",
+        allow_tf32=True,
+        device="cpu",
+        timings=timings,
+    )
 
 
 def test_group_job_writes_each_dataset_the_file_a_one_dataset_job_writes(tmp_path, resnet_row):
     built = manifests(tmp_path, ["imagenet_r", "textures"])
-    tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
-             for name in built]
+    tasks = [
+        DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
+        for name in built
+    ]
 
     run_group(resnet_row, tasks)
 
     for task in tasks:
         manifest = built[task.dataset]
         single = tmp_path / "single" / f"{task.dataset}.parquet"
-        cache_dataset_logits(resnet_row, manifest, single, head_path=None, prompt_set="openai", batch_size=4,
-                             num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu")
-        grouped = read_logits(task.output, expect=expected_metadata(resnet_row, task.dataset, manifest.manifest_hash, None))
+        cache_dataset_logits(
+            resnet_row,
+            manifest,
+            single,
+            head_path=None,
+            prompt_set="openai",
+            batch_size=4,
+            num_workers=0,
+            precision_name="bf16",
+            allow_tf32=True,
+            device="cpu",
+        )
+        grouped = read_logits(
+            task.output, expect=expected_metadata(resnet_row, task.dataset, manifest.manifest_hash, None)
+        )
         np.testing.assert_array_equal(grouped.logits, read_logits(single).logits)
         assert grouped.metadata["n_images"] == len(manifest.table)
 
 
 def test_group_job_keeps_current_files_and_computes_only_the_new_dataset(tmp_path, resnet_row):
     built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist"])
-    tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
-             for name in built]
+    tasks = [
+        DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet")
+        for name in built
+    ]
     run_group(resnet_row, tasks[:2])
     before = {t.dataset: (t.output.stat().st_mtime_ns, read_metadata(t.output)["created_utc"]) for t in tasks[:2]}
 
@@ -73,12 +106,16 @@ def test_group_job_keeps_current_files_and_computes_only_the_new_dataset(tmp_pat
 
     assert written == [tasks[2].output]
     assert [t["dataset"] for t in timings] == ["inaturalist"]
-    assert {t.dataset: (t.output.stat().st_mtime_ns, read_metadata(t.output)["created_utc"]) for t in tasks[:2]} == before
+    assert {
+        t.dataset: (t.output.stat().st_mtime_ns, read_metadata(t.output)["created_utc"]) for t in tasks[:2]
+    } == before
 
 
 def test_group_job_with_every_output_current_computes_nothing(tmp_path, resnet_row):
     built = manifests(tmp_path, ["imagenet_r"])
-    tasks = [DatasetTask(n, tmp_path / n / f"{n}.manifest.parquet", tmp_path / "logits" / f"{n}.parquet") for n in built]
+    tasks = [
+        DatasetTask(n, tmp_path / n / f"{n}.manifest.parquet", tmp_path / "logits" / f"{n}.parquet") for n in built
+    ]
     run_group(resnet_row, tasks)
 
     assert run_group(resnet_row, tasks) == []
@@ -86,8 +123,11 @@ def test_group_job_with_every_output_current_computes_nothing(tmp_path, resnet_r
 
 def test_file_older_than_its_manifest_is_recomputed(tmp_path, resnet_row):
     manifests(tmp_path, ["imagenet_r"])
-    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
-                       tmp_path / "logits" / "imagenet_r.parquet")
+    task = DatasetTask(
+        "imagenet_r",
+        tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+        tmp_path / "logits" / "imagenet_r.parquet",
+    )
     run_group(resnet_row, [task])
     later = time.time() + 5
     os.utime(task.manifest, (later, later))
@@ -98,8 +138,11 @@ def test_file_older_than_its_manifest_is_recomputed(tmp_path, resnet_row):
 
 def test_file_of_another_manifest_or_model_is_not_reused(tmp_path, resnet_row):
     built = manifests(tmp_path, ["imagenet_r"])
-    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
-                       tmp_path / "logits" / "imagenet_r.parquet")
+    task = DatasetTask(
+        "imagenet_r",
+        tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+        tmp_path / "logits" / "imagenet_r.parquet",
+    )
     run_group(resnet_row, [task])
     expect = expected_metadata(resnet_row, "imagenet_r", built["imagenet_r"].manifest_hash, None)
 
@@ -123,8 +166,11 @@ def test_check_before_planning_and_group_job_agree_on_what_is_current(tmp_path, 
     """One definition of a current file (clip_robustness.logits.cache.current_metadata): a file the group job would
     recompute is moved aside before planning (so Snakemake plans its job), and a file it keeps is left alone."""
     manifests(tmp_path, ["imagenet_r"])
-    task = DatasetTask("imagenet_r", tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
-                       tmp_path / "logits" / "imagenet_r.parquet")
+    task = DatasetTask(
+        "imagenet_r",
+        tmp_path / "imagenet_r" / "imagenet_r.manifest.parquet",
+        tmp_path / "logits" / "imagenet_r.parquet",
+    )
     run_group(resnet_row, [task])
     if stale == "head_precision":  # a file from a reduced-precision final layer
         rewrite_footer(task.output, head_precision="float16")
@@ -135,9 +181,11 @@ def test_check_before_planning_and_group_job_agree_on_what_is_current(tmp_path, 
     saved = tmp_path / "saved.parquet"
     shutil.copy2(task.output, saved)
 
-    rejected = check_logits_files([(task.output, ("timm__test_resnet.local", "imagenet_r"))],
-                                  current_metadata_of(lambda model: resnet_row, "openai", lambda dataset: task.manifest),
-                                  tmp_path / "state.json")
+    rejected = check_logits_files(
+        [(task.output, ("timm__test_resnet.local", "imagenet_r"))],
+        current_metadata_of(lambda model: resnet_row, "openai", lambda dataset: task.manifest),
+        tmp_path / "state.json",
+    )
     shutil.copy2(saved, task.output)  # the same file, for the job
     recomputed = run_group(resnet_row, [task]) == [task.output]
 
@@ -146,17 +194,26 @@ def test_check_before_planning_and_group_job_agree_on_what_is_current(tmp_path, 
         assert (stale if stale != "subset" else "manifest_subset") in rejected[0].reason
 
 
-STUDY_DATASETS = ["imagenet_val", "imagenet_r", "imagenet_c_fog_1", "imagenet_c_fog_3", "imagenet_c_snow_1",
-                  "imagenet_c_snow_3", "textures"]
+STUDY_DATASETS = [
+    "imagenet_val",
+    "imagenet_r",
+    "imagenet_c_fog_1",
+    "imagenet_c_fog_3",
+    "imagenet_c_snow_1",
+    "imagenet_c_snow_3",
+    "textures",
+]
 STUDY_C = {"corruptions": ["fog", "snow"], "severities": [1, 3]}
 
 
 def test_per_severity_groups_put_each_imagenet_c_severity_apart_and_everything_else_in_core():
     groups = LogitsGroups.from_study(STUDY_DATASETS, STUDY_C)  # the default cut
 
-    assert groups.groups() == {"core": ["imagenet_val", "imagenet_r", "textures"],
-                               "1": ["imagenet_c_fog_1", "imagenet_c_snow_1"],
-                               "3": ["imagenet_c_fog_3", "imagenet_c_snow_3"]}
+    assert groups.groups() == {
+        "core": ["imagenet_val", "imagenet_r", "textures"],
+        "1": ["imagenet_c_fog_1", "imagenet_c_snow_1"],
+        "3": ["imagenet_c_fog_3", "imagenet_c_snow_3"],
+    }
     assert groups.group_of("imagenet_c_snow_3") == "3" and groups.jobs_per_model() == 3
     assert groups.condition_patterns("g") == ["imagenet_c_fog_{g}", "imagenet_c_snow_{g}"]
 
@@ -164,9 +221,11 @@ def test_per_severity_groups_put_each_imagenet_c_severity_apart_and_everything_e
 def test_per_corruption_groups_put_each_imagenet_c_corruption_apart_and_everything_else_in_core():
     groups = LogitsGroups.from_study(STUDY_DATASETS, STUDY_C, cut="per_corruption")
 
-    assert groups.groups() == {"core": ["imagenet_val", "imagenet_r", "textures"],
-                               "fog": ["imagenet_c_fog_1", "imagenet_c_fog_3"],
-                               "snow": ["imagenet_c_snow_1", "imagenet_c_snow_3"]}
+    assert groups.groups() == {
+        "core": ["imagenet_val", "imagenet_r", "textures"],
+        "fog": ["imagenet_c_fog_1", "imagenet_c_fog_3"],
+        "snow": ["imagenet_c_snow_1", "imagenet_c_snow_3"],
+    }
     assert groups.group_of("imagenet_c_snow_3") == "snow" and groups.jobs_per_model() == 3
     assert groups.condition_patterns("g") == ["imagenet_c_{g}_1", "imagenet_c_{g}_3"]
 
@@ -201,7 +260,11 @@ def test_rule_lists_zip_into_tasks_and_a_lone_path_is_a_group_of_one():
     (task,) = tasks_from_lists("imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
 
     assert (task.dataset, task.manifest.name, task.output.name, task.decoded.name) == (
-        "imagenet_c_fog_1", "m.parquet", "o.parquet", "d.npy")
+        "imagenet_c_fog_1",
+        "m.parquet",
+        "o.parquet",
+        "d.npy",
+    )
     with pytest.raises(ValueError, match="parallel lists"):
         tasks_from_lists(["a", "b"], ["m"], ["o1", "o2"])
 
@@ -237,8 +300,9 @@ def test_the_next_item_is_prepared_while_the_current_one_computes_and_results_ke
     assert [record["n_images"] for _, record in results] == [1, 2, 3, 4]
     assert [c for c in calls if c.startswith("compute")] == [f"compute {i}" for i in range(4)]
     assert calls.index("prepare 1") < calls.index("compute 0") and calls.index("prepare 3") < calls.index("compute 2")
-    assert all(set(record) == {"n_images", "inference_s", "wait_s", "write_s",
-                                                                 "compute_started"} for _, record in results)
+    assert all(
+        set(record) == {"n_images", "inference_s", "wait_s", "write_s", "compute_started"} for _, record in results
+    )
 
 
 def test_a_failed_compute_still_writes_every_file_computed_before_it(tmp_path):
@@ -264,15 +328,20 @@ def test_a_failed_parquet_write_fails_the_group_job_and_leaves_no_file_there(tmp
     built = manifests(tmp_path, ["imagenet_r", "textures", "inaturalist"])
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the output folder should be")
-    outputs = {"imagenet_r": tmp_path / "logits" / "imagenet_r.parquet", "textures": blocked / "textures.parquet",
-               "inaturalist": tmp_path / "logits" / "inaturalist.parquet"}
+    outputs = {
+        "imagenet_r": tmp_path / "logits" / "imagenet_r.parquet",
+        "textures": blocked / "textures.parquet",
+        "inaturalist": tmp_path / "logits" / "inaturalist.parquet",
+    }
     tasks = [DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet", outputs[name]) for name in built]
 
     with pytest.raises(OSError):  # the writer thread's error, raised by the job
         run_group(resnet_row, tasks)
 
-    first = read_logits(outputs["imagenet_r"], expect=expected_metadata(resnet_row, "imagenet_r",
-                                                                         built["imagenet_r"].manifest_hash, None))
+    first = read_logits(
+        outputs["imagenet_r"],
+        expect=expected_metadata(resnet_row, "imagenet_r", built["imagenet_r"].manifest_hash, None),
+    )
     assert first.logits.shape == (3, 1000)  # the file before the failure is complete and valid
     assert not outputs["textures"].exists() and blocked.is_file()
     assert temp_files_of(outputs["imagenet_r"]) == [] and temp_files_of(outputs["inaturalist"]) == []
@@ -288,8 +357,11 @@ def test_decoded_group_job_writes_each_dataset_the_one_dataset_jobs_logits_bit_f
     for name, manifest in built.items():
         npy = tmp_path / "decoded" / name / f"{spec.key}.npy"
         decode_dataset(manifest, spec, npy, npy.with_suffix(".json"))
-        tasks.append(DatasetTask(name, tmp_path / name / f"{name}.manifest.parquet",
-                                 tmp_path / "logits" / f"{name}.parquet", npy))
+        tasks.append(
+            DatasetTask(
+                name, tmp_path / name / f"{name}.manifest.parquet", tmp_path / "logits" / f"{name}.parquet", npy
+            )
+        )
     timings: list[dict] = []
 
     run_group(resnet_row, tasks, timings)
@@ -297,9 +369,19 @@ def test_decoded_group_job_writes_each_dataset_the_one_dataset_jobs_logits_bit_f
     assert [t["dataset"] for t in timings] == list(built)
     for task in tasks:
         single = tmp_path / "single" / f"{task.dataset}.parquet"
-        cache_dataset_logits(resnet_row, built[task.dataset], single, head_path=None, prompt_set="openai",
-                             batch_size=4, num_workers=0, precision_name="bf16", allow_tf32=True, device="cpu",
-                             decoded=task.decoded)
+        cache_dataset_logits(
+            resnet_row,
+            built[task.dataset],
+            single,
+            head_path=None,
+            prompt_set="openai",
+            batch_size=4,
+            num_workers=0,
+            precision_name="bf16",
+            allow_tf32=True,
+            device="cpu",
+            decoded=task.decoded,
+        )
         grouped = read_logits(task.output)
         assert grouped.logits.tobytes() == read_logits(single).logits.tobytes()
         assert grouped.metadata["input_pipeline"]["path"] == "decoded"

@@ -10,12 +10,46 @@ from clip_robustness.logits.workflow import LogitsPlan
 from clip_robustness.models.registry import REGISTRY_COLUMNS, load_model_registry
 
 ROWS = [
-    ["openclip__clip_tiny_demo__demo", "open_clip", "clip_tiny_demo", "demo", "clip_zeroshot", "demo", "1", "none",
-     "ViT", "32", "weights/clip.safetensors"],
+    [
+        "openclip__clip_tiny_demo__demo",
+        "open_clip",
+        "clip_tiny_demo",
+        "demo",
+        "clip_zeroshot",
+        "demo",
+        "1",
+        "none",
+        "ViT",
+        "32",
+        "weights/clip.safetensors",
+    ],
     ["timm__test_resnet.demo", "timm", "test_resnet", "demo", "standard", "demo", "1", "none", "ResNet", "160", ""],
-    ["timm__test_convnext.demo", "timm", "test_convnext", "demo", "standard", "demo", "1", "none", "ConvNeXt", "160", ""],
-    ["python__test_logits_workflow.no_normalize__x", "python", "test_logits_workflow:no_normalize", "x", "standard", "demo", "1",
-     "none", "CNN", "8", ""],
+    [
+        "timm__test_convnext.demo",
+        "timm",
+        "test_convnext",
+        "demo",
+        "standard",
+        "demo",
+        "1",
+        "none",
+        "ConvNeXt",
+        "160",
+        "",
+    ],
+    [
+        "python__test_logits_workflow.no_normalize__x",
+        "python",
+        "test_logits_workflow:no_normalize",
+        "x",
+        "standard",
+        "demo",
+        "1",
+        "none",
+        "CNN",
+        "8",
+        "",
+    ],
 ]
 
 
@@ -35,8 +69,9 @@ def registry(tmp_path):
 
 
 def plan(registry, decoded_cache=True, warnings=None):
-    return LogitsPlan(registry, registry.ids, decoded_cache=decoded_cache,
-                      warn=None if warnings is None else warnings.append)
+    return LogitsPlan(
+        registry, registry.ids, decoded_cache=decoded_cache, warn=None if warnings is None else warnings.append
+    )
 
 
 def test_zero_shot_model_inputs_are_manifest_head_weights_and_decoded_array(registry, tmp_path, monkeypatch):
@@ -77,7 +112,9 @@ def test_decode_params_are_the_recipe_of_the_first_model_by_id_with_that_geometr
 def test_unknown_geometry_key_names_it_and_the_known_keys(registry):
     logits_plan = plan(registry)
     key = decode_spec_for_row(registry.row("timm__test_resnet.demo")).key
-    with pytest.raises(ValueError, match=f"no model of the study has preprocessing '224x224-bicubic-0000000000'.*{key}"):
+    with pytest.raises(
+        ValueError, match=f"no model of the study has preprocessing '224x224-bicubic-0000000000'.*{key}"
+    ):
         logits_plan.decode_params("224x224-bicubic-0000000000")
 
 

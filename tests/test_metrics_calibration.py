@@ -52,7 +52,11 @@ def test_ece_matches_torchmetrics_binned_calibration_error():
     logits[np.arange(n)[: n // 2], labels[: n // 2]] += 6
     ours = predict(logits, labels)
     theirs = torchmetrics.functional.classification.multiclass_calibration_error(
-        torch.softmax(torch.from_numpy(logits).double(), dim=1), torch.from_numpy(labels), num_classes=classes, n_bins=15, norm="l1"
+        torch.softmax(torch.from_numpy(logits).double(), dim=1),
+        torch.from_numpy(labels),
+        num_classes=classes,
+        n_bins=15,
+        norm="l1",
     )
     assert expected_calibration_error(ours.confidence, ours.correct, 15) == pytest.approx(100 * float(theirs), abs=1e-6)
 
@@ -72,7 +76,9 @@ def test_nll_on_a_subset_is_cross_entropy_over_the_subset_columns():
     rng = np.random.default_rng(3)
     column = rng.integers(0, 200, 300)
     labels = space.class_indices[column]
-    expected = torch.nn.functional.cross_entropy(torch.from_numpy(logits[:, ::5]).double(), torch.from_numpy(column)).item()
+    expected = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits[:, ::5]).double(), torch.from_numpy(column)
+    ).item()
     assert negative_log_likelihood(logits, labels, space) == pytest.approx(expected, rel=1e-12)
 
 

@@ -29,7 +29,9 @@ def test_correlate_is_nan_below_three_models_or_for_constant_input():
 def _table(models: dict, registry: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for model, (acc, auc) in models.items():
-        rows.append({"model": model, "dataset": "imagenet_val", "metric": "top1", "value": acc, "factor": None, "score": None})
+        rows.append(
+            {"model": model, "dataset": "imagenet_val", "metric": "top1", "value": acc, "factor": None, "score": None}
+        )
         rows.append({"model": model, "dataset": "sun", "metric": "auroc", "value": auc, "factor": None, "score": "msp"})
     return accuracy_auroc_correlations(pd.DataFrame(rows), registry, "imagenet_val")
 
@@ -51,23 +53,42 @@ def test_correlations_are_computed_per_model_group_and_training_source_with_n():
     standard = table[(table["model_group"] == "standard") & (table["training_source"] == "all")].iloc[0]
     assert standard["n"] == 2 and np.isnan(standard["pearson_r"])
     assert set(zip(table["model_group"], table["training_source"])) == {
-        ("clip_zeroshot", "all"), ("clip_zeroshot", "LAION-2B"), ("standard", "all"), ("standard", "ImageNet-1k")}
+        ("clip_zeroshot", "all"),
+        ("clip_zeroshot", "LAION-2B"),
+        ("standard", "all"),
+        ("standard", "ImageNet-1k"),
+    }
 
 
 def test_zero_shot_and_fine_tuned_clip_of_one_source_are_never_pooled():
-    models = {f"z{i}": (0.5 + 0.05 * i, 0.7 + 0.05 * i) for i in range(3)} | {f"f{i}": (0.8 + 0.02 * i, 0.9 - 0.05 * i) for i in range(3)}
-    registry = pd.DataFrame({"model_id": list(models), "group": ["clip_zeroshot"] * 3 + ["clip_ft"] * 3,
-                             "training_source": ["LAION-2B"] * 6, "finetune_route": ["none"] * 3 + ["in1k"] * 3})
+    models = {f"z{i}": (0.5 + 0.05 * i, 0.7 + 0.05 * i) for i in range(3)} | {
+        f"f{i}": (0.8 + 0.02 * i, 0.9 - 0.05 * i) for i in range(3)
+    }
+    registry = pd.DataFrame(
+        {
+            "model_id": list(models),
+            "group": ["clip_zeroshot"] * 3 + ["clip_ft"] * 3,
+            "training_source": ["LAION-2B"] * 6,
+            "finetune_route": ["none"] * 3 + ["in1k"] * 3,
+        }
+    )
     table = _table(models, registry)
     laion = table[table["training_source"] == "LAION-2B"].set_index(["model_group", "finetune_route"])
-    assert laion.loc[("clip_zeroshot", "all"), "n"] == 3 and laion.loc[("clip_zeroshot", "all"), "pearson_r"] == pytest.approx(1.0)
+    assert laion.loc[("clip_zeroshot", "all"), "n"] == 3 and laion.loc[
+        ("clip_zeroshot", "all"), "pearson_r"
+    ] == pytest.approx(1.0)
     assert laion.loc[("clip_ft", "all"), "n"] == 3 and laion.loc[("clip_ft", "all"), "pearson_r"] == pytest.approx(-1.0)
 
 
 def test_datacomp_scales_form_one_source_family():
     models = {"d1": (0.5, 0.7), "d2": (0.6, 0.75), "d3": (0.7, 0.8)}
-    registry = pd.DataFrame({"model_id": list(models), "group": ["clip_zeroshot"] * 3,
-                             "training_source": ["DataComp-S", "DataComp-M", "DataComp-1B"]})
+    registry = pd.DataFrame(
+        {
+            "model_id": list(models),
+            "group": ["clip_zeroshot"] * 3,
+            "training_source": ["DataComp-S", "DataComp-M", "DataComp-1B"],
+        }
+    )
     table = _table(models, registry)
     family = table[table["training_source"] == "DataComp"].iloc[0]
     assert family["n"] == 3 and family["pearson_r"] == pytest.approx(1.0)
@@ -76,14 +97,26 @@ def test_datacomp_scales_form_one_source_family():
 
 def test_clip_ft_is_split_by_fine_tuning_route():
     models = {f"a{i}": (0.7 + 0.01 * i, 0.8) for i in range(3)} | {f"b{i}": (0.8 + 0.01 * i, 0.9) for i in range(4)}
-    registry = pd.DataFrame({"model_id": list(models), "group": ["clip_ft"] * 7, "training_source": ["WIT-400M"] * 7,
-                             "finetune_route": ["in1k"] * 3 + ["in12k->in1k"] * 4})
+    registry = pd.DataFrame(
+        {
+            "model_id": list(models),
+            "group": ["clip_ft"] * 7,
+            "training_source": ["WIT-400M"] * 7,
+            "finetune_route": ["in1k"] * 3 + ["in12k->in1k"] * 4,
+        }
+    )
     table = _table(models, registry)
-    routes = table[(table["training_source"] == "all") & (table["finetune_route"] != "all")].set_index("finetune_route")["n"]
+    routes = table[(table["training_source"] == "all") & (table["finetune_route"] != "all")].set_index(
+        "finetune_route"
+    )["n"]
     assert routes.to_dict() == {"in12k->in1k": 4, "in1k": 3}
     assert set(table.loc[table["training_source"] == "WIT-400M", "finetune_route"]) == {"all", "in1k", "in12k->in1k"}
 
 
 def test_registry_without_grouping_column_is_named_in_the_error():
     with pytest.raises(ValueError, match="training_source"):
-        accuracy_auroc_correlations(pd.DataFrame(columns=["model", "dataset", "metric", "value", "score"]), pd.DataFrame({"model_id": [], "group": []}), "imagenet_val")
+        accuracy_auroc_correlations(
+            pd.DataFrame(columns=["model", "dataset", "metric", "value", "score"]),
+            pd.DataFrame({"model_id": [], "group": []}),
+            "imagenet_val",
+        )

@@ -52,13 +52,15 @@ def calibration_study(n_per_group: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Zero-shot CLIP badly calibrated before TS (ECE 8-9 %), standard models well (1-2 %); under every shift the ID
     temperature lowers CLIP's ECE by 3-4 points."""
     rng = np.random.default_rng(3)
-    registry = pd.DataFrame({
-        "model_id": [f"clip{i}" for i in range(n_per_group)] + [f"std{i}" for i in range(n_per_group)],
-        "group": ["clip_zeroshot"] * n_per_group + ["standard"] * n_per_group,
-        "training_source": ["LAION-2B"] * n_per_group + ["ImageNet-1k"] * n_per_group,
-        "finetune_route": ["none"] * (2 * n_per_group),
-        "architecture": [f"arch{i}" for i in range(2 * n_per_group)],
-    })
+    registry = pd.DataFrame(
+        {
+            "model_id": [f"clip{i}" for i in range(n_per_group)] + [f"std{i}" for i in range(n_per_group)],
+            "group": ["clip_zeroshot"] * n_per_group + ["standard"] * n_per_group,
+            "training_source": ["LAION-2B"] * n_per_group + ["ImageNet-1k"] * n_per_group,
+            "finetune_route": ["none"] * (2 * n_per_group),
+            "architecture": [f"arch{i}" for i in range(2 * n_per_group)],
+        }
+    )
     rows = []
     for model, group in zip(registry["model_id"], registry["group"]):
         clip = group == "clip_zeroshot"
@@ -128,7 +130,9 @@ def test_verdict_needs_the_interval_on_the_claims_side_and_p_below_alpha():
     assert verdict(0.6, 0.8, 0.7, "above", 0.01, 0.05) == UNDETERMINED
     assert verdict(6, 9, 6, "at_least", 0.0, 0.05) == SUPPORTED and verdict(2, 5, 6, "at_least") == NOT_SUPPORTED
     assert verdict(-2, -1, 0, "below", 0.01, 0.05) == SUPPORTED and verdict(1, 2, 0, "below") == NOT_SUPPORTED
-    assert verdict(-3, -1, 0.5, "outside", 0.01, 0.05) == SUPPORTED and verdict(-0.2, 0.3, 0.5, "outside") == NOT_SUPPORTED
+    assert (
+        verdict(-3, -1, 0.5, "outside", 0.01, 0.05) == SUPPORTED and verdict(-0.2, 0.3, 0.5, "outside") == NOT_SUPPORTED
+    )
     assert verdict(float("nan"), 1, 0, "below") == UNDETERMINED
 
 
@@ -146,8 +150,13 @@ def test_paper_ood_score_scores_every_group_and_mcm_names_the_group_it_cannot_sc
     # paper: MCM for zero-shot CLIP, MSP for CLIP-FT: both OOD rows are computed, none names a missing group
     assert np.isfinite(paper.loc["4b", "value"]) and "cannot be scored" not in paper.loc["4b", "reason"]
     assert "in1k / LAION-2B=10" in paper.loc["4b", "n_models"] and "LAION-2B=18" in paper.loc["3", "n_models"]
-    mcm = findings_table(null_study.metrics, null_study.registry, FindingsSettings(
-        quick.in_distribution, quick.test_conditions, quick.ood_sets, "mcm", 100, 0, 4, permutations=100)).set_index("claim_id")
+    mcm = findings_table(
+        null_study.metrics,
+        null_study.registry,
+        FindingsSettings(
+            quick.in_distribution, quick.test_conditions, quick.ood_sets, "mcm", 100, 0, 4, permutations=100
+        ),
+    ).set_index("claim_id")
     assert mcm.loc["4b", "verdict"] == UNDETERMINED
     assert "group clip_ft cannot be scored: none of its 32 models has auroc under mcm" in mcm.loc["4b", "reason"]
     assert "LAION-2B=18" in mcm.loc["3", "n_models"]  # zero-shot CLIP still scored with MCM
@@ -168,7 +177,11 @@ def test_weighted_statistics_equal_the_plain_ones_on_the_repeated_sample():
     x, y = rng.normal(size=12), rng.normal(size=12)
     weights = rng.integers(0, 3, size=(5, 12)).astype(float)
     weights[:, :3] += 1  # at least 3 distinct models in each resample
-    medians, (slopes, intercepts), rs = weighted_median(x, weights), weighted_line(x, y, weights), weighted_pearson(x, y, weights)
+    medians, (slopes, intercepts), rs = (
+        weighted_median(x, weights),
+        weighted_line(x, y, weights),
+        weighted_pearson(x, y, weights),
+    )
     for b in range(5):
         xr, yr = np.repeat(x, weights[b].astype(int)), np.repeat(y, weights[b].astype(int))
         assert medians[b] == pytest.approx(np.median(xr))
@@ -188,13 +201,21 @@ def test_omega_squared_follows_the_anova_f_of_scipy():
 
 
 def test_near_duplicate_checkpoints_form_one_cluster():
-    models = pd.DataFrame({
-        "group": ["clip_ft"] * 4 + ["clip_zeroshot"] * 2,
-        "training_source": ["LAION-2B", "LAION-2B", "WIT-400M", "LAION-2B", "WIT-400M", "WIT-400M"],
-        "finetune_route": ["in1k", "in1k", "in1k", "in12k->in1k", "none", "none"],
-        "architecture": ["vit_base_patch16_clip_224", "vit_base_patch16_clip_384", "vit_base_patch16_clip_224",
-                         "vit_base_patch16_clip_224", "RN50-quickgelu", "RN50"],
-    })
+    models = pd.DataFrame(
+        {
+            "group": ["clip_ft"] * 4 + ["clip_zeroshot"] * 2,
+            "training_source": ["LAION-2B", "LAION-2B", "WIT-400M", "LAION-2B", "WIT-400M", "WIT-400M"],
+            "finetune_route": ["in1k", "in1k", "in1k", "in12k->in1k", "none", "none"],
+            "architecture": [
+                "vit_base_patch16_clip_224",
+                "vit_base_patch16_clip_384",
+                "vit_base_patch16_clip_224",
+                "vit_base_patch16_clip_224",
+                "RN50-quickgelu",
+                "RN50",
+            ],
+        }
+    )
     ids = cluster_ids(models)
     assert ids[0] == ids[1]  # resolutions of one network, one source and route
     assert len({ids[0], ids[2], ids[3]}) == 3  # another source, another route

@@ -38,7 +38,9 @@ def null_table(registry):
 
 @pytest.mark.parametrize("claim", sorted(CLAIM_ROWS))
 def test_a_clearly_planted_effect_is_supported_and_its_null_is_not(claim, registry, null_table):
-    study = simulate_study(registry, {**NULL_EFFECTS, claim: CLEAR_EFFECTS[claim]}, seed=200 + sorted(CLAIM_ROWS).index(claim))
+    study = simulate_study(
+        registry, {**NULL_EFFECTS, claim: CLEAR_EFFECTS[claim]}, seed=200 + sorted(CLAIM_ROWS).index(claim)
+    )
     planted = findings_table(study.metrics, study.registry, SETTINGS).set_index("claim_id")
     for row in CLAIM_ROWS[claim]:
         assert planted.loc[row, "verdict"] == SUPPORTED, (row, planted.loc[row].to_dict())

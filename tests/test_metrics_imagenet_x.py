@@ -50,7 +50,9 @@ def test_factor_accuracy_and_error_ratio_equal_imagenet_x_functions(annotations,
 
 def test_images_without_annotation_are_ignored(annotations, val_predictions):
     annotated = val_predictions[val_predictions["file_name"].isin(annotations["file_name"])]
-    everything = factor_accuracies(val_predictions["file_name"], val_predictions["predicted_class"].to_numpy(), annotations)
+    everything = factor_accuracies(
+        val_predictions["file_name"], val_predictions["predicted_class"].to_numpy(), annotations
+    )
     only_annotated = factor_accuracies(annotated["file_name"], annotated["predicted_class"].to_numpy(), annotations)
     pd.testing.assert_frame_equal(everything, only_annotated)
 

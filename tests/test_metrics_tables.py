@@ -53,14 +53,25 @@ def _logits(labels: np.ndarray, skill: float, seed: int) -> np.ndarray:
 
 def _model_inputs(val_images: pd.DataFrame, skill: float, seed: int):
     labels = val_images["label"].to_numpy()
-    idd = DatasetLogits("imagenet_val", _logits(labels, skill, seed), labels, LabelSpace.imagenet_1k(), val_images["file_name"].to_numpy(), 100.0)
+    idd = DatasetLogits(
+        "imagenet_val",
+        _logits(labels, skill, seed),
+        labels,
+        LabelSpace.imagenet_1k(),
+        val_images["file_name"].to_numpy(),
+        100.0,
+    )
     r_labels = SUBSET.class_indices[np.arange(300) % 200]
     o_labels = np.array([1, 2, 5, 7] * 25)
     tests = [
         DatasetLogits("imagenet_r", _logits(r_labels, skill * 0.6, seed + 1), r_labels, SUBSET, None, 100.0),
         DatasetLogits("objectnet", _logits(o_labels, skill * 0.5, seed + 2), o_labels, GROUPED, None, 100.0),
     ]
-    ood = [DatasetLogits("sun", _logits(-np.ones(200, dtype=int), 0, seed + 3) * 0.8, -np.ones(200, dtype=int), None, None, 100.0)]
+    ood = [
+        DatasetLogits(
+            "sun", _logits(-np.ones(200, dtype=int), 0, seed + 3) * 0.8, -np.ones(200, dtype=int), None, None, 100.0
+        )
+    ]
     return idd, tests, ood
 
 
@@ -89,7 +100,9 @@ def test_model_table_has_every_metric_per_dataset_with_values_from_the_metric_fu
     for dataset in ("imagenet_val_id_test", "imagenet_r", "objectnet"):
         assert value(dataset, "temperature") == pytest.approx(t_star)
     assert value("imagenet_val", "top1") == top1_accuracy(idd.logits, idd.labels, LabelSpace.imagenet_1k())
-    assert value("imagenet_val_id_test", "top1") == top1_accuracy(idd.logits[~calib], idd.labels[~calib], LabelSpace.imagenet_1k())
+    assert value("imagenet_val_id_test", "top1") == top1_accuracy(
+        idd.logits[~calib], idd.labels[~calib], LabelSpace.imagenet_1k()
+    )
     assert value("imagenet_r", "top1") == top1_accuracy(tests[0].logits, tests[0].labels, SUBSET)
     assert value("objectnet", "top1") == top1_accuracy(tests[1].logits, tests[1].labels, GROUPED)
     expected_auroc = auroc(max_softmax_probability(idd.logits), max_softmax_probability(ood[0].logits))
@@ -113,9 +126,23 @@ def test_zero_shot_model_without_logit_scale_is_named_in_the_error(val_images):
 
 
 def _write_manifest(path, dataset, names, labels, label_space):
-    table = pd.DataFrame({"index": np.arange(len(names), dtype=np.int32), "path": [f"x/{n}" for n in names], "label": np.asarray(labels, dtype=np.int16)})
-    metadata = {"dataset": dataset, "root": "data/extracted", "manifest_hash": manifest_hash(table), "n_images": len(names), "label_space": json.loads(label_space.to_json())}
-    write_manifest(ManifestBuild(table, metadata, pd.DataFrame(columns=["path", "reason"])), path, path.with_suffix(".skipped.csv"))
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(names), dtype=np.int32),
+            "path": [f"x/{n}" for n in names],
+            "label": np.asarray(labels, dtype=np.int16),
+        }
+    )
+    metadata = {
+        "dataset": dataset,
+        "root": "data/extracted",
+        "manifest_hash": manifest_hash(table),
+        "n_images": len(names),
+        "label_space": json.loads(label_space.to_json()),
+    }
+    write_manifest(
+        ManifestBuild(table, metadata, pd.DataFrame(columns=["path", "reason"])), path, path.with_suffix(".skipped.csv")
+    )
     return metadata["manifest_hash"]
 
 
@@ -127,7 +154,11 @@ def _write_study_files(tmp_path, val_images, skill=6.0, seed=0, labels_override=
     idd, tests, ood = _model_inputs(val_images, skill, seed)
     logits_paths, manifest_paths = {}, {}
     for data in (idd, tests[0], ood[0]):
-        names = data.file_names if data.file_names is not None else [f"{data.dataset}_{i}.jpg" for i in range(len(data.labels))]
+        names = (
+            data.file_names
+            if data.file_names is not None
+            else [f"{data.dataset}_{i}.jpg" for i in range(len(data.labels))]
+        )
         manifest_paths[data.dataset] = tmp_path / "manifests" / f"{data.dataset}.parquet"
         manifest_paths[data.dataset].parent.mkdir(exist_ok=True)
         space = data.label_space or LabelSpace.imagenet_1k()
@@ -143,8 +174,17 @@ def test_table_from_cache_and_manifest_files_equals_table_from_arrays(tmp_path, 
     logits_paths, manifest_paths, (idd, tests, ood) = _write_study_files(tmp_path, val_images)
     settings = MetricSettings()
     from_files = model_metrics_from_files(
-        "tiny_clip", logits_paths, manifest_paths, "imagenet_val", ["imagenet_r"], ["sun"], settings,
-        zero_shot=True, registry_row=ROW, prompt_set="openai", annotations=annotations,
+        "tiny_clip",
+        logits_paths,
+        manifest_paths,
+        "imagenet_val",
+        ["imagenet_r"],
+        ["sun"],
+        settings,
+        zero_shot=True,
+        registry_row=ROW,
+        prompt_set="openai",
+        annotations=annotations,
     )
     from_arrays = model_metrics_table("tiny_clip", idd, tests, ood, settings, zero_shot=True, annotations=annotations)
     pd.testing.assert_frame_equal(from_files, from_arrays)
@@ -154,8 +194,16 @@ def test_cache_of_another_model_is_refused_as_stale(tmp_path, val_images):
     logits_paths, manifest_paths, _ = _write_study_files(tmp_path, val_images)
     with pytest.raises(StaleCacheError, match="model_id"):
         model_metrics_from_files(
-            "other", logits_paths, manifest_paths, "imagenet_val", ["imagenet_r"], ["sun"], MetricSettings(),
-            zero_shot=True, registry_row={**ROW, "model_id": "other"}, prompt_set="openai",
+            "other",
+            logits_paths,
+            manifest_paths,
+            "imagenet_val",
+            ["imagenet_r"],
+            ["sun"],
+            MetricSettings(),
+            zero_shot=True,
+            registry_row={**ROW, "model_id": "other"},
+            prompt_set="openai",
         )
 
 
@@ -164,14 +212,31 @@ def test_cache_whose_labels_disagree_with_the_manifest_names_the_file(tmp_path, 
     logits_paths, manifest_paths, _ = _write_study_files(tmp_path, val_images, labels_override=bad)
     with pytest.raises(MetricsInputError, match=r"imagenet_r\.parquet.*labels differ"):
         model_metrics_from_files(
-            "tiny_clip", logits_paths, manifest_paths, "imagenet_val", ["imagenet_r"], ["sun"], MetricSettings(),
-            zero_shot=True, registry_row=ROW, prompt_set="openai",
+            "tiny_clip",
+            logits_paths,
+            manifest_paths,
+            "imagenet_val",
+            ["imagenet_r"],
+            ["sun"],
+            MetricSettings(),
+            zero_shot=True,
+            registry_row=ROW,
+            prompt_set="openai",
         )
 
 
 def test_missing_dataset_file_is_named_before_anything_is_read(tmp_path):
     with pytest.raises(MetricsInputError, match="'imagenet_a'"):
-        model_metrics_from_files("m", {"imagenet_val": tmp_path / "x"}, {"imagenet_val": tmp_path / "y"}, "imagenet_val", ["imagenet_a"], [], MetricSettings(), zero_shot=False)
+        model_metrics_from_files(
+            "m",
+            {"imagenet_val": tmp_path / "x"},
+            {"imagenet_val": tmp_path / "y"},
+            "imagenet_val",
+            ["imagenet_a"],
+            [],
+            MetricSettings(),
+            zero_shot=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +247,11 @@ def three_models(val_images, annotations):
         idd, tests, ood = _model_inputs(val_images, skill, seed=10 * i)
         tables[model] = model_metrics_table(model, idd, tests, ood, MetricSettings(), model == "clip", annotations)
     registry = pd.DataFrame(
-        {"model_id": ["std_a", "std_b", "clip"], "group": ["standard", "standard", "clip_zeroshot"], "training_source": ["ImageNet-1k", "ImageNet-1k", "LAION-2B"]}
+        {
+            "model_id": ["std_a", "std_b", "clip"],
+            "group": ["standard", "standard", "clip_zeroshot"],
+            "training_source": ["ImageNet-1k", "ImageNet-1k", "LAION-2B"],
+        }
     )
     return tables, registry
 
@@ -217,7 +286,10 @@ def test_aggregate_refuses_a_model_missing_from_the_registry(three_models):
 def test_aggregate_from_files_records_settings_and_refuses_tables_of_other_settings(tmp_path, three_models):
     tables, registry = three_models
     settings = MetricSettings()
-    paths = [write_metrics_table(t, tmp_path / f"{m}.parquet", {"model": m, "settings": settings.to_dict()}) for m, t in tables.items()]
+    paths = [
+        write_metrics_table(t, tmp_path / f"{m}.parquet", {"model": m, "settings": settings.to_dict()})
+        for m, t in tables.items()
+    ]
     roundtrip, metadata = read_metrics_table(paths[0])
     pd.testing.assert_frame_equal(roundtrip, tables["std_a"])
     assert metadata["settings"]["ece_bins"] == 15
@@ -239,10 +311,15 @@ def test_settings_from_config_name_a_missing_key():
 
 
 def test_imagenet_c_condition_is_the_mean_over_every_corruption_and_severity():
-    rows = [(m, f"imagenet_c_{c}_{s}", "ece_ts", v) for m, base in (("a", 1.0), ("b", 5.0))
-            for (c, s), v in zip([("fog", 1), ("fog", 3), ("snow", 1), ("snow", 3)], [base, base + 1, base + 2, base + 5])]
+    rows = [
+        (m, f"imagenet_c_{c}_{s}", "ece_ts", v)
+        for m, base in (("a", 1.0), ("b", 5.0))
+        for (c, s), v in zip([("fog", 1), ("fog", 3), ("snow", 1), ("snow", 3)], [base, base + 1, base + 2, base + 5])
+    ]
     rows.append(("c", "imagenet_c_fog_1", "ece_ts", 9.0))  # lacks three of the four datasets: no mean
-    frame = tidy_frame([{"model": m, "dataset": d, "metric": k, "value": v, "factor": None, "score": None} for m, d, k, v in rows])
+    frame = tidy_frame(
+        [{"model": m, "dataset": d, "metric": k, "value": v, "factor": None, "score": None} for m, d, k, v in rows]
+    )
     means = imagenet_c_mean_rows(frame).set_index("model")
     assert set(means["dataset"]) == {"imagenet_c"} and set(means["metric"]) == {"ece_ts"}
     assert means.loc["a", "value"] == pytest.approx(np.mean([1.0, 2.0, 3.0, 6.0]))

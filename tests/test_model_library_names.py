@@ -44,9 +44,14 @@ def library_literals(source: str, names: frozenset[str]) -> list[tuple[int, str]
     """``(line, name)`` of each string literal of ``source`` (Python) whose whole value is one of ``names``."""
     tree = ast.parse(source)
     exempt = _package_data_arguments(tree)
-    return sorted((node.lineno, node.value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
-                  and id(node) not in exempt)
+    return sorted(
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in names
+        and id(node) not in exempt
+    )
 
 
 def python_code() -> list[Path]:
@@ -55,22 +60,29 @@ def python_code() -> list[Path]:
 
 
 def test_the_finder_sees_a_comparison_a_key_and_an_argument_but_not_a_message_or_package_data():
-    source = ('if row["library"] == "timm":\n    x = {"open_clip": 1}\n    f("hf-hub")\n'
-              'y = "timm models are fine in a message"\nz = package_file("timm", "data/x.txt")\n')
+    source = (
+        'if row["library"] == "timm":\n    x = {"open_clip": 1}\n    f("hf-hub")\n'
+        'y = "timm models are fine in a message"\nz = package_file("timm", "data/x.txt")\n'
+    )
     assert library_literals(source, library_identifiers()) == [(1, "timm"), (2, "open_clip"), (3, "hf-hub")]
 
 
 def test_no_library_name_outside_the_adapters_in_the_package_and_the_workflow_scripts():
     names = library_identifiers()
-    found = {str(path.relative_to(ROOT)): hits for path in python_code()
-             if (hits := library_literals(path.read_text(encoding="utf-8"), names))}
+    found = {
+        str(path.relative_to(ROOT)): hits
+        for path in python_code()
+        if (hits := library_literals(path.read_text(encoding="utf-8"), names))
+    }
     assert found == {}
 
 
 def test_no_library_name_quoted_in_the_workflow_files():
     quoted = re.compile("[\"'](" + "|".join(map(re.escape, sorted(library_identifiers()))) + ")[\"']")
-    found = {str(path.relative_to(ROOT)): quoted.findall(path.read_text(encoding="utf-8"))
-             for path in [ROOT / "Snakefile", *(ROOT / "workflow").rglob("*.smk")]}
+    found = {
+        str(path.relative_to(ROOT)): quoted.findall(path.read_text(encoding="utf-8"))
+        for path in [ROOT / "Snakefile", *(ROOT / "workflow").rglob("*.smk")]
+    }
     assert {path: hits for path, hits in found.items() if hits} == {}
 
 
@@ -87,8 +99,11 @@ def imported_libraries(source: str, libraries: frozenset[str]) -> list[tuple[int
     """``(line, module)`` of each import of a module of ``libraries`` in ``source``, inside functions as well."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        names = (
+            [alias.name for alias in node.names]
+            if isinstance(node, ast.Import)
+            else ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        )
         found += [(node.lineno, name) for name in names if name.split(".")[0] in libraries]
     return sorted(found)
 
@@ -99,7 +114,10 @@ def test_the_libraries_are_the_installed_ones_of_the_table():
 
 def test_no_stage_module_outside_the_adapters_imports_a_model_library():
     libraries = library_modules()
-    found = {str(path.relative_to(ROOT)): hits for path in PACKAGE.rglob("*.py")
-             if not any(path.is_relative_to(allowed) for allowed in IMPORTS_ALLOWED)
-             and (hits := imported_libraries(path.read_text(encoding="utf-8"), libraries))}
+    found = {
+        str(path.relative_to(ROOT)): hits
+        for path in PACKAGE.rglob("*.py")
+        if not any(path.is_relative_to(allowed) for allowed in IMPORTS_ALLOWED)
+        and (hits := imported_libraries(path.read_text(encoding="utf-8"), libraries))
+    }
     assert found == {}

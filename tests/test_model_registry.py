@@ -28,12 +28,45 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "config" / "models.tsv"
 
 ROWS = {
-    "vitb32": ["openclip__ViT-B-32-quickgelu__openai", "open_clip", "ViT-B-32-quickgelu", "openai", "clip_zeroshot",
-               "WIT-400M", "400000000", "none", "ViT", "224", ""],
-    "convnext": ["timm__convnext_tiny.fb_in1k", "timm", "convnext_tiny", "fb_in1k", "standard",
-                 "ImageNet-1k", "1281167", "none", "ConvNeXt", "224", ""],
-    "clipft": ["timm__vit_base_patch16_clip_224.openai_ft_in1k", "timm", "vit_base_patch16_clip_224", "openai_ft_in1k",
-               "clip_ft", "WIT-400M", "400000000", "in1k", "ViT", "224", ""],
+    "vitb32": [
+        "openclip__ViT-B-32-quickgelu__openai",
+        "open_clip",
+        "ViT-B-32-quickgelu",
+        "openai",
+        "clip_zeroshot",
+        "WIT-400M",
+        "400000000",
+        "none",
+        "ViT",
+        "224",
+        "",
+    ],
+    "convnext": [
+        "timm__convnext_tiny.fb_in1k",
+        "timm",
+        "convnext_tiny",
+        "fb_in1k",
+        "standard",
+        "ImageNet-1k",
+        "1281167",
+        "none",
+        "ConvNeXt",
+        "224",
+        "",
+    ],
+    "clipft": [
+        "timm__vit_base_patch16_clip_224.openai_ft_in1k",
+        "timm",
+        "vit_base_patch16_clip_224",
+        "openai_ft_in1k",
+        "clip_ft",
+        "WIT-400M",
+        "400000000",
+        "in1k",
+        "ViT",
+        "224",
+        "",
+    ],
 }
 
 
@@ -98,9 +131,11 @@ def test_registry_generator_rebuilds_the_shipped_table_from_the_libraries():
 
 
 def test_loading_the_registry_imports_neither_torch_nor_the_model_libraries():
-    code = ("import sys; from clip_robustness.models.registry import load_model_registry; "
-            f"load_model_registry({str(SHIPPED)!r}); "
-            "print(sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))")
+    code = (
+        "import sys; from clip_robustness.models.registry import load_model_registry; "
+        f"load_model_registry({str(SHIPPED)!r}); "
+        "print(sorted(m for m in ('torch', 'open_clip', 'timm') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -162,13 +197,16 @@ def test_duplicate_id_names_both_lines(tmp_path):
         load_model_registry(path)
 
 
-@pytest.mark.parametrize(("column", "value", "expected"), [
-    ("library", "keras", "unknown library 'keras'"),
-    ("group", "clip", "unknown group 'clip'"),
-    ("resolution", "224px", "'resolution' must be a positive integer, got '224px'"),
-    ("training_size", "0", "'training_size' must be a positive integer"),
-    ("model_id", "timm__a/b", "filesystem-safe"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("library", "keras", "unknown library 'keras'"),
+        ("group", "clip", "unknown group 'clip'"),
+        ("resolution", "224px", "'resolution' must be a positive integer, got '224px'"),
+        ("training_size", "0", "'training_size' must be a positive integer"),
+        ("model_id", "timm__a/b", "filesystem-safe"),
+    ],
+)
 def test_invalid_value_is_rejected_naming_the_column_and_value(tmp_path, column, value, expected):
     broken = list(ROWS["convnext"])
     broken[REGISTRY_COLUMNS.index(column)] = value
@@ -193,7 +231,9 @@ def test_check_reports_unknown_tag_quickgelu_mismatch_and_wrong_resolution(tmp_p
     plain_gelu[0], plain_gelu[2] = "openclip__ViT-B-32__openai", "ViT-B-32"
     wrong_size = list(ROWS["clipft"])
     wrong_size[REGISTRY_COLUMNS.index("resolution")] = "384"
-    registry = load_model_registry(write_registry(tmp_path / "m.tsv", [ROWS["vitb32"], unknown_tag, plain_gelu, wrong_size]))
+    registry = load_model_registry(
+        write_registry(tmp_path / "m.tsv", [ROWS["vitb32"], unknown_tag, plain_gelu, wrong_size])
+    )
     problems = check_registry_against_libraries(registry)
     assert len(problems) == 3
     assert "timm__convnext_tiny.fb_in2k" in problems[0] and "convnext_tiny.fb_in2k is not in timm 1.0.31" in problems[0]
@@ -226,11 +266,14 @@ def test_local_weights_row_needs_an_existing_architecture_and_file(tmp_path):
 # ----------------------------------------------------------------------------- adapters
 
 
-@pytest.mark.parametrize(("library", "architecture", "pretrained"), [
-    ("open_clip", "ViT-B-32-quickgelu", "openai"),
-    ("timm", "convnext_tiny", "fb_in1k"),
-    ("python", "clip_robustness.demo.models:tiny_convnet", "demo"),
-])
+@pytest.mark.parametrize(
+    ("library", "architecture", "pretrained"),
+    [
+        ("open_clip", "ViT-B-32-quickgelu", "openai"),
+        ("timm", "convnext_tiny", "fb_in1k"),
+        ("python", "clip_robustness.demo.models:tiny_convnet", "demo"),
+    ],
+)
 def test_every_adapters_model_id_is_filesystem_safe_and_parses_back(library, architecture, pretrained):
     model_id = model_id_for(library, architecture, pretrained)
     assert parse_model_id(model_id) == (library, architecture, pretrained)
@@ -252,8 +295,19 @@ def test_open_clip_model_outside_the_zero_shot_group_is_refused(tmp_path):
 
 
 def test_check_reports_a_python_factory_that_does_not_import(tmp_path):
-    good = ["python__clip_robustness.demo.models.tiny_convnet__demo", "python", "clip_robustness.demo.models:tiny_convnet",
-            "demo", "standard", "demo-clean", "1280", "none", "CNN", "32", ""]
+    good = [
+        "python__clip_robustness.demo.models.tiny_convnet__demo",
+        "python",
+        "clip_robustness.demo.models:tiny_convnet",
+        "demo",
+        "standard",
+        "demo-clean",
+        "1280",
+        "none",
+        "CNN",
+        "32",
+        "",
+    ]
     bad = list(good)
     bad[0], bad[2] = "python__clip_robustness.demo.models.nope__demo", "clip_robustness.demo.models:nope"
     problems = check_registry_against_libraries(load_model_registry(write_registry(tmp_path / "m.tsv", [good, bad])))

@@ -18,12 +18,18 @@ import pytest
 from hub_standin import HubStandIn
 
 TIMM_ROW = {
-    "model_id": "timm__test_resnet.r160_in1k", "library": "timm", "architecture": "test_resnet",
-    "pretrained": "r160_in1k", "weights_file": "",
+    "model_id": "timm__test_resnet.r160_in1k",
+    "library": "timm",
+    "architecture": "test_resnet",
+    "pretrained": "r160_in1k",
+    "weights_file": "",
 }
 OPEN_CLIP_ROW = {
-    "model_id": "openclip__RN50-quickgelu__openai", "library": "open_clip", "architecture": "RN50-quickgelu",
-    "pretrained": "openai", "weights_file": "",
+    "model_id": "openclip__RN50-quickgelu__openai",
+    "library": "open_clip",
+    "architecture": "RN50-quickgelu",
+    "pretrained": "openai",
+    "weights_file": "",
 }
 
 
@@ -81,7 +87,8 @@ def test_timm_checkpoint_fetched_from_the_hub_builds_offline_with_the_served_wei
         f"model, _, info = build_model({TIMM_ROW!r}, 'cpu')\n"
         "print(json.dumps({k: float(v.double().sum()) for k, v in model.state_dict().items() "
         "if v.is_floating_point()}))\n",
-        tmp_path, offline=True,
+        tmp_path,
+        offline=True,
     )
     assert loaded == pytest.approx(sums)
 
@@ -103,7 +110,8 @@ def test_open_clip_checkpoint_fetched_from_the_hub_is_where_open_clip_looks_offl
     found = run_python(
         "import json, open_clip\n"
         "print(json.dumps(open_clip.download_pretrained(open_clip.get_pretrained_cfg('RN50-quickgelu', 'openai'))))\n",
-        tmp_path / "home", offline=True,
+        tmp_path / "home",
+        offline=True,
     )
     assert Path(found).resolve() == Path(entry["file"])
 
@@ -125,17 +133,26 @@ def test_local_weights_file_is_recorded_with_its_size_and_sha256_and_nothing_fet
 
     weights = tmp_path / "mine.safetensors"
     weights.write_bytes(b"not really weights, but bytes to hash")
-    record = fetch_weights({**TIMM_ROW, "model_id": "timm__test_resnet.mine", "pretrained": "mine",
-                            "weights_file": str(weights)})
-    assert record["files"] == [{"file": str(weights.resolve()), "size": weights.stat().st_size,
-                                "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "source": LOCAL_SOURCE}]
+    record = fetch_weights(
+        {**TIMM_ROW, "model_id": "timm__test_resnet.mine", "pretrained": "mine", "weights_file": str(weights)}
+    )
+    assert record["files"] == [
+        {
+            "file": str(weights.resolve()),
+            "size": weights.stat().st_size,
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "source": LOCAL_SOURCE,
+        }
+    ]
 
 
 def test_missing_local_weights_file_fails_naming_the_model_and_the_file(tmp_path):
     from clip_robustness.models.weights import WeightsFetchError, fetch_weights
 
     with pytest.raises(WeightsFetchError, match=r"'timm__test_resnet\.mine'.*nowhere\.safetensors"):
-        fetch_weights({**TIMM_ROW, "model_id": "timm__test_resnet.mine", "weights_file": str(tmp_path / "nowhere.safetensors")})
+        fetch_weights(
+            {**TIMM_ROW, "model_id": "timm__test_resnet.mine", "weights_file": str(tmp_path / "nowhere.safetensors")}
+        )
 
 
 def test_missing_weights_files_stop_only_scheduled_models_naming_each_file(tmp_path):
@@ -143,10 +160,12 @@ def test_missing_weights_files_stop_only_scheduled_models_naming_each_file(tmp_p
 
     present = tmp_path / "present.safetensors"
     present.write_bytes(b"w")
-    rows = {"a": {**TIMM_ROW, "model_id": "a", "weights_file": str(tmp_path / "gone.safetensors")},
-            "b": {**TIMM_ROW, "model_id": "b", "weights_file": str(present)},
-            "c": {**TIMM_ROW, "model_id": "c", "weights_file": str(tmp_path / "also_gone.safetensors")},
-            "hub": TIMM_ROW}
+    rows = {
+        "a": {**TIMM_ROW, "model_id": "a", "weights_file": str(tmp_path / "gone.safetensors")},
+        "b": {**TIMM_ROW, "model_id": "b", "weights_file": str(present)},
+        "c": {**TIMM_ROW, "model_id": "c", "weights_file": str(tmp_path / "also_gone.safetensors")},
+        "hub": TIMM_ROW,
+    }
     missing = missing_weights_files(rows)
 
     assert missing == {"a": str(tmp_path / "gone.safetensors"), "c": str(tmp_path / "also_gone.safetensors")}

@@ -44,8 +44,20 @@ SMALL_STUDY = {
 
 
 def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "config/small.yaml", "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, env=env or {**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--configfile",
+        "config/demo.yaml",
+        "config/small.yaml",
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, cwd=workdir, env=env or {**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True
+    )
 
 
 def hub_env(hf_home: Path, endpoint: str | None) -> dict[str, str]:
@@ -73,7 +85,9 @@ def hub_checkout(tmp_path_factory, demo_upstream) -> tuple[Path, Path]:
     write_study(workdir, [HUB_ROW])
     served = tmp_path_factory.mktemp("served") / "timm" / "test_resnet.r160_in1k"
     served.mkdir(parents=True)
-    (served / "model.safetensors").write_bytes((demo_upstream / "weights/timm__test_resnet.demo.safetensors").read_bytes())
+    (served / "model.safetensors").write_bytes(
+        (demo_upstream / "weights/timm__test_resnet.demo.safetensors").read_bytes()
+    )
     return workdir, served.parents[1]
 
 
@@ -99,7 +113,9 @@ def test_offline_run_without_fetched_weights_stops_before_any_job_naming_the_mod
     (tmp_path / "checkout").mkdir()
     workdir = make_demo_workdir(tmp_path / "checkout", demo_upstream)
     write_study(workdir, [HUB_ROW])
-    result = snakemake(workdir, f"results/logits/{HUB_MODEL}/textures.parquet", env=hub_env(tmp_path / "empty_home", None))
+    result = snakemake(
+        workdir, f"results/logits/{HUB_MODEL}/textures.parquet", env=hub_env(tmp_path / "empty_home", None)
+    )
     assert result.returncode != 0
     message = result.stderr.split("Before any job: weights that cannot be fetched")[-1]
     assert f"model {HUB_MODEL!r}: weights not available" in message and "timm/test_resnet.r160_in1k" in message
@@ -117,24 +133,55 @@ def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo
     (tmp_path / "checkout").mkdir()
     workdir = make_demo_workdir(tmp_path / "checkout", demo_upstream)
     registry = workdir / "config/demo/models.tsv"
-    convnext = next(line.split("\t") for line in registry.read_text().splitlines() if line.startswith("timm__test_convnext"))
+    convnext = next(
+        line.split("\t") for line in registry.read_text().splitlines() if line.startswith("timm__test_convnext")
+    )
     write_study(workdir, [convnext])
     # The new model shares convnext's decode geometry (160x160 bicubic). With temp decoded arrays (keep_decoded
     # false) the dry run would have to decode them again, and Snakemake then reruns every cache job that reads
     # them, convnext's included ("Input files updated by another job"). Kept arrays: only the new model's branch.
     small = yaml.safe_load((workdir / "config/small.yaml").read_text())
-    (workdir / "config/small.yaml").write_text(yaml.safe_dump({**small, "inference": {
-        **yaml.safe_load((workdir / "config/demo.yaml").read_text())["inference"], "keep_decoded": True}}))
+    (workdir / "config/small.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **small,
+                "inference": {
+                    **yaml.safe_load((workdir / "config/demo.yaml").read_text())["inference"],
+                    "keep_decoded": True,
+                },
+            }
+        )
+    )
     first = snakemake(workdir, "--scheduler", "greedy")
     assert first.returncode == 0, first.stderr[-4000:]
 
     # One command adds the user's model: the demo's test_vit weights, as a local file of timm's test_vit.
     own_weights = demo_upstream / "weights/timm__test_vit.demo.safetensors"
     added = subprocess.run(
-        [sys.executable, "-m", "clip_robustness.models.add_model", "timm:test_vit", "--weights", str(own_weights),
-         "--tag", "mine", "--group", "more_data", "--training-source", "demo-clean", "--training-size", "3840",
-         "--architecture-family", "ViT", "--config", "config/demo.yaml"],
-        cwd=workdir, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "clip_robustness.models.add_model",
+            "timm:test_vit",
+            "--weights",
+            str(own_weights),
+            "--tag",
+            "mine",
+            "--group",
+            "more_data",
+            "--training-source",
+            "demo-clean",
+            "--training-size",
+            "3840",
+            "--architecture-family",
+            "ViT",
+            "--config",
+            "config/demo.yaml",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert added.returncode == 0, added.stderr[-3000:]
 
@@ -142,7 +189,13 @@ def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo
     assert plan.returncode == 0, plan.stderr[-4000:]
     output = plan.stdout + plan.stderr
     assert planned_models(output) == {OWN_MODEL}
-    for rule in ("fetch_model_weights", "cache_logits", "compute_model_metrics", "aggregate_metrics", "write_report_card"):
+    for rule in (
+        "fetch_model_weights",
+        "cache_logits",
+        "compute_model_metrics",
+        "aggregate_metrics",
+        "write_report_card",
+    ):
         # A rule inside a group job is listed indented under its group.
         assert re.search(rf"^\s*rule {rule}:", output, flags=re.M), rule
 
@@ -153,9 +206,14 @@ def test_added_own_model_plans_only_its_branch_and_the_aggregates(tmp_path, demo
     page = (workdir / f"results/report_cards/{OWN_MODEL}.html").read_text()
     sha256 = json.loads((workdir / f"data/weights/{OWN_MODEL}.json").read_text())["files"][0]["sha256"]
     metrics = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
-    top1 = metrics.loc[(metrics["model"] == OWN_MODEL) & (metrics["dataset"] == "imagenet_val") & (metrics["metric"] == "top1"), "value"].item()
+    top1 = metrics.loc[
+        (metrics["model"] == OWN_MODEL) & (metrics["dataset"] == "imagenet_val") & (metrics["metric"] == "top1"),
+        "value",
+    ].item()
     assert OWN_MODEL in page and sha256 in page and f"{top1:.4f}" in page
-    data = json.loads(re.search(r'<script type="application/json" id="report-card-data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="report-card-data">(.*?)</script>', page, re.S).group(1)
+    )
     assert [r["value"] for r in data["metrics"] if (r["metric"], r["dataset"]) == ("top1", "imagenet_val")] == [top1]
     assert data["weights"]["files"][0]["sha256"] == sha256
     assert not (workdir / "results/report_cards/timm__test_convnext.demo.html").exists()  # paper models get no card

@@ -80,17 +80,32 @@ def test_the_factor_figure_fits_its_trend_to_the_configured_reference_group():
     from clip_robustness.figures.style import Style
 
     models = {"a": "standard", "b": "standard", "c": "more_data", "d": "more_data"}
-    registry = pd.DataFrame({"model_id": list(models), "group": list(models.values()),
-                             "training_source": "ImageNet-1k", "finetune_route": "none"})
+    registry = pd.DataFrame(
+        {
+            "model_id": list(models),
+            "group": list(models.values()),
+            "training_source": "ImageNet-1k",
+            "finetune_route": "none",
+        }
+    )
     rows = []
     for i, model in enumerate(models):
         rows.append({"model": model, "dataset": "imagenet_x", "metric": "top1", "value": 0.5 + 0.1 * i, "factor": None})
-        rows.append({"model": model, "dataset": "imagenet_x", "metric": "factor_accuracy", "value": 0.4 + 0.1 * i,
-                     "factor": "pose"})
+        rows.append(
+            {
+                "model": model,
+                "dataset": "imagenet_x",
+                "metric": "factor_accuracy",
+                "value": 0.4 + 0.1 * i,
+                "factor": "pose",
+            }
+        )
     metrics = pd.DataFrame(rows).assign(score=None)
     style = Style.from_registry(registry)
-    for reference, label in (("standard", "Standard models' trend (logit fit)"),
-                             ("more_data", "More data models' trend (logit fit)")):
+    for reference, label in (
+        ("standard", "Standard models' trend (logit fit)"),
+        ("more_data", "More data models' trend (logit fit)"),
+    ):
         fig = plot_factor_robustness(metrics, registry, style, reference_group=reference)
         legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
         assert label in legend
@@ -99,11 +114,17 @@ def test_the_factor_figure_fits_its_trend_to_the_configured_reference_group():
 def _string_literals(path: Path) -> set[str]:
     """The string constants of a module, f-string parts included, docstrings left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and ast.get_docstring(node, clean=False) is not None}
-    return {node.value for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and ast.get_docstring(node, clean=False) is not None
+    }
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    }
 
 
 def test_no_production_module_spells_out_a_group_or_the_imagenet_c_format():
@@ -126,10 +147,24 @@ PATHS_NOT_YET_NAMED = {"workflow/share.py", "workflow/currency.py"}
 
 def test_no_module_or_rule_file_spells_out_an_output_folder():
     """Every stage output's folder is written only in names.py: modules, scripts and rule files use its templates."""
-    folders = {names.ARCHIVES_DIR, names.EXTRACTED_DIR, names.MANIFESTS_DIR, names.DECODED_DIR, names.WEIGHTS_DIR,
-               names.HEADS_DIR, names.LOGITS_DIR, names.FIGURES_DIR, names.METRICS_DIR, names.TABLES_DIR,
-               names.QC_DIR, names.REPORT_CARDS_DIR, names.CHECKSUMS_DIR, names.USER_SUPPLIED_DIR, names.LOGS_DIR,
-               names.BENCHMARKS_DIR}
+    folders = {
+        names.ARCHIVES_DIR,
+        names.EXTRACTED_DIR,
+        names.MANIFESTS_DIR,
+        names.DECODED_DIR,
+        names.WEIGHTS_DIR,
+        names.HEADS_DIR,
+        names.LOGITS_DIR,
+        names.FIGURES_DIR,
+        names.METRICS_DIR,
+        names.TABLES_DIR,
+        names.QC_DIR,
+        names.REPORT_CARDS_DIR,
+        names.CHECKSUMS_DIR,
+        names.USER_SUPPLIED_DIR,
+        names.LOGS_DIR,
+        names.BENCHMARKS_DIR,
+    }
     found = {}
     for path in PACKAGE.rglob("*.py"):
         rel = str(path.relative_to(PACKAGE))

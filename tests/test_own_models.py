@@ -28,9 +28,23 @@ matplotlib.use("Agg")
 OWN = "timm__my_net.mine"
 #: The own model's value of each metric: as far as possible from the paper's models, so that mixing it into any
 #: group statistic or fit would move it.
-EXTREME = {"top1": 0.995, "factor_accuracy": 0.02, "auroc": 0.03, "fpr95": 0.99, "ece": 60.0, "ece_ts": 55.0,
-           "nll": 9.0, "nll_ts": 8.5, "temperature": 9.5, "error_ratio": 40.0, "effective_robustness": -0.9,
-           "shape_bias": 0.99, "shape_fraction": 0.9, "texture_fraction": 0.01, "n_cue_conflict": 1000.0}
+EXTREME = {
+    "top1": 0.995,
+    "factor_accuracy": 0.02,
+    "auroc": 0.03,
+    "fpr95": 0.99,
+    "ece": 60.0,
+    "ece_ts": 55.0,
+    "nll": 9.0,
+    "nll_ts": 8.5,
+    "temperature": 9.5,
+    "error_ratio": 40.0,
+    "effective_robustness": -0.9,
+    "shape_bias": 0.99,
+    "shape_fraction": 0.9,
+    "texture_fraction": 0.01,
+    "n_cue_conflict": 1000.0,
+}
 
 
 def extreme_copy(metrics: pd.DataFrame, like: str, model: str) -> pd.DataFrame:
@@ -46,9 +60,15 @@ def study():
     """(paper registry, paper metrics, registry with the own model, metrics with the own model)."""
     registry = synthetic_registry({"clip_zeroshot": 12, "clip_ft": 4, "standard": 12, "more_data": 6}, seed=7)
     registry["study"] = PAPER_STUDY
-    metrics = synthetic_metrics(registry, test_conditions=["imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
-                                corruptions=["fog"], severities=[1], ood_sets=["textures", "sun"], seed=7,
-                                cue_conflict=["cue_conflict"])
+    metrics = synthetic_metrics(
+        registry,
+        test_conditions=["imagenet_v2_threshold07", "imagenet_r", "imagenet_a"],
+        corruptions=["fog"],
+        severities=[1],
+        ood_sets=["textures", "sun"],
+        seed=7,
+        cue_conflict=["cue_conflict"],
+    )
     # The own model is a "standard" classifier trained on ImageNet-1k like the paper's standard models: the group
     # whose fit every effective robustness, and half of every finding, rests on.
     own_row = registry[registry["model_id"] == "standard_000"].assign(model_id=OWN, study=OWN_STUDY)
@@ -75,7 +95,9 @@ def test_effective_robustness_fit_is_the_paper_standard_models_and_the_own_model
     plain = ~metrics_own["metric"].eq("effective_robustness") & ~metrics_own["dataset"].eq("imagenet_c")
     per_model = [rows for _, rows in metrics_own[plain].groupby("model")]
     mixed = aggregate_metrics(per_model, with_own)
-    paper_only = aggregate_metrics([rows for model, rows in metrics_own[plain].groupby("model") if model != OWN], registry)
+    paper_only = aggregate_metrics(
+        [rows for model, rows in metrics_own[plain].groupby("model") if model != OWN], registry
+    )
     er = mixed[mixed["metric"] == "effective_robustness"].set_index(["model", "factor"])["value"]
     er_paper = paper_only[paper_only["metric"] == "effective_robustness"].set_index(["model", "factor"])["value"]
     pd.testing.assert_series_equal(er.drop(OWN, level="model").sort_index(), er_paper.sort_index())
@@ -85,15 +107,24 @@ def test_effective_robustness_fit_is_the_paper_standard_models_and_the_own_model
 
 def test_ood_correlations_ignore_the_own_model(study):
     registry, metrics, with_own, metrics_own = study
-    pd.testing.assert_frame_equal(accuracy_auroc_correlations(metrics_own, with_own, "imagenet_val"),
-                                  accuracy_auroc_correlations(metrics, registry, "imagenet_val"))
+    pd.testing.assert_frame_equal(
+        accuracy_auroc_correlations(metrics_own, with_own, "imagenet_val"),
+        accuracy_auroc_correlations(metrics, registry, "imagenet_val"),
+    )
 
 
 def test_findings_are_the_same_with_and_without_the_own_model(study):
     registry, metrics, with_own, metrics_own = study
-    settings = FindingsSettings("imagenet_val", ("imagenet_v2_threshold07", "imagenet_r", "imagenet_a", "imagenet_c_fog_1"),
-                                ("textures", "sun"), "msp", bootstrap_samples=200, seed=0, min_models=4,
-                                cue_conflict=("cue_conflict",))
+    settings = FindingsSettings(
+        "imagenet_val",
+        ("imagenet_v2_threshold07", "imagenet_r", "imagenet_a", "imagenet_c_fog_1"),
+        ("textures", "sun"),
+        "msp",
+        bootstrap_samples=200,
+        seed=0,
+        min_models=4,
+        cue_conflict=("cue_conflict",),
+    )
     with_it = findings_table(metrics_own, with_own, settings)
     pd.testing.assert_frame_equal(with_it, findings_table(metrics, registry, settings))
     assert with_it["n_models"].str.contains("standard=12").any()  # 12 paper standard models, not 13
@@ -104,7 +135,11 @@ def test_findings_are_the_same_with_and_without_the_own_model(study):
 
 def test_points_tag_each_model_with_its_study_and_paper_points_drop_the_own_one(study):
     _, _, with_own, metrics_own = study
-    pts = points(with_own, select(metrics_own, "top1", dataset="imagenet_val"), select(metrics_own, "ece", dataset="imagenet_val_id_test"))
+    pts = points(
+        with_own,
+        select(metrics_own, "top1", dataset="imagenet_val"),
+        select(metrics_own, "ece", dataset="imagenet_val_id_test"),
+    )
     assert pts.loc[pts["model"] == OWN, "study"].tolist() == [OWN_STUDY]
     assert OWN not in set(paper_points(pts)["model"]) and len(paper_points(pts)) == len(pts) - 1
 
@@ -135,9 +170,15 @@ def test_every_figure_labels_the_own_model_and_keeps_the_paper_trends(study, nam
     assert labels, f"{name}: no panel labels {OWN}"
     assert all(t.get_zorder() > max(line.get_zorder() for line in t.axes.lines) for t in labels if t.axes.lines)
     # the own model's ring is on top, at the extreme values
-    rings = [c for ax in fig.axes for c in ax.collections if c.get_zorder() == max(x.get_zorder() for x in ax.collections)]
-    assert any(np.isclose(c.get_offsets()[:, 0], EXTREME["top1"]).any() or np.isclose(c.get_offsets()[:, 1], EXTREME["ece"]).any()
-               or np.isclose(c.get_offsets()[:, 1], EXTREME["auroc"]).any() for c in rings)
+    rings = [
+        c for ax in fig.axes for c in ax.collections if c.get_zorder() == max(x.get_zorder() for x in ax.collections)
+    ]
+    assert any(
+        np.isclose(c.get_offsets()[:, 0], EXTREME["top1"]).any()
+        or np.isclose(c.get_offsets()[:, 1], EXTREME["ece"]).any()
+        or np.isclose(c.get_offsets()[:, 1], EXTREME["auroc"]).any()
+        for c in rings
+    )
     got, want = trend_lines(fig), trend_lines(reference)
     assert [t for t, _ in got] == [t for t, _ in want]
     for (title, a), (_, b) in zip(got, want):
@@ -149,7 +190,9 @@ def test_every_figure_labels_the_own_model_and_keeps_the_paper_trends(study, nam
 
 def test_catalogue_checkpoints_are_faint_unlabelled_background(study):
     registry, metrics, with_own, metrics_own = study
-    catalogue = registry[registry["group"] == "standard"].iloc[[1]].assign(model_id="timm__other.ckpt", study=CATALOGUE_STUDY)
+    catalogue = (
+        registry[registry["group"] == "standard"].iloc[[1]].assign(model_id="timm__other.ckpt", study=CATALOGUE_STUDY)
+    )
     table = pd.concat([with_own, catalogue], ignore_index=True)
     rows = check_metrics(pd.concat([metrics_own, extreme_copy(metrics_own, "standard_001", "timm__other.ckpt")]))
     with paper_context():
@@ -167,8 +210,12 @@ def test_card_compares_the_own_model_with_paper_group_medians_that_exclude_it(st
     registry, metrics, with_own, metrics_own = study
     table = group_comparison(metrics_own, with_own, OWN)
     top1 = table[(table["metric"] == "top1") & (table["dataset"] == "imagenet_val")].set_index("group")
-    paper_top1 = select(metrics, "top1", dataset="imagenet_val").rename("value").to_frame().join(
-        registry.set_index("model_id")["group"])
+    paper_top1 = (
+        select(metrics, "top1", dataset="imagenet_val")
+        .rename("value")
+        .to_frame()
+        .join(registry.set_index("model_id")["group"])
+    )
     for group, values in paper_top1.groupby("group"):
         assert top1.loc[group, "n"] == len(values)
         assert top1.loc[group, "median"] == pytest.approx(values["value"].median())
@@ -189,27 +236,60 @@ def test_card_of_a_model_no_paper_model_shares_a_row_with_keeps_every_group_empt
 
 
 def test_logits_provenance_separates_shared_fields_from_per_file_ones():
-    common, per_file = logits_provenance({
-        "imagenet_val": {"library": "timm", "preprocessing": {"size": 160}, "prompt_set": None, "manifest_hash": "a",
-                         "head_precision": "float32", "gpu_name": "cpu"},
-        "textures": {"library": "timm", "preprocessing": {"size": 160}, "prompt_set": None, "manifest_hash": "b",
-                     "head_precision": "float32", "gpu_name": "NVIDIA H200"},
-    })
-    assert common["library"] == "timm" and common["preprocessing"] == '{"size": 160}' and common["head_precision"] == "float32"
+    common, per_file = logits_provenance(
+        {
+            "imagenet_val": {
+                "library": "timm",
+                "preprocessing": {"size": 160},
+                "prompt_set": None,
+                "manifest_hash": "a",
+                "head_precision": "float32",
+                "gpu_name": "cpu",
+            },
+            "textures": {
+                "library": "timm",
+                "preprocessing": {"size": 160},
+                "prompt_set": None,
+                "manifest_hash": "b",
+                "head_precision": "float32",
+                "gpu_name": "NVIDIA H200",
+            },
+        }
+    )
+    assert (
+        common["library"] == "timm"
+        and common["preprocessing"] == '{"size": 160}'
+        and common["head_precision"] == "float32"
+    )
     assert per_file["manifest_hash"].tolist() == ["a", "b"] and per_file["gpu_name"].tolist() == ["cpu", "NVIDIA H200"]
     assert "library" not in per_file.columns
 
 
 def test_rendered_card_is_standalone_html_with_the_models_values_and_weights(study):
     registry, metrics, with_own, metrics_own = study
-    qc = pd.DataFrame({"model": [OWN], "dataset": ["imagenet_val"], "ours_pct": [99.5], "published_pct": [float("nan")],
-                       "diff_pp": [float("nan")], "flagged": [False], "source": ["missing: the library publishes no number"]})
-    weights = {"model_id": OWN, "library": "timm", "library_version": "1.0", "files": [
-        {"file": "/w/mine.safetensors", "size": 10, "sha256": "ab" * 32, "source": "local file"}]}
+    qc = pd.DataFrame(
+        {
+            "model": [OWN],
+            "dataset": ["imagenet_val"],
+            "ours_pct": [99.5],
+            "published_pct": [float("nan")],
+            "diff_pp": [float("nan")],
+            "flagged": [False],
+            "source": ["missing: the library publishes no number"],
+        }
+    )
+    weights = {
+        "model_id": OWN,
+        "library": "timm",
+        "library_version": "1.0",
+        "files": [{"file": "/w/mine.safetensors", "size": 10, "sha256": "ab" * 32, "source": "local file"}],
+    }
     page = render_html(report_card(OWN, metrics_own, with_own, qc, {"imagenet_val": {"library": "timm"}}, weights))
     assert page.startswith("<!DOCTYPE html>") and "<link" not in page and "src=" not in page
     assert OWN in page and "ab" * 32 in page and "missing: the library publishes no number" in page
     assert "0.9950" in page and "CLIP (zero-shot): median [min, max] (n) · percentile" in page
-    data = json.loads(re.search(r'<script type="application/json" id="report-card-data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="report-card-data">(.*?)</script>', page, re.S).group(1)
+    )
     top1 = [r["value"] for r in data["metrics"] if r["metric"] == "top1" and r["dataset"] == "imagenet_val"]
     assert top1 == [EXTREME["top1"]] and data["weights"]["files"][0]["sha256"] == "ab" * 32

@@ -27,15 +27,22 @@ PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 
 
 def test_dry_run_job_table_is_read_per_rule_without_the_total():
-    output = "Job stats:\njob                     count\n--------------------  -------\nbuild_manifest              7\n" \
-             "cache_logits                4\ntotal                      11\n"
+    output = (
+        "Job stats:\njob                     count\n--------------------  -------\nbuild_manifest              7\n"
+        "cache_logits                4\ntotal                      11\n"
+    )
 
     assert count_dry_run_jobs(output) == {"build_manifest": 7, "cache_logits": 4}
 
 
 def test_shipped_profile_puts_each_models_logits_jobs_in_one_gpu_job():
-    jobs = {"cache_logits": 210, "cache_logits_imagenet_c": 210 * 5, "compute_model_metrics": 210,
-            "download_archive": 20, "build_manifest": 88}
+    jobs = {
+        "cache_logits": 210,
+        "cache_logits_imagenet_c": 210 * 5,
+        "compute_model_metrics": 210,
+        "download_archive": 20,
+        "build_manifest": 88,
+    }
 
     slurm = slurm_job_counts(jobs, PROFILE, ["download_archive"], n_models=210)
 
@@ -60,11 +67,20 @@ def test_predicted_logits_time_is_images_at_the_forward_rate_plus_each_jobs_star
 def test_localrules_are_read_from_the_workflow_files():
     localrules = workflow_localrules(sorted((ROOT / "workflow/rules").glob("*.smk")))
 
-    assert sorted(localrules) == ["download_archive", "extract_archive", "fetch_model_weights", "from_cache", "share_cache"]
+    assert sorted(localrules) == [
+        "download_archive",
+        "extract_archive",
+        "fetch_model_weights",
+        "from_cache",
+        "share_cache",
+    ]
 
 
 def test_images_come_from_the_registry_capped_by_the_imagenet_c_subset(tmp_path):
-    assert dataset_images("imagenet_c_fog_1", 50000, tmp_path / "absent.parquet", 5000) == (5000, "registry, subset of 50000")
+    assert dataset_images("imagenet_c_fog_1", 50000, tmp_path / "absent.parquet", 5000) == (
+        5000,
+        "registry, subset of 50000",
+    )
     assert dataset_images("imagenet_r", 30000, tmp_path / "absent.parquet", None) == (30000, "registry")
 
 
@@ -81,13 +97,23 @@ def test_make_plan_prints_the_demo_plan_without_running_a_job(tmp_path, demo_ups
     if not (workdir / "profiles").exists():  # make_demo_workdir copies profiles/ already
         (workdir / "profiles").symlink_to(ROOT / "profiles", target_is_directory=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "clip_robustness.logits.plan", "--configfile", "config/demo.yaml",
-                             "--gpu", "H100"], cwd=workdir, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "clip_robustness.logits.plan", "--configfile", "config/demo.yaml", "--gpu", "H100"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    for section in ("Jobs per rule", "SLURM jobs after grouping", "Images per dataset", "GPU-hours per model on H100",
-                    "Disk:"):
+    for section in (
+        "Jobs per rule",
+        "SLURM jobs after grouping",
+        "Images per dataset",
+        "GPU-hours per model on H100",
+        "Disk:",
+    ):
         assert section in out
     assert "cache_logits " in out and "decode_images " in out
     assert "checked against measured runs" in out  # the plan states its error band

@@ -32,11 +32,21 @@ CONVNEXT = "timm__convnext_base.fb_in1k"  # timm publishes it at 224 and 288 px;
 CLIP_FT = "timm__vit_base_patch16_clip_224.openai_ft_in1k"
 MODELS = [QUICKGELU_LAION, QUICKGELU_OPENAI, CONVNEXT, CLIP_FT]
 
-OPEN_CLIP_COLUMN = {"imagenet_val": "ImageNet 1k", "imagenet_v2_matched_frequency": "ImageNet v2",
-                    "imagenet_sketch": "ImageNet Sketch", "imagenet_r": "ImageNet-R", "imagenet_a": "ImageNet-A",
-                    "objectnet": "ObjectNet"}
-TIMM_FILE = {"imagenet_val": "imagenet", "imagenet_v2_matched_frequency": "imagenetv2-matched-frequency",
-             "imagenet_sketch": "sketch", "imagenet_r": "imagenet-r", "imagenet_a": "imagenet-a"}
+OPEN_CLIP_COLUMN = {
+    "imagenet_val": "ImageNet 1k",
+    "imagenet_v2_matched_frequency": "ImageNet v2",
+    "imagenet_sketch": "ImageNet Sketch",
+    "imagenet_r": "ImageNet-R",
+    "imagenet_a": "ImageNet-A",
+    "objectnet": "ObjectNet",
+}
+TIMM_FILE = {
+    "imagenet_val": "imagenet",
+    "imagenet_v2_matched_frequency": "imagenetv2-matched-frequency",
+    "imagenet_sketch": "sketch",
+    "imagenet_r": "imagenet-r",
+    "imagenet_a": "imagenet-a",
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +79,23 @@ def published_fraction(model_id: str, dataset: str) -> float | None:
 
 def metrics_table(values: dict[tuple[str, str], float]) -> pd.DataFrame:
     """A tidy metrics table (the aggregate_metrics contract) with one top1 row per (model, dataset)."""
-    rows = [{"model": m, "dataset": d, "metric": "top1", "value": v, "factor": None, "score": None}
-            for (m, d), v in values.items()]
-    rows.append({"model": CONVNEXT, "dataset": "imagenet_val", "metric": "ece", "value": 3.2, "factor": None,
-                 "score": None})
-    rows.append({"model": CONVNEXT, "dataset": "imagenet_val", "metric": "factor_accuracy", "value": 0.1,
-                 "factor": "pose", "score": None})
+    rows = [
+        {"model": m, "dataset": d, "metric": "top1", "value": v, "factor": None, "score": None}
+        for (m, d), v in values.items()
+    ]
+    rows.append(
+        {"model": CONVNEXT, "dataset": "imagenet_val", "metric": "ece", "value": 3.2, "factor": None, "score": None}
+    )
+    rows.append(
+        {
+            "model": CONVNEXT,
+            "dataset": "imagenet_val",
+            "metric": "factor_accuracy",
+            "value": 0.1,
+            "factor": "pose",
+            "score": None,
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -84,8 +105,11 @@ def test_synthetic_mismatch_flags_exactly_the_mismatching_rows(registry_table, r
         for dataset in QC_DATASET_IDS:
             published = published_fraction(model, dataset)
             ours[(model, dataset)] = 0.5 if published is None else published
-    mismatches = {(QUICKGELU_LAION, "imagenet_val"): +0.006, (CONVNEXT, "imagenet_r"): -0.0101,
-                  (CLIP_FT, "imagenet_a"): +0.02}
+    mismatches = {
+        (QUICKGELU_LAION, "imagenet_val"): +0.006,
+        (CONVNEXT, "imagenet_r"): -0.0101,
+        (CLIP_FT, "imagenet_a"): +0.02,
+    }
     for key, delta in mismatches.items():
         ours[key] += delta
     ours[(QUICKGELU_OPENAI, "imagenet_sketch")] += 0.004  # 0.4 pp: within the 0.5 pp tolerance
@@ -124,18 +148,30 @@ def test_timm_reference_is_taken_at_the_registry_resolution(registry_table, refe
     published = published_top1(registry_table, references).set_index(["model", "dataset"])
     # results-imagenet.csv lists convnext_base.fb_in1k at 288 px (84.466) and 224 px (83.838)
     assert published.loc[(CONVNEXT, "imagenet_val"), "published_pct"] == pytest.approx(83.838)
-    at_256 = registry_table.assign(resolution=np.where(registry_table["model_id"] == CONVNEXT, 256,
-                                                       registry_table["resolution"]))
+    at_256 = registry_table.assign(
+        resolution=np.where(registry_table["model_id"] == CONVNEXT, 256, registry_table["resolution"])
+    )
     missing = published_top1(at_256, references).set_index(["model", "dataset"]).loc[(CONVNEXT, "imagenet_val")]
     assert np.isnan(missing["published_pct"])
     assert missing["source"].startswith("missing:") and "only at img_size 224, 288, not 256" in missing["source"]
 
 
 def test_tolerance_is_exclusive_in_percentage_points():
-    ours = pd.DataFrame({"model": ["m", "m", "m"], "dataset": ["imagenet_val", "imagenet_r", "imagenet_a"],
-                         "ours_pct": [80.0, 80.0, 80.0]})
-    published = pd.DataFrame({"model": ["m", "m", "m"], "dataset": ["imagenet_val", "imagenet_r", "imagenet_a"],
-                              "published_pct": [79.5, 79.49, 80.5], "source": ["s", "s", "s"]})
+    ours = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"],
+            "dataset": ["imagenet_val", "imagenet_r", "imagenet_a"],
+            "ours_pct": [80.0, 80.0, 80.0],
+        }
+    )
+    published = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"],
+            "dataset": ["imagenet_val", "imagenet_r", "imagenet_a"],
+            "published_pct": [79.5, 79.49, 80.5],
+            "source": ["s", "s", "s"],
+        }
+    )
     table = compare_with_published(ours, published, tolerance_pp=0.5).set_index("dataset")
     # 80.0 - 79.5 = 0.5 (not above 0.5); 80.0 - 79.49 = 0.51; 80.0 - 80.5 = -0.5
     assert table["diff_pp"].to_dict() == pytest.approx({"imagenet_val": 0.5, "imagenet_r": 0.51, "imagenet_a": -0.5})
@@ -157,7 +193,9 @@ def test_our_top1_keeps_only_plain_top1_rows_in_percent():
 def test_duplicate_top1_rows_raise_naming_the_model_and_dataset():
     metrics = metrics_table({(CONVNEXT, "imagenet_r"): 0.3})
     metrics = pd.concat([metrics, metrics.iloc[[0]]], ignore_index=True)
-    with pytest.raises(MetricsTableError, match=r"duplicate top1 rows, e.g. model 'timm__convnext_base.fb_in1k' on 'imagenet_r'"):
+    with pytest.raises(
+        MetricsTableError, match=r"duplicate top1 rows, e.g. model 'timm__convnext_base.fb_in1k' on 'imagenet_r'"
+    ):
         our_top1(metrics)
 
 
@@ -177,25 +215,29 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
     registry = load_model_registry(ROOT / "config" / "models.tsv").table
     subset = registry[registry["model_id"].isin([CONVNEXT, QUICKGELU_OPENAI])]
     subset.to_csv(tmp_path / "models.tsv", sep="\t", index=False)
-    values = {(CONVNEXT, "imagenet_val"): published_fraction(CONVNEXT, "imagenet_val") + 0.01,
-              (QUICKGELU_OPENAI, "imagenet_val"): published_fraction(QUICKGELU_OPENAI, "imagenet_val")}
+    values = {
+        (CONVNEXT, "imagenet_val"): published_fraction(CONVNEXT, "imagenet_val") + 0.01,
+        (QUICKGELU_OPENAI, "imagenet_val"): published_fraction(QUICKGELU_OPENAI, "imagenet_val"),
+    }
     (tmp_path / "results" / "metrics").mkdir(parents=True)
     metrics_table(values).to_parquet(tmp_path / "results" / "metrics" / "metrics.parquet")
     (tmp_path / "Snakefile").write_text(
         'config["model_registry"] = "models.tsv"\n'
         'config["qc"] = {"tolerance_pp": 0.5}\n'
-        f'QC_REFERENCE_DIR = {str(REFERENCE)!r}\n'
+        f"QC_REFERENCE_DIR = {str(REFERENCE)!r}\n"
         'METRICS_TABLE = "results/metrics/metrics.parquet"\n'
         'QC_TABLE = "results/qc/published_accuracy.csv"\n'
         "from clip_robustness.workflow.joblog import log_path\n"
         "def get_published_reference_tables(wildcards):\n"
         "    from clip_robustness.qc.published_accuracy import reference_table_files\n"
         "    return [str(p) for p in reference_table_files(QC_REFERENCE_DIR)]\n"
-        f'include: {str(ROOT / "workflow" / "rules" / "qc.smk")!r}\n'
+        f"include: {str(ROOT / 'workflow' / 'rules' / 'qc.smk')!r}\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "results/qc/published_accuracy.csv"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results" / "qc" / "published_accuracy.csv")
@@ -205,8 +247,13 @@ def test_qc_rule_writes_the_table_and_logs_each_flagged_model(tmp_path):
 
 
 def test_model_of_a_library_that_publishes_nothing_is_reported_missing_not_flagged(references):
-    row = {"model_id": "python__pkg.models.net__mine", "library": "python", "architecture": "pkg.models:net",
-           "pretrained": "mine", "resolution": 32}
+    row = {
+        "model_id": "python__pkg.models.net__mine",
+        "library": "python",
+        "architecture": "pkg.models:net",
+        "pretrained": "mine",
+        "resolution": 32,
+    }
     published = published_top1(pd.DataFrame([row]), references)
     assert len(published) == len(QC_DATASET_IDS) and published["published_pct"].isna().all()
     assert published["source"].str.contains("the python library publishes no results").all()
@@ -216,8 +263,17 @@ def test_reference_tables_tool_cuts_the_shipped_tables_to_themselves(tmp_path):
     """tools/build_reference_tables.py keeps the registry's rows and the QC's columns: run on the shipped cut (a
     source that holds only kept rows and columns) it writes every shipped file back byte for byte."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tools/build_reference_tables.py"), "--source", str(ROOT / "config/reference"),
-         "--out", str(tmp_path)], capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            str(ROOT / "tools/build_reference_tables.py"),
+            "--source",
+            str(ROOT / "config/reference"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     shipped = sorted(p.name for p in (ROOT / "config/reference").glob("*.csv"))

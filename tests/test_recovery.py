@@ -27,8 +27,13 @@ MODEL = "timm__test_resnet.demo"
 # One model and two datasets: every rule of the DAG runs, each rerun costs seconds of compute.
 SMALL = {
     "models": [MODEL],
-    "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"], "ood": [],
-                 "imagenet_c": {"corruptions": [], "severities": []}, "cue_conflict": []},
+    "datasets": {
+        "in_distribution": "imagenet_val",
+        "test_conditions": ["imagenet_r"],
+        "ood": [],
+        "imagenet_c": {"corruptions": [], "severities": []},
+        "cue_conflict": [],
+    },
     "inference": {"decoded_cache": False},
 }
 COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores", "2"]
@@ -36,8 +41,18 @@ COMMAND = ["--configfile", "config/demo.yaml", "config/recovery.yaml", "--cores"
 # reruns: they play no part in recovery, and are 9 of the ~15 jobs a rerun would otherwise run. A rerun asks for the
 # default target's other files (the metrics table, every extraction marker, manifest and logits file of the clean run:
 # RERUN_TARGETS, written by the clean run) and may run only the rules up to them (--allowed-rules).
-RERUN = ["--allowed-rules", "download_archive", "extract_archive", "build_manifest", "decode_images",
-         "fetch_model_weights", "build_zero_shot_head", "cache_logits", "compute_model_metrics", "aggregate_metrics"]
+RERUN = [
+    "--allowed-rules",
+    "download_archive",
+    "extract_archive",
+    "build_manifest",
+    "decode_images",
+    "fetch_model_weights",
+    "build_zero_shot_head",
+    "cache_logits",
+    "compute_model_metrics",
+    "aggregate_metrics",
+]
 RERUN_TARGETS = "rerun_targets.txt"
 LOGITS = f"results/logits/{MODEL}/imagenet_r.parquet"
 
@@ -58,9 +73,14 @@ def clean_run(tmp_path_factory, demo_upstream) -> Path:
     (workdir / "config/recovery.yaml").write_text(yaml.safe_dump(SMALL))
     result = snakemake(workdir, command=COMMAND)
     assert result.returncode == 0, result.stderr[-4000:]
-    targets = ["results/metrics/metrics.parquet", *(str(path.relative_to(workdir)) for pattern in (
-        "data/extracted/*.complete", "data/manifests/*.parquet", "results/logits/*/*.parquet")
-        for path in sorted(workdir.glob(pattern)))]
+    targets = [
+        "results/metrics/metrics.parquet",
+        *(
+            str(path.relative_to(workdir))
+            for pattern in ("data/extracted/*.complete", "data/manifests/*.parquet", "results/logits/*/*.parquet")
+            for path in sorted(workdir.glob(pattern))
+        ),
+    ]
     (workdir / RERUN_TARGETS).write_text("\n".join(targets) + "\n")
     return workdir
 
@@ -77,8 +97,10 @@ def assert_outputs_equal_clean_run(workdir: Path, clean: Path) -> None:
     for path in sorted((clean / "results/logits").rglob("*.parquet")):
         relative = path.relative_to(clean)
         np.testing.assert_array_equal(read_logits(workdir / relative).logits, read_logits(path).logits)
-    pd.testing.assert_frame_equal(pd.read_parquet(workdir / "results/metrics/metrics.parquet"),
-                                  pd.read_parquet(clean / "results/metrics/metrics.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(workdir / "results/metrics/metrics.parquet"),
+        pd.read_parquet(clean / "results/metrics/metrics.parquet"),
+    )
     dry_run = snakemake(workdir, "--dry-run")
     assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
 
@@ -126,8 +148,17 @@ def test_deleted_manifest_and_extraction_marker_are_planned_again_by_the_same_co
 
 
 def test_switching_skip_corrupt_images_replans_nothing(workdir):
-    (workdir / "config/recovery.yaml").write_text(yaml.safe_dump({**SMALL, "downloads": {
-        **yaml.safe_load((workdir / "config/demo.yaml").read_text())["downloads"], "skip_corrupt_images": True}}))
+    (workdir / "config/recovery.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **SMALL,
+                "downloads": {
+                    **yaml.safe_load((workdir / "config/demo.yaml").read_text())["downloads"],
+                    "skip_corrupt_images": True,
+                },
+            }
+        )
+    )
     result = snakemake(workdir, "--dry-run")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr, result.stderr[-3000:]
 
@@ -136,8 +167,14 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     (workdir / LOGITS).unlink()
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *rerun(workdir)],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+    )
     try:
         while not job_log.exists() and run.poll() is None:  # the logits job has started
             time.sleep(0.2)
@@ -150,13 +187,20 @@ def test_run_killed_during_a_logits_job_resumes_with_the_same_command(workdir, c
     assert_outputs_equal_clean_run(workdir, clean_run)
 
 
-def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes(workdir, clean_run, tmp_path):
+def test_second_run_in_the_same_directory_is_refused_with_one_message_and_the_first_completes(
+    workdir, clean_run, tmp_path
+):
     (workdir / LOGITS).unlink()
     job_log = workdir / f"results/logs/cache_logits/{MODEL}.log"
     job_log.unlink()
     with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen([sys.executable, "-m", "snakemake", *rerun(workdir)], cwd=workdir, stdout=out,
-                                 stderr=err, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        first = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *rerun(workdir)],
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         try:
             while not job_log.exists() and first.poll() is None:  # the first run is in its logits job
                 time.sleep(0.2)
@@ -181,7 +225,8 @@ def with_missing_weights(workdir: Path, model: str, models: list[str]) -> Path:
     registry.loc[registry["model_id"] == model, "weights_file"] = str(missing)
     registry.to_csv(workdir / "config/recovery-models.tsv", sep="\t", index=False)
     (workdir / "config/recovery.yaml").write_text(
-        yaml.safe_dump({**SMALL, "models": models, "model_registry": "config/recovery-models.tsv"}))
+        yaml.safe_dump({**SMALL, "models": models, "model_registry": "config/recovery-models.tsv"})
+    )
     return missing
 
 
@@ -204,7 +249,8 @@ def test_with_keep_going_missing_weights_of_one_model_do_not_stop_the_others(wor
     result = snakemake(workdir, "--keep-going")
     assert result.returncode != 0
     assert (workdir / LOGITS).exists() and (workdir / f"results/metrics/models/{MODEL}.parquet").stat().st_mtime_ns > (
-        clean_run / f"results/metrics/models/{MODEL}.parquet").stat().st_mtime_ns
+        clean_run / f"results/metrics/models/{MODEL}.parquet"
+    ).stat().st_mtime_ns
     np.testing.assert_array_equal(read_logits(workdir / LOGITS).logits, read_logits(clean_run / LOGITS).logits)
     # That model's branch fails at its first job, the fetch (an input of its cache job), naming the file.
     failed_log = (workdir / f"results/logs/fetch_model_weights/{other}.log").read_text()

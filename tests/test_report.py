@@ -20,11 +20,21 @@ from clip_robustness.figures import CATEGORY_FINDINGS, FIGURE_NAMES, TABLE_FILES
 from clip_robustness.names import FINDINGS_VALIDATION
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "# ============================================================================ metrics (owner: metrics stage)"
+SECTION = (
+    "# ============================================================================ metrics (owner: metrics stage)"
+)
 NEXT_SECTION = "# ============================================================================ qc (owner: qc stage)"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 CONFIG = """\
 model_registry: config/models.tsv
@@ -104,8 +114,14 @@ def figures_section() -> str:
 
 def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +132,26 @@ def project(tmp_path_factory) -> Path:
     (root / "results/metrics").mkdir(parents=True)
     registry = synthetic_registry({"clip_zeroshot": 2, "standard": 1, "more_data": 1}, seed=4)
     registry.to_csv(root / "config/models.tsv", sep="\t", index=False)
-    metrics = synthetic_metrics(registry, test_conditions=["imagenet_v2_threshold07", "imagenet_r"],
-                                corruptions=["fog"], severities=[1], ood_sets=["textures", "inaturalist"], seed=4)
+    metrics = synthetic_metrics(
+        registry,
+        test_conditions=["imagenet_v2_threshold07", "imagenet_r"],
+        corruptions=["fog"],
+        severities=[1],
+        ood_sets=["textures", "inaturalist"],
+        seed=4,
+    )
     metrics.to_parquet(root / "results/metrics/metrics.parquet")
-    pd.DataFrame({"grouping": ["group"], "group": ["standard"], "dataset": ["textures"], "score": ["msp"],
-                  "n_models": [1], "pearson_r": [float("nan")], "spearman_rho": [float("nan")]}).to_csv(
-        root / "results/metrics/ood_correlations.csv", index=False)
+    pd.DataFrame(
+        {
+            "grouping": ["group"],
+            "group": ["standard"],
+            "dataset": ["textures"],
+            "score": ["msp"],
+            "n_models": [1],
+            "pearson_r": [float("nan")],
+            "spearman_rho": [float("nan")],
+        }
+    ).to_csv(root / "results/metrics/ood_correlations.csv", index=False)
     (root / "config.yaml").write_text(CONFIG)
     (root / "docs").mkdir()  # the findings rule shows the simulated validation of its verdicts from docs/
     shutil.copy(REPO / FINDINGS_VALIDATION, root / FINDINGS_VALIDATION)
@@ -162,13 +192,18 @@ def test_deleting_a_figure_reruns_only_its_plot_rule(project):
 def test_report_holds_every_figure_and_table_with_a_rendered_caption(project):
     results = report_results((project / "report.html").read_text())
     expected = {f"results/figures/{n}.png" for n in FIGURE_NAMES} | {
-        "results/tables/model_registry.csv", "results/tables/model_summary.csv", "results/tables/ood_correlations.csv"}
+        "results/tables/model_registry.csv",
+        "results/tables/model_summary.csv",
+        "results/tables/ood_correlations.csv",
+    }
     assert expected <= set(results)
     for path in expected:
         caption = results[path]["caption"]
         assert len(caption) > 100, path
         assert "{{" not in caption and "snakemake.config" not in caption, path
-    assert "linear" in results["results/figures/factor_robustness.png"]["caption"]  # config figures.logit_scaled_accuracy
+    assert (
+        "linear" in results["results/figures/factor_robustness.png"]["caption"]
+    )  # config figures.logit_scaled_accuracy
     assert "textures, inaturalist" in results["results/figures/ood_detection.png"]["caption"]
     assert all(results[f"results/figures/{n}.png"]["mime_type"] == "image/png" for n in FIGURE_NAMES)
 
@@ -195,9 +230,17 @@ def test_report_renders_in_headless_chromium_and_every_figure_loads(project, tmp
     page = tmp_path / "report_check.html"
     page.write_text(head + IMAGE_CHECK + "</body>" + tail)
     dom = subprocess.run(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000",
-         "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     ).stdout
     # the report's React app rendered its navigation (the loading screen is replaced by the app)
     for category in ("Factor robustness (ImageNet-X)", "OOD detection", "Calibration", "Tables"):

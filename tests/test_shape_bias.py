@@ -29,8 +29,28 @@ from clip_robustness.metrics.shape_bias import (
 
 def test_the_shipped_mapping_has_model_vs_humans_16_categories():
     mapping = load_category_mapping()
-    assert mapping.categories == tuple(sorted(["knife", "keyboard", "elephant", "bicycle", "airplane", "clock", "oven",
-                                               "chair", "bear", "boat", "cat", "bottle", "truck", "car", "bird", "dog"]))
+    assert mapping.categories == tuple(
+        sorted(
+            [
+                "knife",
+                "keyboard",
+                "elephant",
+                "bicycle",
+                "airplane",
+                "clock",
+                "oven",
+                "chair",
+                "bear",
+                "boat",
+                "cat",
+                "bottle",
+                "truck",
+                "car",
+                "bird",
+                "dog",
+            ]
+        )
+    )
     assert dict(zip(mapping.categories, mapping.indices))["knife"] == (499,)
     assert len(dict(zip(mapping.categories, mapping.indices))["dog"]) == 109
     indices, groups = mapping.label_space_arrays()
@@ -81,7 +101,9 @@ def demo_stimuli(tmp_path_factory):
 def test_layout_parser_reads_shape_from_the_folder_and_texture_from_the_name(demo_stimuli):
     root, mapping, mapping_path = demo_stimuli
     assert mapping.categories == ("airplane", "bear", "bicycle")
-    assert parse_category_mapping(mapping_path.read_text(), "x") == CategoryMapping(mapping.categories, mapping.indices, "x")
+    assert parse_category_mapping(mapping_path.read_text(), "x") == CategoryMapping(
+        mapping.categories, mapping.indices, "x"
+    )
     images = list_cue_conflict(root, mapping)
     assert len(images) == 3 * 3 * 2
     assert {(i.shape, i.texture) for i in images} == {(s, t) for s in mapping.categories for t in mapping.categories}
@@ -95,8 +117,15 @@ def test_layout_parser_reads_shape_from_the_folder_and_texture_from_the_name(dem
 
 def test_manifest_labels_the_shape_and_the_rows_score_against_the_name(demo_stimuli):
     root, mapping, mapping_path = demo_stimuli
-    entry = DatasetEntry("cue_conflict", "t", ("cue-conflict.tar.gz",), "cue_conflict", "cue-conflict", "cue_conflict",
-                         category_mapping=str(mapping_path))
+    entry = DatasetEntry(
+        "cue_conflict",
+        "t",
+        ("cue-conflict.tar.gz",),
+        "cue_conflict",
+        "cue-conflict",
+        "cue_conflict",
+        category_mapping=str(mapping_path),
+    )
     build = build_manifest(entry, root, workers=1)
     assert build.metadata["categories"] == {"airplane": [1], "bear": [7], "bicycle": [30]}
     paths, labels = build.table["path"].tolist(), build.table["label"].to_numpy()
@@ -111,8 +140,10 @@ def test_manifest_labels_the_shape_and_the_rows_score_against_the_name(demo_stim
 
 
 def test_registry_keeps_layout_and_label_space_together(tmp_path):
-    text = ("archives:\n  a.tar: {url: 'file:///a.tar', sha256: null, source: x}\n"
-            "datasets:\n  c: {title: C, archives: [a.tar], layout: cue_conflict, label_space: imagenet1k}\n")
+    text = (
+        "archives:\n  a.tar: {url: 'file:///a.tar', sha256: null, source: x}\n"
+        "datasets:\n  c: {title: C, archives: [a.tar], layout: cue_conflict, label_space: imagenet1k}\n"
+    )
     (tmp_path / "r.yaml").write_text(text)
     with pytest.raises(RegistryError, match="cue_conflict go together"):
         load_dataset_registry(tmp_path / "r.yaml")
@@ -127,8 +158,15 @@ def test_the_study_takes_cue_conflict_sets_in_their_own_role_only():
 
     registry = load_dataset_registry("config/datasets.yaml")
     models = SimpleNamespace(select=lambda ids: ["m"])
-    config = {"models": "all", "datasets": {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r"],
-                                            "ood": ["textures"], "cue_conflict": ["cue_conflict"]}}
+    config = {
+        "models": "all",
+        "datasets": {
+            "in_distribution": "imagenet_val",
+            "test_conditions": ["imagenet_r"],
+            "ood": ["textures"],
+            "cue_conflict": ["cue_conflict"],
+        },
+    }
     study = Study.from_config(config, registry, models)
     assert study.cue_conflict == ("cue_conflict",) and study.dataset_ids[-1] == "cue_conflict"
     config["datasets"]["test_conditions"] = ["imagenet_r", "cue_conflict"]

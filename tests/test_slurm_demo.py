@@ -34,7 +34,11 @@ def run_verbatim(workdir: Path, cores: int, *args: str, timeout: float = 900) ->
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
     proc = subprocess.run(
         [str(snakemake), "--cores", str(cores), "--profile", "slurm", *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -115,11 +119,16 @@ def test_demo_runs_under_slurm_and_every_job_completes(node, demo_upstream, tmp_
     assert {"rule_build_manifest", "rule_build_zero_shot_head", "rule_aggregate_metrics"} <= kinds, kinds
     cache_jobs = [j for j, kind in jobs.items() if kind.startswith("group_cache_")]
     assert len(cache_jobs) == 2 and all(records[j]["Partition"] == "gpu" for j in cache_jobs)
-    assert any(kind.startswith("group_metrics") for kind in kinds) and any(kind.startswith("group_figures") for kind in kinds)
+    assert any(kind.startswith("group_metrics") for kind in kinds) and any(
+        kind.startswith("group_figures") for kind in kinds
+    )
     # Downloads, extraction and weights stayed on the submitting host (localrules): no SLURM job for them.
-    assert not any(rule in kind for kind in kinds for rule in ("download_archive", "extract_archive", "fetch_model_weights"))
+    assert not any(
+        rule in kind for kind in kinds for rule in ("download_archive", "extract_archive", "fetch_model_weights")
+    )
     assert sorted(p.name for p in (workdir / "data/weights").glob("*.json")) == sorted(
-        f"{model}.json" for model in DEMO_UNDER_SLURM["models"])
+        f"{model}.json" for model in DEMO_UNDER_SLURM["models"]
+    )
 
     metrics = pd.read_parquet(workdir / "results/metrics/metrics.parquet")
     assert set(metrics["model"]) == set(DEMO_UNDER_SLURM["models"])

@@ -32,7 +32,9 @@ TOY_OUTPUTS = ("manifests/*.txt", "logits/*/*", "metrics/*", "results/*")
 
 
 def toy_outputs(workdir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(workdir)): p.read_bytes() for pattern in TOY_OUTPUTS for p in sorted(workdir.glob(pattern))}
+    return {
+        str(p.relative_to(workdir)): p.read_bytes() for pattern in TOY_OUTPUTS for p in sorted(workdir.glob(pattern))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,10 @@ def test_toy_dag_runs_under_slurm_one_gpu_job_per_model_and_every_job_completes(
     cache_jobs = [job_id for job_id, kind in jobs.items() if kind.startswith("group_cache_")]
     # Group jobs are named group_<group id>_<rules>: one for m1, one for m2.
     assert sorted(jobs[j].split("_")[2] for j in cache_jobs) == ["m1", "m2"]
-    assert [kind for kind in kinds if "metrics" in kind] == ["group_metrics_compute_model_metrics", "rule_aggregate_metrics"]
+    assert [kind for kind in kinds if "metrics" in kind] == [
+        "group_metrics_compute_model_metrics",
+        "rule_aggregate_metrics",
+    ]
     for job_id in cache_jobs:
         assert records[job_id]["Partition"] == "gpu"
         shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
@@ -91,8 +96,9 @@ def test_scancel_of_a_running_logits_job_the_same_command_completes_like_a_clean
     assert_like_a_clean_run(toy, clean_toy)
 
 
-def test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like_a_clean_run(toy, test_profile,
-                                                                                            clean_toy):
+def test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like_a_clean_run(
+    toy, test_profile, clean_toy
+):
     run, job_id = slurm.start_with_slow_cache_job(toy, test_profile, 20)
     # What the scheduler does to a job on a failing node: every process of the job killed at once.
     listed = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
@@ -111,8 +117,9 @@ def test_logits_job_killed_on_the_node_is_resubmitted_and_the_run_completes_like
     assert_like_a_clean_run(toy, clean_toy)
 
 
-def test_logits_job_requeued_by_the_scheduler_runs_again_under_its_id_and_the_run_completes(toy, test_profile,
-                                                                                          clean_toy):
+def test_logits_job_requeued_by_the_scheduler_runs_again_under_its_id_and_the_run_completes(
+    toy, test_profile, clean_toy
+):
     run, job_id = slurm.start_with_slow_cache_job(toy, test_profile, 20)
     subprocess.run(["scontrol", "requeue", job_id], check=True)  # as SLURM does for a preempted job or a lost node
     log = slurm.finish(run)

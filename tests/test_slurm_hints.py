@@ -45,12 +45,22 @@ def test_a_job_over_its_runtime_and_one_out_of_memory_are_named_with_the_resourc
         ("rule", "over_runtime", ("over_runtime",), "41", "TIMEOUT"),
         ("rule", "cache_logits", ("cache_logits",), "42", "OUT_OF_MEMORY"),
     ]
-    assert hits[0].hint().startswith(
-        "clip_robustness: rule over_runtime: SLURM job 41 ran over its time limit (TIMEOUT): raise its runtime "
-        "(minutes), in the rule's `resources: runtime` or the profile's `set-resources: over_runtime: runtime:`")
-    assert hits[1].hint().startswith(
-        "clip_robustness: rule cache_logits: SLURM job 42 ran out of memory (OUT_OF_MEMORY): raise its mem_mb (MB), in "
-        "the rule's `resources: mem_mb` or the profile's `set-resources: cache_logits: mem_mb:`")
+    assert (
+        hits[0]
+        .hint()
+        .startswith(
+            "clip_robustness: rule over_runtime: SLURM job 41 ran over its time limit (TIMEOUT): raise its runtime "
+            "(minutes), in the rule's `resources: runtime` or the profile's `set-resources: over_runtime: runtime:`"
+        )
+    )
+    assert (
+        hits[1]
+        .hint()
+        .startswith(
+            "clip_robustness: rule cache_logits: SLURM job 42 ran out of memory (OUT_OF_MEMORY): raise its mem_mb (MB), in "
+            "the rule's `resources: mem_mb` or the profile's `set-resources: cache_logits: mem_mb:`"
+        )
+    )
 
 
 def test_hints_are_printed_from_the_log_file_and_nothing_for_other_errors_or_no_log(tmp_path):

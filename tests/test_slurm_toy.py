@@ -35,7 +35,9 @@ test_profile = pytest.fixture(scope="module", name="test_profile")(make_test_pro
 toy = pytest.fixture(name="toy")(toy_workdir)
 
 
-def test_cache_job_cancelled_half_way_leaves_no_corrupt_output_and_rerun_computes_only_the_rest(toy, test_profile, node):
+def test_cache_job_cancelled_half_way_leaves_no_corrupt_output_and_rerun_computes_only_the_rest(
+    toy, test_profile, node
+):
     # First run: no automatic retry, so that the cancellation stands and the rerun is ours.
     first, job_id = start_with_slow_cache_job(toy, test_profile, 600, "--retries", "0")
     subprocess.run(["scancel", job_id], check=True)
@@ -66,7 +68,9 @@ def test_failing_job_is_resubmitted_as_many_times_as_the_profile_retries(toy, te
 
     jobs = submitted_jobs(log)
     records = records_of(jobs)
-    states = {kind: [records[j]["JobState"] for j in sorted(jobs, key=int) if jobs[j] == kind] for kind in set(jobs.values())}
+    states = {
+        kind: [records[j]["JobState"] for j in sorted(jobs, key=int) if jobs[j] == kind] for kind in set(jobs.values())
+    }
     assert states["rule_fails_once"] == ["FAILED", "COMPLETED"]
     assert states["rule_always_fails"] == ["FAILED"] * (retries + 1)
     # The job's exit status is that of Snakemake inside it (1), which failed because the rule did.
@@ -79,8 +83,12 @@ def test_job_over_its_runtime_is_named_with_the_resource_to_raise(toy, test_prof
     assert status != 0
     [job_id] = submitted_jobs(log)
     assert records_of({job_id: "over_runtime"})[job_id]["JobState"] == "TIMEOUT"
-    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'TIMEOUT'" in log  # Snakemake names the rule, not the resource
-    assert (f"clip_robustness: rule over_runtime: SLURM job {job_id} ran over its time limit (TIMEOUT): raise its "
-            "runtime (minutes), in the rule's `resources: runtime` or the profile's "
-            "`set-resources: over_runtime: runtime:`") in log, log[-3000:]
+    assert (
+        f"SLURM-job '{job_id}' failed, SLURM status is: 'TIMEOUT'" in log
+    )  # Snakemake names the rule, not the resource
+    assert (
+        f"clip_robustness: rule over_runtime: SLURM job {job_id} ran over its time limit (TIMEOUT): raise its "
+        "runtime (minutes), in the rule's `resources: runtime` or the profile's "
+        "`set-resources: over_runtime: runtime:`"
+    ) in log, log[-3000:]
     assert not (toy / "faults/over_runtime.txt").exists()

@@ -40,18 +40,37 @@ class _Models:
 
 
 def _config(**datasets):
-    base = {"in_distribution": "imagenet_val", "test_conditions": ["imagenet_r", "imagenet_a"], "ood": ["textures", "sun"]}
+    base = {
+        "in_distribution": "imagenet_val",
+        "test_conditions": ["imagenet_r", "imagenet_a"],
+        "ood": ["textures", "sun"],
+    }
     base.update(datasets)
     return {"models": "all", "datasets": base}
 
 
 def test_imagenet_c_ids_are_corruption_major():
-    assert imagenet_c_dataset_ids(["fog", "snow"], [1, 3]) == ["imagenet_c_fog_1", "imagenet_c_fog_3", "imagenet_c_snow_1", "imagenet_c_snow_3"]
+    assert imagenet_c_dataset_ids(["fog", "snow"], [1, 3]) == [
+        "imagenet_c_fog_1",
+        "imagenet_c_fog_3",
+        "imagenet_c_snow_1",
+        "imagenet_c_snow_3",
+    ]
 
 
 def test_dataset_ids_list_every_role_once_in_order():
-    study = Study.from_config(_config(imagenet_c={"corruptions": ["fog"], "severities": [1, 3]}), _Datasets(), _Models())
-    assert study.dataset_ids == ["imagenet_val", "imagenet_r", "imagenet_a", "imagenet_c_fog_1", "imagenet_c_fog_3", "textures", "sun"]
+    study = Study.from_config(
+        _config(imagenet_c={"corruptions": ["fog"], "severities": [1, 3]}), _Datasets(), _Models()
+    )
+    assert study.dataset_ids == [
+        "imagenet_val",
+        "imagenet_r",
+        "imagenet_a",
+        "imagenet_c_fog_1",
+        "imagenet_c_fog_3",
+        "textures",
+        "sun",
+    ]
     assert study.test_conditions == ("imagenet_r", "imagenet_a", "imagenet_c_fog_1", "imagenet_c_fog_3")
     assert study.model_ids == ("a", "b", "c")
 

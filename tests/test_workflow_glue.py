@@ -21,11 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_rule_logs_and_benchmarks_under_its_own_name_then_its_wildcards():
     assert log_path("cache_logits", "model") == "results/logs/cache_logits/{model}.log"
     assert log_path("decode_images_imagenet_c", "preprocessing", "imagenet_c_group") == (
-        "results/logs/decode_images_imagenet_c/{preprocessing}/{imagenet_c_group}.log")
+        "results/logs/decode_images_imagenet_c/{preprocessing}/{imagenet_c_group}.log"
+    )
     assert log_path("aggregate_metrics") == "results/logs/aggregate_metrics.log"
     assert benchmark_path("cache_logits_imagenet_c", "model", "imagenet_c_group") == (
-        "results/benchmarks/cache_logits_imagenet_c/{model}/{imagenet_c_group}.tsv")
-    assert benchmark_path("build_zero_shot_head", "model").format(model="m") == "results/benchmarks/build_zero_shot_head/m.tsv"
+        "results/benchmarks/cache_logits_imagenet_c/{model}/{imagenet_c_group}.tsv"
+    )
+    assert (
+        benchmark_path("build_zero_shot_head", "model").format(model="m")
+        == "results/benchmarks/build_zero_shot_head/m.tsv"
+    )
 
 
 def test_group_jobs_are_the_core_rule_or_its_imagenet_c_twin():
@@ -53,7 +58,9 @@ def test_the_full_study_splits_into_core_and_imagenet_c_groups(study):
 def test_metric_roles_name_every_dataset_once_in_study_order(study):
     roles = study.metric_roles()
     assert roles["datasets"] == study.datasets and roles["in_distribution"] == "imagenet_val"
-    assert roles["test_conditions"] == list(study.study.test_conditions) and roles["ood"] == list(study.study.ood_datasets)
+    assert roles["test_conditions"] == list(study.study.test_conditions) and roles["ood"] == list(
+        study.study.ood_datasets
+    )
     assert study.metric_roles(with_datasets=False) == {k: v for k, v in roles.items() if k != "datasets"}
 
 
@@ -80,7 +87,9 @@ def test_a_missing_weights_file_stops_the_run_before_any_job_unless_keep_going(s
     assert message is not None and model in message and "weights/missing.safetensors" in message
     assert start_up.before_jobs([("cache_logits", model)], keep_going=True) is None
     # a run that schedules no job loading that model's weights (metrics from a shared cache) is not stopped
-    assert start_up.before_jobs([("compute_model_metrics", model), ("aggregate_metrics", None)], keep_going=False) is None
+    assert (
+        start_up.before_jobs([("compute_model_metrics", model), ("aggregate_metrics", None)], keep_going=False) is None
+    )
 
 
 def test_the_ablations_input_functions_follow_its_prompt_sets(study, tmp_path, monkeypatch):
@@ -96,9 +105,15 @@ def test_the_ablations_input_functions_follow_its_prompt_sets(study, tmp_path, m
     prompts = tmp_path / "mine.yaml"
     prompts.write_text('templates: ["a blurry photo of a {}."]\n')
     monkeypatch.setitem(study.config["zero_shot"], "ablation_prompt_sets", ["one_template", str(prompts)])
-    assert ablation.targets() == [ABLATION_METRICS, "results/figures/prompt_sets.png", "results/figures/prompt_sets.pdf"]
+    assert ablation.targets() == [
+        ABLATION_METRICS,
+        "results/figures/prompt_sets.png",
+        "results/figures/prompt_sets.pdf",
+    ]
     assert ablation.table() == [ABLATION_METRICS]
-    assert ablation.model_tables() == [ablation_model_metrics_path(m, s) for m in zero_shot for s in ("one_template", "mine")]
+    assert ablation.model_tables() == [
+        ablation_model_metrics_path(m, s) for m in zero_shot for s in ("one_template", "mine")
+    ]
     mine, builtin = SimpleNamespace(prompt_set="mine"), SimpleNamespace(prompt_set="one_template")
     assert ablation.prompt_spec(mine) == str(prompts) and ablation.prompt_file(mine) == [str(prompts)]
     assert ablation.prompt_spec(builtin) == "one_template" and ablation.prompt_file(builtin) == []

@@ -91,7 +91,10 @@ def test_saved_head_loads_back_identical(tmp_path, openai_head):
     loaded = load_head(path, model_id=ROW["model_id"], prompt_set="openai")
     torch.testing.assert_close(loaded.weights, openai_head.weights, atol=0, rtol=0)
     assert (loaded.logit_scale, loaded.prompt_set, loaded.n_templates, loaded.model_id) == (
-        openai_head.logit_scale, "openai", 80, ROW["model_id"],
+        openai_head.logit_scale,
+        "openai",
+        80,
+        ROW["model_id"],
     )
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temp file left behind
 

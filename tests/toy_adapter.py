@@ -44,8 +44,14 @@ def toy_model(architecture: str) -> Any:
 def toy_transform(size: int, resize: int) -> Callable:
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
-                               transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
 
 
 class ToyAdapter(ModelAdapter):
@@ -81,7 +87,10 @@ class ToyAdapter(ModelAdapter):
         import torch
         from safetensors.torch import save_file
 
-        path = Path(os.environ[CACHE_VARIABLE]) / f"{row_text(row, 'architecture')}-{row_text(row, 'pretrained')}.safetensors"
+        path = (
+            Path(os.environ[CACHE_VARIABLE])
+            / f"{row_text(row, 'architecture')}-{row_text(row, 'pretrained')}.safetensors"
+        )
         if path.is_file():
             return str(path)
         if hub_offline():
@@ -97,9 +106,17 @@ class ToyAdapter(ModelAdapter):
         if weights:
             model.load_state_dict(load_state_dict(weights), strict=True)
         transform = toy_transform(size, resize)
-        info = {"library": self.name, "input_size": [3, size, size], "resize_mode": "shortest", "crop_pct": size / resize,
-                "crop_mode": "center", "interpolation": "bicubic", "mean": list(MEAN), "std": list(STD),
-                "transform": repr(transform)}
+        info = {
+            "library": self.name,
+            "input_size": [3, size, size],
+            "resize_mode": "shortest",
+            "crop_pct": size / resize,
+            "crop_mode": "center",
+            "interpolation": "bicubic",
+            "mean": list(MEAN),
+            "std": list(STD),
+            "transform": repr(transform),
+        }
         return model.to(device).eval(), transform, info
 
     def classifier(self, model: Any, head: Any = None) -> Any:

@@ -64,8 +64,20 @@ TRAINING_SIZES: dict[str, int] = {
 # --------------------------------------------------------------------------- 51 zero-shot CLIP (open_clip)
 # (open_clip base config name, pretrained tag, training source); the -quickgelu config is derived.
 CLIP_ZEROSHOT: list[tuple[str, str, str]] = [
-    *[(arch, "openai", "WIT-400M") for arch in
-      ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336"]],
+    *[
+        (arch, "openai", "WIT-400M")
+        for arch in [
+            "RN50",
+            "RN101",
+            "RN50x4",
+            "RN50x16",
+            "RN50x64",
+            "ViT-B-32",
+            "ViT-B-16",
+            "ViT-L-14",
+            "ViT-L-14-336",
+        ]
+    ],
     ("RN50", "yfcc15m", "YFCC-15M"),
     ("RN101", "yfcc15m", "YFCC-15M"),
     ("RN50", "cc12m", "CC12M"),
@@ -114,15 +126,38 @@ CLIP_ZEROSHOT: list[tuple[str, str, str]] = [
 # Dropped from the 33 candidates of the model survey: convnext_base.clip_laiona_augreg_ft_in1k_384, the only
 # CLIP-FT model pretrained on LAION-Aesthetic (a one-point group in every by-source plot).
 _VIT_CLIP_FT = {
-    "laion2b_ft_in12k_in1k": ["vit_base_patch32_clip_224", "vit_base_patch32_clip_384", "vit_base_patch32_clip_448",
-                              "vit_base_patch16_clip_224", "vit_base_patch16_clip_384", "vit_large_patch14_clip_224",
-                              "vit_large_patch14_clip_336", "vit_huge_patch14_clip_224", "vit_huge_patch14_clip_336"],
-    "laion2b_ft_in1k": ["vit_base_patch32_clip_224", "vit_base_patch16_clip_224", "vit_base_patch16_clip_384",
-                        "vit_large_patch14_clip_224", "vit_large_patch14_clip_336", "vit_huge_patch14_clip_224"],
-    "openai_ft_in12k_in1k": ["vit_base_patch32_clip_384", "vit_base_patch16_clip_224", "vit_base_patch16_clip_384",
-                             "vit_large_patch14_clip_224", "vit_large_patch14_clip_336"],
-    "openai_ft_in1k": ["vit_base_patch32_clip_224", "vit_base_patch16_clip_224", "vit_base_patch16_clip_384",
-                       "vit_large_patch14_clip_224"],
+    "laion2b_ft_in12k_in1k": [
+        "vit_base_patch32_clip_224",
+        "vit_base_patch32_clip_384",
+        "vit_base_patch32_clip_448",
+        "vit_base_patch16_clip_224",
+        "vit_base_patch16_clip_384",
+        "vit_large_patch14_clip_224",
+        "vit_large_patch14_clip_336",
+        "vit_huge_patch14_clip_224",
+        "vit_huge_patch14_clip_336",
+    ],
+    "laion2b_ft_in1k": [
+        "vit_base_patch32_clip_224",
+        "vit_base_patch16_clip_224",
+        "vit_base_patch16_clip_384",
+        "vit_large_patch14_clip_224",
+        "vit_large_patch14_clip_336",
+        "vit_huge_patch14_clip_224",
+    ],
+    "openai_ft_in12k_in1k": [
+        "vit_base_patch32_clip_384",
+        "vit_base_patch16_clip_224",
+        "vit_base_patch16_clip_384",
+        "vit_large_patch14_clip_224",
+        "vit_large_patch14_clip_336",
+    ],
+    "openai_ft_in1k": [
+        "vit_base_patch32_clip_224",
+        "vit_base_patch16_clip_224",
+        "vit_base_patch16_clip_384",
+        "vit_large_patch14_clip_224",
+    ],
 }
 CLIP_FT: list[str] = [f"{arch}.{tag}" for tag, archs in _VIT_CLIP_FT.items() for arch in archs] + [
     "convnext_base.clip_laion2b_augreg_ft_in1k",
@@ -211,9 +246,16 @@ _TIMM_TAG_RULES: list[tuple[str, str, str]] = [
 
 # Pretraining data in timm's model_metadata-in1k.csv -> our group.
 _METADATA_GROUP = {
-    "in1k": "standard", "in21k": "more_data", "in21k-selfsl": "more_data", "ig1b-wsl": "more_data",
-    "ig1b-swsl": "more_data", "yfc-semisl": "more_data", "jft300m-ns": "more_data",
-    "in1k-adv": "adversarial", "in1k-ap": "adversarial", "in1k-dist": "distilled",
+    "in1k": "standard",
+    "in21k": "more_data",
+    "in21k-selfsl": "more_data",
+    "ig1b-wsl": "more_data",
+    "ig1b-swsl": "more_data",
+    "yfc-semisl": "more_data",
+    "jft300m-ns": "more_data",
+    "in1k-adv": "adversarial",
+    "in1k-ap": "adversarial",
+    "in1k-dist": "distilled",
 }
 
 # Architecture name (open_clip config or timm model) -> family; first match wins.
@@ -275,12 +317,19 @@ def open_clip_rows() -> list[dict]:
             raise SystemExit(f"open_clip {open_clip.__version__} has no pretrained ({base!r}, {tag!r})")
         arch = f"{base}-quickgelu" if cfg.get("quick_gelu", False) else base
         size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
-        rows.append(dict(
-            library="open_clip", architecture=arch, pretrained=tag, group="clip_zeroshot",
-            training_source=source, training_size=TRAINING_SIZES[source], finetune_route="none",
-            architecture_family=architecture_family(base),
-            resolution=int(size if isinstance(size, int) else size[-1]),
-        ))
+        rows.append(
+            dict(
+                library="open_clip",
+                architecture=arch,
+                pretrained=tag,
+                group="clip_zeroshot",
+                training_source=source,
+                training_size=TRAINING_SIZES[source],
+                finetune_route="none",
+                architecture_family=architecture_family(base),
+                resolution=int(size if isinstance(size, int) else size[-1]),
+            )
+        )
     return rows
 
 
@@ -295,11 +344,19 @@ def timm_rows(names: list[str], group: str) -> list[dict]:
             raise SystemExit(f"timm {timm.__version__} has no pretrained {name!r}")
         arch, tag = name.split(".", 1)
         source, route = timm_source_and_route(tag)
-        rows.append(dict(
-            library="timm", architecture=arch, pretrained=tag, group=group,
-            training_source=source, training_size=TRAINING_SIZES[source], finetune_route=route,
-            architecture_family=architecture_family(arch), resolution=int(cfg.input_size[-1]),
-        ))
+        rows.append(
+            dict(
+                library="timm",
+                architecture=arch,
+                pretrained=tag,
+                group=group,
+                training_source=source,
+                training_size=TRAINING_SIZES[source],
+                finetune_route=route,
+                architecture_family=architecture_family(arch),
+                resolution=int(cfg.input_size[-1]),
+            )
+        )
     return rows
 
 
@@ -323,14 +380,20 @@ def check_against_timm_metadata(rows: list[dict], metadata_csv: Path) -> list[st
 
 def build_registry(metadata_csv: Path) -> pd.DataFrame:
     """The full registry table, columns in MODEL_COLUMNS order (no ``study`` column: every row is the paper's)."""
-    rows = (open_clip_rows() + timm_rows(CLIP_FT, "clip_ft")
-            + timm_rows(STANDARD, "standard") + timm_rows(MORE_DATA, "more_data"))
+    rows = (
+        open_clip_rows()
+        + timm_rows(CLIP_FT, "clip_ft")
+        + timm_rows(STANDARD, "standard")
+        + timm_rows(MORE_DATA, "more_data")
+    )
     for row in rows:
         if row["group"] in ("standard", "more_data"):
             expected = "standard" if row["training_source"] == "ImageNet-1k" else "more_data"
             if row["group"] != expected:
-                raise SystemExit(f"{row['architecture']}.{row['pretrained']}: listed as {row['group']} "
-                                 f"but its tag says {row['training_source']}")
+                raise SystemExit(
+                    f"{row['architecture']}.{row['pretrained']}: listed as {row['group']} "
+                    f"but its tag says {row['training_source']}"
+                )
     problems = check_against_timm_metadata(rows, metadata_csv)
     if problems:
         raise SystemExit("registry disagrees with timm's model metadata:\n  " + "\n  ".join(problems))
@@ -344,13 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=root / "config" / "models.tsv")
-    parser.add_argument("--timm-metadata", type=Path,
-                        default=root / "config" / "reference" / "timm-model_metadata-in1k.csv")
+    parser.add_argument(
+        "--timm-metadata", type=Path, default=root / "config" / "reference" / "timm-model_metadata-in1k.csv"
+    )
     args = parser.parse_args(argv)
     table = build_registry(args.timm_metadata)
     table.to_csv(args.out, sep="\t", index=False)
-    print(f"wrote {len(table)} models to {args.out}: " + ", ".join(
-        f"{group} {n}" for group, n in table["group"].value_counts(sort=False).items()))
+    print(
+        f"wrote {len(table)} models to {args.out}: "
+        + ", ".join(f"{group} {n}" for group, n in table["group"].value_counts(sort=False).items())
+    )
     return 0
 
 

@@ -61,8 +61,16 @@ def read_faults(path: Path = TABLE) -> tuple[Fault, ...]:
     faults = []
     for row in csv.DictReader(lines, delimiter="\t"):
         recovered = row["recovered"]
-        faults.append(Fault(row["name"], row["round"], row["kind"], row["test"], row["message"],
-                            True if recovered == "yes" else recovered))
+        faults.append(
+            Fault(
+                row["name"],
+                row["round"],
+                row["kind"],
+                row["test"],
+                row["message"],
+                True if recovered == "yes" else recovered,
+            )
+        )
     return tuple(faults)
 
 
@@ -80,8 +88,10 @@ def select(selection: str) -> list[Fault]:
     names = [name.strip() for name in selection.split(",") if name.strip()]
     unknown = [name for name in names if name not in {f.name for f in FAULTS}]
     if unknown:
-        raise SystemExit(f"faults: unknown fault(s) {unknown}; choose all, fast, demo, slurm, round1, round2 or names "
-                         f"from: {', '.join(f.name for f in FAULTS)}")
+        raise SystemExit(
+            f"faults: unknown fault(s) {unknown}; choose all, fast, demo, slurm, round1, round2 or names "
+            f"from: {', '.join(f.name for f in FAULTS)}"
+        )
     return [f for f in FAULTS if f.name in names]
 
 
@@ -92,9 +102,24 @@ def run_tests(faults: list[Fault], pytest_args: list[str]) -> dict[str, list[tup
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
         if any(f.kind == "slurm" for f in faults):
             env["CLIP_ROBUSTNESS_REQUIRE_SLURM"] = "1"  # a missing cluster fails these faults, never skips them
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-                        f"--junitxml={report}", *pytest_args, *[f.test for f in faults]], cwd=ROOT, env=env,
-                       stdout=sys.stderr)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-n",
+                "0",
+                f"--junitxml={report}",
+                *pytest_args,
+                *[f.test for f in faults],
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sys.stderr,
+        )
         if not report.is_file():
             raise SystemExit("faults: pytest wrote no report (see its output above)")
         results: dict[str, list[tuple[str, str]]] = {}
@@ -115,14 +140,20 @@ def line(fault: Fault, outcomes: list[tuple[str, str]]) -> tuple[bool, str]:
         why = next((f"{o}: {d}" for o, d in outcomes if o != "passed"), "not run")
         return False, f"FAIL  {fault.name:<42} | {fault.round} | test {fault.test} -> {why}"
     recovered = "yes" if fault.recovery is True else f"n/a ({fault.recovery})"
-    return True, (f"PASS  {fault.name:<42} | {fault.round} | detected: yes | message: \"{fault.message}\" | "
-                  f"recovered by the same command: {recovered} | wrong outputs left: none")
+    return True, (
+        f'PASS  {fault.name:<42} | {fault.round} | detected: yes | message: "{fault.message}" | '
+        f"recovered by the same command: {recovered} | wrong outputs left: none"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("selection", nargs="?", default="all",
-                        help="all (default), fast, demo, slurm, round1, round2, or fault names separated by commas")
+    parser.add_argument(
+        "selection",
+        nargs="?",
+        default="all",
+        help="all (default), fast, demo, slurm, round1, round2, or fault names separated by commas",
+    )
     parser.add_argument("--list", action="store_true", help="list the faults and their tests, run nothing")
     args, pytest_args = parser.parse_known_args(argv)  # any other option is passed to pytest
     faults = select(args.selection)

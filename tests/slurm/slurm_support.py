@@ -44,7 +44,9 @@ from typing import Any
 import yaml
 
 SITE_MARK = "EDIT: site setting"
-CLUSTER_HINT = "start it with `bash tests/slurm/cluster.sh up` (as root), stop it with `bash tests/slurm/cluster.sh down`"
+CLUSTER_HINT = (
+    "start it with `bash tests/slurm/cluster.sh up` (as root), stop it with `bash tests/slurm/cluster.sh down`"
+)
 
 #: Keys whose shipped values are site settings, and what the test profile does with them.
 #: ``slurm_partition``: mapped to the test cluster's partition of the same role; ``slurm_account`` and
@@ -75,9 +77,7 @@ def scontrol_fields(text: str) -> dict[str, str]:
 
 def node_capacity(node: str = "localhost") -> NodeCapacity:
     """Capacity of ``node`` as the running controller reports it (``scontrol show node -o``)."""
-    out = subprocess.run(
-        ["scontrol", "show", "node", "-o", node], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run(["scontrol", "show", "node", "-o", node], check=True, capture_output=True, text=True).stdout
     fields = scontrol_fields(out)
     gres = re.search(r"gpu(?::[^:,(]+)?:(\d+)", fields.get("Gres", ""))
     return NodeCapacity(
@@ -229,8 +229,10 @@ def require_cluster() -> Iterator[NodeCapacity]:
                 if state.returncode == 0 and states and states == ["idle"] * len(states):
                     break
                 if time.monotonic() > deadline:
-                    pytest.fail(f"no idle single-node test cluster after {IDLE_WAIT_S} s (sinfo: "
-                                f"{state.stdout.strip() or state.stderr.strip()!r}): {CLUSTER_HINT}")
+                    pytest.fail(
+                        f"no idle single-node test cluster after {IDLE_WAIT_S} s (sinfo: "
+                        f"{state.stdout.strip() or state.stderr.strip()!r}): {CLUSTER_HINT}"
+                    )
                 time.sleep(2)
             capacity = node_capacity("localhost")
             job_completion_log()  # fails with a hint when the cluster keeps no job-completion records
@@ -252,7 +254,11 @@ def run_snakemake(workdir: Path, profile: Path, *args: str, timeout: float = 240
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", str(profile), "--directory", str(workdir), *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -410,9 +416,25 @@ def start_with_slow_cache_job(toy: Path, profile: Path, seconds: int, *args: str
     """Start the profile's command (and ``args``) on the toy DAG with m2/d2's cache job sleeping ``seconds`` half way;
     returns the run and the SLURM job id of that job once it runs."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    run = subprocess.Popen([sys.executable, "-m", "snakemake", "--profile", str(profile), "--directory", str(toy),
-                            "--config", f"slow=m2/d2:{seconds}", *args], cwd=toy, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            str(profile),
+            "--directory",
+            str(toy),
+            "--config",
+            f"slow=m2/d2:{seconds}",
+            *args,
+        ],
+        cwd=toy,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     slow_log = toy / "logs/cache_logits/m2/d2.log"
     deadline = time.monotonic() + 180
     while not (slow_log.exists() and "started" in slow_log.read_text()):

@@ -10,7 +10,9 @@ from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]) as log:
     settings = MetricSettings.from_config(snakemake.params.settings)
-    n_annotated = len(load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes))
+    n_annotated = len(
+        load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes)
+    )
     result = aggregate_from_files(
         list(snakemake.input.tables),
         load_model_registry(snakemake.input.registry).table,

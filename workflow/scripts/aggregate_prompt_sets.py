@@ -12,8 +12,9 @@ with job_log(snakemake.log[0]) as log:
         table, metadata = read_metrics_table(path)
         tables.setdefault(str(metadata["prompt_set"]), []).append(table)
     tables = {name: tables.get(name, []) for name in snakemake.params.prompt_sets}
-    result = prompt_set_table(read_metrics_table(snakemake.input.metrics)[0], tables,
-                              load_model_registry(snakemake.input.registry).table)
+    result = prompt_set_table(
+        read_metrics_table(snakemake.input.metrics)[0], tables, load_model_registry(snakemake.input.registry).table
+    )
     result.to_parquet(snakemake.output.parquet, index=False)
     result.to_csv(snakemake.output.csv, index=False)
     log.info("wrote %d rows: %d models x %d prompt sets", len(result), result["model"].nunique(), len(tables))

@@ -8,8 +8,14 @@ from clip_robustness.workflow.joblog import job_log
 with job_log(snakemake.log[0]) as log:
     p = snakemake.params.manifest
     # skip_corrupt_images is read from the config, not a param: switching it must not replan every manifest
-    build = build_manifest(DatasetEntry.from_dict(p["entry"]), p["root"], skip_corrupt=skip_corrupt(snakemake.config["downloads"]),
-                           workers=snakemake.threads, devkit_root=p.get("devkit_root"), subset=snakemake.params.subset)
+    build = build_manifest(
+        DatasetEntry.from_dict(p["entry"]),
+        p["root"],
+        skip_corrupt=skip_corrupt(snakemake.config["downloads"]),
+        workers=snakemake.threads,
+        devkit_root=p.get("devkit_root"),
+        subset=snakemake.params.subset,
+    )
     # what it was built from (root, archives' sha256, entry, subset): compared with the config before every run plans
     build.metadata["source"] = manifest_source(p, snakemake.params.subset, list(snakemake.input))
     write_manifest(build, snakemake.output.manifest, snakemake.output.skipped)

@@ -13,6 +13,11 @@ with job_log(snakemake.log[0]) as log:
     save_head(head, snakemake.output[0])
     log.info(
         "%s: head %s (%s prompts x %d templates), logit scale %.4f, on %s -> %s",
-        head.model_id, tuple(head.weights.shape), head.prompt_set, head.n_templates, head.logit_scale, device,
+        head.model_id,
+        tuple(head.weights.shape),
+        head.prompt_set,
+        head.n_templates,
+        head.logit_scale,
+        device,
         snakemake.output[0],
     )

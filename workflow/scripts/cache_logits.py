@@ -11,9 +11,13 @@ with job_log(snakemake.log[0]) as log:
     torch.set_num_threads(snakemake.threads)
     written = cache_group_logits(
         snakemake.params.row,
-        tasks_from_lists(snakemake.params.datasets, snakemake.input.manifests, snakemake.output.logits,
-                         snakemake.input.get("decoded"),  # no decoded arrays: the reference path
-                         snakemake.output.get("embeddings")),  # classifiers: no embeddings
+        tasks_from_lists(
+            snakemake.params.datasets,
+            snakemake.input.manifests,
+            snakemake.output.logits,
+            snakemake.input.get("decoded"),  # no decoded arrays: the reference path
+            snakemake.output.get("embeddings"),
+        ),  # classifiers: no embeddings
         head_path=snakemake.input.get("head"),
         weights_path=snakemake.input.get("weights"),
         prompt_set=snakemake.params.prompt_set,

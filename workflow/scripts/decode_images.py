@@ -15,7 +15,9 @@ with job_log(snakemake.log[0]) as log:
     library, recipe = snakemake.params.spec["library"], snakemake.params.spec["recipe"]
     spec = spec_from_transform(transform_from_recipe(library, recipe), library, recipe)
     if spec.key != snakemake.wildcards.preprocessing:
-        raise ValueError(f"the {library} recipe {recipe} has geometry {spec.key}, not {snakemake.wildcards.preprocessing}")
+        raise ValueError(
+            f"the {library} recipe {recipe} has geometry {spec.key}, not {snakemake.wildcards.preprocessing}"
+        )
     paths = decode_group(
         [read_manifest(path) for path in snakemake.input.manifests],
         spec,

@@ -7,5 +7,11 @@ with job_log(snakemake.log[0]) as log:
     record = fetch_weights(snakemake.params.row)
     write_weights_record(record, snakemake.output.record)
     for entry in record["files"] or [{"file": "(random weights)", "size": 0, "sha256": "", "source": ""}]:
-        log.info("%s: %s (%d bytes, sha256 %s) from %s", record["model_id"], entry["file"], entry["size"],
-                 entry["sha256"], entry["source"])
+        log.info(
+            "%s: %s (%d bytes, sha256 %s) from %s",
+            record["model_id"],
+            entry["file"],
+            entry["size"],
+            entry["sha256"],
+            entry["source"],
+        )

@@ -16,5 +16,7 @@ with job_log(snakemake.log[0]) as log:
         tex.write(registry_latex(appendix, caption=snakemake.params.registry_caption))
     summary = model_summary(read_metrics(snakemake.input.metrics), registry)
     summary.to_csv(snakemake.output.summary, index=False)
-    ood_correlations_table(pd.read_csv(snakemake.input.ood_correlations)).to_csv(snakemake.output.ood_correlations, index=False)
+    ood_correlations_table(pd.read_csv(snakemake.input.ood_correlations)).to_csv(
+        snakemake.output.ood_correlations, index=False
+    )
     log.info("tables: %d registry rows, summary %d models x %d columns", len(appendix), *summary.shape)

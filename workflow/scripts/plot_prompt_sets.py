@@ -7,6 +7,11 @@ from clip_robustness.models.registry import load_model_registry
 from clip_robustness.workflow.joblog import job_log
 
 with job_log(snakemake.log[0]):
-    render_prompt_sets(pd.read_parquet(snakemake.input.table), load_model_registry(snakemake.input.registry).table,
-                       snakemake.output.png, snakemake.output.pdf, logit_scaled=snakemake.params.logit_scaled,
-                       **snakemake.params.options)
+    render_prompt_sets(
+        pd.read_parquet(snakemake.input.table),
+        load_model_registry(snakemake.input.registry).table,
+        snakemake.output.png,
+        snakemake.output.pdf,
+        logit_scaled=snakemake.params.logit_scaled,
+        **snakemake.params.options,
+    )

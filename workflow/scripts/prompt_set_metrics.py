@@ -15,14 +15,23 @@ with job_log(snakemake.log[0]) as log:
     annotations = load_imagenet_x_annotations(settings.imagenet_x_which_factor, settings.imagenet_x_filter_prototypes)
     weights, logit_scale = load_head_arrays(snakemake.input.head, model, prompt_set)
     # the embeddings must be this model's, computed with the study's head (the files' staleness rules)
-    expect = {k: v for k, v in expected_metadata(row, "", "", snakemake.params.cache_prompt_set).items()
-              if k not in ("dataset", "manifest_hash")}
+    expect = {
+        k: v
+        for k, v in expected_metadata(row, "", "", snakemake.params.cache_prompt_set).items()
+        if k not in ("dataset", "manifest_hash")
+    }
     table = prompt_set_model_metrics(
         model,
         dict(zip(roles["datasets"], snakemake.input.embeddings, strict=True)),
         dict(zip(roles["datasets"], snakemake.input.manifests, strict=True)),
-        roles, weights, logit_scale, settings, expect=expect, annotations=annotations,
+        roles,
+        weights,
+        logit_scale,
+        settings,
+        expect=expect,
+        annotations=annotations,
     )
-    write_metrics_table(table, snakemake.output[0], {"model": model, "prompt_set": prompt_set,
-                                                     "settings": settings.to_dict()})
+    write_metrics_table(
+        table, snakemake.output[0], {"model": model, "prompt_set": prompt_set, "settings": settings.to_dict()}
+    )
     log.info("%s, prompt set %s: wrote %d metric rows to %s", model, prompt_set, len(table), snakemake.output[0])

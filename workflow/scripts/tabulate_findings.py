@@ -16,8 +16,9 @@ with job_log(snakemake.log[0]):
         from clip_robustness.metrics.prompt_ablation import prompt_set_findings, prompt_set_properties
 
         ablation = pd.read_parquet(snakemake.input.prompt_sets)
-        properties = prompt_set_properties(ablation, settings.in_distribution, settings.test_conditions,
-                                           settings.ood_sets)
+        properties = prompt_set_properties(
+            ablation, settings.in_distribution, settings.test_conditions, settings.ood_sets
+        )
         table = pd.concat([table, prompt_set_findings(properties, registry, settings)], ignore_index=True)
     table.to_csv(snakemake.output.findings, index=False, float_format="%.6g")
     # simulated studies, not a result of this run: labelled as such in every row

@@ -54,7 +54,9 @@ class CategoryMapping:
                 if not 0 <= i < NUM_CLASSES:
                     raise ValueError(f"category mapping {self.source}: {category!r} index {i} is outside 0..999")
                 if i in seen:
-                    raise ValueError(f"category mapping {self.source}: index {i} is in both {seen[i]!r} and {category!r}")
+                    raise ValueError(
+                        f"category mapping {self.source}: index {i} is in both {seen[i]!r} and {category!r}"
+                    )
                 seen[i] = category
 
     def position(self, category: str) -> int:
@@ -81,7 +83,9 @@ class CategoryMapping:
 def parse_category_mapping(text: str, source: str) -> CategoryMapping:
     """A category mapping from TSV text (header ``category<TAB>imagenet_indices``, ``#`` comments)."""
     rows: dict[str, tuple[int, ...]] = {}
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and not line.startswith("#")]
+    lines = [
+        (n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip() and not line.startswith("#")
+    ]
     if not lines or lines[0][1].split("\t")[:2] != ["category", "imagenet_indices"]:
         raise ValueError(f"category mapping {source}: the first line must be 'category<TAB>imagenet_indices'")
     for number, line in lines[1:]:
@@ -91,8 +95,9 @@ def parse_category_mapping(text: str, source: str) -> CategoryMapping:
                 raise ValueError
             rows[fields[0]] = tuple(int(i) for i in fields[1].split(","))
         except ValueError:
-            raise ValueError(f"category mapping {source}, line {number}: expected a new category<TAB>i,j,... "
-                             f"got {line!r}") from None
+            raise ValueError(
+                f"category mapping {source}, line {number}: expected a new category<TAB>i,j,... got {line!r}"
+            ) from None
     return CategoryMapping.from_json_dict(rows, source)
 
 
@@ -131,14 +136,18 @@ def list_cue_conflict(root: Path, mapping: CategoryMapping, dataset: str = "cue_
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     for folder in folders:
         if folder.name not in mapping.categories:
-            raise ManifestError(f"dataset {dataset}: folder {folder} is not a category of {mapping.source} "
-                                f"({list(mapping.categories)}) (layout cue_conflict)")
+            raise ManifestError(
+                f"dataset {dataset}: folder {folder} is not a category of {mapping.source} "
+                f"({list(mapping.categories)}) (layout cue_conflict)"
+            )
         for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
             if file.suffix.lower() not in (".png", ".jpg", ".jpeg"):
                 continue
             texture = texture_category(file.name)
             if texture not in mapping.categories:
-                raise ManifestError(f"dataset {dataset}: {file}: texture category {texture!r} (from the file name) is "
-                                    f"not one of {list(mapping.categories)} (layout cue_conflict: <shape><n>-<texture><m>.png)")
+                raise ManifestError(
+                    f"dataset {dataset}: {file}: texture category {texture!r} (from the file name) is "
+                    f"not one of {list(mapping.categories)} (layout cue_conflict: <shape><n>-<texture><m>.png)"
+                )
             images.append(CueConflictImage(file.relative_to(root).as_posix(), folder.name, texture))
     return images

@@ -32,8 +32,16 @@ DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 META_MAT = f"{DEVKIT_DIR}/data/meta.mat"
 VAL_GROUND_TRUTH = f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt"
 #: Fields of meta.mat's ``synsets`` struct array, in the order of the real file.
-SYNSET_FIELDS = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-                 "num_train_images")
+SYNSET_FIELDS = (
+    "ILSVRC2012_ID",
+    "WNID",
+    "words",
+    "gloss",
+    "num_children",
+    "children",
+    "wordnet_height",
+    "num_train_images",
+)
 N_VAL_IMAGES = 50_000
 
 
@@ -59,15 +67,19 @@ def _read_members(devkit: Path) -> tuple[bytes, bytes, str]:
                         raise KeyError(name)
                     found[name] = member.read()
         except KeyError as err:
-            raise ManifestError(f"ImageNet devkit {devkit} has no member {err.args[0]} (is it ILSVRC2012_devkit_t12.tar.gz?)") from None
+            raise ManifestError(
+                f"ImageNet devkit {devkit} has no member {err.args[0]} (is it ILSVRC2012_devkit_t12.tar.gz?)"
+            ) from None
         except (tarfile.TarError, OSError, EOFError) as err:
             raise ManifestError(f"cannot read ImageNet devkit archive {devkit}: {err}") from None
         return found[META_MAT], found[VAL_GROUND_TRUTH], str(devkit)
     base = devkit.parent if devkit.name == DEVKIT_DIR else devkit
     missing = [str(base / n) for n in wanted if not (base / n).is_file()]
     if missing:
-        raise ManifestError(f"ImageNet devkit folder {devkit}: missing {missing} (expected the extracted "
-                            f"{DEVKIT_ARCHIVE}: {DEVKIT_DIR}/data/meta.mat and the validation ground truth)")
+        raise ManifestError(
+            f"ImageNet devkit folder {devkit}: missing {missing} (expected the extracted "
+            f"{DEVKIT_ARCHIVE}: {DEVKIT_DIR}/data/meta.mat and the validation ground truth)"
+        )
     return (base / META_MAT).read_bytes(), (base / VAL_GROUND_TRUTH).read_bytes(), str(base)
 
 
@@ -90,7 +102,9 @@ def parse_meta_mat(data: bytes, where: str = "meta.mat") -> dict[int, str]:
     try:
         synsets = loadmat(io.BytesIO(data), squeeze_me=True)["synsets"]
     except Exception as err:  # scipy raises ValueError, TypeError, KeyError, MatReadError...
-        raise ManifestError(f"{where}: not a devkit meta.mat with a 'synsets' struct array ({type(err).__name__}: {err})") from None
+        raise ManifestError(
+            f"{where}: not a devkit meta.mat with a 'synsets' struct array ({type(err).__name__}: {err})"
+        ) from None
     names = synsets.dtype.names or ()
     lacking = [f for f in ("ILSVRC2012_ID", "WNID", "num_children") if f not in names]
     if lacking:
@@ -98,7 +112,11 @@ def parse_meta_mat(data: bytes, where: str = "meta.mat") -> dict[int, str]:
     leaves: dict[int, str] = {}
     for row in np.atleast_1d(synsets).ravel():
         try:
-            ilsvrc_id, wnid, n_children = int(_scalar(row["ILSVRC2012_ID"])), str(_scalar(row["WNID"])), int(_scalar(row["num_children"]))
+            ilsvrc_id, wnid, n_children = (
+                int(_scalar(row["ILSVRC2012_ID"])),
+                str(_scalar(row["WNID"])),
+                int(_scalar(row["num_children"])),
+            )
         except (ValueError, TypeError) as err:
             raise ManifestError(f"{where}: unreadable synset entry {row!r}: {err}") from None
         if n_children != 0:
@@ -107,13 +125,17 @@ def parse_meta_mat(data: bytes, where: str = "meta.mat") -> dict[int, str]:
             raise ManifestError(f"{where}: ILSVRC2012_ID {ilsvrc_id} is given to both {leaves[ilsvrc_id]} and {wnid}")
         leaves[ilsvrc_id] = wnid
     if sorted(leaves) != list(range(1, N_IMAGENET_CLASSES + 1)):
-        raise ManifestError(f"{where}: the leaf synsets (num_children == 0) should have ILSVRC2012_ID 1..{N_IMAGENET_CLASSES}; "
-                            f"found {len(leaves)} leaves with IDs {sorted(leaves)[:5]}...{sorted(leaves)[-5:]}")
+        raise ManifestError(
+            f"{where}: the leaf synsets (num_children == 0) should have ILSVRC2012_ID 1..{N_IMAGENET_CLASSES}; "
+            f"found {len(leaves)} leaves with IDs {sorted(leaves)[:5]}...{sorted(leaves)[-5:]}"
+        )
     index = wnid_to_index()
     unknown = sorted(w for w in leaves.values() if w not in index)
     if unknown or len(set(leaves.values())) != N_IMAGENET_CLASSES:
-        raise ManifestError(f"{where}: the leaf wnids are not the 1000 ImageNet-1k wnids (unknown: {unknown[:10]}, "
-                            f"{N_IMAGENET_CLASSES - len(set(leaves.values()))} repeated)")
+        raise ManifestError(
+            f"{where}: the leaf wnids are not the 1000 ImageNet-1k wnids (unknown: {unknown[:10]}, "
+            f"{N_IMAGENET_CLASSES - len(set(leaves.values()))} repeated)"
+        )
     return leaves
 
 
@@ -127,8 +149,10 @@ def parse_val_ground_truth(data: bytes, where: str = "ILSVRC2012_validation_grou
     for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text.isdigit() or not 1 <= int(text) <= N_IMAGENET_CLASSES:
-            raise ManifestError(f"{where}, line {number} ({val_file_name(number)}): {line!r} is not an ILSVRC2012_ID "
-                                f"in 1..{N_IMAGENET_CLASSES}")
+            raise ManifestError(
+                f"{where}, line {number} ({val_file_name(number)}): {line!r} is not an ILSVRC2012_ID "
+                f"in 1..{N_IMAGENET_CLASSES}"
+            )
         ids.append(int(text))
     if len(ids) != N_VAL_IMAGES:
         raise ManifestError(f"{where}: {len(ids)} lines, expected {N_VAL_IMAGES} (one per ImageNet val image)")
@@ -148,8 +172,16 @@ def imagenet_val_labels_from_devkit(devkit_root: str | Path) -> dict[str, int]:
     return {val_file_name(number): id_to_label[i] for number, i in enumerate(ids, start=1)}
 
 
-def compare_val_labels(first: Mapping[str, int], second: Mapping[str, int], names: list[str], *,
-                       first_source: str, second_source: str, dataset: str, show: int = 5) -> None:
+def compare_val_labels(
+    first: Mapping[str, int],
+    second: Mapping[str, int],
+    names: list[str],
+    *,
+    first_source: str,
+    second_source: str,
+    dataset: str,
+    show: int = 5,
+) -> None:
     """Raise :class:`ManifestError` when the two label sources disagree on any of ``names`` (files of
     the dataset found in both), naming the first ``show`` files with both labels (index and wnid)."""
     wnids = imagenet_synsets()

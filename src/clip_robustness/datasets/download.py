@@ -147,12 +147,19 @@ def verify_archive(
     if problems:
         if expected_sha is None:
             problems.append(f"actual sha256 {digests.sha256} (none published or pinned)")
-        kept = f"The file was moved aside to {_reject(path, rejected_dir, entry.name, digests)}" if move_aside else f"The file {path} was left where it is"
+        kept = (
+            f"The file was moved aside to {_reject(path, rejected_dir, entry.name, digests)}"
+            if move_aside
+            else f"The file {path} was left where it is"
+        )
         raise ChecksumMismatchError(
             f"checksum mismatch for archive {entry.name} (dataset(s) {', '.join(datasets) or '-'}) from {source}: "
             f"{'; '.join(problems)}. {kept} and will not be used. "
-            + (advice or f"The download may be corrupt or the upstream file may have changed: retry, or use a mirror "
-               f"(downloads.url_overrides[{entry.name!r}]).")
+            + (
+                advice
+                or f"The download may be corrupt or the upstream file may have changed: retry, or use a mirror "
+                f"(downloads.url_overrides[{entry.name!r}])."
+            )
         )
     if expected_sha is None:
         pin_sha256(pinned_path, entry.name, digests, source)
@@ -168,8 +175,12 @@ def record_verified(path: str | Path, digests: Digests, verified_dir: str | Path
     """Record that the file at ``path`` (an archive, or a link to one) was verified: its sha256, size and
     modification time, so later uses can trust it without hashing it again while these stay the same."""
     stat = Path(path).stat()
-    record = {"sha256": digests.sha256, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-              "verified_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "sha256": digests.sha256,
+        "size_bytes": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "verified_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     target = verified_record_path(Path(path).name, verified_dir)
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(record) + "\n")
@@ -204,11 +215,23 @@ def verify_stored_archive(
     record_path.unlink(missing_ok=True)
     log.info("archive %s changed since it was verified (or was never verified): checking its checksum", path)
     mine = path.is_symlink()
-    advice = (f"It is your own file (downloads.local_archives or {USER_SUPPLIED_DIR}/): replace it, then run the same "
-              "command again." if mine else "The archive changed after it was downloaded and verified. Run the same "
-              "command again: it downloads and verifies the archive again, then extracts it.")
-    digests = verify_archive(path, entry, source=str(path), pinned_path=pinned_path, rejected_dir=rejected_dir,
-                             datasets=datasets, move_aside=not mine, advice=advice)
+    advice = (
+        f"It is your own file (downloads.local_archives or {USER_SUPPLIED_DIR}/): replace it, then run the same "
+        "command again."
+        if mine
+        else "The archive changed after it was downloaded and verified. Run the same "
+        "command again: it downloads and verifies the archive again, then extracts it."
+    )
+    digests = verify_archive(
+        path,
+        entry,
+        source=str(path),
+        pinned_path=pinned_path,
+        rejected_dir=rejected_dir,
+        datasets=datasets,
+        move_aside=not mine,
+        advice=advice,
+    )
     record_verified(path, digests, verified_dir)
     return digests.sha256
 
@@ -263,7 +286,9 @@ def fetch(url: str, part: Path, *, retries: int, timeout_s: float, retry_delay_s
             time.sleep(retry_delay_s * 2 ** (attempt - 1))
 
 
-def missing_user_archive_message(entry: ArchiveEntry, datasets: Sequence[str], user_dir: Path = Path(USER_SUPPLIED_DIR)) -> str:
+def missing_user_archive_message(
+    entry: ArchiveEntry, datasets: Sequence[str], user_dir: Path = Path(USER_SUPPLIED_DIR)
+) -> str:
     """What to do when a user-supplied archive (ImageNet val) is missing: the exact file and where."""
     size = f", {entry.size_bytes:,} bytes" if entry.size_bytes else ""
     checksum = f", sha256 {entry.sha256}" if entry.sha256 else ""
@@ -313,8 +338,15 @@ def obtain_archive(
                 f"downloads.local_archives[{entry.name!r}] is {local_path}, which is not a file. "
                 + missing_user_archive_message(entry, datasets, user_dir)
             )
-        digests = verify_archive(local_path, entry, source=str(local_path), pinned_path=pinned_path,
-                                 rejected_dir=rejected_dir, datasets=datasets, move_aside=False)
+        digests = verify_archive(
+            local_path,
+            entry,
+            source=str(local_path),
+            pinned_path=pinned_path,
+            rejected_dir=rejected_dir,
+            datasets=datasets,
+            move_aside=False,
+        )
         tmp = dest.with_name(dest.name + ".link")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(local_path)
@@ -334,8 +366,9 @@ def obtain_archive(
         except DownloadError as err:
             failures.append(f"{url}: {err}")
             continue
-        digests = verify_archive(part, entry, source=url, pinned_path=pinned_path, rejected_dir=rejected_dir,
-                                 datasets=datasets)
+        digests = verify_archive(
+            part, entry, source=url, pinned_path=pinned_path, rejected_dir=rejected_dir, datasets=datasets
+        )
         os.replace(part, dest)
         record_verified(dest, digests, verified_dir)
         log.info("archive %s verified and in place at %s", entry.name, dest)

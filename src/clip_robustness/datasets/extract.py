@@ -71,8 +71,9 @@ def _extract_zip(archive: Path, into: Path, password: str | None) -> int:
         if encrypted and unzip:  # Python's ZipCrypto is pure Python: far too slow for ObjectNet's ~190 GB
             if password is None:
                 raise ExtractionError(f"archive {archive} is password-protected and the registry gives no password")
-            run = subprocess.run([unzip, "-q", "-o", "-P", password, str(archive), "-d", str(into)],
-                                 capture_output=True, text=True)
+            run = subprocess.run(
+                [unzip, "-q", "-o", "-P", password, str(archive), "-d", str(into)], capture_output=True, text=True
+            )
             if run.returncode != 0:  # 1 is "warnings", but a wrong password is also 1: every file skipped
                 output = (run.stderr.strip() or run.stdout.strip())[-500:]
                 raise ExtractionError(
@@ -84,8 +85,10 @@ def _extract_zip(archive: Path, into: Path, password: str | None) -> int:
             try:
                 zf.extractall(into, pwd=password.encode() if password else None)
             except RuntimeError as err:  # zipfile: "Bad password for file ..."
-                raise ExtractionError(f"could not extract archive {archive}: {err}. Check the password of "
-                                      f"{archive.name} in the dataset registry. No marker was written.") from None
+                raise ExtractionError(
+                    f"could not extract archive {archive}: {err}. Check the password of "
+                    f"{archive.name} in the dataset registry. No marker was written."
+                ) from None
     return _zip_members(infos)
 
 
@@ -151,8 +154,14 @@ def refresh_marker(marker: str | Path, record: dict, archive_mtime_ns: int) -> N
     log.info("%s: the archive is unchanged; the marker records its new modification time", marker)
 
 
-def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Path, *, password: str | None = None,
-                    archive_sha256: str | None = None) -> Path:
+def extract_archive(
+    archive: str | Path,
+    dest_dir: str | Path,
+    marker: str | Path,
+    *,
+    password: str | None = None,
+    archive_sha256: str | None = None,
+) -> Path:
     """Extract ``archive`` into ``dest_dir`` and write ``marker`` last; return ``dest_dir``.
 
     ``password``: for password-protected zips (ObjectNet). ``archive_sha256``: the archive's verified sha256,
@@ -188,16 +197,24 @@ def extract_archive(archive: str | Path, dest_dir: str | Path, marker: str | Pat
     on_disk = _count_files(tmp)
     if on_disk < n_files:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExtractionError(f"archive {archive}: only {on_disk} of its {n_files} files were extracted; "
-                              "nothing was kept and no marker was written.")
+        raise ExtractionError(
+            f"archive {archive}: only {on_disk} of its {n_files} files were extracted; "
+            "nothing was kept and no marker was written."
+        )
     if dest_dir.exists():
         log.info("replacing the incomplete extraction %s", dest_dir)
         shutil.rmtree(dest_dir)
     os.rename(tmp, dest_dir)
     tmp_marker = marker.with_name(marker.name + ".tmp")
     stat = archive.stat()
-    record = {"archive": archive.name, "folder": str(dest_dir), "n_files": n_files,
-              "archive_size_bytes": stat.st_size, "archive_mtime_ns": stat.st_mtime_ns, "archive_sha256": archive_sha256}
+    record = {
+        "archive": archive.name,
+        "folder": str(dest_dir),
+        "n_files": n_files,
+        "archive_size_bytes": stat.st_size,
+        "archive_mtime_ns": stat.st_mtime_ns,
+        "archive_sha256": archive_sha256,
+    }
     tmp_marker.write_text(json.dumps(record) + "\n")
     os.replace(tmp_marker, marker)
     log.info("extracted %d files of %s into %s", n_files, archive.name, dest_dir)
@@ -224,14 +241,17 @@ def extract_verified_archive(
     """
     archive, marker = Path(archive), Path(marker)
     marker.unlink(missing_ok=True)
-    sha256 = verify_stored_archive(archive, entry, pinned_path=pinned_path, rejected_dir=rejected_dir,
-                                   verified_dir=verified_dir, datasets=datasets)
+    sha256 = verify_stored_archive(
+        archive, entry, pinned_path=pinned_path, rejected_dir=rejected_dir, verified_dir=verified_dir, datasets=datasets
+    )
     try:
         return extract_archive(archive, dest_dir, marker, password=entry.password, archive_sha256=sha256)
     except CorruptArchiveError as err:
         if archive.is_symlink():
-            raise ExtractionError(f"{err} It is your own file ({archive.resolve()}), left where it is: replace it, "
-                                  "then run the same command again.") from None
+            raise ExtractionError(
+                f"{err} It is your own file ({archive.resolve()}), left where it is: replace it, "
+                "then run the same command again."
+            ) from None
         Path(rejected_dir).mkdir(parents=True, exist_ok=True)
         moved = Path(rejected_dir) / f"{archive.name}.unreadable-{sha256[:16]}"
         shutil.move(archive, moved)

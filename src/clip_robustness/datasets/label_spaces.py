@@ -81,7 +81,11 @@ class LabelSpace:
     @classmethod
     def from_json(cls, text: str) -> "LabelSpace":
         data = json.loads(text)
-        return cls(data["name"], np.asarray(data["class_indices"]), None if data["class_groups"] is None else np.asarray(data["class_groups"]))
+        return cls(
+            data["name"],
+            np.asarray(data["class_indices"]),
+            None if data["class_groups"] is None else np.asarray(data["class_groups"]),
+        )
 
 
 #: Files of ObjectNet's ``mappings/`` folder that :func:`objectnet_mapping` reads.
@@ -176,13 +180,21 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
     mappings_dir = Path(mappings_dir)
     missing = [name for name in OBJECTNET_MAPPING_FILES if not (mappings_dir / name).is_file()]
     if missing:
-        raise ManifestError(f"ObjectNet mapping folder {mappings_dir} lacks {missing} (they ship in objectnet-1.0/mappings/)")
+        raise ManifestError(
+            f"ObjectNet mapping folder {mappings_dir} lacks {missing} (they ship in objectnet-1.0/mappings/)"
+        )
     folder_to_label = json.loads((mappings_dir / "folder_to_objectnet_label.json").read_text())
     objectnet_to_names = json.loads((mappings_dir / "objectnet_to_imagenet_1k.json").read_text())
     names_2012 = [line.rstrip("\n") for line in (mappings_dir / "imagenet_to_label_2012_v2").read_text().splitlines()]
-    index_to_2012 = {int(k): int(v) for k, v in json.loads((mappings_dir / "pytorch_to_imagenet_2012_id.json").read_text()).items()}
-    if sorted(index_to_2012) != list(range(N_IMAGENET_CLASSES)) or sorted(index_to_2012.values()) != list(range(len(names_2012))):
-        raise ManifestError(f"{mappings_dir / 'pytorch_to_imagenet_2012_id.json'}: not a bijection of 0..999 onto the lines of imagenet_to_label_2012_v2")
+    index_to_2012 = {
+        int(k): int(v) for k, v in json.loads((mappings_dir / "pytorch_to_imagenet_2012_id.json").read_text()).items()
+    }
+    if sorted(index_to_2012) != list(range(N_IMAGENET_CLASSES)) or sorted(index_to_2012.values()) != list(
+        range(len(names_2012))
+    ):
+        raise ManifestError(
+            f"{mappings_dir / 'pytorch_to_imagenet_2012_id.json'}: not a bijection of 0..999 onto the lines of imagenet_to_label_2012_v2"
+        )
     index_of_2012 = {v: k for k, v in index_to_2012.items()}
     name_to_indices: dict[str, list[int]] = {}
     for line_number, name in enumerate(names_2012):
@@ -192,21 +204,29 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
     folder_to_indices: dict[str, tuple[int, ...]] = {}
     for label, names in objectnet_to_names.items():
         if label not in label_to_folder:
-            raise ManifestError(f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: class {label!r} has no folder in folder_to_objectnet_label.json")
+            raise ManifestError(
+                f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: class {label!r} has no folder in folder_to_objectnet_label.json"
+            )
         indices = []
         for name in (n.strip() for n in names.split(";")):
             found = name_to_indices.get(name)
             if not found:
-                raise ManifestError(f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: ImageNet class name {name!r} (for {label!r}) is not a line of imagenet_to_label_2012_v2")
+                raise ManifestError(
+                    f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: ImageNet class name {name!r} (for {label!r}) is not a line of imagenet_to_label_2012_v2"
+                )
             if len(found) > 1:
-                raise ManifestError(f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: ImageNet class name {name!r} (for {label!r}) is ambiguous: classes {found}")
+                raise ManifestError(
+                    f"{mappings_dir / 'objectnet_to_imagenet_1k.json'}: ImageNet class name {name!r} (for {label!r}) is ambiguous: classes {found}"
+                )
             indices.append(found[0])
         folder_to_indices[label_to_folder[label]] = tuple(sorted(indices))
     seen: dict[int, str] = {}
     for folder, indices in folder_to_indices.items():
         for index in indices:
             if index in seen:
-                raise ManifestError(f"ObjectNet mapping {mappings_dir}: ImageNet class {index} is mapped from both {seen[index]!r} and {folder!r}")
+                raise ManifestError(
+                    f"ObjectNet mapping {mappings_dir}: ImageNet class {index} is mapped from both {seen[index]!r} and {folder!r}"
+                )
             seen[index] = folder
     groups = {folder: g for g, folder in enumerate(sorted(folder_to_indices))}
     return ObjectNetMapping(folder_to_indices, {f: folder_to_label[f] for f in folder_to_indices}, groups)

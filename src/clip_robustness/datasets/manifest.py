@@ -187,12 +187,16 @@ def imagenet_val_label_sources(entry: DatasetEntry, devkit_root: str | Path | No
     sources: dict[str, dict[str, int]] = {}
     if devkit_root is not None:
         if "devkit" not in entry.labels_from:
-            raise ManifestError(f"dataset {entry.id}: an ImageNet devkit ({devkit_root}) was given, but the registry entry "
-                                f"takes labels from {list(entry.labels_from)} only (add devkit to labels_from)")
+            raise ManifestError(
+                f"dataset {entry.id}: an ImageNet devkit ({devkit_root}) was given, but the registry entry "
+                f"takes labels from {list(entry.labels_from)} only (add devkit to labels_from)"
+            )
         sources["devkit"] = imagenet_val_labels_from_devkit(devkit_root)
     elif "imagenet_x" not in entry.labels_from:
-        raise ManifestError(f"dataset {entry.id}: labels_from is {list(entry.labels_from)}, but no ImageNet devkit "
-                            f"({entry.devkit_archive}) was given")
+        raise ManifestError(
+            f"dataset {entry.id}: labels_from is {list(entry.labels_from)}, but no ImageNet devkit "
+            f"({entry.devkit_archive}) was given"
+        )
     if "imagenet_x" in entry.labels_from:
         sources["imagenet_x"] = imagenet_val_labels()
     return sources
@@ -210,8 +214,14 @@ def _list_imagenet_val(entry: DatasetEntry, root: Path, devkit_root: str | Path 
     files += [(rel, None) for rel in _images_in(root, root)]
     names = [rel.rsplit("/", 1)[-1] for rel, _ in files]
     for other, other_labels in others:
-        compare_val_labels(labels_of, other_labels, names, first_source=VAL_LABEL_SOURCE_NAMES[primary],
-                           second_source=VAL_LABEL_SOURCE_NAMES[other], dataset=entry.id)
+        compare_val_labels(
+            labels_of,
+            other_labels,
+            names,
+            first_source=VAL_LABEL_SOURCE_NAMES[primary],
+            second_source=VAL_LABEL_SOURCE_NAMES[other],
+            dataset=entry.id,
+        )
     paths, labels = [], []
     for (rel, wnid), name in zip(files, names):
         if wnid is None:
@@ -232,8 +242,12 @@ def _list_imagenet_val(entry: DatasetEntry, root: Path, devkit_root: str | Path 
         paths.append(rel)
         labels.append(label)
     order = sorted(range(len(paths)), key=lambda i: (paths[i].rsplit("/", 1)[-1], paths[i]))
-    return _Listing([paths[i] for i in order], [labels[i] for i in order], label_space_named(entry.label_space),
-                    {"label_sources": list(sources)})
+    return _Listing(
+        [paths[i] for i in order],
+        [labels[i] for i in order],
+        label_space_named(entry.label_space),
+        {"label_sources": list(sources)},
+    )
 
 
 def _list_wnid_folders(entry: DatasetEntry, root: Path) -> _Listing:
@@ -246,8 +260,10 @@ def _list_wnid_folders(entry: DatasetEntry, root: Path) -> _Listing:
             raise ManifestError(f"dataset {entry.id}: folder {folder} is not an ImageNet-1k wnid (layout wnid_folders)")
         label = index[folder.name]
         if label not in allowed:
-            raise ManifestError(f"dataset {entry.id}: class folder {folder.name} (index {label}) is outside the "
-                                f"{space.name} label space")
+            raise ManifestError(
+                f"dataset {entry.id}: class folder {folder.name} (index {label}) is outside the "
+                f"{space.name} label space"
+            )
         for rel in _images_in(folder, root):
             paths.append(rel)
             labels.append(label)
@@ -258,7 +274,9 @@ def _list_class_index_folders(entry: DatasetEntry, root: Path) -> _Listing:
     numbered = []
     for folder in _subfolders(root):
         if not folder.name.isdigit() or not 0 <= int(folder.name) < len(imagenet_synsets()):
-            raise ManifestError(f"dataset {entry.id}: folder {folder} is not a class index 0..999 (layout class_index_folders)")
+            raise ManifestError(
+                f"dataset {entry.id}: folder {folder} is not a class index 0..999 (layout class_index_folders)"
+            )
         numbered.append((int(folder.name), folder))
     paths, labels = [], []
     for label, folder in sorted(numbered):  # integer order: 2 before 10
@@ -288,11 +306,16 @@ def _list_objectnet(entry: DatasetEntry, root: Path) -> _Listing:
     if absent:
         log.warning("dataset %s: mapped ObjectNet classes without an image folder: %s", entry.id, absent)
     class_mapping = {
-        f: {"objectnet_class": mapping.folder_to_label[f], "imagenet_indices": list(mapping.folder_to_indices[f]),
-            "group": mapping.group_of_folder[f]}
+        f: {
+            "objectnet_class": mapping.folder_to_label[f],
+            "imagenet_indices": list(mapping.folder_to_indices[f]),
+            "group": mapping.group_of_folder[f],
+        }
         for f in sorted(mapping.folder_to_indices)
     }
-    return _Listing(paths, labels, mapping.label_space(), {"class_mapping": class_mapping, "n_excluded_unmapped": excluded})
+    return _Listing(
+        paths, labels, mapping.label_space(), {"class_mapping": class_mapping, "n_excluded_unmapped": excluded}
+    )
 
 
 def _list_ood_images(entry: DatasetEntry, root: Path) -> _Listing:
@@ -317,12 +340,20 @@ def _list_cue_conflict(entry: DatasetEntry, root: Path) -> _Listing:
 
 
 #: The recipe of each layout the registry knows (:data:`clip_robustness.datasets.registry.LAYOUTS`, same order).
-LAYOUT_RECIPES: dict[str, Callable[[DatasetEntry, Path], _Listing]] = dict(zip(
-    LAYOUTS,
-    (_list_imagenet_val, _list_wnid_folders, _list_class_index_folders, _list_objectnet, _list_ood_images,
-     _list_cue_conflict),
-    strict=True,
-))
+LAYOUT_RECIPES: dict[str, Callable[[DatasetEntry, Path], _Listing]] = dict(
+    zip(
+        LAYOUTS,
+        (
+            _list_imagenet_val,
+            _list_wnid_folders,
+            _list_class_index_folders,
+            _list_objectnet,
+            _list_ood_images,
+            _list_cue_conflict,
+        ),
+        strict=True,
+    )
+)
 
 
 # ----------------------------------------------------------------------------- building
@@ -382,18 +413,24 @@ def build_manifest(
     """
     root = Path(root)
     if not root.is_dir():
-        raise ManifestError(f"dataset {entry.id}: folder {root} does not exist (layout {entry.layout}, subdir {entry.subdir!r})")
+        raise ManifestError(
+            f"dataset {entry.id}: folder {root} does not exist (layout {entry.layout}, subdir {entry.subdir!r})"
+        )
     if entry.layout not in LAYOUT_RECIPES:
         raise ManifestError(f"dataset {entry.id}: unknown layout {entry.layout!r}; known: {sorted(LAYOUT_RECIPES)}")
     if entry.layout == "imagenet_val":
         listing = _list_imagenet_val(entry, root, devkit_root)
     elif devkit_root is not None:
-        raise ManifestError(f"dataset {entry.id}: an ImageNet devkit is only read for layout imagenet_val, not {entry.layout}")
+        raise ManifestError(
+            f"dataset {entry.id}: an ImageNet devkit is only read for layout imagenet_val, not {entry.layout}"
+        )
     else:
         listing = LAYOUT_RECIPES[entry.layout](entry, root)
     if not listing.paths:
-        raise ManifestError(f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
-                            f"(layout {entry.layout}); is subdir {entry.subdir!r} right?")
+        raise ManifestError(
+            f"dataset {entry.id}: no images (*{', *'.join(IMAGE_SUFFIXES)}) found under {root} "
+            f"(layout {entry.layout}); is subdir {entry.subdir!r} right?"
+        )
     subset_extra = _apply_subset(listing, subset) if subset else {}
     reasons: list[str | None] = [None] * len(listing.paths)
     if check_images:
@@ -411,11 +448,13 @@ def build_manifest(
             + " and run the same command."
         )
     keep = [i for i, r in enumerate(reasons) if r is None]
-    table = pd.DataFrame({
-        "index": np.arange(len(keep), dtype=np.int32),
-        "path": pd.Series([listing.paths[i] for i in keep], dtype=object),
-        "label": np.asarray([listing.labels[i] for i in keep], dtype=np.int16),
-    })
+    table = pd.DataFrame(
+        {
+            "index": np.arange(len(keep), dtype=np.int32),
+            "path": pd.Series([listing.paths[i] for i in keep], dtype=object),
+            "label": np.asarray([listing.labels[i] for i in keep], dtype=np.int16),
+        }
+    )
     if entry.n_images is not None and len(table) != entry.n_images:
         log.warning("dataset %s: %d images, the published count is %d", entry.id, len(table), entry.n_images)
     metadata = {
@@ -463,10 +502,11 @@ def write_manifest(build: ManifestBuild, path: str | Path, skipped_path: str | P
     _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
-def dataset_root(entry: DatasetEntry, extracted_dir: str | Path = EXTRACTED_DIR, local_folder: str | Path | None = None) -> Path:
+def dataset_root(
+    entry: DatasetEntry, extracted_dir: str | Path = EXTRACTED_DIR, local_folder: str | Path | None = None
+) -> Path:
     """The folder ``entry``'s images are read from: the user's ``local_folder`` (config
     ``downloads.local_folders[dataset]``) as given, else ``{extracted_dir}/{first archive}/{subdir}``."""
     if local_folder is not None:
         return Path(local_folder).expanduser()
     return Path(extracted_dir) / entry.archives[0] / entry.subdir
-

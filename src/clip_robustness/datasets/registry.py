@@ -59,10 +59,27 @@ LAYOUTS = ("imagenet_val", "wnid_folders", "class_index_folders", "objectnet", "
 LABEL_SPACES = ("imagenet1k", "imagenet_r", "imagenet_a", "objectnet", "ood", "cue_conflict")
 
 _ARCHIVE_KEYS = {"url", "mirrors", "sha256", "md5", "size_bytes", "source", "user_supplied", "password", "notes"}
-_DATASET_KEYS = {"title", "short_title", "archives", "layout", "subdir", "label_space", "n_images", "border_crop_px",
-                 "notes", "source", "labels_from", "devkit_archive", "category_mapping"}
+_DATASET_KEYS = {
+    "title",
+    "short_title",
+    "archives",
+    "layout",
+    "subdir",
+    "label_space",
+    "n_images",
+    "border_crop_px",
+    "notes",
+    "source",
+    "labels_from",
+    "devkit_archive",
+    "category_mapping",
+}
 _TEMPLATE_KEYS = (_DATASET_KEYS - {"archives", "labels_from", "devkit_archive", "category_mapping"}) | {
-    "template", "id_format", "corruption_archives", "severities"}
+    "template",
+    "id_format",
+    "corruption_archives",
+    "severities",
+}
 #: Label sources of layout ``imagenet_val`` (``labels_from``); the default is the first.
 VAL_LABEL_SOURCES = ("imagenet_x", "devkit")
 _DEFAULT_LABELS_FROM = ("imagenet_x",)
@@ -184,8 +201,13 @@ class DatasetEntry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DatasetEntry":
-        return cls(**{**data, "archives": tuple(data["archives"]),
-                      "labels_from": tuple(data.get("labels_from", _DEFAULT_LABELS_FROM))})
+        return cls(
+            **{
+                **data,
+                "archives": tuple(data["archives"]),
+                "labels_from": tuple(data.get("labels_from", _DEFAULT_LABELS_FROM)),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -226,8 +248,13 @@ class _Template:
 class DatasetRegistry:
     """The parsed registry: ``archives`` (name -> :class:`ArchiveEntry`) and the datasets."""
 
-    def __init__(self, path: Path, archives: dict[str, ArchiveEntry], datasets: dict[str, DatasetEntry],
-                 templates: list[_Template]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        archives: dict[str, ArchiveEntry],
+        datasets: dict[str, DatasetEntry],
+        templates: list[_Template],
+    ) -> None:
         self.path = path
         self.archives = archives
         self._datasets = datasets
@@ -277,8 +304,11 @@ class DatasetRegistry:
 
     def datasets_using(self, archive: str) -> list[str]:
         """Dataset ids whose entry needs ``archive``, for images or labels (for error messages)."""
-        return [d for d in self.known_ids()
-                if archive in self.resolve(d).archives or archive in self.resolve(d).label_archives]
+        return [
+            d
+            for d in self.known_ids()
+            if archive in self.resolve(d).archives or archive in self.resolve(d).label_archives
+        ]
 
 
 def _fail(path: Path, where: str, what: str) -> RegistryError:
@@ -329,16 +359,28 @@ def _check_dataset_fields(path: Path, where: str, data: Mapping[str, Any]) -> No
         raise _fail(path, f"{where}.label_space", f"{data['label_space']!r} is not one of {list(LABEL_SPACES)}")
 
 
-def _check_label_sources(path: Path, where: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]) -> tuple[str, ...]:
+def _check_label_sources(
+    path: Path, where: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]
+) -> tuple[str, ...]:
     """``labels_from`` and ``devkit_archive`` of a dataset entry, validated; the label sources."""
     if "labels_from" not in data and "devkit_archive" not in data:
         return _DEFAULT_LABELS_FROM
     if data["layout"] != "imagenet_val":
-        raise _fail(path, where, f"labels_from/devkit_archive apply to layout imagenet_val only, not {data['layout']!r}")
+        raise _fail(
+            path, where, f"labels_from/devkit_archive apply to layout imagenet_val only, not {data['layout']!r}"
+        )
     sources = data.get("labels_from", list(_DEFAULT_LABELS_FROM))
-    if (not isinstance(sources, list) or not sources or len(set(map(str, sources))) != len(sources)
-            or any(s not in VAL_LABEL_SOURCES for s in sources)):
-        raise _fail(path, f"{where}.labels_from", f"{sources!r} is not a non-empty list of distinct items of {list(VAL_LABEL_SOURCES)}")
+    if (
+        not isinstance(sources, list)
+        or not sources
+        or len(set(map(str, sources))) != len(sources)
+        or any(s not in VAL_LABEL_SOURCES for s in sources)
+    ):
+        raise _fail(
+            path,
+            f"{where}.labels_from",
+            f"{sources!r} is not a non-empty list of distinct items of {list(VAL_LABEL_SOURCES)}",
+        )
     devkit = data.get("devkit_archive")
     if ("devkit" in sources) != (devkit is not None):
         raise _fail(path, where, "devkit_archive must be given exactly when labels_from lists devkit")
@@ -357,20 +399,30 @@ def _check_category_mapping(path: Path, where: str, data: Mapping[str, Any]) -> 
         raise _fail(path, f"{where}.category_mapping", f"applies to layout cue_conflict only, not {data['layout']!r}")
     return str(data.get("category_mapping") or "model_vs_human_16") if is_cue else None
 
+
 def _parse_template(path: Path, key: str, data: Mapping[str, Any], archives: Mapping[str, ArchiveEntry]) -> _Template:
     """A ``template`` entry (ImageNet-C), validated: its keys, fields and corruption archives."""
     where = f"datasets.{key}"
-    _check_keys(path, where, data, _TEMPLATE_KEYS, ["id_format", "corruption_archives", "severities", "layout", "label_space"])
+    _check_keys(
+        path, where, data, _TEMPLATE_KEYS, ["id_format", "corruption_archives", "severities", "layout", "label_space"]
+    )
     _check_dataset_fields(path, where, data)
     for corruption, archive in data["corruption_archives"].items():
         if archive not in archives:
             raise _fail(path, f"{where}.corruption_archives.{corruption}", f"unknown archive {archive!r}")
     pattern = re.compile(
-        re.escape(data["id_format"]).replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
+        re.escape(data["id_format"])
+        .replace(re.escape("{corruption}"), r"(?P<corruption>[a-z_]+?)")
         .replace(re.escape("{severity}"), r"(?P<severity>\d+)")
     )
-    return _Template(key, data["id_format"], dict(data["corruption_archives"]),
-                     tuple(int(s) for s in data["severities"]), dict(data), pattern)
+    return _Template(
+        key,
+        data["id_format"],
+        dict(data["corruption_archives"]),
+        tuple(int(s) for s in data["severities"]),
+        dict(data),
+        pattern,
+    )
 
 
 def _parse_dataset(path: Path, key: str, data: Any, archives: Mapping[str, ArchiveEntry]) -> DatasetEntry:
@@ -438,4 +490,3 @@ def load_dataset_registry(path: str | Path, url_overrides: Mapping[str, str] | N
     if duplicates:
         raise RegistryError(f"dataset registry {path}: dataset id(s) {duplicates} defined twice")
     return registry
-

@@ -52,8 +52,13 @@ def class_balanced_subset(paths: Sequence[str], labels: Sequence[int], n: int, s
 
 def subset_record(n_requested: int, seed: int, n_available: int, n_kept: int) -> dict[str, Any]:
     """The ``subset`` entry of a manifest's metadata (copied into the cache metadata as ``manifest_subset``)."""
-    return {"method": SUBSET_METHOD, "images_per_condition": int(n_requested), "seed": int(seed),
-            "n_available": int(n_available), "n_kept": int(n_kept)}
+    return {
+        "method": SUBSET_METHOD,
+        "images_per_condition": int(n_requested),
+        "seed": int(seed),
+        "n_available": int(n_available),
+        "n_kept": int(n_kept),
+    }
 
 
 def imagenet_c_subset_param(dataset: str, imagenet_c_ids: Sequence[str], imagenet_c_config: dict | None) -> dict | None:

@@ -55,8 +55,9 @@ def extract_params(registry: DatasetRegistry, archive: str) -> dict[str, Any]:
     }
 
 
-def extraction_markers(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
-                       workdir: str | Path = ".") -> list[str]:
+def extraction_markers(
+    registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any], workdir: str | Path = "."
+) -> list[str]:
     """The extraction markers every manifest of ``dataset_ids`` reads (see :func:`manifest_inputs`), once each,
     in first-use order: targets of the run, so a deleted or dropped marker is extracted again."""
     markers: dict[str, None] = {}
@@ -86,24 +87,32 @@ def archive_supplied(archive: str, downloads: Mapping[str, Any], workdir: str | 
     already in ``data/archives/``, in ``data/user_supplied/``, or named in ``downloads.local_archives``
     (a missing file there is reported by :func:`check_user_supplied_archives`)."""
     workdir = Path(workdir)
-    return (archive in (downloads.get("local_archives") or {})
-            or (workdir / archive_path(archive)).exists() or (workdir / USER_SUPPLIED_DIR / archive).is_file())
+    return (
+        archive in (downloads.get("local_archives") or {})
+        or (workdir / archive_path(archive)).exists()
+        or (workdir / USER_SUPPLIED_DIR / archive).is_file()
+    )
 
 
-def supplied_label_archives(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
-                            workdir: str | Path = ".") -> list[str]:
+def supplied_label_archives(
+    registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any], workdir: str | Path = "."
+) -> list[str]:
     """The dataset's label-only archives (the ImageNet devkit) to read: all of them when required (the
     devkit as the sole label source), else those available: supplied by the user (see
     :func:`archive_supplied`) or, for an archive that is not user-supplied, downloadable."""
     entry = registry.resolve(dataset)
     if entry.label_archives_required:
         return list(entry.label_archives)
-    return [a for a in entry.label_archives
-            if not registry.archive(a).user_supplied or archive_supplied(a, downloads, workdir)]
+    return [
+        a
+        for a in entry.label_archives
+        if not registry.archive(a).user_supplied or archive_supplied(a, downloads, workdir)
+    ]
 
 
-def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
-                    workdir: str | Path = ".") -> dict[str, list[str]]:
+def manifest_inputs(
+    registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any], workdir: str | Path = "."
+) -> dict[str, list[str]]:
     """Inputs of ``build_manifest``: the extraction markers of the dataset's archives (none when
     ``downloads.local_folders`` gives a folder for it), and under ``labels`` those of the label
     archives it reads (the ImageNet devkit, when supplied)."""
@@ -116,8 +125,9 @@ def manifest_inputs(registry: DatasetRegistry, dataset: str, downloads: Mapping[
     return inputs
 
 
-def manifest_params(registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any],
-                    workdir: str | Path = ".") -> dict[str, Any]:
+def manifest_params(
+    registry: DatasetRegistry, dataset: str, downloads: Mapping[str, Any], workdir: str | Path = "."
+) -> dict[str, Any]:
     """Params of ``build_manifest``: the registry entry, the image root folder, and for an entry with a
     devkit label source ``devkit_root``: its extraction folder when supplied, else ``None``.
 
@@ -141,8 +151,9 @@ def skip_corrupt(downloads: Mapping[str, Any]) -> bool:
     return bool(downloads["skip_corrupt_images"])
 
 
-def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
-                                 workdir: str | Path = ".") -> None:
+def check_user_supplied_archives(
+    registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any], workdir: str | Path = "."
+) -> None:
     """Stop before any job if a dataset needs an archive the pipeline never fetches (ImageNet val) and
     the user has not provided it: not in ``data/archives/``, not in ``data/user_supplied/``, not in
     ``downloads.local_archives``, and no ``downloads.local_folders`` entry or existing manifest for
@@ -165,7 +176,9 @@ def check_user_supplied_archives(registry: DatasetRegistry, dataset_ids: Iterabl
         dataset_entry = registry.resolve(dataset)
         names = [] if dataset in local_folders else list(dataset_entry.archives)
         # label-only archives (the ImageNet devkit): checked when required, or when named in local_archives
-        names += [a for a in dataset_entry.label_archives if dataset_entry.label_archives_required or a in local_archives]
+        names += [
+            a for a in dataset_entry.label_archives if dataset_entry.label_archives_required or a in local_archives
+        ]
         for name in names:
             entry = registry.archive(name)
             if not entry.user_supplied or (workdir / archive_path(name)).exists():
@@ -197,21 +210,27 @@ def marker_sha256(marker: str | Path) -> str | None:
         return None
 
 
-def manifest_source(params: Mapping[str, Any], subset: Mapping[str, Any] | None, markers: Iterable[str | Path],
-                    workdir: str | Path = ".") -> dict[str, Any]:
+def manifest_source(
+    params: Mapping[str, Any],
+    subset: Mapping[str, Any] | None,
+    markers: Iterable[str | Path],
+    workdir: str | Path = ".",
+) -> dict[str, Any]:
     """What a manifest is built from, recorded in its metadata as ``source``: the registry ``entry``, the image
     ``root`` folder, the ``devkit_root`` (ImageNet val with a devkit), the ImageNet-C ``subset``, and the sha256 of
     each archive extracted for it (``archives``: archive name -> sha256, from the extraction ``markers``).
 
     ``params``: :func:`manifest_params`; ``subset``: the rule's subset param. The rule script records it; every run
     compares it with the configured one before planning (:func:`drop_changed_manifests`)."""
-    return _plain({
-        "entry": params["entry"],
-        "root": params["root"],
-        "devkit_root": params.get("devkit_root"),
-        "subset": None if subset is None else dict(subset),
-        "archives": {marker_archive(m): marker_sha256(Path(workdir) / m) for m in markers},
-    })
+    return _plain(
+        {
+            "entry": params["entry"],
+            "root": params["root"],
+            "devkit_root": params.get("devkit_root"),
+            "subset": None if subset is None else dict(subset),
+            "archives": {marker_archive(m): marker_sha256(Path(workdir) / m) for m in markers},
+        }
+    )
 
 
 def source_differences(metadata: Mapping[str, Any], configured: Mapping[str, Any]) -> list[str]:
@@ -223,8 +242,12 @@ def source_differences(metadata: Mapping[str, Any], configured: Mapping[str, Any
     if not isinstance(recorded, Mapping):  # an older manifest: compare what it has
         recorded = {"root": metadata.get("root"), "entry": metadata.get("registry_entry", configured["entry"])}
     differences = []
-    for key, what in (("root", "image root folder"), ("entry", "registry entry"), ("devkit_root", "devkit folder"),
-                      ("subset", "ImageNet-C subset")):
+    for key, what in (
+        ("root", "image root folder"),
+        ("entry", "registry entry"),
+        ("devkit_root", "devkit folder"),
+        ("subset", "ImageNet-C subset"),
+    ):
         if key in recorded and recorded[key] != configured.get(key):
             shown = (recorded[key], configured.get(key)) if key != "entry" else ("its record", "the registry's")
             differences.append(f"{what} was {shown[0]!r}, is now {shown[1]!r}")
@@ -251,9 +274,13 @@ def _manifest_metadata(path: Path) -> dict | None:
     return metadata if isinstance(metadata, dict) else None
 
 
-def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str], downloads: Mapping[str, Any],
-                           subset_of: Callable[[str], Mapping[str, Any] | None],
-                           workdir: str | Path = ".") -> list[str]:
+def drop_changed_manifests(
+    registry: DatasetRegistry,
+    dataset_ids: Iterable[str],
+    downloads: Mapping[str, Any],
+    subset_of: Callable[[str], Mapping[str, Any] | None],
+    workdir: str | Path = ".",
+) -> list[str]:
     """Before planning: remove each manifest (with its skipped-images list) whose recorded source differs from the
     configured one (:func:`source_differences`), whatever ``.snakemake/`` holds; return the warnings. The run then
     builds it again, and recomputes that dataset's decoded arrays and logits (a job keeps a logits file only when it
@@ -268,14 +295,17 @@ def drop_changed_manifests(registry: DatasetRegistry, dataset_ids: Iterable[str]
         if metadata is None:
             continue  # unreadable: the logits check and the readers name it
         markers = [m for paths in manifest_inputs(registry, dataset, downloads, workdir).values() for m in paths]
-        configured = manifest_source(manifest_params(registry, dataset, downloads, workdir), subset_of(dataset),
-                                     markers, workdir)
+        configured = manifest_source(
+            manifest_params(registry, dataset, downloads, workdir), subset_of(dataset), markers, workdir
+        )
         differences = source_differences(metadata, configured)
         if differences:
             manifest.unlink()
             manifest.with_name(f"{dataset}.skipped.csv").unlink(missing_ok=True)
-            messages.append(f"{manifest_path(dataset)}: its source changed ({'; '.join(differences)}); this run builds "
-                            f"it again and recomputes {dataset}'s decoded arrays and logits")
+            messages.append(
+                f"{manifest_path(dataset)}: its source changed ({'; '.join(differences)}); this run builds "
+                f"it again and recomputes {dataset}'s decoded arrays and logits"
+            )
     return messages
 
 
@@ -299,8 +329,11 @@ def bring_archives_forward(markers: Iterable[str], script: str | Path, workdir: 
         except (OSError, ValueError):
             record = None
         stat = path.stat()
-        unchanged = (isinstance(record, dict) and record.get("archive_size_bytes") == stat.st_size
-                     and record.get("archive_mtime_ns") == stat.st_mtime_ns)
+        unchanged = (
+            isinstance(record, dict)
+            and record.get("archive_size_bytes") == stat.st_size
+            and record.get("archive_mtime_ns") == stat.st_mtime_ns
+        )
         if bring_forward([archive], [], script, workdir):
             moved.append(archive)
             if unchanged:

@@ -55,7 +55,9 @@ MOS_SETS = {"iNaturalist": "iNaturalist.tar.gz", "SUN": "SUN.tar.gz", "Places": 
 def default_renderer(label: int, rng: np.random.Generator, size: int = 16) -> Image.Image:
     """A small RGB image: a flat colour derived from ``label`` plus a little noise (tests read it back)."""
     return Image.fromarray(
-        np.clip(np.array(label_color(label), dtype=np.float64) + rng.normal(0, 2, (size, size, 3)), 0, 255).astype(np.uint8),
+        np.clip(np.array(label_color(label), dtype=np.float64) + rng.normal(0, 2, (size, size, 3)), 0, 255).astype(
+            np.uint8
+        ),
         mode="RGB",
     )
 
@@ -117,8 +119,16 @@ def _file_id(rng: np.random.Generator) -> str:
     return hashlib.sha1(rng.bytes(16)).hexdigest()
 
 
-def _wnid_members(prefix: str, classes: Sequence[int], images_per_class: int, render: Renderer,
-                  rng: np.random.Generator, ext: str, fmt: str, label_of: Callable[[int], int] | None = None) -> list[Member]:
+def _wnid_members(
+    prefix: str,
+    classes: Sequence[int],
+    images_per_class: int,
+    render: Renderer,
+    rng: np.random.Generator,
+    ext: str,
+    fmt: str,
+    label_of: Callable[[int], int] | None = None,
+) -> list[Member]:
     wnids = imagenet_synsets()
     members = []
     for c in classes:
@@ -128,8 +138,9 @@ def _wnid_members(prefix: str, classes: Sequence[int], images_per_class: int, re
     return members
 
 
-def write_hendrycks_tar(out_dir: str | Path, name: str, classes: Sequence[int], images_per_class: int,
-                        render: Renderer, seed: int = 0) -> Path:
+def write_hendrycks_tar(
+    out_dir: str | Path, name: str, classes: Sequence[int], images_per_class: int, render: Renderer, seed: int = 0
+) -> Path:
     """``{name}.tar`` (``imagenet-r``, ``imagenet-a`` or ``imagenet-o``): ``{name}/<wnid>/<id>.jpg`` plus
     ``{name}/README.txt``. ImageNet-O images are rendered with label -1 (they are OOD)."""
     rng = np.random.default_rng(seed)
@@ -139,23 +150,28 @@ def write_hendrycks_tar(out_dir: str | Path, name: str, classes: Sequence[int], 
     return _write_tar(Path(out_dir) / f"{name}.tar", members, gz=False)
 
 
-def write_imagenet_sketch_zip(out_dir: str | Path, classes: Sequence[int], images_per_class: int,
-                              render: Renderer, seed: int = 0) -> Path:
+def write_imagenet_sketch_zip(
+    out_dir: str | Path, classes: Sequence[int], images_per_class: int, render: Renderer, seed: int = 0
+) -> Path:
     """``ImageNet-Sketch.zip``: ``sketch/<wnid>/<id>.JPEG``."""
     rng = np.random.default_rng(seed)
-    return _write_zip(Path(out_dir) / "ImageNet-Sketch.zip",
-                      _wnid_members("sketch/", classes, images_per_class, render, rng, ".JPEG", "JPEG"))
+    return _write_zip(
+        Path(out_dir) / "ImageNet-Sketch.zip",
+        _wnid_members("sketch/", classes, images_per_class, render, rng, ".JPEG", "JPEG"),
+    )
 
 
-def write_imagenet_v2_tar(out_dir: str | Path, variant: str, classes: Sequence[int], images_per_class: int,
-                          render: Renderer, seed: int = 0) -> Path:
+def write_imagenet_v2_tar(
+    out_dir: str | Path, variant: str, classes: Sequence[int], images_per_class: int, render: Renderer, seed: int = 0
+) -> Path:
     """``imagenetv2-{variant}.tar.gz``: ``imagenetv2-{variant}-format-val/<class index>/<sha1>.jpeg``
     (folders named by the integer class index: include e.g. 2 and 10 to exercise the string-sort trap)."""
     archive, top = IMAGENET_V2_VARIANTS[variant]
     rng = np.random.default_rng(seed)
     members = [
         (f"{top}/{c}/{_file_id(rng)}.jpeg", _encode(render(c, rng), "JPEG"))
-        for c in classes for _ in range(images_per_class)
+        for c in classes
+        for _ in range(images_per_class)
     ]
     return _write_tar(Path(out_dir) / archive, members, gz=True)
 
@@ -174,8 +190,9 @@ def imagenet_val_file_names(classes: Sequence[int], images_per_class: int) -> li
     return names
 
 
-def write_imagenet_val_tar(out_dir: str | Path, classes: Sequence[int], images_per_class: int,
-                           render: Renderer, seed: int = 0) -> Path:
+def write_imagenet_val_tar(
+    out_dir: str | Path, classes: Sequence[int], images_per_class: int, render: Renderer, seed: int = 0
+) -> Path:
     """``ILSVRC2012_img_val.tar``: flat ``ILSVRC2012_val_XXXXXXXX.JPEG`` members with real val file names
     whose real labels (imagenet-x ``filename_label.csv``) are ``classes``; images rendered with that label."""
     rng = np.random.default_rng(seed)
@@ -187,9 +204,12 @@ def write_imagenet_val_tar(out_dir: str | Path, classes: Sequence[int], images_p
 
 #: Inner (non-leaf) WordNet synsets written into the synthetic devkit's meta.mat after the 1000 leaves:
 #: wnid, words, and how many leaves (the first ones of the ID order) they list as children.
-_DEVKIT_INNER_SYNSETS = (("n00001740", "entity", 0), ("n00002684", "object, physical object", 1),
-                         ("n00015388", "animal, animate being, beast, brute, creature, fauna", 2),
-                         ("n00021939", "artifact, artefact", 3))
+_DEVKIT_INNER_SYNSETS = (
+    ("n00001740", "entity", 0),
+    ("n00002684", "object, physical object", 1),
+    ("n00015388", "animal, animate being, beast, brute, creature, fauna", 2),
+    ("n00021939", "artifact, artefact", 3),
+)
 _VAL_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: Thu Jan  1 00:00:00 1970 (clip_robustness synthetic)"
 
@@ -204,11 +224,23 @@ def _devkit_meta_mat(id_order: Sequence[int]) -> bytes:
     n_leaves = len(id_order)
     rows = []
     for k, c in enumerate(id_order, start=1):
-        rows.append((float(k), wnids[c], words[c], f"synthetic gloss of {wnids[c]}", 0.0, np.zeros((1, 0)), 0.0, 1300.0))
+        rows.append(
+            (float(k), wnids[c], words[c], f"synthetic gloss of {wnids[c]}", 0.0, np.zeros((1, 0)), 0.0, 1300.0)
+        )
     for j, (wnid, text, depth) in enumerate(_DEVKIT_INNER_SYNSETS):
         children = np.arange(1, 2 + depth, dtype=np.float64).reshape(1, -1) if depth else np.array([[n_leaves + 2.0]])
-        rows.append((float(n_leaves + 1 + j), wnid, text, f"synthetic gloss of {wnid}", float(children.size),
-                     children, float(depth + 1), 0.0))
+        rows.append(
+            (
+                float(n_leaves + 1 + j),
+                wnid,
+                text,
+                f"synthetic gloss of {wnid}",
+                float(children.size),
+                children,
+                float(depth + 1),
+                0.0,
+            )
+        )
     synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in SYNSET_FIELDS])
     for i, row in enumerate(rows):
         synsets[i, 0] = row
@@ -240,7 +272,9 @@ def write_imagenet_devkit_tar(out_dir: str | Path, file_labels: Mapping[str, int
     for name, label in file_labels.items():
         match = _VAL_NAME.match(name)
         if match is None or not 1 <= int(match[1]) <= N_VAL_IMAGES:
-            raise ValueError(f"{name!r} is not an ImageNet val file name ILSVRC2012_val_XXXXXXXX.JPEG (1..{N_VAL_IMAGES})")
+            raise ValueError(
+                f"{name!r} is not an ImageNet val file name ILSVRC2012_val_XXXXXXXX.JPEG (1..{N_VAL_IMAGES})"
+            )
         ids[int(match[1]) - 1] = id_of_class[int(label)]
     blacklisted = sorted(rng.choice(N_VAL_IMAGES, size=20, replace=False) + 1)
     top = META_MAT.split("/", 1)[0]
@@ -254,9 +288,16 @@ def write_imagenet_devkit_tar(out_dir: str | Path, file_labels: Mapping[str, int
     return _write_tar(Path(out_dir) / DEVKIT_ARCHIVE, members, gz=True)
 
 
-def write_imagenet_c_tar(out_dir: str | Path, group: str, classes: Sequence[int], images_per_class: int,
-                         render: Renderer, seed: int = 0, corruptions: Sequence[str] | None = None,
-                         severities: Sequence[int] = (1, 2, 3, 4, 5)) -> Path:
+def write_imagenet_c_tar(
+    out_dir: str | Path,
+    group: str,
+    classes: Sequence[int],
+    images_per_class: int,
+    render: Renderer,
+    seed: int = 0,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = (1, 2, 3, 4, 5),
+) -> Path:
     """``{group}.tar`` (``noise``, ``blur``, ``weather``, ``digital``, ``extra``):
     ``<corruption>/<severity>/<wnid>/<id>.JPEG`` for the group's corruptions (or ``corruptions``)."""
     rng = np.random.default_rng(seed)
@@ -265,7 +306,9 @@ def write_imagenet_c_tar(out_dir: str | Path, group: str, classes: Sequence[int]
         if corruption not in IMAGENET_C_GROUPS[group]:
             raise ValueError(f"{corruption!r} is not in ImageNet-C's {group}.tar: {IMAGENET_C_GROUPS[group]}")
         for severity in severities:
-            members += _wnid_members(f"{corruption}/{severity}/", classes, images_per_class, render, rng, ".JPEG", "JPEG")
+            members += _wnid_members(
+                f"{corruption}/{severity}/", classes, images_per_class, render, rng, ".JPEG", "JPEG"
+            )
     return _write_tar(Path(out_dir) / f"{group}.tar", members, gz=False)
 
 
@@ -276,8 +319,9 @@ def write_mos_ood_tar(out_dir: str | Path, name: str, n_images: int, render: Ren
     return _write_tar(Path(out_dir) / MOS_SETS[name], members, gz=True)
 
 
-def write_dtd_tar(out_dir: str | Path, textures: Sequence[str], images_per_class: int, render: Renderer,
-                  seed: int = 0) -> Path:
+def write_dtd_tar(
+    out_dir: str | Path, textures: Sequence[str], images_per_class: int, render: Renderer, seed: int = 0
+) -> Path:
     """``dtd-r1.0.1.tar.gz``: ``dtd/images/<texture>/<texture>_<k>.jpg`` plus ``dtd/labels/`` split files
     and ``dtd/imdb/`` (not images), label -1."""
     rng = np.random.default_rng(seed)
@@ -294,9 +338,15 @@ def write_dtd_tar(out_dir: str | Path, textures: Sequence[str], images_per_class
     return _write_tar(Path(out_dir) / "dtd-r1.0.1.tar.gz", members, gz=True)
 
 
-def write_objectnet_zip(out_dir: str | Path, classes: Mapping[str, Sequence[int]], images_per_class: int,
-                        render: Renderer, seed: int = 0, unmapped_folders: Sequence[str] = ("squeegee",),
-                        border_color: tuple[int, int, int] = (255, 0, 0)) -> Path:
+def write_objectnet_zip(
+    out_dir: str | Path,
+    classes: Mapping[str, Sequence[int]],
+    images_per_class: int,
+    render: Renderer,
+    seed: int = 0,
+    unmapped_folders: Sequence[str] = ("squeegee",),
+    border_color: tuple[int, int, int] = (255, 0, 0),
+) -> Path:
     """``objectnet-1.0.zip``: ``objectnet-1.0/images/<folder>/<id>.png`` with a 1-pixel border, and the
     four files of ``objectnet-1.0/mappings/`` in their real formats.
 
@@ -317,9 +367,15 @@ def write_objectnet_zip(out_dir: str | Path, classes: Mapping[str, Sequence[int]
         },
         "pytorch_to_imagenet_2012_id.json": {str(int(c)): int(line) for line, c in enumerate(order_2012)},
     }
-    members: list[Member] = [(f"objectnet-1.0/mappings/{name}", json.dumps(data, indent=2).encode()) for name, data in mappings.items()]
-    members.append(("objectnet-1.0/mappings/imagenet_to_label_2012_v2",
-                    "".join(descriptions[c] + "\n" for c in order_2012).encode()))
+    members: list[Member] = [
+        (f"objectnet-1.0/mappings/{name}", json.dumps(data, indent=2).encode()) for name, data in mappings.items()
+    ]
+    members.append(
+        (
+            "objectnet-1.0/mappings/imagenet_to_label_2012_v2",
+            "".join(descriptions[c] + "\n" for c in order_2012).encode(),
+        )
+    )
     for folder in [*classes, *unmapped_folders]:
         label = min(classes[folder]) if folder in classes else -1
         for _ in range(images_per_class):
@@ -352,8 +408,9 @@ def archive_entry(path: str | Path, url: str | None = None, **fields: Any) -> di
     }
 
 
-def write_dataset_registry(path: str | Path, archives: Mapping[str, Mapping[str, Any]],
-                           datasets: Mapping[str, Mapping[str, Any]]) -> Path:
+def write_dataset_registry(
+    path: str | Path, archives: Mapping[str, Mapping[str, Any]], datasets: Mapping[str, Mapping[str, Any]]
+) -> Path:
     """Write a registry in the format of ``config/datasets.yaml`` (see
     :mod:`clip_robustness.datasets.registry`): ``archives`` name -> entry (e.g. from
     :func:`archive_entry`), ``datasets`` id -> entry. It is parsed back before returning, so a bad
@@ -362,8 +419,16 @@ def write_dataset_registry(path: str | Path, archives: Mapping[str, Mapping[str,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"version": 1, "archives": {k: dict(v) for k, v in archives.items()},
-                                    "datasets": {k: dict(v) for k, v in datasets.items()}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "archives": {k: dict(v) for k, v in archives.items()},
+                "datasets": {k: dict(v) for k, v in datasets.items()},
+            },
+            sort_keys=False,
+        )
+    )
     load_dataset_registry(path)
     return path
 
@@ -372,7 +437,9 @@ def write_dataset_registry(path: str | Path, archives: Mapping[str, Mapping[str,
 REAL_REGISTRY = Path(__file__).resolve().parents[3] / "config" / "datasets.yaml"
 
 
-def registry_datasets(*ids: str, registry_path: str | Path | None = None, with_devkit: bool = False) -> dict[str, dict[str, Any]]:
+def registry_datasets(
+    *ids: str, registry_path: str | Path | None = None, with_devkit: bool = False
+) -> dict[str, dict[str, Any]]:
     """The ``datasets`` entries of ``ids`` copied from the real registry (default: the repository's
     ``config/datasets.yaml``) -- layout, subdir, label space -- for a generated registry whose archives
     mimic the real ones. Unless ``with_devkit``, ImageNet val's devkit label source (``labels_from``,

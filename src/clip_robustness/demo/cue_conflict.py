@@ -38,15 +38,19 @@ def demo_category_mapping(classes: Sequence[int]) -> CategoryMapping:
 
 def write_category_mapping(mapping: CategoryMapping, path: Path) -> Path:
     """The mapping as TSV (the format :func:`clip_robustness.datasets.cue_conflict.parse_category_mapping` reads)."""
-    lines = ["# Demo category mapping written by clip_robustness.demo.cue_conflict: category -> demo class's ImageNet index",
-             "category\timagenet_indices"]
+    lines = [
+        "# Demo category mapping written by clip_robustness.demo.cue_conflict: category -> demo class's ImageNet index",
+        "category\timagenet_indices",
+    ]
     lines += [f"{c}\t{','.join(map(str, i))}" for c, i in zip(mapping.categories, mapping.indices)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
-def render_cue_conflict(shape_k: int, texture_k: int, n_classes: int, rng: np.random.Generator, size: int) -> Image.Image:
+def render_cue_conflict(
+    shape_k: int, texture_k: int, n_classes: int, rng: np.random.Generator, size: int
+) -> Image.Image:
     """Stripes with the geometry of demo class ``shape_k`` in the colour and grain of demo class ``texture_k`` (the
     class styles of :func:`clip_robustness.demo.generate.render_image`: hue k/n, angle pi*((3k) mod n)/n, 2 + k mod 3
     cycles per image)."""
@@ -76,7 +80,9 @@ def write_cue_conflict_tar(out_dir: Path, mapping: CategoryMapping, images_per_p
             for m in range(images_per_pair):
                 number += 1
                 image = render_cue_conflict(s, t, n, rng, size)
-                members.append((f"{CUE_CONFLICT_FOLDER}/{shape}/{shape}{number}-{texture}{m + 1}.png", _encode(image, "PNG")))
+                members.append(
+                    (f"{CUE_CONFLICT_FOLDER}/{shape}/{shape}{number}-{texture}{m + 1}.png", _encode(image, "PNG"))
+                )
     return _write_tar(Path(out_dir) / CUE_CONFLICT_ARCHIVE, members, gz=True)
 
 

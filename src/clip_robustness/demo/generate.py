@@ -152,8 +152,18 @@ def train_timm_classifier(architecture: str, classes: Sequence[int], steps: int,
     torch.manual_seed(seed)
     model = timm.create_model(architecture, pretrained=False, num_classes=1000)
     transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
-    _train_on_clean_images(architecture, model, model, transform, list(model.parameters()), classes, steps, seed,
-                           lr=2e-3, weight_decay=0.01)
+    _train_on_clean_images(
+        architecture,
+        model,
+        model,
+        transform,
+        list(model.parameters()),
+        classes,
+        steps,
+        seed,
+        lr=2e-3,
+        weight_decay=0.01,
+    )
     return model.state_dict()
 
 
@@ -186,7 +196,9 @@ def train_open_clip_image_tower(architecture: str, classes: Sequence[int], steps
     def logits_of(images):
         return zero_shot_logits(model.encode_image(images), head, model.logit_scale.exp())
 
-    _train_on_clean_images(architecture, model, logits_of, preprocess, params, classes, steps, seed, lr=1e-2, weight_decay=0.0)
+    _train_on_clean_images(
+        architecture, model, logits_of, preprocess, params, classes, steps, seed, lr=1e-2, weight_decay=0.0
+    )
     return model.state_dict()
 
 
@@ -199,8 +211,18 @@ def train_python_model(architecture: str, classes: Sequence[int], steps: int, se
 
     torch.manual_seed(seed)
     model, transform = resolve_factory(architecture)()
-    _train_on_clean_images(architecture, model, model, transform, list(model.parameters()), classes, steps, seed,
-                           lr=3e-3, weight_decay=0.01)
+    _train_on_clean_images(
+        architecture,
+        model,
+        model,
+        transform,
+        list(model.parameters()),
+        classes,
+        steps,
+        seed,
+        lr=3e-3,
+        weight_decay=0.01,
+    )
     return model.state_dict()
 
 
@@ -238,15 +260,27 @@ def write_demo_archives(out: Path, classes: Sequence[int], seed: int) -> Path:
         ),
         # The official devkit's labels, cross-checked by the manifest step against imagenet-x's.
         synthetic.write_imagenet_devkit_tar(archive_dir, {name: val_labels[name] for name in val_files}, seed=seed),
-        synthetic.write_imagenet_v2_tar(archive_dir, "threshold0.7", classes, 10, renderer("v2", classes), seed=seed + 2),
+        synthetic.write_imagenet_v2_tar(
+            archive_dir, "threshold0.7", classes, 10, renderer("v2", classes), seed=seed + 2
+        ),
         synthetic.write_imagenet_sketch_zip(archive_dir, classes, 10, renderer("sketch", classes), seed=seed + 3),
-        synthetic.write_hendrycks_tar(archive_dir, "imagenet-r", classes, 10, renderer("rendition", classes), seed=seed + 4),
-        synthetic.write_hendrycks_tar(archive_dir, "imagenet-a", classes, 10, renderer("adversarial", classes), seed=seed + 5),
+        synthetic.write_hendrycks_tar(
+            archive_dir, "imagenet-r", classes, 10, renderer("rendition", classes), seed=seed + 4
+        ),
+        synthetic.write_hendrycks_tar(
+            archive_dir, "imagenet-a", classes, 10, renderer("adversarial", classes), seed=seed + 5
+        ),
         synthetic.write_dtd_tar(archive_dir, DEMO_TEXTURES, 12, renderer("ood_texture", classes), seed=seed + 6),
         synthetic.write_mos_ood_tar(archive_dir, "iNaturalist", 60, renderer("ood_scene", classes), seed=seed + 7),
     ]
     datasets = synthetic.registry_datasets(
-        "imagenet_val", "imagenet_v2_threshold07", "imagenet_sketch", "imagenet_r", "imagenet_a", "textures", "inaturalist",
+        "imagenet_val",
+        "imagenet_v2_threshold07",
+        "imagenet_sketch",
+        "imagenet_r",
+        "imagenet_a",
+        "textures",
+        "inaturalist",
         with_devkit=True,
     )
     for entry in datasets.values():
@@ -301,4 +335,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     generate_demo(args.out, seed=args.seed)
-

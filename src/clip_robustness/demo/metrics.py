@@ -19,21 +19,57 @@ from clip_robustness.names import imagenet_c_dataset_ids
 
 #: The study's group sizes (docs/methods.md, "The study"): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
 STUDY_GROUP_COUNTS: dict[str, int] = {"clip_zeroshot": 51, "clip_ft": 32, "standard": 87, "more_data": 40}
-CLIP_SOURCES: tuple[str, ...] = ("WIT-400M", "YFCC-15M", "CC12M", "LAION-400M", "LAION-2B", "LAION-Aesthetic", "DataComp", "Merged-2B")
+CLIP_SOURCES: tuple[str, ...] = (
+    "WIT-400M",
+    "YFCC-15M",
+    "CC12M",
+    "LAION-400M",
+    "LAION-2B",
+    "LAION-Aesthetic",
+    "DataComp",
+    "Merged-2B",
+)
 TEST_CONDITIONS: tuple[str, ...] = (
-    "imagenet_v2_threshold07", "imagenet_v2_matched_frequency", "imagenet_v2_top_images",
-    "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet",
+    "imagenet_v2_threshold07",
+    "imagenet_v2_matched_frequency",
+    "imagenet_v2_top_images",
+    "imagenet_sketch",
+    "imagenet_r",
+    "imagenet_a",
+    "objectnet",
 )
 CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 CLIP_ARCHITECTURES: tuple[str, ...] = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50")
 TIMM_ARCHITECTURES: tuple[str, ...] = ("resnet50", "vit_base_patch16_224", "convnext_tiny")
 OOD_SETS: tuple[str, ...] = ("inaturalist", "sun", "places", "textures", "imagenet_o")
 REGISTRY_COLUMNS: tuple[str, ...] = (
-    "model_id", "library", "architecture", "pretrained", "group", "training_source", "training_size",
-    "finetune_route", "architecture_family", "resolution", "weights_file",
+    "model_id",
+    "library",
+    "architecture",
+    "pretrained",
+    "group",
+    "training_source",
+    "training_size",
+    "finetune_route",
+    "architecture_family",
+    "resolution",
+    "weights_file",
 )
 
 
@@ -49,20 +85,30 @@ def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -
     for group, n in counts.items():
         for i in range(n):
             clip = group.startswith("clip")
-            source = CLIP_SOURCES[i % len(CLIP_SOURCES)] if clip else ("ImageNet-1k" if group == "standard" else "ImageNet-21k")
-            rows.append({
-                "model_id": f"{group}_{i:03d}",
-                "library": OpenClipAdapter.name if group == "clip_zeroshot" else TimmAdapter.name,
-                "architecture": str(rng.choice(CLIP_ARCHITECTURES if clip else TIMM_ARCHITECTURES)),
-                "pretrained": f"tag{i}",
-                "group": group,
-                "training_source": source,
-                "training_size": int(rng.choice([15_000_000, 400_000_000, 2_000_000_000])) if clip else 1_281_167,
-                "finetune_route": {"clip_zeroshot": "none", "clip_ft": "in12k->in1k" if i % 2 else "in1k", "standard": "none"}.get(group, "in1k"),
-                "architecture_family": "ViT" if i % 2 else "ResNet",
-                "resolution": int(rng.choice([224, 336, 384])),
-                "weights_file": "",
-            })
+            source = (
+                CLIP_SOURCES[i % len(CLIP_SOURCES)]
+                if clip
+                else ("ImageNet-1k" if group == "standard" else "ImageNet-21k")
+            )
+            rows.append(
+                {
+                    "model_id": f"{group}_{i:03d}",
+                    "library": OpenClipAdapter.name if group == "clip_zeroshot" else TimmAdapter.name,
+                    "architecture": str(rng.choice(CLIP_ARCHITECTURES if clip else TIMM_ARCHITECTURES)),
+                    "pretrained": f"tag{i}",
+                    "group": group,
+                    "training_source": source,
+                    "training_size": int(rng.choice([15_000_000, 400_000_000, 2_000_000_000])) if clip else 1_281_167,
+                    "finetune_route": {
+                        "clip_zeroshot": "none",
+                        "clip_ft": "in12k->in1k" if i % 2 else "in1k",
+                        "standard": "none",
+                    }.get(group, "in1k"),
+                    "architecture_family": "ViT" if i % 2 else "ResNet",
+                    "resolution": int(rng.choice([224, 336, 384])),
+                    "weights_file": "",
+                }
+            )
     return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
 
 
@@ -111,7 +157,14 @@ def synthetic_metrics(
                 auroc = float(np.clip(0.5 + 0.45 * acc + rng.normal(0, 0.03), 0.5, 0.999))
                 records += [
                     (model, dataset, "auroc", auroc, None, score),
-                    (model, dataset, "fpr95", float(np.clip(1.6 - 1.4 * auroc + rng.normal(0, 0.03), 0.01, 1.0)), None, score),
+                    (
+                        model,
+                        dataset,
+                        "fpr95",
+                        float(np.clip(1.6 - 1.4 * auroc + rng.normal(0, 0.03), 0.01, 1.0)),
+                        None,
+                        score,
+                    ),
                 ]
         acc_x = float(np.clip(acc + 0.03, 0.01, 0.99))
         records.append((model, IMAGENET_X, "top1", acc_x, None, None))

@@ -51,10 +51,12 @@ def tiny_convnet() -> tuple[nn.Module, Callable]:
     crop 32 px; ToTensor; ImageNet Normalize)."""
     from torchvision import transforms
 
-    transform = transforms.Compose([
-        transforms.Resize(RESIZE_SIZE, interpolation=transforms.InterpolationMode.BILINEAR),
-        transforms.CenterCrop(INPUT_SIZE),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(RESIZE_SIZE, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(INPUT_SIZE),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     return TinyConvNet(), transform

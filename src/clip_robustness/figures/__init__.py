@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FigureSpec:
     """One figure of the study, as the workflow sees it: ``results/figures/{name}.png|pdf``, shown in the report
@@ -65,7 +66,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("factor_robustness", CATEGORY_FACTOR, ("reference_group",), y_metric="factor_accuracy"),
     FigureSpec("factor_effective_robustness", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
     FigureSpec("factor_robustness_by_source", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
-    FigureSpec("factor_robustness_by_finetuning", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"),
+    FigureSpec(
+        "factor_robustness_by_finetuning", CATEGORY_FACTOR, ("reference_group",), y_metric="effective_robustness"
+    ),
     FigureSpec("ood_detection", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "msp"}, y_metric="auroc"),
     FigureSpec("ood_detection_mcm", CATEGORY_OOD, ("ood_sets", "id_dataset"), {"score": "mcm"}, y_metric="auroc"),
     FigureSpec("calibration", CATEGORY_CALIBRATION, ("id_test",), y_metric="ece"),
@@ -76,7 +79,11 @@ FIGURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FIGURES)
 
 #: Stems of the tables under results/tables/ (see clip_robustness.figures.tables and clip_robustness.metrics.findings).
 TABLE_FILES: tuple[str, ...] = (
-    "model_registry.csv", "model_registry.tex", "model_summary.csv", "ood_correlations.csv", "findings.csv",
+    "model_registry.csv",
+    "model_registry.tex",
+    "model_summary.csv",
+    "ood_correlations.csv",
+    "findings.csv",
 )
 
 
@@ -89,7 +96,10 @@ def figure_spec(name: str) -> FigureSpec:
 
 
 def study_options(
-    in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str], reference_group: str = REFERENCE_GROUP,
+    in_distribution: str,
+    test_conditions: Sequence[str],
+    ood_sets: Sequence[str],
+    reference_group: str = REFERENCE_GROUP,
 ) -> dict[str, object]:
     """Every study-dependent figure option, by name (a :class:`FigureSpec` picks its ``study_options``).
 
@@ -104,7 +114,10 @@ def study_options(
 
 
 def figure_options(
-    name: str, in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str],
+    name: str,
+    in_distribution: str,
+    test_conditions: Sequence[str],
+    ood_sets: Sequence[str],
     reference_group: str = REFERENCE_GROUP,
 ) -> dict[str, object]:
     """Keyword options of figure ``name``'s function for a study (its study options, then its fixed ones)."""
@@ -171,8 +184,17 @@ def render_figure(
     with paper_context():
         fig = draw(metrics, registry, style, **options)
         save(fig, png, pdf)
-    log.info("figure %s: %d models, %d metric rows, logit_scaled=%s, options=%s -> %s, %s (%.1f s)",
-             name, metrics["model"].nunique(), len(metrics), logit_scaled, options, png, pdf, time.perf_counter() - start)
+    log.info(
+        "figure %s: %d models, %d metric rows, logit_scaled=%s, options=%s -> %s, %s (%.1f s)",
+        name,
+        metrics["model"].nunique(),
+        len(metrics),
+        logit_scaled,
+        options,
+        png,
+        pdf,
+        time.perf_counter() - start,
+    )
 
 
 def __getattr__(attribute: str):
@@ -184,4 +206,13 @@ def __getattr__(attribute: str):
     raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
 
 
-__all__ = ["FIGURES", "FIGURE_NAMES", "TABLE_FILES", "FigureSpec", "figure_function", "figure_options", "figure_spec", "render_figure"]
+__all__ = [
+    "FIGURES",
+    "FIGURE_NAMES",
+    "TABLE_FILES",
+    "FigureSpec",
+    "figure_function",
+    "figure_options",
+    "figure_spec",
+    "render_figure",
+]

@@ -70,7 +70,9 @@ def plot_calibration(
                 ax.set_xlabel("Accuracy")
     _legend(fig, plotted, style)
     in_distribution = style.dataset_title(id_test.removesuffix(ID_TEST_SUFFIX))
-    fig.suptitle(f"Calibration before and after temperature scaling (T fitted on the {in_distribution} calibration half)")
+    fig.suptitle(
+        f"Calibration before and after temperature scaling (T fitted on the {in_distribution} calibration half)"
+    )
     return fig
 
 
@@ -90,7 +92,9 @@ def condition_values(metrics: pd.DataFrame, metric: str, condition: str) -> pd.S
     return rows.groupby("model")["value"].mean().astype(float)
 
 
-def shift_conditions(metrics: pd.DataFrame, test_conditions: Sequence[str] | None = None, *, id_test: str = ID_TEST_HALF) -> list[str]:
+def shift_conditions(
+    metrics: pd.DataFrame, test_conditions: Sequence[str] | None = None, *, id_test: str = ID_TEST_HALF
+) -> list[str]:
     """Panels of the calibration-under-shift figure: the ID test half ``id_test``, then each test condition.
 
     ``test_conditions``: dataset ids (config ``datasets.test_conditions`` plus the ImageNet-C ids);
@@ -102,7 +106,9 @@ def shift_conditions(metrics: pd.DataFrame, test_conditions: Sequence[str] | Non
         present = metrics.loc[metrics["metric"] == "ece_ts", "dataset"].dropna().unique()
         test_conditions = sorted(d for d in present if d not in (IMAGENET_VAL, id_test, IMAGENET_C_DATASET))
     plain = [d for d in test_conditions if not IMAGENET_C_PATTERN.match(d) and d not in (id_test, IMAGENET_C_DATASET)]
-    severities = sorted({IMAGENET_C_PATTERN.match(d).group("severity") for d in test_conditions if IMAGENET_C_PATTERN.match(d)})
+    severities = sorted(
+        {IMAGENET_C_PATTERN.match(d).group("severity") for d in test_conditions if IMAGENET_C_PATTERN.match(d)}
+    )
     imagenet_c = [IMAGENET_C_DATASET] if severities else []
     return [id_test, *plain, *imagenet_c, *(imagenet_c_severity(s) for s in severities)]
 
@@ -112,7 +118,11 @@ def condition_title(condition: str, style: Style) -> str:
     match = IMAGENET_C_SEVERITY_PATTERN.fullmatch(condition)
     if condition == IMAGENET_C_DATASET:
         return f"{style.dataset_title(IMAGENET_C_DATASET)} (mean, all)"
-    return f"{style.dataset_title(IMAGENET_C_DATASET)} s{match.group(1)} (mean)" if match else style.dataset_title(condition)
+    return (
+        f"{style.dataset_title(IMAGENET_C_DATASET)} s{match.group(1)} (mean)"
+        if match
+        else style.dataset_title(condition)
+    )
 
 
 def plot_calibration_shift(
@@ -142,8 +152,17 @@ def plot_calibration_shift(
                 ax.remove()
                 continue
             condition = conditions[i]
-            pts = points(registry, condition_values(metrics, "top1", condition), condition_values(metrics, metric, condition))
-            _panel(ax, pts, style, title=condition_title(condition, style), note=f"no {metric}/top1 rows", group_trends=True)
+            pts = points(
+                registry, condition_values(metrics, "top1", condition), condition_values(metrics, metric, condition)
+            )
+            _panel(
+                ax,
+                pts,
+                style,
+                title=condition_title(condition, style),
+                note=f"no {metric}/top1 rows",
+                group_trends=True,
+            )
             plotted.append(pts)
             if i % ncols == 0:
                 ax.set_ylabel(ROW_LABELS[metric])
@@ -160,11 +179,22 @@ def _panel(ax, pts: pd.DataFrame, style: Style, *, title: str, note: str, group_
     scatter_models(ax, pts, style, size=16, alpha=0.8)
     if group_trends:
         for group, members in paper_points(pts).groupby("group", sort=True):
-            linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=style.color(group), logit_x=style.logit_scaled)
+            linear_trend(
+                ax,
+                members["x"].to_numpy(),
+                members["y"].to_numpy(),
+                color=style.color(group),
+                logit_x=style.logit_scaled,
+            )
     accuracy_axis(ax, style, axis="x")
     ax.set_title(title)
 
 
 def _legend(fig: Figure, plotted: list[pd.DataFrame], style: Style) -> None:
     frames = [p for p in plotted if not p.empty]
-    figure_legend(fig, group_and_source_handles(pd.concat(frames) if frames else pd.DataFrame(columns=["group", "training_source"]), style))
+    figure_legend(
+        fig,
+        group_and_source_handles(
+            pd.concat(frames) if frames else pd.DataFrame(columns=["group", "training_source"]), style
+        ),
+    )

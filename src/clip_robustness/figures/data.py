@@ -35,7 +35,9 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     """The tidy metrics table at ``path`` (``.parquet`` or ``.csv``), checked by :func:`check_metrics`."""
     path = Path(path)
     if not path.exists():
-        raise FigureInputError(f"metrics table {path} does not exist: run the metric rules first (snakemake {METRICS_TABLE})")
+        raise FigureInputError(
+            f"metrics table {path} does not exist: run the metric rules first (snakemake {METRICS_TABLE})"
+        )
     table = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     return check_metrics(table, source=str(path))
 
@@ -166,5 +168,3 @@ def imagenet_x_accuracy(metrics: pd.DataFrame) -> pd.Series:
     both = both.assign(acc_all=1.0 - (1.0 - both["value_acc"]) / both["value_ratio"])
     derived = both.groupby("model")["acc_all"].median().astype(float)
     return pd.concat([direct, derived[~derived.index.isin(direct.index)]]).rename("value")
-
-

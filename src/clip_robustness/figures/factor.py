@@ -91,7 +91,9 @@ def _factor_figure(
         ax.set_xlabel("ImageNet-X accuracy")
     for ax in axes[::5]:
         ax.set_ylabel(Y_LABELS.get(y_metric, y_metric))
-    handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
+    handles = group_and_source_handles(
+        pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style
+    )
     if trend_drawn:
         whose = f"{reference_group.replace('_', ' ').capitalize()} models' trend"
         label = f"{whose} (logit fit)" if y_metric == "factor_accuracy" else f"{whose} (= 0)"
@@ -102,34 +104,77 @@ def _factor_figure(
 
 
 def plot_factor_robustness(
-    metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, reference_group: str = REFERENCE_GROUP,
+    metrics: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    reference_group: str = REFERENCE_GROUP,
 ) -> Figure:
     """Factor accuracy vs ImageNet-X accuracy, one panel per factor, every model; dashed: the reference group's trend."""
-    return _factor_figure(metrics, registry, style, y_metric="factor_accuracy", groups=None,
-                          suptitle="ImageNet-X: accuracy on each factor vs overall accuracy", reference_group=reference_group)
+    return _factor_figure(
+        metrics,
+        registry,
+        style,
+        y_metric="factor_accuracy",
+        groups=None,
+        suptitle="ImageNet-X: accuracy on each factor vs overall accuracy",
+        reference_group=reference_group,
+    )
 
 
 def plot_factor_effective_robustness(
-    metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, reference_group: str = REFERENCE_GROUP,
+    metrics: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    reference_group: str = REFERENCE_GROUP,
 ) -> Figure:
     """Effective robustness per factor vs ImageNet-X accuracy, one panel per factor, every model."""
-    return _factor_figure(metrics, registry, style, y_metric="effective_robustness", groups=None,
-                          suptitle="ImageNet-X: effective robustness on each factor", reference_group=reference_group)
+    return _factor_figure(
+        metrics,
+        registry,
+        style,
+        y_metric="effective_robustness",
+        groups=None,
+        suptitle="ImageNet-X: effective robustness on each factor",
+        reference_group=reference_group,
+    )
 
 
 def plot_factor_robustness_by_source(
-    metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, reference_group: str = REFERENCE_GROUP,
+    metrics: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    reference_group: str = REFERENCE_GROUP,
 ) -> Figure:
     """Effective robustness per factor of the zero-shot CLIP models only; marker = training source."""
-    return _factor_figure(metrics, registry, style, y_metric="effective_robustness", groups={ZERO_SHOT_GROUP},
-                          suptitle="ImageNet-X: zero-shot CLIP by training source", reference_group=reference_group)
+    return _factor_figure(
+        metrics,
+        registry,
+        style,
+        y_metric="effective_robustness",
+        groups={ZERO_SHOT_GROUP},
+        suptitle="ImageNet-X: zero-shot CLIP by training source",
+        reference_group=reference_group,
+    )
 
 
 def plot_factor_robustness_by_finetuning(
-    metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, reference_group: str = REFERENCE_GROUP,
+    metrics: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    reference_group: str = REFERENCE_GROUP,
 ) -> Figure:
     """Effective robustness per factor of zero-shot CLIP vs CLIP fine-tuned on ImageNet (CLIP-FT), CLIP-FT split by
     fine-tuning route (colour) and pretraining source (marker)."""
-    return _factor_figure(metrics, registry, style, y_metric="effective_robustness", groups={ZERO_SHOT_GROUP, FINE_TUNED_GROUP},
-                          suptitle="ImageNet-X: zero-shot CLIP vs CLIP-FT (colour: fine-tuning route; marker: pretraining source)",
-                          reference_group=reference_group)
+    return _factor_figure(
+        metrics,
+        registry,
+        style,
+        y_metric="effective_robustness",
+        groups={ZERO_SHOT_GROUP, FINE_TUNED_GROUP},
+        suptitle="ImageNet-X: zero-shot CLIP vs CLIP-FT (colour: fine-tuning route; marker: pretraining source)",
+        reference_group=reference_group,
+    )

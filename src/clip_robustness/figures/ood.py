@@ -47,7 +47,11 @@ def trend_sets(pts: pd.DataFrame) -> pd.Series:
     for CLIP-FT (split by pretraining source and fine-tuning route), the group's legend name otherwise."""
     routes = pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series("", index=pts.index)
     names = [
-        f"CLIP: {s}" if g == ZERO_SHOT_GROUP else f"{group_label(g)}: {s} / {r}" if g == FINE_TUNED_GROUP else group_label(g)
+        f"CLIP: {s}"
+        if g == ZERO_SHOT_GROUP
+        else f"{group_label(g)}: {s} / {r}"
+        if g == FINE_TUNED_GROUP
+        else group_label(g)
         for g, s, r in zip(pts["group"], pts["training_source"], routes)
     ]
     return pd.Series(names, index=pts.index)
@@ -114,7 +118,9 @@ def plot_ood_detection(
                 ax.set_ylabel(label)
             if row == 1:
                 ax.set_xlabel(f"{style.dataset_title(id_dataset)} accuracy")
-    handles = group_and_source_handles(pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style)
+    handles = group_and_source_handles(
+        pd.concat(plotted) if plotted else pd.DataFrame(columns=["group", "training_source"]), style
+    )
     figure_legend(fig, handles)
     fig.suptitle(f"OOD detection ({SCORE_TITLES.get(score, score)}) vs {style.dataset_title(id_dataset)} accuracy")
     return fig
@@ -129,12 +135,30 @@ def _trend_lines(ax, pts: pd.DataFrame, style: Style) -> None:
         members = pts[sets == name]
         group = members["group"].iloc[0]
         linestyle = next(styles_per_group.setdefault(group, cycle(LINESTYLES)))
-        color = style.point_color(group, members["finetune_route"].iloc[0] if "finetune_route" in members.columns else None)
-        r = linear_trend(ax, members["x"].to_numpy(), members["y"].to_numpy(), color=color, linestyle=linestyle, logit_x=style.logit_scaled)
+        color = style.point_color(
+            group, members["finetune_route"].iloc[0] if "finetune_route" in members.columns else None
+        )
+        r = linear_trend(
+            ax,
+            members["x"].to_numpy(),
+            members["y"].to_numpy(),
+            color=color,
+            linestyle=linestyle,
+            logit_x=style.logit_scaled,
+        )
         if len(members) < 2:
             continue
         marker = style.marker(group, members["training_source"].iloc[0])
         text = f"{name}: r={r:.2f}" if r is not None else f"{name} (n={len(members)})"
         handles.append(Line2D([], [], color=color, linestyle=linestyle, marker=marker, markersize=3, label=text))
     if handles:
-        ax.legend(handles=handles, fontsize=4.2, loc="best", frameon=True, framealpha=0.7, handlelength=2.2, borderpad=0.3, labelspacing=0.2)
+        ax.legend(
+            handles=handles,
+            fontsize=4.2,
+            loc="best",
+            frameon=True,
+            framealpha=0.7,
+            handlelength=2.2,
+            borderpad=0.3,
+            labelspacing=0.2,
+        )

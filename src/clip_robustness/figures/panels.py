@@ -48,7 +48,9 @@ def expit(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
-def new_figure(n_panels: int, *, ncols: int, panel_size: tuple[float, float] = (1.45, 1.35), sharey: bool | str = False) -> tuple[Figure, np.ndarray]:
+def new_figure(
+    n_panels: int, *, ncols: int, panel_size: tuple[float, float] = (1.45, 1.35), sharey: bool | str = False
+) -> tuple[Figure, np.ndarray]:
     """A figure with ``n_panels`` axes on a grid of ``ncols`` columns (extra grid cells removed).
 
     Returns the figure and a flat array of its ``n_panels`` axes. No pyplot state is touched.
@@ -101,13 +103,30 @@ def scatter_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: float = 1
     study = study_of(pts)
     background = pts[study == CATALOGUE_STUDY]
     if not background.empty:
-        ax.scatter(background["x"], background["y"], s=size / 3, marker=DEFAULT_MARKER, color=CATALOGUE_COLOR,
-                   alpha=0.6, linewidths=0, zorder=CATALOGUE_ZORDER)
+        ax.scatter(
+            background["x"],
+            background["y"],
+            s=size / 3,
+            marker=DEFAULT_MARKER,
+            color=CATALOGUE_COLOR,
+            alpha=0.6,
+            linewidths=0,
+            zorder=CATALOGUE_ZORDER,
+        )
     _scatter_paper_models(ax, pts[study == PAPER_STUDY], style, size=size, alpha=alpha)
     own = pts[study == OWN_STUDY]
     if not own.empty:
-        ax.scatter(own["x"], own["y"], s=size * OWN_SIZE_FACTOR, marker=OWN_MARKER, facecolors="none",
-                   edgecolors=OWN_COLOR, linewidths=1.2, zorder=OWN_ZORDER, clip_on=False)
+        ax.scatter(
+            own["x"],
+            own["y"],
+            s=size * OWN_SIZE_FACTOR,
+            marker=OWN_MARKER,
+            facecolors="none",
+            edgecolors=OWN_COLOR,
+            linewidths=1.2,
+            zorder=OWN_ZORDER,
+            clip_on=False,
+        )
         _label_own_models(ax, own)
     ax.set_xlabel("")
     ax.set_ylabel("")
@@ -120,10 +139,18 @@ def _label_own_models(ax: Axes, own: pd.DataFrame) -> None:
     for model, x, y in zip(own["model"], own["x"], own["y"]):
         right = x_hi > x_lo and (x - x_lo) / (x_hi - x_lo) > 0.5
         top = y_hi > y_lo and (y - y_lo) / (y_hi - y_lo) > 0.5
-        label = ax.annotate(str(model), (x, y), xytext=(-5 if right else 5, -5 if top else 5), textcoords="offset points",
-                            ha="right" if right else "left", va="top" if top else "bottom", fontsize=4.5, color=OWN_COLOR,
-                            zorder=OWN_ZORDER,
-                            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75})
+        label = ax.annotate(
+            str(model),
+            (x, y),
+            xytext=(-5 if right else 5, -5 if top else 5),
+            textcoords="offset points",
+            ha="right" if right else "left",
+            va="top" if top else "bottom",
+            fontsize=4.5,
+            color=OWN_COLOR,
+            zorder=OWN_ZORDER,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+        )
         label.set_in_layout(False)
 
 
@@ -132,7 +159,9 @@ def _scatter_paper_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: fl
         return
     # Draw in reverse legend order so CLIP models (first in the legend) lie on top of the crowd.
     rank = {g: i for i, g in enumerate(style.groups)}
-    routes = pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series(None, index=pts.index, dtype=object)
+    routes = (
+        pts["finetune_route"] if "finetune_route" in pts.columns else pd.Series(None, index=pts.index, dtype=object)
+    )
     frame = pts.assign(
         _marker=[style.marker(g, s) for g, s in zip(pts["group"], pts["training_source"])],
         _color=[style.point_color(g, r) for g, r in zip(pts["group"], routes)],
@@ -141,8 +170,19 @@ def _scatter_paper_models(ax: Axes, pts: pd.DataFrame, style: Style, *, size: fl
     markers = {m: m for m in frame["_marker"].unique()}
     palette = {c: c for c in frame["_color"].unique()}
     sns.scatterplot(
-        data=frame, x="x", y="y", hue="_color", palette=palette, style="_marker", markers=markers,
-        s=size, alpha=alpha, linewidth=0.3, edgecolor="white", legend=False, ax=ax,
+        data=frame,
+        x="x",
+        y="y",
+        hue="_color",
+        palette=palette,
+        style="_marker",
+        markers=markers,
+        s=size,
+        alpha=alpha,
+        linewidth=0.3,
+        edgecolor="white",
+        legend=False,
+        ax=ax,
     )
 
 
@@ -156,17 +196,23 @@ def logit_trend(x: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     return float(slope), float(intercept)
 
 
-def draw_logit_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str = OTHER_COLOR, label: str | None = None) -> bool:
+def draw_logit_trend(
+    ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str = OTHER_COLOR, label: str | None = None
+) -> bool:
     """Draw the logit-space linear fit of accuracies ``y`` on ``x`` over the range of ``x``; False when too few points."""
     fit = logit_trend(x, y)
     if fit is None:
         return False
     grid = expit(np.linspace(logit(np.min(x)), logit(np.max(x)), 100))
-    ax.plot(grid, expit(fit[0] * logit(grid) + fit[1]), color=color, linestyle="--", linewidth=1.0, label=label, zorder=3)
+    ax.plot(
+        grid, expit(fit[0] * logit(grid) + fit[1]), color=color, linestyle="--", linewidth=1.0, label=label, zorder=3
+    )
     return True
 
 
-def linear_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyle: str = "-", logit_x: bool = False) -> float | None:
+def linear_trend(
+    ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyle: str = "-", logit_x: bool = False
+) -> float | None:
     """Draw the least-squares line of ``y`` on ``x`` (on logit(x) when ``logit_x``) and return Pearson's r of x and y.
 
     Nothing is drawn below MIN_POINTS_TREND points or for constant x; r is ``None`` below MIN_POINTS_R points.
@@ -177,7 +223,14 @@ def linear_trend(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, linestyl
         return None
     slope, intercept = np.polyfit(u, y, 1)
     grid = np.linspace(u.min(), u.max(), 50)
-    ax.plot(expit(grid) if logit_x else grid, slope * grid + intercept, color=color, linestyle=linestyle, linewidth=0.9, zorder=3)
+    ax.plot(
+        expit(grid) if logit_x else grid,
+        slope * grid + intercept,
+        color=color,
+        linestyle=linestyle,
+        linewidth=0.9,
+        zorder=3,
+    )
     if len(x) < MIN_POINTS_R or np.ptp(y) == 0:
         return None
     return float(stats.pearsonr(x, y).statistic)
@@ -191,23 +244,53 @@ def group_and_source_handles(pts: pd.DataFrame, style: Style) -> list[Line2D]:
     pts = paper_points(pts)
     handles = []
     present_groups = set(pts["group"])
-    ft_routes = sorted(set(pts.loc[pts["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna().astype(str))) if "finetune_route" in pts.columns else []
+    ft_routes = (
+        sorted(set(pts.loc[pts["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna().astype(str)))
+        if "finetune_route" in pts.columns
+        else []
+    )
     for group in style.groups:
         if group == FINE_TUNED_GROUP and len(ft_routes) > 1:
             for route in ft_routes:
-                handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.point_color(group, route),
-                                      label=f"{group_label(group)} ({route})"))
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        linestyle="",
+                        marker=DEFAULT_MARKER,
+                        color=style.point_color(group, route),
+                        label=f"{group_label(group)} ({route})",
+                    )
+                )
         elif group in present_groups:
-            handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.color(group), label=group_label(group)))
+            handles.append(
+                Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=style.color(group), label=group_label(group))
+            )
     clip_sources = set(pts.loc[pts["group"].isin(CLIP_GROUPS), "training_source"].dropna().astype(str))
     for source, marker in style.source_markers.items():
         if source in clip_sources:
-            handles.append(Line2D([], [], linestyle="", marker=marker, color=style.color(ZERO_SHOT_GROUP), label=f"CLIP: {source}"))
+            handles.append(
+                Line2D([], [], linestyle="", marker=marker, color=style.color(ZERO_SHOT_GROUP), label=f"CLIP: {source}")
+            )
     if OWN_STUDY in studies:
-        handles.append(Line2D([], [], linestyle="", marker=OWN_MARKER, markerfacecolor="none", markeredgecolor=OWN_COLOR,
-                              markersize=6, label=OWN_LABEL))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="",
+                marker=OWN_MARKER,
+                markerfacecolor="none",
+                markeredgecolor=OWN_COLOR,
+                markersize=6,
+                label=OWN_LABEL,
+            )
+        )
     if CATALOGUE_STUDY in studies:
-        handles.append(Line2D([], [], linestyle="", marker=DEFAULT_MARKER, color=CATALOGUE_COLOR, markersize=3, label=CATALOGUE_LABEL))
+        handles.append(
+            Line2D(
+                [], [], linestyle="", marker=DEFAULT_MARKER, color=CATALOGUE_COLOR, markersize=3, label=CATALOGUE_LABEL
+            )
+        )
     return handles
 
 

@@ -35,9 +35,16 @@ PROPERTY_LABELS: dict[str, str] = {
 }
 
 
-def plot_prompt_sets(table: pd.DataFrame, registry: pd.DataFrame, style: Style, *, id_dataset: str,
-                     test_conditions: Sequence[str], ood_sets: Sequence[str],
-                     prompt_sets: Sequence[str] | None = None) -> Figure:
+def plot_prompt_sets(
+    table: pd.DataFrame,
+    registry: pd.DataFrame,
+    style: Style,
+    *,
+    id_dataset: str,
+    test_conditions: Sequence[str],
+    ood_sets: Sequence[str],
+    prompt_sets: Sequence[str] | None = None,
+) -> Figure:
     """One panel per property of :data:`PROPERTIES` the table has: the value per prompt set (x, in ``prompt_sets``
     order, default the table's), one thin line per model and a thick line per group (its mean), coloured by group."""
     properties = prompt_set_properties(table, id_dataset, test_conditions, ood_sets)
@@ -54,32 +61,60 @@ def plot_prompt_sets(table: pd.DataFrame, registry: pd.DataFrame, style: Style, 
         wide = part.pivot_table(index="model", columns=PROMPT_SET_COLUMN, values="value", aggfunc="first")
         wide = wide.reindex(columns=sets)
         for model, values in wide.iterrows():
-            ax.plot(x, values.to_numpy(dtype=float), color=style.color(groups.get(str(model), "unknown")),
-                    linewidth=0.6, alpha=0.35)
+            ax.plot(
+                x,
+                values.to_numpy(dtype=float),
+                color=style.color(groups.get(str(model), "unknown")),
+                linewidth=0.6,
+                alpha=0.35,
+            )
         for group, members in wide.groupby(wide.index.map(lambda m: groups.get(str(m), "unknown"))):
-            ax.plot(x, members.mean(axis=0).to_numpy(dtype=float), color=style.color(group), linewidth=1.8,
-                    marker="o", markersize=3, label=f"{group_label(group)} (n={len(members)})")
+            ax.plot(
+                x,
+                members.mean(axis=0).to_numpy(dtype=float),
+                color=style.color(group),
+                linewidth=1.8,
+                marker="o",
+                markersize=3,
+                label=f"{group_label(group)} (n={len(members)})",
+            )
         ax.set_xticks(x, sets, rotation=30, ha="right")
         ax.set_ylabel(PROPERTY_LABELS[name])
         ax.set_xlabel("prompt set")
         ax.legend(fontsize="x-small", frameon=False)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     return fig
 
 
-def render_prompt_sets(table: pd.DataFrame, registry: pd.DataFrame, png: str | Path, pdf: str | Path, *,
-                       logit_scaled: bool = False, **options) -> None:
+def render_prompt_sets(
+    table: pd.DataFrame,
+    registry: pd.DataFrame,
+    png: str | Path,
+    pdf: str | Path,
+    *,
+    logit_scaled: bool = False,
+    **options,
+) -> None:
     """Draw :func:`plot_prompt_sets` and write PNG and PDF (the figures' style and saving)."""
     from clip_robustness.figures.data import check_registry
 
-    missing = [c for c in ("model", "dataset", "metric", "value", "factor", "score", PROMPT_SET_COLUMN)
-               if c not in table.columns]
+    missing = [
+        c
+        for c in ("model", "dataset", "metric", "value", "factor", "score", PROMPT_SET_COLUMN)
+        if c not in table.columns
+    ]
     if missing:
         raise ValueError(f"prompt-set table lacks column(s) {missing}: rerun aggregate_prompt_sets")
     registry = check_registry(registry)
     style = Style.from_registry(registry, logit_scaled=logit_scaled)
     with paper_context():
         save(plot_prompt_sets(table, registry, style, **options), png, pdf)
-    log.info("figure %s: %d models x %d prompt sets -> %s, %s", PROMPT_SETS_FIGURE, table["model"].nunique(),
-             table[PROMPT_SET_COLUMN].nunique(), png, pdf)
+    log.info(
+        "figure %s: %d models x %d prompt sets -> %s, %s",
+        PROMPT_SETS_FIGURE,
+        table["model"].nunique(),
+        table[PROMPT_SET_COLUMN].nunique(),
+        png,
+        pdf,
+    )

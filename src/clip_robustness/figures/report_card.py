@@ -45,13 +45,36 @@ CARD_METRICS: dict[str, str] = {
 }
 #: Columns of :func:`group_comparison`.
 COMPARISON_COLUMNS: tuple[str, ...] = (
-    "metric", "dataset", "factor", "score", "value", "group", "n", "median", "min", "max", "percentile",
+    "metric",
+    "dataset",
+    "factor",
+    "score",
+    "value",
+    "group",
+    "n",
+    "median",
+    "min",
+    "max",
+    "percentile",
 )
 #: Cache-metadata fields shown as the logits' provenance (those equal in every file once; the others per dataset).
 PROVENANCE_FIELDS: tuple[str, ...] = (
-    "library", "library_version", "architecture", "pretrained", "weights_file", "preprocessing", "input_pipeline",
-    "prompt_set", "logit_scale", "precision", "head_precision", "torch_version", "cuda_version", "gpu_name",
-    "python_version", "pipeline_version",
+    "library",
+    "library_version",
+    "architecture",
+    "pretrained",
+    "weights_file",
+    "preprocessing",
+    "input_pipeline",
+    "prompt_set",
+    "logit_scale",
+    "precision",
+    "head_precision",
+    "torch_version",
+    "cuda_version",
+    "gpu_name",
+    "python_version",
+    "pipeline_version",
 )
 #: Per-dataset cache-metadata fields, always shown per file.
 PER_FILE_FIELDS: tuple[str, ...] = ("dataset", "manifest_hash", "n_images", "created_utc")
@@ -75,13 +98,19 @@ def group_comparison(metrics: pd.DataFrame, registry: pd.DataFrame, model: str) 
     grouped = peers.groupby([*_KEYS, "group"], sort=False)
     summary = grouped["value"].agg(n="count", median="median", min="min", max="max")
     # No paper model shares any of the model's rows: every row keeps ``group`` NaN (apply on no group gives a frame).
-    summary["percentile"] = grouped.apply(
-        lambda part: stats.percentileofscore(part["value"], part["own"].iloc[0], kind="mean"), include_groups=False
-    ) if len(summary) else np.nan
+    summary["percentile"] = (
+        grouped.apply(
+            lambda part: stats.percentileofscore(part["value"], part["own"].iloc[0], kind="mean"), include_groups=False
+        )
+        if len(summary)
+        else np.nan
+    )
     out = mine.assign(_position=range(len(mine))).merge(summary.reset_index(), on=_KEYS, how="left")
     rank = {g: i for i, g in enumerate(GROUP_ORDER)}
     out = out.assign(_rank=out["group"].map(lambda g: rank.get(g, len(rank))))
-    out = out.sort_values(["_position", "_rank"], kind="stable")  # the metrics table's row order, groups in legend order
+    out = out.sort_values(
+        ["_position", "_rank"], kind="stable"
+    )  # the metrics table's row order, groups in legend order
     for column in ("factor", "score"):
         out[column] = out[column].replace("", None)
     return out[list(COMPARISON_COLUMNS)].reset_index(drop=True)
@@ -101,7 +130,9 @@ def figure_places(comparison: pd.DataFrame, figures: Sequence[FigureSpec] = FIGU
         if not len(per_group):
             rows.append({**base, "group": None, "panels": 0, "percentile": np.nan})
         for group, members in per_group:
-            rows.append({**base, "group": group, "panels": len(members), "percentile": float(members["percentile"].median())})
+            rows.append(
+                {**base, "group": group, "panels": len(members), "percentile": float(members["percentile"].median())}
+            )
     return pd.DataFrame(rows, columns=["figure", "y_metric", "score", "group", "panels", "percentile"])
 
 
@@ -114,8 +145,14 @@ def logits_provenance(metadata: Mapping[str, Mapping[str, Any]]) -> tuple[dict[s
     :func:`clip_robustness.logits.cache.read_metadata` returns it): the :data:`PROVENANCE_FIELDS` equal in every file
     (``field -> value``, dicts as JSON), and a per-file table of :data:`PER_FILE_FIELDS` plus the fields that differ."""
     frame = pd.DataFrame(
-        [{"dataset": dataset, **{f: _shown(m.get(f)) for f in PROVENANCE_FIELDS},
-          **{f: _shown(m.get(f)) for f in PER_FILE_FIELDS[1:]}} for dataset, m in metadata.items()],
+        [
+            {
+                "dataset": dataset,
+                **{f: _shown(m.get(f)) for f in PROVENANCE_FIELDS},
+                **{f: _shown(m.get(f)) for f in PER_FILE_FIELDS[1:]},
+            }
+            for dataset, m in metadata.items()
+        ],
         columns=[*PER_FILE_FIELDS, *PROVENANCE_FIELDS],
     )
     shared = [f for f in PROVENANCE_FIELDS if frame[f].nunique() == 1]
@@ -190,19 +227,27 @@ def metrics_display(comparison: pd.DataFrame, dataset_titles: Mapping[str, str] 
     titles = dict(dataset_titles or {})
     shown = comparison[comparison["metric"].isin(CARD_METRICS)]
     order = {m: i for i, m in enumerate(CARD_METRICS)}
-    shown = shown.assign(_order=shown["metric"].map(order)).sort_values("_order", kind="stable")  # datasets: table order
+    shown = shown.assign(_order=shown["metric"].map(order)).sort_values(
+        "_order", kind="stable"
+    )  # datasets: table order
     cell = [
-        "—" if pd.isna(r.group) else
-        f"{_number(r.median)} [{_number(r.min)}, {_number(r.max)}] (n={int(r.n)}) · p{r.percentile:.0f}"
+        "—"
+        if pd.isna(r.group)
+        else f"{_number(r.median)} [{_number(r.min)}, {_number(r.max)}] (n={int(r.n)}) · p{r.percentile:.0f}"
         for r in shown.itertuples()
     ]
     shown = shown.assign(
         Metric=shown["metric"].map(CARD_METRICS),
         Dataset=shown["dataset"].map(lambda dataset: dataset_title(dataset, titles)),
-        Detail=[" / ".join(str(v) for v in (f, s) if v is not None and not pd.isna(v)) for f, s in zip(shown["factor"], shown["score"])],
+        Detail=[
+            " / ".join(str(v) for v in (f, s) if v is not None and not pd.isna(v))
+            for f, s in zip(shown["factor"], shown["score"])
+        ],
         Value=shown["value"].map(_number),
         cell=cell,
-        column=shown["group"].map(lambda g: "—" if pd.isna(g) else f"{group_label(g)}: median [min, max] (n) · percentile"),
+        column=shown["group"].map(
+            lambda g: "—" if pd.isna(g) else f"{group_label(g)}: median [min, max] (n) · percentile"
+        ),
     )
     index = ["Metric", "Dataset", "Detail", "Value"]
     wide = shown.pivot_table(index=index, columns="column", values="cell", aggfunc="first", sort=False)
@@ -214,8 +259,16 @@ def metrics_display(comparison: pd.DataFrame, dataset_titles: Mapping[str, str] 
 def places_display(places: pd.DataFrame) -> pd.DataFrame:
     """The card's figure table: figure, y metric, and the model's median percentile within each paper group."""
     frame = places.assign(
-        cell=[("the model has no rows of this metric" if pd.isna(g) else "—" if pd.isna(p) else f"p{p:.0f} over {int(n)} panel(s)")
-              for g, p, n in zip(places["group"], places["percentile"], places["panels"])],
+        cell=[
+            (
+                "the model has no rows of this metric"
+                if pd.isna(g)
+                else "—"
+                if pd.isna(p)
+                else f"p{p:.0f} over {int(n)} panel(s)"
+            )
+            for g, p, n in zip(places["group"], places["percentile"], places["panels"])
+        ],
         column=places["group"].map(lambda g: "Note" if pd.isna(g) else group_label(g)),
         y=[m if s is None or pd.isna(s) else f"{m} ({s})" for m, s in zip(places["y_metric"], places["score"])],
     )
@@ -245,11 +298,11 @@ def render_html(card: ReportCard, dataset_titles: Mapping[str, str] | None = Non
     files = pd.DataFrame(card.weights.get("files", []), columns=["file", "size", "sha256", "source"])
     data = json.dumps(card_data(card), sort_keys=True, default=str).replace("</", "<\\/")
     registry_items = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in row.items())
-    provenance_items = "".join(f"<tr><th>{e(k)}</th><td><code>{e(v)}</code></td></tr>" for k, v in card.provenance.items())
-    qc = _table(card.qc) if len(card.qc) else "<p class='note'>No QC rows for this model.</p>"
-    weights = (
-        _table(files) if len(files) else "<p class='note'>No weights files: the model has random weights.</p>"
+    provenance_items = "".join(
+        f"<tr><th>{e(k)}</th><td><code>{e(v)}</code></td></tr>" for k, v in card.provenance.items()
     )
+    qc = _table(card.qc) if len(card.qc) else "<p class='note'>No QC rows for this model.</p>"
+    weights = _table(files) if len(files) else "<p class='note'>No weights files: the model has random weights.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Report card: {e(card.model)}</title><style>{_CSS}</style></head>
 <body>
@@ -269,7 +322,7 @@ The percentile is on the figure's y-axis metric, median over the figure's panels
 <p class="note">Top-1 in percent; diff_pp = ours minus published ({QC_TABLE}).</p>
 {qc}
 <h2>Provenance of the logits</h2>
-<p class="note">From the cache metadata of each logits file ({e(cache_path(card.model, '*'))}): fields equal
+<p class="note">From the cache metadata of each logits file ({e(cache_path(card.model, "*"))}): fields equal
 in every file, then the per-file ones.</p>
 <table>{provenance_items}</table>
 {_table(card.provenance_per_file)}

@@ -26,7 +26,9 @@ from clip_robustness.figures.style import Style
 SHAPE_BIAS_METRIC = "shape_bias"
 
 
-def plot_shape_bias(metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, id_dataset: str = IMAGENET_VAL) -> Figure:
+def plot_shape_bias(
+    metrics: pd.DataFrame, registry: pd.DataFrame, style: Style, *, id_dataset: str = IMAGENET_VAL
+) -> Figure:
     """Shape bias vs ImageNet top-1, one panel per cue-conflict dataset (an empty panel with a note when none)."""
     datasets = sorted(metrics.loc[metrics["metric"] == SHAPE_BIAS_METRIC, "dataset"].dropna().astype(str).unique())
     fig, axes = new_figure(max(1, len(datasets)), ncols=max(1, len(datasets)), panel_size=(2.6, 2.2))
@@ -50,7 +52,11 @@ def plot_shape_bias(metrics: pd.DataFrame, registry: pd.DataFrame, style: Style,
         ax.set_title(style.dataset_title(dataset))
         plotted.append(pts)
     frames = [p for p in plotted if not p.empty]
-    figure_legend(fig, group_and_source_handles(
-        pd.concat(frames) if frames else pd.DataFrame(columns=["group", "training_source"]), style))
+    figure_legend(
+        fig,
+        group_and_source_handles(
+            pd.concat(frames) if frames else pd.DataFrame(columns=["group", "training_source"]), style
+        ),
+    )
     fig.suptitle("Shape bias on cue-conflict stimuli (16-category decision; dashed: group means)")
     return fig

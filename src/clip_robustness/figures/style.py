@@ -152,20 +152,33 @@ class Style:
     dataset_titles: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_registry(cls, registry: pd.DataFrame, *, logit_scaled: bool = False,
-                      dataset_titles: Mapping[str, str] | None = None) -> "Style":
+    def from_registry(
+        cls, registry: pd.DataFrame, *, logit_scaled: bool = False, dataset_titles: Mapping[str, str] | None = None
+    ) -> "Style":
         """The style of a registry table (columns ``group`` and ``training_source``)."""
         present = [g for g in registry["group"].dropna().unique()]
-        groups = tuple(g for g in GROUP_ORDER if g in present) + tuple(sorted(g for g in present if g not in GROUP_ORDER))
+        groups = tuple(g for g in GROUP_ORDER if g in present) + tuple(
+            sorted(g for g in present if g not in GROUP_ORDER)
+        )
         colors = {g: GROUP_PALETTE.get(g, OTHER_COLOR) for g in groups}
         clip = registry.loc[registry["group"].isin(CLIP_GROUPS), "training_source"].dropna()
         routes: list[str] = []
         if "finetune_route" in registry.columns:
-            routes = sorted({str(r) for r in registry.loc[registry["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna() if str(r)})
+            routes = sorted(
+                {
+                    str(r)
+                    for r in registry.loc[registry["group"] == FINE_TUNED_GROUP, "finetune_route"].dropna()
+                    if str(r)
+                }
+            )
         spare = iter(SPARE_ROUTE_COLORS)
-        route_colors = {r: colors.get(FINE_TUNED_GROUP, OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR) for i, r in enumerate(routes)}
-        return cls(colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors,
-                   dict(dataset_titles or {}))
+        route_colors = {
+            r: colors.get(FINE_TUNED_GROUP, OTHER_COLOR) if i == 0 else next(spare, OTHER_COLOR)
+            for i, r in enumerate(routes)
+        }
+        return cls(
+            colors, assign_source_markers(clip.unique()), logit_scaled, groups, route_colors, dict(dataset_titles or {})
+        )
 
     def dataset_title(self, dataset_id: str) -> str:
         """The name panels show for ``dataset_id`` (:func:`dataset_title` with this style's titles)."""

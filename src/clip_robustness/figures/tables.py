@@ -23,8 +23,17 @@ REGISTRY_HEADERS: dict[str, str] = {
 
 #: Metric order of the summary's columns (metrics not listed come after, sorted).
 METRIC_ORDER: tuple[str, ...] = (
-    "top1", "ece", "nll", "temperature", "ece_ts", "nll_ts", "auroc", "fpr95",
-    "factor_accuracy", "error_ratio", "effective_robustness",
+    "top1",
+    "ece",
+    "nll",
+    "temperature",
+    "ece_ts",
+    "nll_ts",
+    "auroc",
+    "fpr95",
+    "factor_accuracy",
+    "error_ratio",
+    "effective_robustness",
 )
 
 
@@ -43,7 +52,9 @@ def registry_table(registry: pd.DataFrame) -> pd.DataFrame:
 def registry_latex(table: pd.DataFrame, *, caption: str = "Models of the study.", label: str = "tab:models") -> str:
     """``table`` (from :func:`registry_table`) as a LaTeX ``longtable`` with booktabs rules, special characters escaped."""
     styler = table.fillna("").style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
-    return styler.to_latex(environment="longtable", hrules=True, caption=caption, label=label, column_format="l" * table.shape[1])
+    return styler.to_latex(
+        environment="longtable", hrules=True, caption=caption, label=label, column_format="l" * table.shape[1]
+    )
 
 
 def summary_column(metric: str, dataset: object, factor: object, score: object) -> str:
@@ -59,7 +70,11 @@ def model_summary(metrics: pd.DataFrame, registry: pd.DataFrame) -> pd.DataFrame
     metrics table (accuracies fractions, ECE percent, NLL nats). Raises on duplicate rows, naming one."""
     metrics = check_metrics(metrics)
     registry = check_registry(registry)
-    keyed = metrics.assign(column=[summary_column(*row) for row in metrics[["metric", "dataset", "factor", "score"]].itertuples(index=False)])
+    keyed = metrics.assign(
+        column=[
+            summary_column(*row) for row in metrics[["metric", "dataset", "factor", "score"]].itertuples(index=False)
+        ]
+    )
     duplicated = keyed[keyed.duplicated(["model", "column"])]
     if not duplicated.empty:
         first = duplicated.iloc[0]

@@ -102,8 +102,15 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def reserve(root: str | os.PathLike, n_bytes: int, budget_bytes: int | None, job: str, *, poll_s: float = 2.0,
-            max_wait_s: float = 3600.0) -> Iterator[Path | None]:
+def reserve(
+    root: str | os.PathLike,
+    n_bytes: int,
+    budget_bytes: int | None,
+    job: str,
+    *,
+    poll_s: float = 2.0,
+    max_wait_s: float = 3600.0,
+) -> Iterator[Path | None]:
     """Hold a reservation of ``n_bytes`` under ``root`` (the decoded folder) while the body writes the arrays.
 
     ``budget_bytes``: the cap (``None``: no cap, nothing reserved or recorded). Waits while the budget is full;
@@ -127,8 +134,15 @@ def reserve(root: str | os.PathLike, n_bytes: int, budget_bytes: int | None, job
         with _locked(root):
             before = alive_bytes(root)
             if before + n_bytes <= budget_bytes:
-                record = {"job": job, "bytes": int(n_bytes), "alive_before": int(before), "budget": int(budget_bytes),
-                          "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+                record = {
+                    "job": job,
+                    "bytes": int(n_bytes),
+                    "alive_before": int(before),
+                    "budget": int(budget_bytes),
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "time": time.time(),
+                }
                 path.write_text(json.dumps(record))
                 with open(root / BUDGET_DIR / "ledger.jsonl", "a") as ledger:
                     ledger.write(json.dumps(record) + "\n")
@@ -142,12 +156,22 @@ def reserve(root: str | os.PathLike, n_bytes: int, budget_bytes: int | None, job
                 "inference.decoded_budget_gb"
             )
         if time.monotonic() - last_log > 60:
-            log.info("%s: waiting for decoded-array budget (%.3f GB alive, %.3f GB needed, budget %.3f GB)", job,
-                     before / BYTES_PER_GB, n_bytes / BYTES_PER_GB, budget_bytes / BYTES_PER_GB)
+            log.info(
+                "%s: waiting for decoded-array budget (%.3f GB alive, %.3f GB needed, budget %.3f GB)",
+                job,
+                before / BYTES_PER_GB,
+                n_bytes / BYTES_PER_GB,
+                budget_bytes / BYTES_PER_GB,
+            )
             last_log = time.monotonic()
         time.sleep(poll_s)
-    log.info("%s: reserved %.3f GB of decoded-array budget (%.3f GB alive before, budget %.3f GB)", job,
-             n_bytes / BYTES_PER_GB, before / BYTES_PER_GB, budget_bytes / BYTES_PER_GB)
+    log.info(
+        "%s: reserved %.3f GB of decoded-array budget (%.3f GB alive before, budget %.3f GB)",
+        job,
+        n_bytes / BYTES_PER_GB,
+        before / BYTES_PER_GB,
+        budget_bytes / BYTES_PER_GB,
+    )
     try:
         yield path
     finally:

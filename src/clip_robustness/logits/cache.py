@@ -45,6 +45,7 @@ LOGITS_SCHEMA = pa.schema(
     ]
 )
 
+
 class CacheError(RuntimeError):
     """Base class of logits-cache errors; ``path`` is the cache file at fault (``None`` when unknown)."""
 
@@ -142,9 +143,7 @@ def weights_identity(model_id: str, workdir: str | os.PathLike = ".") -> list[st
         return None
 
 
-def expected_metadata(
-    row: Mapping[str, Any], dataset: str, manifest_hash: str, prompt_set: str | None
-) -> dict:
+def expected_metadata(row: Mapping[str, Any], dataset: str, manifest_hash: str, prompt_set: str | None) -> dict:
     """What a reader expects of the cache of ``row`` on ``dataset`` (the ``expect`` of :func:`read_logits`).
 
     Covers the model (id, library, architecture, pretrained tag: together they fix the preprocessing; a
@@ -181,8 +180,9 @@ def current_metadata(
     compared only when given: it depends on the device the job runs on, known in the job, not when planning (a
     changed ``inference.precision`` is a changed job parameter, which Snakemake reruns anyway).
     """
-    expect = expected_metadata(row, str(manifest_metadata["dataset"]), str(manifest_metadata["manifest_hash"]),
-                               prompt_set)
+    expect = expected_metadata(
+        row, str(manifest_metadata["dataset"]), str(manifest_metadata["manifest_hash"]), prompt_set
+    )
     expect["head_precision"] = HEAD_PRECISION
     if manifest_metadata.get("subset") is not None:  # a subset manifest also has its own hash; this names why
         expect["manifest_subset"] = manifest_metadata["subset"]
@@ -210,8 +210,9 @@ def logits_table(index: np.ndarray, labels: np.ndarray, logits: np.ndarray, meta
     return rows_table(index, labels, flat, LOGITS_SCHEMA, metadata)
 
 
-def rows_table(index: np.ndarray, labels: np.ndarray, flat: pa.Array, schema: pa.Schema,
-               metadata: Mapping[str, Any]) -> pa.Table:
+def rows_table(
+    index: np.ndarray, labels: np.ndarray, flat: pa.Array, schema: pa.Schema, metadata: Mapping[str, Any]
+) -> pa.Table:
     """The table of a per-image cache file (logits, embeddings): ``index`` (int32), ``label`` (int16) and the schema's
     third field, a fixed-size list column of ``flat`` values, row-major; ``metadata`` under :data:`METADATA_KEY`."""
     columns = [
@@ -228,8 +229,13 @@ def write_rows_table(path: Path, table: pa.Table) -> Path:
     index and label, byte-stream-split values of the list column."""
     values = f"{table.schema.field(2).name}.list.element"
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=["index", "label"],
-                       column_encoding={values: "BYTE_STREAM_SPLIT"})
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            use_dictionary=["index", "label"],
+            column_encoding={values: "BYTE_STREAM_SPLIT"},
+        )
     return path
 
 

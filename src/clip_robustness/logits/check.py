@@ -137,7 +137,9 @@ def check_identity(path: Path, metadata: Mapping[str, Any], expect: Mapping[str,
     if weights is not None and recorded is not None and list(recorded) != list(weights):
         raise StaleCacheError(
             f"{path}: stale logits cache, computed with other weights (weights_sha256 {recorded}, the model's weights "
-            f"record {weights_record_path(str(metadata.get('model_id')))} now gives {weights}). Delete it and rerun.", path)
+            f"record {weights_record_path(str(metadata.get('model_id')))} now gives {weights}). Delete it and rerun.",
+            path,
+        )
 
 
 def current_metadata_of(

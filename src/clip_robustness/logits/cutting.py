@@ -55,8 +55,9 @@ class LogitsGroups:
             raise ValueError(f"inference.imagenet_c_jobs is {self.cut!r}; expected one of {list(IMAGENET_C_CUTS)}")
 
     @classmethod
-    def from_study(cls, dataset_ids: Sequence[str], imagenet_c: Mapping[str, Any] | None,
-                   cut: str = "per_severity") -> "LogitsGroups":
+    def from_study(
+        cls, dataset_ids: Sequence[str], imagenet_c: Mapping[str, Any] | None, cut: str = "per_severity"
+    ) -> "LogitsGroups":
         """The groups of a study: ``dataset_ids`` (``Study.dataset_ids``), config ``datasets.imagenet_c`` and
         ``inference.imagenet_c_jobs`` (``cut``)."""
         imagenet_c = imagenet_c or {}

@@ -59,8 +59,14 @@ class GeometryImages(Dataset):
     side first (ObjectNet: 1); ``input_size``: the ``(H, W)`` every image must come out at.
     """
 
-    def __init__(self, root: str | os.PathLike, paths: Sequence[str], geometry: Sequence[Callable],
-                 input_size: tuple[int, int], border_crop_px: int = 0):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        paths: Sequence[str],
+        geometry: Sequence[Callable],
+        input_size: tuple[int, int],
+        border_crop_px: int = 0,
+    ):
         self.root = Path(root)
         self.paths = list(paths)
         self.geometry = list(geometry)
@@ -140,8 +146,13 @@ def decode_dataset(
             f"{output}: the {spec.library} recipe {dict(spec.recipe)} gives geometry {geometry_key(geometry)}, not {spec.key}"
         )
     table = manifest.table
-    dataset = GeometryImages(manifest.root, table["path"].tolist(), geometry, spec.input_size,
-                             int(manifest.metadata.get("border_crop_px", 0)))
+    dataset = GeometryImages(
+        manifest.root,
+        table["path"].tolist(),
+        geometry,
+        spec.input_size,
+        int(manifest.metadata.get("border_crop_px", 0)),
+    )
     n = len(dataset)
     if n == 0:
         raise ValueError(f"{output}: the manifest of {manifest.metadata.get('dataset')!r} has no images")
@@ -154,9 +165,12 @@ def decode_dataset(
             try:
                 os.posix_fallocate(stream.fileno(), 0, n_bytes)
             except OSError as exc:
-                raise OSError(exc.errno, f"{output}: cannot reserve {n_bytes / 2**30:.2f} GiB for {n} decoded "
-                                         f"{h}x{w} images ({exc.strerror}); free disk space or set "
-                                         "inference.decoded_cache: false") from exc
+                raise OSError(
+                    exc.errno,
+                    f"{output}: cannot reserve {n_bytes / 2**30:.2f} GiB for {n} decoded "
+                    f"{h}x{w} images ({exc.strerror}); free disk space or set "
+                    "inference.decoded_cache: false",
+                ) from exc
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_stack)
         start = 0
         with tqdm(total=n, desc=f"decode {spec.key}", unit="img", mininterval=10.0) as bar:
@@ -189,15 +203,24 @@ def read_decoded_metadata(path: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise StaleDecodedCacheError(f"{path}: not a readable decoded-cache sidecar ({exc}); delete it and rerun") from exc
+        raise StaleDecodedCacheError(
+            f"{path}: not a readable decoded-cache sidecar ({exc}); delete it and rerun"
+        ) from exc
 
 
-def check_decoded(metadata: Mapping[str, Any], path: str | os.PathLike, *, key: str, manifest_hash: str, n_images: int) -> None:
+def check_decoded(
+    metadata: Mapping[str, Any], path: str | os.PathLike, *, key: str, manifest_hash: str, n_images: int
+) -> None:
     """Raise :class:`StaleDecodedCacheError` naming ``path`` and both values when the decoded array was made for
     another geometry ``key``, another manifest, or holds another number of images."""
     problems = [
         f"{name}: expected {want!r}, found {metadata.get(name)!r}"
-        for name, want in (("key", key), ("manifest_hash", manifest_hash), ("n_images", n_images), ("layout", DECODED_LAYOUT))
+        for name, want in (
+            ("key", key),
+            ("manifest_hash", manifest_hash),
+            ("n_images", n_images),
+            ("layout", DECODED_LAYOUT),
+        )
         if metadata.get(name) != want
     ]
     if problems:
@@ -213,8 +236,13 @@ def checked_decoded_metadata(decoded: str | os.PathLike, manifest: Any) -> dict:
     model."""
     decoded = Path(decoded)
     metadata = read_decoded_metadata(decoded.with_suffix(".json"))
-    check_decoded(metadata, decoded, key=str(metadata.get("key")),
-                  manifest_hash=str(manifest.metadata["manifest_hash"]), n_images=len(manifest.table))
+    check_decoded(
+        metadata,
+        decoded,
+        key=str(metadata.get("key")),
+        manifest_hash=str(manifest.metadata["manifest_hash"]),
+        n_images=len(manifest.table),
+    )
     return metadata
 
 
@@ -274,9 +302,13 @@ class DecodedImages(Dataset):
         shape = (stop - start, *self.shape[1:])
         if out is None:
             out = torch.empty(shape, dtype=torch.uint8)
-        elif tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous() or out.device.type != "cpu":
-            raise ValueError(f"out must be a contiguous uint8 CPU tensor of shape {shape}, got {out.dtype} "
-                             f"{list(out.shape)} on {out.device}")
+        elif (
+            tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous() or out.device.type != "cpu"
+        ):
+            raise ValueError(
+                f"out must be a contiguous uint8 CPU tensor of shape {shape}, got {out.dtype} "
+                f"{list(out.shape)} on {out.device}"
+            )
         if stop == start:
             return out
         view = memoryview(out.numpy()).cast("B")
@@ -284,8 +316,10 @@ class DecodedImages(Dataset):
         while done < len(view):
             got = os.preadv(fd, [view[done:]], position + done)
             if got == 0:
-                raise StaleDecodedCacheError(f"{self.path}: truncated: rows [{start}, {stop}) end past the file's end; "
-                                             "delete it and run the same command again")
+                raise StaleDecodedCacheError(
+                    f"{self.path}: truncated: rows [{start}, {stop}) end past the file's end; "
+                    "delete it and run the same command again"
+                )
             done += got
         return out
 
@@ -339,8 +373,9 @@ class DecodedBatches(Dataset):
     item ``i`` into a :class:`BufferRing`'s buffer instead of a new tensor (CPU); ``None``: a new tensor per item.
     """
 
-    def __init__(self, images: DecodedImages, batch_size: int, start: int = 0, pin: bool = False,
-                 ring: BufferRing | None = None):
+    def __init__(
+        self, images: DecodedImages, batch_size: int, start: int = 0, pin: bool = False, ring: BufferRing | None = None
+    ):
         if pin and ring is not None:
             raise ValueError("pinned batches come from torch's caching host allocator, not a ring")
         self.images = images
@@ -372,8 +407,13 @@ class NormalizedModel(torch.nn.Module):
     ``model``. ``channels_last``: keep the NHWC memory order (faster convolutions on GPU) instead of a contiguous
     NCHW copy (what the reference path feeds, hence bit-identical results on CPU)."""
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], mean: Sequence[float], std: Sequence[float],
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        mean: Sequence[float],
+        std: Sequence[float],
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1), persistent=False)
@@ -432,8 +472,9 @@ def decode_group(
     with reserve(budget_root, n_bytes, budget_bytes, job) as reservation:
         for manifest, output, metadata_output in todo:
             refresh(reservation)
-            written.append(decode_dataset(manifest, spec, output, metadata_output, batch_size=batch_size,
-                                          num_workers=num_workers))
+            written.append(
+                decode_dataset(manifest, spec, output, metadata_output, batch_size=batch_size, num_workers=num_workers)
+            )
     return written
 
 
@@ -441,8 +482,9 @@ def decode_group(
 VOLATILE_SIDECAR_KEYS = ("created_utc",)
 
 
-def decoded_is_current(manifest: Any, spec: DecodeSpec, output: str | os.PathLike,
-                       metadata_output: str | os.PathLike) -> bool:
+def decoded_is_current(
+    manifest: Any, spec: DecodeSpec, output: str | os.PathLike, metadata_output: str | os.PathLike
+) -> bool:
     """True when ``output`` and its sidecar already hold ``manifest`` decoded through ``spec``: the sidecar records
     what :func:`decoded_metadata` would write now (geometry, manifest hash, image count, decoder versions; the time
     aside) and the array has the size of that many images. A group job then keeps it (its outputs are ``update()``

@@ -84,8 +84,10 @@ def write_embeddings(
     embeddings = np.asarray(embeddings)
     index, labels = np.asarray(index), np.asarray(labels)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(index) or labels.shape != index.shape:
-        raise ValueError(f"{path}: index ({index.shape}), labels ({labels.shape}) and embeddings "
-                         f"({embeddings.shape}) disagree in rows")
+        raise ValueError(
+            f"{path}: index ({index.shape}), labels ({labels.shape}) and embeddings "
+            f"({embeddings.shape}) disagree in rows"
+        )
     norms = np.linalg.norm(embeddings.astype(np.float32), axis=1)
     if not np.all(np.isfinite(norms)) or (len(norms) and np.max(np.abs(norms - 1.0)) > 1e-3):
         raise ValueError(f"{path}: embeddings must be finite and L2-normalised")
@@ -123,16 +125,19 @@ def read_embeddings(path: str | os.PathLike, expect: Mapping[str, Any] | None = 
     )
 
 
-def logits_from_embeddings(embeddings: np.ndarray, weights: np.ndarray, logit_scale: float,
-                           chunk: int = 8192) -> np.ndarray:
+def logits_from_embeddings(
+    embeddings: np.ndarray, weights: np.ndarray, logit_scale: float, chunk: int = 8192
+) -> np.ndarray:
     """``logit_scale * normalize(e) @ W``: float32 ``[n, n_classes]`` zero-shot logits of cached embeddings ``e``
     (``[n, dim]``, any float dtype; re-normalised in float32 after the float16 rounding) under head ``W``
     (``[dim, n_classes]``), computed ``chunk`` rows at a time."""
     embeddings = np.asarray(embeddings)
     weights = np.asarray(weights, dtype=np.float32)
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[0]:
-        raise ValueError(f"embeddings {list(embeddings.shape)} and head weights {list(weights.shape)} do not "
-                         "multiply: the head was built for another model")
+        raise ValueError(
+            f"embeddings {list(embeddings.shape)} and head weights {list(weights.shape)} do not "
+            "multiply: the head was built for another model"
+        )
     out = np.empty((embeddings.shape[0], weights.shape[1]), dtype=np.float32)
     for start in range(0, embeddings.shape[0], chunk):
         block = embeddings[start : start + chunk].astype(np.float32)
@@ -150,14 +155,21 @@ def embeddings_bytes_per_image(dim: int) -> int:
 HEAD_ARRAY_KEYS = ("weights", "logit_scale", "prompt_set", "n_templates", "model_id")
 
 
-def save_head_arrays(path: str | os.PathLike, weights: np.ndarray, logit_scale: float, prompt_set: str,
-                     n_templates: int, model_id: str) -> Path:
+def save_head_arrays(
+    path: str | os.PathLike, weights: np.ndarray, logit_scale: float, prompt_set: str, n_templates: int, model_id: str
+) -> Path:
     """Write a text head as numpy arrays (read without torch by the CPU metrics job), atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, weights=np.asarray(weights, dtype=np.float32), logit_scale=np.float64(logit_scale),
-                     prompt_set=np.str_(prompt_set), n_templates=np.int64(n_templates), model_id=np.str_(model_id))
+            np.savez(
+                handle,
+                weights=np.asarray(weights, dtype=np.float32),
+                logit_scale=np.float64(logit_scale),
+                prompt_set=np.str_(prompt_set),
+                n_templates=np.int64(n_templates),
+                model_id=np.str_(model_id),
+            )
     return path
 
 
@@ -167,6 +179,8 @@ def load_head_arrays(path: str | os.PathLike, model_id: str, prompt_set: str) ->
     with np.load(Path(path), allow_pickle=False) as data:
         found = {key: str(data[key]) for key in ("model_id", "prompt_set")}
         if found != {"model_id": model_id, "prompt_set": prompt_set}:
-            raise ValueError(f"{path}: head of {found}, expected model_id {model_id!r} and prompt_set {prompt_set!r}; "
-                             "delete it and rerun to rebuild it")
+            raise ValueError(
+                f"{path}: head of {found}, expected model_id {model_id!r} and prompt_set {prompt_set!r}; "
+                "delete it and rerun to rebuild it"
+            )
         return np.asarray(data["weights"], dtype=np.float32), float(data["logit_scale"])

@@ -50,14 +50,26 @@ class DecodeSpec:
 
     def to_json(self) -> dict:
         """The spec as plain JSON values (:meth:`from_json` reads it back)."""
-        return {"key": self.key, "input_size": list(self.input_size), "steps": list(self.steps),
-                "mean": list(self.mean), "std": list(self.std), **self.recipe_params()}
+        return {
+            "key": self.key,
+            "input_size": list(self.input_size),
+            "steps": list(self.steps),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            **self.recipe_params(),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "DecodeSpec":
-        return cls(key=str(data["key"]), input_size=tuple(int(v) for v in data["input_size"]),  # type: ignore[arg-type]
-                   steps=tuple(str(s) for s in data["steps"]), mean=tuple(float(v) for v in data["mean"]),
-                   std=tuple(float(v) for v in data["std"]), library=str(data["library"]), recipe=dict(data["recipe"]))
+        return cls(
+            key=str(data["key"]),
+            input_size=tuple(int(v) for v in data["input_size"]),  # type: ignore[arg-type]
+            steps=tuple(str(s) for s in data["steps"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            library=str(data["library"]),
+            recipe=dict(data["recipe"]),
+        )
 
 
 # ----------------------------------------------------------------------------- the geometry of a transform
@@ -66,9 +78,7 @@ class DecodeSpec:
 def describe_step(step: Any) -> str:
     """JSON text naming a transform step's class and every public parameter (``fill`` included, which
     some transforms leave out of their repr)."""
-    params = {
-        k: plain_json(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"
-    }
+    params = {k: plain_json(v) for k, v in sorted(vars(step).items()) if not k.startswith("_") and k != "training"}
     return json.dumps({"type": f"{type(step).__module__}.{type(step).__qualname__}", "params": params}, sort_keys=True)
 
 
@@ -98,7 +108,9 @@ def split_transform(transform: Any, model_id: str = "") -> tuple[list[Callable],
     geometry = [s for s in steps[:-2] if not _is_rgb_conversion(s)]
     for step in geometry:
         if _is_to_tensor(step) or type(step).__name__ == "Normalize":
-            raise UnsupportedPreprocessingError(f"{who}transform {transform!r} has {step!r} before its geometry ends{hint}")
+            raise UnsupportedPreprocessingError(
+                f"{who}transform {transform!r} has {step!r} before its geometry ends{hint}"
+            )
     import torch  # here, not at import time: the spec table (logits.specs) reads DecodeSpec without torch
 
     normalize = steps[-1]
@@ -160,8 +172,13 @@ def geometry_from_recipe(library: str, recipe: Mapping[str, Any]) -> list[Callab
 
 @lru_cache(maxsize=None)
 def _spec_cached(library: str, architecture: str, tag: str, weights_file: str, model_id: str) -> DecodeSpec:
-    row = {"model_id": model_id, "library": library, "architecture": architecture, "pretrained": tag,
-           "weights_file": weights_file}
+    row = {
+        "model_id": model_id,
+        "library": library,
+        "architecture": architecture,
+        "pretrained": tag,
+        "weights_file": weights_file,
+    }
     adapter = row_adapter(row)
     adapter.prepare()
     recipe = adapter.decode_recipe(row)
@@ -174,4 +191,6 @@ def decode_spec_for_row(row: Mapping[str, Any]) -> DecodeSpec:
     Cached per process (the workflow asks once per model while building the DAG). Raises :class:`UnsupportedPreprocessingError` naming the model when its
     transform is not "geometry, ToTensor, Normalize".
     """
-    return _spec_cached(*(row_text(row, key) for key in ("library", "architecture", "pretrained", "weights_file", "model_id")))
+    return _spec_cached(
+        *(row_text(row, key) for key in ("library", "architecture", "pretrained", "weights_file", "model_id"))
+    )

@@ -59,11 +59,16 @@ class DatasetTask:
     embeddings: Path | None = None
 
 
-def tasks_from_lists(datasets: Sequence[str], manifests: Sequence[str], outputs: Sequence[str],
-                     decoded: Sequence[str] | None = None,
-                     embeddings: Sequence[str] | None = None) -> list[DatasetTask]:
+def tasks_from_lists(
+    datasets: Sequence[str],
+    manifests: Sequence[str],
+    outputs: Sequence[str],
+    decoded: Sequence[str] | None = None,
+    embeddings: Sequence[str] | None = None,
+) -> list[DatasetTask]:
     """Zip the rule's parallel lists (same dataset order) into :class:`DatasetTask` objects (a lone path counts as
     a list of one); ``decoded`` and ``embeddings`` may be empty (reference path; no embeddings cache)."""
+
     def as_list(x: Any) -> list:
         return [x] if isinstance(x, (str, os.PathLike)) else list(x)
 
@@ -71,13 +76,19 @@ def tasks_from_lists(datasets: Sequence[str], manifests: Sequence[str], outputs:
     decoded = as_list(decoded) if decoded else [None] * len(datasets)
     embeddings = as_list(embeddings) if embeddings else [None] * len(datasets)
     if not len(datasets) == len(manifests) == len(outputs) == len(decoded) == len(embeddings):
-        raise ValueError(f"datasets ({len(datasets)}), manifests ({len(manifests)}), outputs ({len(outputs)}), "
-                         f"decoded arrays ({len(decoded)}) and embeddings ({len(embeddings)}) must be parallel lists")
-    return [DatasetTask(str(d), Path(m), Path(o), None if a is None else Path(a), None if e is None else Path(e))
-            for d, m, o, a, e in zip(datasets, manifests, outputs, decoded, embeddings)]
+        raise ValueError(
+            f"datasets ({len(datasets)}), manifests ({len(manifests)}), outputs ({len(outputs)}), "
+            f"decoded arrays ({len(decoded)}) and embeddings ({len(embeddings)}) must be parallel lists"
+        )
+    return [
+        DatasetTask(str(d), Path(m), Path(o), None if a is None else Path(a), None if e is None else Path(e))
+        for d, m, o, a, e in zip(datasets, manifests, outputs, decoded, embeddings)
+    ]
 
 
-def reuse_reason(output: str | os.PathLike, expect: Mapping[str, Any], newer_than: Sequence[str | os.PathLike]) -> str | None:
+def reuse_reason(
+    output: str | os.PathLike, expect: Mapping[str, Any], newer_than: Sequence[str | os.PathLike]
+) -> str | None:
     """``None`` when the cache file ``output`` can be kept as it is, else why it must be (re)computed.
 
     Kept: it exists, reads as a cache file, its metadata has every value of ``expect``, and it is at least as new
@@ -145,9 +156,15 @@ def cache_group_logits(
     for task in tasks:  # cheap checks first, for every dataset, before any model is built
         manifest = read_manifest(task.manifest)
         if str(manifest.metadata["dataset"]) != task.dataset:
-            raise ValueError(f"{task.manifest} is the manifest of {manifest.metadata['dataset']!r}, not {task.dataset!r}")
-        expect = current_metadata(row, manifest.metadata, prompt_set,
-                                  {"amp_dtype": precision.amp_dtype_name, "allow_tf32": precision.allow_tf32})
+            raise ValueError(
+                f"{task.manifest} is the manifest of {manifest.metadata['dataset']!r}, not {task.dataset!r}"
+            )
+        expect = current_metadata(
+            row,
+            manifest.metadata,
+            prompt_set,
+            {"amp_dtype": precision.amp_dtype_name, "allow_tf32": precision.allow_tf32},
+        )
         newer_than = [task.manifest, *(p for p in (head_path, weights_path) if p)]
         reason = reuse_reason(task.output, expect, newer_than)
         if reason is None and task.embeddings is not None:  # both files current, or both recomputed
@@ -162,15 +179,24 @@ def cache_group_logits(
         log.info("%s: every output of the group is current; no model built", model_id)
         return []
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
-                       library_version(row))  # once per job: the python adapter's lookup is slow (docs/performance.md)
+    built = BuiltModel(
+        row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set, library_version(row)
+    )  # once per job: the python adapter's lookup is slow (docs/performance.md)
     apply_tf32(precision)
     run = RunOptions(precision, device, batch_size, num_workers, channels_last)
 
     def prepare(item: tuple[DatasetTask, Any, dict | None]) -> PreparedDataset:
         task, manifest, decoded_metadata = item
-        return prepare_manifest(built, manifest, task.output, decoded=task.decoded, decoded_metadata=decoded_metadata,
-                                run=run, prime=True, embeddings_output=task.embeddings)
+        return prepare_manifest(
+            built,
+            manifest,
+            task.output,
+            decoded=task.decoded,
+            decoded_metadata=decoded_metadata,
+            run=run,
+            prime=True,
+            embeddings_output=task.embeddings,
+        )
 
     def compute(prepared: PreparedDataset) -> tuple[Any, float]:
         return compute_prepared(built, prepared, run)
@@ -178,8 +204,14 @@ def cache_group_logits(
     results = run_overlapped(todo, prepare, compute, write_prepared, discard=lambda prepared: prepared.source.close())
     written = []
     for (task, _, _), (path, record) in zip(todo, results):
-        log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", model_id, task.dataset, path,
-                 record["inference_s"], record["write_s"])
+        log.info(
+            "%s on %s: wrote %s (inference %.2f s, write %.2f s)",
+            model_id,
+            task.dataset,
+            path,
+            record["inference_s"],
+            record["write_s"],
+        )
         written.append(path)
         if timings is not None:
             timings.append({**record, "dataset": task.dataset})
@@ -190,9 +222,13 @@ def _keep(prepared: Any) -> None:
     """The default ``discard`` of :func:`run_overlapped`: nothing to release."""
 
 
-def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute: Callable[[Any], tuple[Any, float]],
-                   write: Callable[[Any, Any], tuple[Path, float]],
-                   discard: Callable[[Any], None] = _keep) -> list[tuple[Path, dict]]:
+def run_overlapped(
+    items: Sequence[Any],
+    prepare: Callable[[Any], Any],
+    compute: Callable[[Any], tuple[Any, float]],
+    write: Callable[[Any, Any], tuple[Path, float]],
+    discard: Callable[[Any], None] = _keep,
+) -> list[tuple[Path, dict]]:
     """``write(p, compute(p))`` for ``p = prepare(item)`` of every item in order, overlapped: ``prepare`` of the next
     item runs in a thread while the current one computes, and each ``write`` in a background writer thread, in order.
 
@@ -210,8 +246,10 @@ def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute:
     writes: list[Future] = []
     upcoming: Future | None = None
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-next") as preparer, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as writer:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-next") as preparer,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as writer,
+        ):
             upcoming = preparer.submit(prepare, items[0])
             for k in range(len(items)):
                 waited = time.perf_counter()
@@ -221,8 +259,9 @@ def run_overlapped(items: Sequence[Any], prepare: Callable[[Any], Any], compute:
                 started = time.perf_counter()
                 logits, inference_s = compute(prepared)
                 writes.append(writer.submit(write, prepared, logits))
-                records.append({"n_images": len(logits), "inference_s": inference_s, "wait_s": wait_s,
-                                "compute_started": started})
+                records.append(
+                    {"n_images": len(logits), "inference_s": inference_s, "wait_s": wait_s, "compute_started": started}
+                )
                 for done in writes:  # a failed write fails the job now, not after the whole group
                     if done.done() and done.exception() is not None:
                         raise done.exception()

@@ -192,8 +192,12 @@ def _close(batches: Iterable[Any]) -> None:
         close()
 
 
-def batch_source(dataset: Dataset, num_workers: int, device: str | torch.device,
-                 collate_fn: Callable[[Any], torch.Tensor] | None = None) -> BatchSource:
+def batch_source(
+    dataset: Dataset,
+    num_workers: int,
+    device: str | torch.device,
+    collate_fn: Callable[[Any], torch.Tensor] | None = None,
+) -> BatchSource:
     """The batches of ``dataset`` for ``device``.
 
     A :class:`~clip_robustness.logits.decoded.DecodedImages` (the decoded path) is read in whole batches, each one
@@ -217,9 +221,16 @@ def batch_source(dataset: Dataset, num_workers: int, device: str | torch.device,
         return BatchSource(len(dataset), open_decoded)
 
     def open_items(start: int, batch_size: int) -> Iterable[torch.Tensor]:
-        return DataLoader(Subset(dataset, range(start, len(dataset))), batch_size=batch_size, shuffle=False,
-                          num_workers=num_workers, pin_memory=pin, persistent_workers=False, collate_fn=collate_fn,
-                          prefetch_factor=4 if num_workers > 0 else None)
+        return DataLoader(
+            Subset(dataset, range(start, len(dataset))),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=pin,
+            persistent_workers=False,
+            collate_fn=collate_fn,
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
 
     return BatchSource(len(dataset), open_items)
 
@@ -322,8 +333,11 @@ def compute_logits(
     feed, gather = DeviceFeed(device), LogitsGather(n, device)
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(
-            device_type=device.type, dtype=precision.amp_dtype or torch.float32, enabled=autocast_enabled
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                device_type=device.type, dtype=precision.amp_dtype or torch.float32, enabled=autocast_enabled
+            ),
         ):
             logits = model_fn(images)
         return logits.float()
@@ -435,8 +449,9 @@ def cache_dataset_logits(
 
         decoded_metadata = checked_decoded_metadata(decoded, manifest)
     model, preprocess, preprocessing = build_model(row, device)
-    built = BuiltModel(row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set,
-                       library_version(row))
+    built = BuiltModel(
+        row, model, adapter.classifier(model, head), preprocess, preprocessing, head, prompt_set, library_version(row)
+    )
     apply_tf32(precision)
     run = RunOptions(precision, device, batch_size, num_workers, channels_last)
     path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
@@ -494,8 +509,10 @@ def _final_layer(built: BuiltModel, embeddings_output: str | os.PathLike | None)
         return built.classifier
     with_embeddings = getattr(built.classifier, "with_embeddings", None)
     if with_embeddings is None:
-        raise ValueError(f"model {built.row['model_id']!r}: its final layer gives no image embeddings, so "
-                         f"{embeddings_output} cannot be written; set inference.cache_embeddings: false")
+        raise ValueError(
+            f"model {built.row['model_id']!r}: its final layer gives no image embeddings, so "
+            f"{embeddings_output} cannot be written; set inference.cache_embeddings: false"
+        )
     return with_embeddings()
 
 
@@ -531,7 +548,13 @@ def prepare_manifest(
         pipeline: dict[str, Any] = {"path": "reference"}
     else:
         model_fn, dataset, pipeline = _decoded_input(
-            model_id, model_fn, built.preprocess, Path(decoded), decoded_metadata, device, run.channels_last,
+            model_id,
+            model_fn,
+            built.preprocess,
+            Path(decoded),
+            decoded_metadata,
+            device,
+            run.channels_last,
         )
         collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
     metadata = cache_metadata(
@@ -553,10 +576,26 @@ def prepare_manifest(
     source = batch_source(dataset, num_workers, device, collate_fn)
     if prime and decoded_metadata is not None:  # the reference path's loader workers are started by the loop
         source.prime(batch_size)
-    log.info("%s on %s: %d images, batch %d, %d workers, %s, input %s", model_id, dataset_id, len(dataset), batch_size,
-             num_workers, precision, pipeline)
-    return PreparedDataset(dataset_id, manifest, Path(output), model_fn, source, metadata, use_channels_last,
-                           None if embeddings_output is None else Path(embeddings_output))
+    log.info(
+        "%s on %s: %d images, batch %d, %d workers, %s, input %s",
+        model_id,
+        dataset_id,
+        len(dataset),
+        batch_size,
+        num_workers,
+        precision,
+        pipeline,
+    )
+    return PreparedDataset(
+        dataset_id,
+        manifest,
+        Path(output),
+        model_fn,
+        source,
+        metadata,
+        use_channels_last,
+        None if embeddings_output is None else Path(embeddings_output),
+    )
 
 
 def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptions) -> tuple[np.ndarray, float]:
@@ -565,8 +604,16 @@ def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptio
         built.model.to(memory_format=torch.channels_last)  # idempotent: converted once per job in effect
     start = time.perf_counter()
     try:
-        logits = compute_logits(prepared.model_fn, None, run.batch_size, run.num_workers, run.device, run.precision,
-                                progress_desc=f"{built.row['model_id']}/{prepared.dataset_id}", source=prepared.source)
+        logits = compute_logits(
+            prepared.model_fn,
+            None,
+            run.batch_size,
+            run.num_workers,
+            run.device,
+            run.precision,
+            progress_desc=f"{built.row['model_id']}/{prepared.dataset_id}",
+            source=prepared.source,
+        )
     finally:
         prepared.source.close()
     return logits, time.perf_counter() - start
@@ -586,8 +633,13 @@ def write_prepared(prepared: PreparedDataset, logits: np.ndarray) -> tuple[Path,
     index, labels = table["index"].to_numpy(), table["label"].to_numpy()
     if prepared.embeddings_output is not None:
         embeddings, logits = logits[:, N_CLASSES:], logits[:, :N_CLASSES]
-        write_embeddings(prepared.embeddings_output, index, labels, embeddings,
-                         embeddings_metadata(prepared.metadata, embeddings.shape[1]))
+        write_embeddings(
+            prepared.embeddings_output,
+            index,
+            labels,
+            embeddings,
+            embeddings_metadata(prepared.metadata, embeddings.shape[1]),
+        )
     path = write_logits(prepared.output, index, labels, logits, prepared.metadata)
     return path, time.perf_counter() - start
 
@@ -612,10 +664,20 @@ def logits_for_manifest(
     prepared = prepare_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
     logits, inference_s = compute_prepared(built, prepared, run)
     path, write_s = write_prepared(prepared, logits)
-    log.info("%s on %s: wrote %s (inference %.2f s, write %.2f s)", built.row["model_id"], prepared.dataset_id, path,
-             inference_s, write_s)
-    return path, {"dataset": prepared.dataset_id, "n_images": prepared.source.n, "inference_s": inference_s,
-                  "write_s": write_s}
+    log.info(
+        "%s on %s: wrote %s (inference %.2f s, write %.2f s)",
+        built.row["model_id"],
+        prepared.dataset_id,
+        path,
+        inference_s,
+        write_s,
+    )
+    return path, {
+        "dataset": prepared.dataset_id,
+        "n_images": prepared.source.n,
+        "inference_s": inference_s,
+        "write_s": write_s,
+    }
 
 
 def _stack_uint8(batch: Any) -> torch.Tensor:

@@ -68,7 +68,12 @@ PLAN_ERROR_BAND = (
 )
 
 #: The rules whose jobs each build a model on a GPU.
-LOGITS_RULES = ("cache_logits", "cache_logits_imagenet_c", "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c")
+LOGITS_RULES = (
+    "cache_logits",
+    "cache_logits_imagenet_c",
+    "cache_logits_zero_shot",
+    "cache_logits_zero_shot_imagenet_c",
+)
 
 #: Embedding width assumed for a zero-shot model whose library config does not state one (ViT-H/14's; the widest
 #: common open_clip towers are 1024-1280), and the size on disk of float16 embeddings over their raw size: 1.0, they
@@ -117,8 +122,9 @@ def workflow_localrules(rule_files: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def slurm_job_counts(jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any], localrules: Sequence[str],
-                     n_models: int) -> dict[str, int]:
+def slurm_job_counts(
+    jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any], localrules: Sequence[str], n_models: int
+) -> dict[str, int]:
     """SLURM jobs per group (or per ungrouped rule) after the profile's grouping.
 
     A group named with ``{model}`` has one instance per model, holding that model's share of its rules' jobs; other
@@ -153,11 +159,16 @@ def read_throughput(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def throughput_for(table: pd.DataFrame, gpu: str, library: str, architecture: str,
-                   precision: str) -> tuple[float, str] | None:
+def throughput_for(
+    table: pd.DataFrame, gpu: str, library: str, architecture: str, precision: str
+) -> tuple[float, str] | None:
     """(images/s, source) of the last matching row (user rows appended later win), or None."""
-    rows = table[(table["gpu"] == gpu) & (table["library"] == library) & (table["architecture"] == architecture)
-                 & (table["precision"] == precision)]
+    rows = table[
+        (table["gpu"] == gpu)
+        & (table["library"] == library)
+        & (table["architecture"] == architecture)
+        & (table["precision"] == precision)
+    ]
     if rows.empty:
         return None
     row = rows.iloc[-1]
@@ -208,7 +219,9 @@ def format_plan(plan: Plan) -> str:
             known += hours
             lines.append(f"  {model:52s} {hours:9.3f}  ({plan.throughput_source[model]})")
     unknown = sum(h is None for h in plan.gpu_hours.values())
-    lines.append(f"  {'total':52s} {known:9.3f}" + (f"  (+ {unknown} model(s) without a throughput row)" if unknown else ""))
+    lines.append(
+        f"  {'total':52s} {known:9.3f}" + (f"  (+ {unknown} model(s) without a throughput row)" if unknown else "")
+    )
     jobs, seconds, start = plan.startup
     lines.append(f"  {f'logits job start-up ({jobs:,} jobs x {seconds:g} s)':52s} {start:9.3f}")
     lines.append(f"  {'total with start-up':52s} {known + start:9.3f}")
@@ -222,15 +235,23 @@ def deep_merge(base: dict, extra: Mapping) -> dict:
     """``extra`` merged over ``base`` the way Snakemake merges config files (nested mappings merged)."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            deep_merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
 # Longer than 60 lines: one pass over the study summing images, GPU-hours, disk and Slurm jobs into one Plan; the sums
 # share the per-dataset counts.
-def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], profile: Mapping[str, Any],
-               throughput: pd.DataFrame, gpu: str, workdir: Path = Path("."),
-               job_startup_s: float = MEASURED_JOB_STARTUP_S) -> Plan:
+def build_plan(
+    config: Mapping[str, Any],
+    jobs_per_rule: Mapping[str, int],
+    profile: Mapping[str, Any],
+    throughput: pd.DataFrame,
+    gpu: str,
+    workdir: Path = Path("."),
+    job_startup_s: float = MEASURED_JOB_STARTUP_S,
+) -> Plan:
     """The plan of ``config`` (merged, as Snakemake sees it) given the dry run's ``jobs_per_rule``; each logits job
     adds ``job_startup_s`` seconds of fixed cost to the GPU-hours."""
     from clip_robustness.datasets.registry import load_dataset_registry
@@ -245,15 +266,19 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     datasets_registry = load_dataset_registry(workdir / config["dataset_registry"])
     models_registry = load_model_registry(workdir / config["model_registry"])
     study = Study.from_config(config, datasets_registry, models_registry)
-    groups = LogitsGroups.from_study(study.dataset_ids, config["datasets"].get("imagenet_c"),
-                                     cut=config["inference"].get("imagenet_c_jobs", "per_severity"))
+    groups = LogitsGroups.from_study(
+        study.dataset_ids,
+        config["datasets"].get("imagenet_c"),
+        cut=config["inference"].get("imagenet_c_jobs", "per_severity"),
+    )
     c_ids = set(groups.all_imagenet_c_ids())
     subset = (config["datasets"].get("imagenet_c") or {}).get("images_per_condition")
     images = {}
     for dataset in study.dataset_ids:
         entry = datasets_registry.resolve(dataset)
-        images[dataset] = dataset_images(dataset, entry.n_images, workdir / manifest_path(dataset),
-                                         subset if dataset in c_ids else None)
+        images[dataset] = dataset_images(
+            dataset, entry.n_images, workdir / manifest_path(dataset), subset if dataset in c_ids else None
+        )
     total_images = sum(n for n, _ in images.values())
     precision = config["inference"]["precision"]
     hours: dict[str, float | None] = {}
@@ -279,10 +304,17 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         archives.update(getattr(entry, "label_archives", ()))
     sized = [datasets_registry.archive(a).size_bytes for a in sorted(archives)]
     archive_bytes = sum(s for s in sized if s)
-    decoded = {key: sum(decoded_size_bytes(images[d][0], size) for d in study.dataset_ids)
-               for key, size in geometries.items()}
-    largest_group = max((sum(decoded_size_bytes(images[d][0], size) for d in datasets)
-                         for size in geometries.values() for datasets in groups.groups().values()), default=0)
+    decoded = {
+        key: sum(decoded_size_bytes(images[d][0], size) for d in study.dataset_ids) for key, size in geometries.items()
+    }
+    largest_group = max(
+        (
+            sum(decoded_size_bytes(images[d][0], size) for d in datasets)
+            for size in geometries.values()
+            for datasets in groups.groups().values()
+        ),
+        default=0,
+    )
     logits_per_model = total_images * LOGITS_ROW_BYTES * LOGITS_COMPRESSION
     budget_gb = config["inference"].get("decoded_budget_gb")
     keep = config["inference"].get("keep_decoded", False)
@@ -292,9 +324,14 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
         f"archives ({len(archives)}; {sum(s is None for s in sized)} without a registry size)": archive_bytes,
         "extracted sets (about the archives' size)": archive_bytes,
         f"decoded arrays, all ({len(geometries)} geometries)": total_decoded,
-        "decoded arrays, peak" + (" (keep_decoded: all kept)" if keep else
-                                  " (no decoded_budget_gb: not bounded)" if budget_gb is None else
-                                  f" (decoded_budget_gb {budget_gb})"): peak_decoded,
+        "decoded arrays, peak"
+        + (
+            " (keep_decoded: all kept)"
+            if keep
+            else " (no decoded_budget_gb: not bounded)"
+            if budget_gb is None
+            else f" (decoded_budget_gb {budget_gb})"
+        ): peak_decoded,
         "decoded arrays, largest decode group (the least workable budget)": largest_group,
         "logits per model": int(logits_per_model),
         f"logits, all {len(study.model_ids)} models": int(logits_per_model * len(study.model_ids)),
@@ -302,27 +339,44 @@ def build_plan(config: Mapping[str, Any], jobs_per_rule: Mapping[str, int], prof
     embedding_bytes, assumed = embeddings_disk(config, study.model_ids, models_registry, total_images)
     if config["inference"].get("cache_embeddings", True):
         disk[f"image embeddings, {sum(1 for _ in embedding_bytes)} zero-shot models (float16)"] = sum(
-            embedding_bytes.values())
-    notes = ["GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
-             f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
-             "parameter-count guesses, not measurements.", f"The plan's logits time is {PLAN_ERROR_BAND}."]
+            embedding_bytes.values()
+        )
+    notes = [
+        "GPU-hours count forward passes at the table's throughput plus each logits job's start-up (--job-startup-s; "
+        f"{MEASURED_JOB_STARTUP_S:g} s measured on an H200 node); decoding runs on CPU nodes. Estimated rows are "
+        "parameter-count guesses, not measurements.",
+        f"The plan's logits time is {PLAN_ERROR_BAND}.",
+    ]
     if assumed:
-        notes.append(f"embedding width unknown for {len(assumed)} zero-shot model(s) (e.g. {assumed[0]}): "
-                     f"{ASSUMED_EMBEDDING_DIM} assumed")
+        notes.append(
+            f"embedding width unknown for {len(assumed)} zero-shot model(s) (e.g. {assumed[0]}): "
+            f"{ASSUMED_EMBEDDING_DIM} assumed"
+        )
     if budget_gb is not None and budget_gb * 1e9 < largest_group:
-        notes.append(f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
-                     "that decode job would fail at once")
+        notes.append(
+            f"decoded_budget_gb {budget_gb} is below the largest decode group ({human(largest_group)}): "
+            "that decode job would fail at once"
+        )
     # `all` is a target, not a job; the workflow's localrules run on the login node
     logits_jobs, startup_gpu_hours = startup_hours(jobs_per_rule, job_startup_s)
     localrules = ["all", *workflow_localrules(sorted((workdir / "workflow/rules").glob("*.smk")))]
     slurm = slurm_job_counts(jobs_per_rule, profile, localrules, len(study.model_ids))
-    return Plan(jobs_per_rule=dict(jobs_per_rule), slurm_jobs=slurm,
-                images=images, gpu=gpu, gpu_hours=hours, throughput_source=sources, disk=disk, notes=notes,
-                startup=(logits_jobs, job_startup_s, startup_gpu_hours))
+    return Plan(
+        jobs_per_rule=dict(jobs_per_rule),
+        slurm_jobs=slurm,
+        images=images,
+        gpu=gpu,
+        gpu_hours=hours,
+        throughput_source=sources,
+        disk=disk,
+        notes=notes,
+        startup=(logits_jobs, job_startup_s, startup_gpu_hours),
+    )
 
 
-def embeddings_disk(config: Mapping[str, Any], model_ids: Sequence[str], models_registry: Any,
-                    total_images: int) -> tuple[dict[str, int], list[str]]:
+def embeddings_disk(
+    config: Mapping[str, Any], model_ids: Sequence[str], models_registry: Any, total_images: int
+) -> tuple[dict[str, int], list[str]]:
     """Bytes of each zero-shot model's embeddings cache (config ``inference.cache_embeddings``; ``{}`` when off):
     ``total_images x (2 x embed_dim + 6)`` at :data:`EMBEDDINGS_COMPRESSION`, and the models whose width was assumed
     (:data:`ASSUMED_EMBEDDING_DIM`)."""
@@ -352,8 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configfile", nargs="*", default=[], help="config files merged over config.yaml")
     parser.add_argument("--gpu", default="H100", help="GPU name of the throughput table rows to use")
     parser.add_argument("--throughput", type=Path, default=Path("config/throughput.tsv"))
-    parser.add_argument("--job-startup-s", type=float, default=MEASURED_JOB_STARTUP_S,
-                        help="fixed cost of one logits job on your GPU nodes, seconds (benchmarks/bench_job_startup.py)")
+    parser.add_argument(
+        "--job-startup-s",
+        type=float,
+        default=MEASURED_JOB_STARTUP_S,
+        help="fixed cost of one logits job on your GPU nodes, seconds (benchmarks/bench_job_startup.py)",
+    )
     parser.add_argument("--profile", type=Path, default=Path("profiles/slurm/config.yaml"))
     parser.add_argument("--snakemake", default=str(Path(sys.executable).with_name("snakemake")))
     args = parser.parse_args(argv)
@@ -361,16 +419,20 @@ def main(argv: list[str] | None = None) -> int:
     for extra in args.configfile:
         config = deep_merge(config, yaml.safe_load(Path(extra).read_text()))
     configfiles = ["--configfile", *args.configfile] if args.configfile else []
-    dry = subprocess.run([args.snakemake, *configfiles, "--dry-run", "--forceall", "--quiet", "rules", "--cores", "1"],
-                         capture_output=True, text=True)
+    dry = subprocess.run(
+        [args.snakemake, *configfiles, "--dry-run", "--forceall", "--quiet", "rules", "--cores", "1"],
+        capture_output=True,
+        text=True,
+    )
     if dry.returncode != 0:
         sys.stderr.write(dry.stdout[-3000:] + dry.stderr[-3000:])
         sys.stderr.write("make plan: the dry run failed (above); fix the config first\n")
         return dry.returncode
     jobs = count_dry_run_jobs(dry.stdout + dry.stderr)
     profile = yaml.safe_load(args.profile.read_text()) if args.profile.exists() else {}
-    plan = build_plan(config, jobs, profile, read_throughput(args.throughput), args.gpu,
-                      job_startup_s=args.job_startup_s)
+    plan = build_plan(
+        config, jobs, profile, read_throughput(args.throughput), args.gpu, job_startup_s=args.job_startup_s
+    )
     print(format_plan(plan))
     return 0
 

@@ -41,8 +41,9 @@ TABLED_LIBRARIES = tuple(name for name, adapter in ADAPTERS.items() if adapter.t
 
 #: Distributions whose versions stamp the table (a spec depends on their transform code and configs; the tabled
 #: adapters' ``spec_stamp_distributions``).
-STAMP_PACKAGES = tuple(dict.fromkeys(
-    package for name in TABLED_LIBRARIES for package in ADAPTERS[name].spec_stamp_distributions))
+STAMP_PACKAGES = tuple(
+    dict.fromkeys(package for name in TABLED_LIBRARIES for package in ADAPTERS[name].spec_stamp_distributions)
+)
 
 
 def table_key(row: Mapping[str, Any]) -> str | None:
@@ -77,8 +78,13 @@ def read_spec_table(path: str | Path) -> dict[str, DecodeSpec]:
     stamp, now = data.get("stamp") or {}, current_stamp()
     if stamp != now:
         changed = sorted(k for k in set(stamp) | set(now) if stamp.get(k) != now.get(k))
-        log.info("%s was derived with other versions (%s: %s, installed %s); decode specs are derived live",
-                 path, ", ".join(changed), [stamp.get(k) for k in changed], [now.get(k) for k in changed])
+        log.info(
+            "%s was derived with other versions (%s: %s, installed %s); decode specs are derived live",
+            path,
+            ", ".join(changed),
+            [stamp.get(k) for k in changed],
+            [now.get(k) for k in changed],
+        )
         return {}
     return {key: DecodeSpec.from_json(entry) for key, entry in (data.get("specs") or {}).items()}
 
@@ -101,8 +107,9 @@ def write_spec_table(path: str | Path, specs: Mapping[str, DecodeSpec]) -> Path:
     """Write ``specs`` with the current version stamp to ``path`` (sorted keys: a stable, reviewable diff)."""
     path = Path(path)
     lines = [f" {json.dumps(key)}: {json.dumps(specs[key].to_json(), sort_keys=True)}" for key in sorted(specs)]
-    path.write_text('{"stamp": ' + json.dumps(current_stamp(), sort_keys=True) + ',\n"specs": {\n'
-                    + ",\n".join(lines) + "\n}}\n")  # one spec per line: a reviewable diff
+    path.write_text(
+        '{"stamp": ' + json.dumps(current_stamp(), sort_keys=True) + ',\n"specs": {\n' + ",\n".join(lines) + "\n}}\n"
+    )  # one spec per line: a reviewable diff
     return path
 
 

@@ -47,8 +47,17 @@ from clip_robustness.workflow.joblog import benchmark_path
 from clip_robustness.workflow.runlock import acquire_run_lock
 
 #: The rules whose jobs load a model's weights.
-WEIGHTS_RULES = frozenset({"fetch_model_weights", "build_zero_shot_head", "cache_logits", "cache_logits_imagenet_c",
-                           "cache_logits_zero_shot", "cache_logits_zero_shot_imagenet_c", "build_ablation_head"})
+WEIGHTS_RULES = frozenset(
+    {
+        "fetch_model_weights",
+        "build_zero_shot_head",
+        "cache_logits",
+        "cache_logits_imagenet_c",
+        "cache_logits_zero_shot",
+        "cache_logits_zero_shot_imagenet_c",
+        "build_ablation_head",
+    }
+)
 
 
 class StartUp:
@@ -57,8 +66,13 @@ class StartUp:
     ``metric_results``: every file the workflow computes from the per-model metric tables (the metrics table over
     models, figures, tables, findings, QC, report cards: ``get_metric_results`` of common.smk), dropped with them."""
 
-    def __init__(self, study: StudyWorkflow, scripts: str | Path, warn: Callable[[str], Any],
-                 metric_results: Callable[[], Iterable[str]] = tuple):
+    def __init__(
+        self,
+        study: StudyWorkflow,
+        scripts: str | Path,
+        warn: Callable[[str], Any],
+        metric_results: Callable[[], Iterable[str]] = tuple,
+    ):
         self.study = study
         self.scripts = Path(scripts)
         self.warn = warn
@@ -134,8 +148,9 @@ class StartUp:
         keys = sorted({spec.key for spec in map(plan.decode_spec, study.models) if spec is not None})
         arrays = [(d, key, decoded_path(d, key)) for key in keys for d in study.datasets]
         changed = self.changed_datasets
-        for array in currency.drop_files([p for d in changed for k in keys
-                                          for p in (decoded_path(d, k), decoded_metadata_path(d, k))]):
+        for array in currency.drop_files(
+            [p for d in changed for k in keys for p in (decoded_path(d, k), decoded_metadata_path(d, k))]
+        ):
             self.warn(f"{array}: decoded from a manifest whose source changed; this run decodes it again")
         for message in currency.drop_stale_decoded(arrays, hashes):
             self.warn(message)
@@ -144,8 +159,9 @@ class StartUp:
             for group, datasets in groups.items():
                 outputs = [path(d, key) for d in datasets for path in (decoded_path, decoded_metadata_path)]
                 rule, extra = group_rule("decode_images", group)
-                outputs.append(benchmark_path(rule, "preprocessing", *extra).format(preprocessing=key,
-                                                                                     imagenet_c_group=group))
+                outputs.append(
+                    benchmark_path(rule, "preprocessing", *extra).format(preprocessing=key, imagenet_c_group=group)
+                )
                 forward(outputs, [manifest_path(d) for d in datasets], self.script("decode_images"))
         heads = {m: head_path(m) for m in study.models if "head" in plan.cache_group_inputs(m, [])}
         prompt_set = study.config["zero_shot"]["prompt_set"]
@@ -156,10 +172,13 @@ class StartUp:
             for dataset in changed:
                 if Path(cache_path(model, dataset)).is_file():
                     moved = reject_cache_file(cache_path(model, dataset))
-                    self.warn(f"{cache_path(model, dataset)}: computed from a manifest whose source changed. Moved "
-                              f"aside to {moved}; this run recomputes it.")
-        for rejected in reject_stale_logits(study.models, study.datasets, study.model_registry.row, prompt_set,
-                                            embedding_models=study.embedding_models):
+                    self.warn(
+                        f"{cache_path(model, dataset)}: computed from a manifest whose source changed. Moved "
+                        f"aside to {moved}; this run recomputes it."
+                    )
+        for rejected in reject_stale_logits(
+            study.models, study.datasets, study.model_registry.row, prompt_set, embedding_models=study.embedding_models
+        ):
             self.warn(rejected.message)
             outdated.add(Path(rejected.path).parent.name)
         if outdated:
@@ -180,9 +199,11 @@ class StartUp:
         # Past the weights only files computed with these weights: logits record their sha256 (a head is trusted when
         # its model's logits are: they were computed with it).
         embeddings = model in self.study.embedding_models  # its logits job writes the embeddings too
-        outputs_of = {group: [cache_path(model, d) for d in datasets]
-                      + ([embeddings_path(model, d) for d in datasets] if embeddings else [])
-                      for group, datasets in groups.items()}
+        outputs_of = {
+            group: [cache_path(model, d) for d in datasets]
+            + ([embeddings_path(model, d) for d in datasets] if embeddings else [])
+            for group, datasets in groups.items()
+        }
         logits = [path for outputs in outputs_of.values() for path in outputs]
         older = currency.older_than(logits, [record, *weights_files])
         same_weights = currency.computed_with(older, weights_identity(model))

@@ -40,6 +40,7 @@ from clip_robustness.workflow.study import Study
 
 log = logging.getLogger(__name__)
 
+
 def group_rule(rule: str, group: str) -> tuple[str, tuple[str, ...]]:
     """The rule of logits group ``group``'s job, and the wildcards it adds: ``(rule, ())`` for the core group (rules
     ``decode_images``, ``cache_logits``), ``(rule + "_imagenet_c", ("imagenet_c_group",))`` for an ImageNet-C group.
@@ -75,8 +76,15 @@ class LogitsPlan:
     ``warn``: where a model that cannot use the decoded cache is reported (default: this module's logger).
     """
 
-    def __init__(self, registry: ModelRegistry, model_ids: Sequence[str], *, decoded_cache: bool,
-                 spec_table: Mapping[str, DecodeSpec] | None = None, warn: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        model_ids: Sequence[str],
+        *,
+        decoded_cache: bool,
+        spec_table: Mapping[str, DecodeSpec] | None = None,
+        warn: Callable[[str], Any] | None = None,
+    ):
         self.registry = registry
         self.model_ids = list(model_ids)
         self.decoded_cache = bool(decoded_cache)
@@ -282,8 +290,10 @@ class StudyWorkflow:
 
         specs = list(self.config["zero_shot"].get("ablation_prompt_sets", []))
         if specs and not self.config["inference"].get("cache_embeddings", True):
-            raise ValueError("zero_shot.ablation_prompt_sets needs inference.cache_embeddings: true (the ablation "
-                             "derives each prompt set's logits from the cached image embeddings)")
+            raise ValueError(
+                "zero_shot.ablation_prompt_sets needs inference.cache_embeddings: true (the ablation "
+                "derives each prompt set's logits from the cached image embeddings)"
+            )
         for spec in specs:
             if is_prompt_file(spec):
                 read_prompt_file(spec)  # a bad file stops the run now, naming the file and key

@@ -38,18 +38,31 @@ def imagenet_c_mean_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     A model that lacks some of the ImageNet-C datasets the table holds gets no row for that metric (a mean
     over fewer corruptions would not be comparable). No rows when the table has no ImageNet-C dataset.
     """
-    rows = metrics[metrics["dataset"].astype(str).str.match(IMAGENET_C_PATTERN.pattern) & metrics["factor"].isna()
-                   & metrics["score"].isna() & metrics["metric"].isin(IMAGENET_C_METRICS)]
+    rows = metrics[
+        metrics["dataset"].astype(str).str.match(IMAGENET_C_PATTERN.pattern)
+        & metrics["factor"].isna()
+        & metrics["score"].isna()
+        & metrics["metric"].isin(IMAGENET_C_METRICS)
+    ]
     if rows.empty:
         return tidy_frame([])
     expected = rows["dataset"].nunique()
     grouped = rows.groupby(["model", "metric"])["value"].agg(["mean", "count"]).reset_index()
     incomplete = grouped[grouped["count"] < expected]
     if not incomplete.empty:
-        log.warning("ImageNet-C mean: %d (model, metric) pairs lack some of the %d ImageNet-C datasets, e.g. %s: no mean for them",
-                    len(incomplete), expected, incomplete.head(3)[["model", "metric"]].to_dict("records"))
+        log.warning(
+            "ImageNet-C mean: %d (model, metric) pairs lack some of the %d ImageNet-C datasets, e.g. %s: no mean for them",
+            len(incomplete),
+            expected,
+            incomplete.head(3)[["model", "metric"]].to_dict("records"),
+        )
     complete = grouped[grouped["count"] == expected]
-    return tidy_frame([tidy_row(str(m), IMAGENET_C_DATASET, str(k), v) for m, k, v in complete[["model", "metric", "mean"]].itertuples(index=False)])
+    return tidy_frame(
+        [
+            tidy_row(str(m), IMAGENET_C_DATASET, str(k), v)
+            for m, k, v in complete[["model", "metric", "mean"]].itertuples(index=False)
+        ]
+    )
 
 
 def effective_robustness_rows(metrics: pd.DataFrame, reference_models: Sequence[str]) -> pd.DataFrame:
@@ -59,7 +72,9 @@ def effective_robustness_rows(metrics: pd.DataFrame, reference_models: Sequence[
     rows; with fewer than 2 of them no rows are returned (a warning is logged).
     """
     subset = metrics[metrics["dataset"] == IMAGENET_X_DATASET]
-    factor_acc = subset[subset["metric"] == "factor_accuracy"].pivot_table(index="model", columns="factor", values="value", aggfunc="first")
+    factor_acc = subset[subset["metric"] == "factor_accuracy"].pivot_table(
+        index="model", columns="factor", values="value", aggfunc="first"
+    )
     overall = subset[(subset["metric"] == "top1") & subset["factor"].isna()].set_index("model")["value"]
     if factor_acc.empty or overall.empty:
         log.warning("no ImageNet-X rows in the metrics table: no effective_robustness rows")
@@ -70,7 +85,9 @@ def effective_robustness_rows(metrics: pd.DataFrame, reference_models: Sequence[
     if len(usable) < 2:
         log.warning(
             "effective robustness needs at least 2 reference ('standard') models with ImageNet-X rows, found %d (%s): "
-            "no effective_robustness rows", len(usable), usable,
+            "no effective_robustness rows",
+            len(usable),
+            usable,
         )
         return tidy_frame([])
     robustness = effective_robustness(factor_acc, usable)
@@ -107,10 +124,16 @@ def aggregate_metrics(
     key = ["model", "dataset", "metric", "factor", "score"]
     duplicated = combined[combined.duplicated(key, keep=False)]
     if not duplicated.empty:
-        raise MetricsInputError(f"duplicate metric rows, e.g. {duplicated.head(3).to_dict('records')}: a model appears in two tables")
+        raise MetricsInputError(
+            f"duplicate metric rows, e.g. {duplicated.head(3).to_dict('records')}: a model appears in two tables"
+        )
     paper = paper_rows(registry)  # a user's own models are measured against the paper's fit, never part of it
     reference = paper.loc[paper["group"].astype(str) == reference_group, "model_id"].astype(str).tolist()
-    extra = [frame for frame in (effective_robustness_rows(combined, reference), imagenet_c_mean_rows(combined)) if len(frame)]
+    extra = [
+        frame
+        for frame in (effective_robustness_rows(combined, reference), imagenet_c_mean_rows(combined))
+        if len(frame)
+    ]
     return pd.concat([combined, *extra], ignore_index=True) if extra else combined
 
 

@@ -138,11 +138,14 @@ def pool_groups(restricted: np.ndarray, label_space: LabelSpace, pooling: str) -
     if pooling == "max_logit":
         return group_ids, np.maximum.reduceat(z, starts, axis=1)
     bounds = [*starts, z.shape[1]]
-    return group_ids, np.stack([logsumexp(z[:, bounds[g]:bounds[g + 1]], axis=1) for g in range(len(group_ids))], axis=1)
+    return group_ids, np.stack(
+        [logsumexp(z[:, bounds[g] : bounds[g + 1]], axis=1) for g in range(len(group_ids))], axis=1
+    )
 
 
-def _grouped_predictions(restricted: np.ndarray, truth: np.ndarray, label_space: LabelSpace, temperature: float,
-                         pooling: str) -> Predictions:
+def _grouped_predictions(
+    restricted: np.ndarray, truth: np.ndarray, label_space: LabelSpace, temperature: float, pooling: str
+) -> Predictions:
     """:func:`predict` for a grouped label space: the classes pooled onto groups, then a plain softmax over groups."""
     from scipy.special import logsumexp
 
@@ -186,7 +189,9 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
     if confidence.ndim != 1 or confidence.shape != correct.shape:
-        raise ValueError(f"ECE: confidence {list(confidence.shape)} and correct {list(correct.shape)} must be equal 1-d")
+        raise ValueError(
+            f"ECE: confidence {list(confidence.shape)} and correct {list(correct.shape)} must be equal 1-d"
+        )
     if len(confidence) == 0:
         raise ValueError("ECE: no images")
     if n_bins < 1:
@@ -196,7 +201,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # searchsorted(side="left") returns i with edges[i-1] < c <= edges[i]: bin i-1 is (lo, hi].
     bin_of = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    gap = np.abs(np.bincount(bin_of, weights=correct, minlength=n_bins) - np.bincount(bin_of, weights=confidence, minlength=n_bins))
+    gap = np.abs(
+        np.bincount(bin_of, weights=correct, minlength=n_bins)
+        - np.bincount(bin_of, weights=confidence, minlength=n_bins)
+    )
     # sum_b (n_b / n) * |acc_b - conf_b| = sum_b |sum correct_b - sum confidence_b| / n
     return float(100.0 * gap.sum() / len(confidence))
 
@@ -225,7 +233,9 @@ def fit_temperature(
     def objective(log_t: float) -> float:
         return negative_log_likelihood(logits, labels, label_space, math.exp(log_t))
 
-    result = minimize_scalar(objective, bounds=(math.log(low), math.log(high)), method="bounded", options={"xatol": 1e-5})
+    result = minimize_scalar(
+        objective, bounds=(math.log(low), math.log(high)), method="bounded", options={"xatol": 1e-5}
+    )
     best = float(math.exp(result.x))
     # Brent never evaluates the bounds themselves: near an edge, compare with it so a minimum there is exact.
     candidates = {best: float(result.fun)}

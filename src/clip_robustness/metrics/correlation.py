@@ -70,7 +70,11 @@ def correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def source_family(training_source: object) -> str:
     """The training-source family of a registry ``training_source``: DataComp's pool sizes (``DataComp-1B``,
     ``DataComp-L``, ``-M``, ``-S``) form one family ``"DataComp"``; every other source is its own family."""
-    text = "" if training_source is None or (isinstance(training_source, float) and np.isnan(training_source)) else str(training_source)
+    text = (
+        ""
+        if training_source is None or (isinstance(training_source, float) and np.isnan(training_source))
+        else str(training_source)
+    )
     return DATACOMP_FAMILY if DATACOMP.match(text) else text
 
 
@@ -93,10 +97,14 @@ def accuracy_auroc_correlations(metrics: pd.DataFrame, registry: pd.DataFrame, i
         raise ValueError(f"model registry lacks column(s) {missing} needed for the OOD correlations")
     accuracy = metrics[(metrics["metric"] == "top1") & (metrics["dataset"] == in_distribution)]
     accuracy = accuracy.set_index("model")["value"].rename("accuracy")
-    auroc = metrics[metrics["metric"] == "auroc"][["model", "dataset", "score", "value"]].rename(columns={"value": "auroc"})
+    auroc = metrics[metrics["metric"] == "auroc"][["model", "dataset", "score", "value"]].rename(
+        columns={"value": "auroc"}
+    )
     registry = paper_rows(registry)  # the paper's groups only: a user's own models never enter a coefficient
     meta = registry[["model_id", "group", "training_source"]].copy()
-    route = registry["finetune_route"] if "finetune_route" in registry.columns else pd.Series("none", index=registry.index)
+    route = (
+        registry["finetune_route"] if "finetune_route" in registry.columns else pd.Series("none", index=registry.index)
+    )
     meta["finetune_route"] = route.fillna("none").astype(str).replace("", "none")
     meta["training_source"] = meta["training_source"].map(source_family)
     joined = auroc.join(accuracy, on="model").merge(meta, left_on="model", right_on="model_id", how="inner")
@@ -104,19 +112,23 @@ def accuracy_auroc_correlations(metrics: pd.DataFrame, registry: pd.DataFrame, i
     rows = []
     for group, members in joined.groupby("group", sort=True):
         several_routes = members["finetune_route"].nunique() > 1
-        levels = [(ALL, ALL), ("training_source", ALL)] + ([(ALL, "finetune_route"), ("training_source", "finetune_route")] if several_routes else [])
+        levels = [(ALL, ALL), ("training_source", ALL)] + (
+            [(ALL, "finetune_route"), ("training_source", "finetune_route")] if several_routes else []
+        )
         for source_key, route_key in levels:
             keys = [k for k in (source_key, route_key) if k != ALL]
             parts = members.groupby([*keys, "dataset", "score"], sort=True)
             for key, part in parts:
                 values = dict(zip([*keys, "dataset", "score"], key))
                 stats_ = correlate(part["accuracy"].to_numpy(), part["auroc"].to_numpy())
-                rows.append({
-                    "model_group": group,
-                    "training_source": values.get("training_source", ALL),
-                    "finetune_route": values.get("finetune_route", ALL),
-                    "dataset": values["dataset"],
-                    "score": values["score"],
-                    **stats_,
-                })
+                rows.append(
+                    {
+                        "model_group": group,
+                        "training_source": values.get("training_source", ALL),
+                        "finetune_route": values.get("finetune_route", ALL),
+                        "dataset": values["dataset"],
+                        "score": values["score"],
+                        **stats_,
+                    }
+                )
     return pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))

@@ -64,15 +64,31 @@ log = logging.getLogger(__name__)
 
 #: Columns of ``results/tables/findings.csv``, in order.
 FINDINGS_COLUMNS: tuple[str, ...] = (
-    "claim_id", "claim", "statistic", "value", "n_models", "ci_low", "ci_high", "threshold", "p_value", "test",
-    "verdict", "reason", "notes", "figure",
+    "claim_id",
+    "claim",
+    "statistic",
+    "value",
+    "n_models",
+    "ci_low",
+    "ci_high",
+    "threshold",
+    "p_value",
+    "test",
+    "verdict",
+    "reason",
+    "notes",
+    "figure",
 )
 SUPPORTED, NOT_SUPPORTED, UNDETERMINED = "supported", "not supported", "undetermined"
 #: ``findings.ood_score`` value of the journal extension's protocol: MCM for zero-shot CLIP, MSP for every other model.
 PAPER_OOD_SCORE = "paper"
 #: Tests named in the ``test`` column.
 PERMUTATION, SIGN_FLIP, BOOTSTRAP_TEST, WITHIN_SHUFFLE = (
-    "cluster permutation", "cluster sign flip", "bootstrap test of the threshold", "within-source shuffle")
+    "cluster permutation",
+    "cluster sign flip",
+    "bootstrap test of the threshold",
+    "within-source shuffle",
+)
 #: More than this share of resamples without a value: no interval.
 MAX_UNDEFINED_SHARE = 0.1
 #: Points of the grid on which claim 6 averages the gap between two lines over the overlapping accuracy range.
@@ -80,7 +96,9 @@ GAP_GRID_POINTS = 21
 
 #: Defaults of the ``findings`` config keys (the JSON schema carries the same defaults; one place here for code).
 DEFAULT_GROUPS: dict[str, Any] = {
-    "zero_shot": ZERO_SHOT_GROUP, "fine_tuned": FINE_TUNED_GROUP, "others": [STANDARD_GROUP, MORE_DATA_GROUP],
+    "zero_shot": ZERO_SHOT_GROUP,
+    "fine_tuned": FINE_TUNED_GROUP,
+    "others": [STANDARD_GROUP, MORE_DATA_GROUP],
     "reference": REFERENCE_GROUP,
 }
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -161,7 +179,9 @@ class FindingsSettings:
 # ---------------------------------------------------------------------------------------------- verdicts
 
 
-def verdict(ci_low: float, ci_high: float, threshold: float, side: str, p_value: float = 0.0, alpha: float = 1.0) -> str:
+def verdict(
+    ci_low: float, ci_high: float, threshold: float, side: str, p_value: float = 0.0, alpha: float = 1.0
+) -> str:
     """The verdict of an interval against a threshold, and of a p-value against ``alpha``.
 
     ``side``: where the claim lies: ``"above"`` (values > threshold), ``"at_least"`` (>= threshold), ``"below"``
@@ -226,13 +246,24 @@ class Claim:
     bounds: tuple[float, float] = (-np.inf, np.inf)
 
 
-def _row(claim: Claim, value: float, design: Design | None, ci: tuple[float, float], p: float, verdict_: str,
-         reason: str) -> dict[str, Any]:
+def _row(
+    claim: Claim, value: float, design: Design | None, ci: tuple[float, float], p: float, verdict_: str, reason: str
+) -> dict[str, Any]:
     return {
-        "claim_id": claim.claim_id, "claim": claim.claim, "statistic": claim.statistic, "value": float(value),
-        "n_models": design.n_models if design is not None else "", "ci_low": float(ci[0]), "ci_high": float(ci[1]),
-        "threshold": float(claim.threshold), "p_value": float(p), "test": design.test if design is not None else "",
-        "verdict": verdict_, "reason": reason, "notes": design.notes if design is not None else "", "figure": claim.figure,
+        "claim_id": claim.claim_id,
+        "claim": claim.claim,
+        "statistic": claim.statistic,
+        "value": float(value),
+        "n_models": design.n_models if design is not None else "",
+        "ci_low": float(ci[0]),
+        "ci_high": float(ci[1]),
+        "threshold": float(claim.threshold),
+        "p_value": float(p),
+        "test": design.test if design is not None else "",
+        "verdict": verdict_,
+        "reason": reason,
+        "notes": design.notes if design is not None else "",
+        "figure": claim.figure,
     }
 
 
@@ -250,8 +281,15 @@ def _one_sided_p(null: np.ndarray, observed: float, side: str) -> float:
     return float((1 + hits) / (1 + len(null)))
 
 
-def evaluate(claim: Claim, design: Design, statistic: Statistic, settings: FindingsSettings, salt: int = 0,
-             components: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, need: int = 1) -> dict[str, Any]:
+def evaluate(
+    claim: Claim,
+    design: Design,
+    statistic: Statistic,
+    settings: FindingsSettings,
+    salt: int = 0,
+    components: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    need: int = 1,
+) -> dict[str, Any]:
     """One row: the statistic on every model, its cluster-bootstrap interval, its p-value and the verdict.
 
     ``components``: for a count claim (1a), ``(weights, draws) -> (k, B)`` per-component differences, each tested
@@ -260,22 +298,34 @@ def evaluate(claim: Claim, design: Design, statistic: Statistic, settings: Findi
     n = len(design.models)
     nan2 = (float("nan"), float("nan"))
     if n == 0:
-        return _row(claim, float("nan"), design, nan2, float("nan"), UNDETERMINED, design.too_few or "no model has the values")
+        return _row(
+            claim, float("nan"), design, nan2, float("nan"), UNDETERMINED, design.too_few or "no model has the values"
+        )
     value = float(statistic(np.ones((1, n)), design.identity[None, :])[0])
     if design.too_few:
         return _row(claim, value, design, nan2, float("nan"), UNDETERMINED, design.too_few)
     if not np.isfinite(value):
-        return _row(claim, value, design, nan2, float("nan"), UNDETERMINED, "the statistic cannot be computed from these models")
+        return _row(
+            claim, value, design, nan2, float("nan"), UNDETERMINED, "the statistic cannot be computed from these models"
+        )
     rng = np.random.default_rng([settings.seed, salt])
     weights = cluster_bootstrap_weights(design.strata, design.clusters, settings.bootstrap_samples, rng)
     boot = statistic(weights, np.broadcast_to(design.identity, weights.shape))
     finite = boot[np.isfinite(boot)]
     if len(finite) < (1.0 - MAX_UNDEFINED_SHARE) * len(boot):
-        return _row(claim, value, design, nan2, float("nan"), UNDETERMINED,
-                    f"{len(boot) - len(finite)} of {len(boot)} bootstrap resamples give no value")
+        return _row(
+            claim,
+            value,
+            design,
+            nan2,
+            float("nan"),
+            UNDETERMINED,
+            f"{len(boot) - len(finite)} of {len(boot)} bootstrap resamples give no value",
+        )
     jackknife = jackknife_weights(design.clusters)
-    low, high = bca_interval(value, boot, statistic(jackknife, np.broadcast_to(design.identity, jackknife.shape)),
-                             settings.confidence)
+    low, high = bca_interval(
+        value, boot, statistic(jackknife, np.broadcast_to(design.identity, jackknife.shape)), settings.confidence
+    )
     ci = (float(np.clip(low, *claim.bounds)), float(np.clip(high, *claim.bounds)))
     if design.null is not None and components is not None:
         draws = design.null(settings.permutations, rng)
@@ -287,13 +337,20 @@ def evaluate(claim: Claim, design: Design, statistic: Statistic, settings: Findi
         draws = design.null(settings.permutations, rng)
         p = _one_sided_p(statistic(np.ones(draws.shape), draws), value, claim.side)
     else:  # the bootstrap test of the threshold: share of resamples on the other side
-        p = _one_sided_p(finite, claim.threshold, {"above": "below", "at_least": "below", "below": "above"}.get(claim.side, claim.side))
+        p = _one_sided_p(
+            finite,
+            claim.threshold,
+            {"above": "below", "at_least": "below", "below": "above"}.get(claim.side, claim.side),
+        )
     judged = verdict(ci[0], ci[1], claim.threshold, claim.side, p, settings.alpha)
     reason = ""
     if judged == UNDETERMINED:
         on_side = verdict(ci[0], ci[1], claim.threshold, claim.side) == SUPPORTED
-        reason = (f"p = {p:.3g} is not below alpha = {settings.alpha:g}" if on_side
-                  else "the interval straddles the threshold")
+        reason = (
+            f"p = {p:.3g} is not below alpha = {settings.alpha:g}"
+            if on_side
+            else "the interval straddles the threshold"
+        )
     return _row(claim, value, design, ci, p, judged, reason)
 
 
@@ -301,7 +358,9 @@ def evaluate(claim: Claim, design: Design, statistic: Statistic, settings: Findi
 
 
 def _key(metric: str, dataset: str, factor: object = None, score: object = None) -> str:
-    parts = [metric, dataset] + ([str(factor)] if factor is not None else []) + ([str(score)] if score is not None else [])
+    parts = (
+        [metric, dataset] + ([str(factor)] if factor is not None else []) + ([str(score)] if score is not None else [])
+    )
     return "|".join(parts)
 
 
@@ -324,10 +383,17 @@ def model_table(metrics: pd.DataFrame, registry: pd.DataFrame) -> pd.DataFrame:
     size = meta["training_size"] if "training_size" in meta.columns else pd.Series(np.nan, index=meta.index)
     out["training_size"] = pd.to_numeric(size, errors="coerce").to_numpy(dtype=float)
     picked = metrics[metrics["model"].astype(str).isin(out.index)]
-    keys = [_key(m, d, f if isinstance(f, str) else None, s if isinstance(s, str) else None)
-            for m, d, f, s in zip(picked["metric"], picked["dataset"], picked["factor"], picked["score"])]
-    values = pd.DataFrame({"model": picked["model"].astype(str).to_numpy(), "key": keys,
-                           "value": pd.to_numeric(picked["value"], errors="coerce").to_numpy(dtype=float)})
+    keys = [
+        _key(m, d, f if isinstance(f, str) else None, s if isinstance(s, str) else None)
+        for m, d, f, s in zip(picked["metric"], picked["dataset"], picked["factor"], picked["score"])
+    ]
+    values = pd.DataFrame(
+        {
+            "model": picked["model"].astype(str).to_numpy(),
+            "key": keys,
+            "value": pd.to_numeric(picked["value"], errors="coerce").to_numpy(dtype=float),
+        }
+    )
     wide = values.drop_duplicates(["model", "key"]).pivot(index="model", columns="key", values="value")
     return out.join(wide)
 
@@ -366,17 +432,30 @@ def _missing(table: pd.DataFrame, groups: Sequence[str], has: np.ndarray, what: 
     return "; ".join(parts)
 
 
-def _design(table: pd.DataFrame, labels: pd.Series, strata: pd.Series, test: str,
-            null: Callable[[np.ndarray, np.ndarray], Callable[[int, np.random.Generator], np.ndarray]] | None,
-            too_few: str = "", notes: str = "", shown: pd.Series | None = None, identity: np.ndarray | None = None) -> Design:
+def _design(
+    table: pd.DataFrame,
+    labels: pd.Series,
+    strata: pd.Series,
+    test: str,
+    null: Callable[[np.ndarray, np.ndarray], Callable[[int, np.random.Generator], np.ndarray]] | None,
+    too_few: str = "",
+    notes: str = "",
+    shown: pd.Series | None = None,
+    identity: np.ndarray | None = None,
+) -> Design:
     clusters = cluster_ids(table) if len(table) else np.zeros(0, dtype=np.int64)
     codes = labels.to_numpy()
     shown = labels if shown is None else shown
     return Design(
-        models=table, strata=strata.astype(str).to_numpy(), clusters=clusters,
+        models=table,
+        strata=strata.astype(str).to_numpy(),
+        clusters=clusters,
         identity=codes if identity is None else identity,
-        null=null(codes, clusters) if null is not None else None, test=test,
-        n_models=_counts(shown, clusters) if len(table) else "", too_few=too_few, notes=notes,
+        null=null(codes, clusters) if null is not None else None,
+        test=test,
+        n_models=_counts(shown, clusters) if len(table) else "",
+        too_few=too_few,
+        notes=notes,
     )
 
 
@@ -384,13 +463,16 @@ def _permute(blocks: np.ndarray | None = None):
     def make(codes: np.ndarray, clusters: np.ndarray):
         b = np.zeros(len(codes), dtype=np.int64) if blocks is None else blocks
         return lambda samples, rng: cluster_permutations(codes, clusters, b, samples, rng)
+
     return make
 
 
 # ---------------------------------------------------------------------------------------------- effective robustness
 
 
-def _effective_robustness(table: pd.DataFrame, factors: Sequence[str], reference: np.ndarray) -> Callable[[np.ndarray], list[np.ndarray]]:
+def _effective_robustness(
+    table: pd.DataFrame, factors: Sequence[str], reference: np.ndarray
+) -> Callable[[np.ndarray], list[np.ndarray]]:
     """``weights -> [ (B, n) ER per factor ]``: the logit-space line of each factor's accuracy on the accuracy over
     all annotated images is fitted on the reference models *as drawn in each resample*, then each model's factor
     accuracy minus the line's prediction (fraction)."""
@@ -424,12 +506,16 @@ def _range_note(table: pd.DataFrame, reference: np.ndarray, settings: FindingsSe
     per_group = table.loc[outside, "group"].value_counts()
     what = "left out" if settings.out_of_range == "drop" else "kept (the reference line extrapolated)"
     detail = ", ".join(f"{g}={int(c)}" for g, c in sorted(per_group.items()))
-    note = (f"{int(outside.sum())} of {int((~reference).sum())} compared models outside the reference models' accuracy "
-            f"range [{lo:.3f}, {hi:.3f}]{' (' + detail + ')' if detail else ''}: {what} (findings.out_of_range)")
+    note = (
+        f"{int(outside.sum())} of {int((~reference).sum())} compared models outside the reference models' accuracy "
+        f"range [{lo:.3f}, {hi:.3f}]{' (' + detail + ')' if detail else ''}: {what} (findings.out_of_range)"
+    )
     return outside, note
 
 
-def _factor_frame(models: pd.DataFrame, groups: Sequence[str], settings: FindingsSettings) -> tuple[pd.DataFrame, list[str], str]:
+def _factor_frame(
+    models: pd.DataFrame, groups: Sequence[str], settings: FindingsSettings
+) -> tuple[pd.DataFrame, list[str], str]:
     """Models of ``groups`` plus the reference models, with ImageNet-X values; the factors present; the range note."""
     factors = [f for f in IMAGENET_X_FACTORS if _key("factor_accuracy", IMAGENET_X_DATASET, f) in models.columns]
     keep = models["group"].isin([*groups, settings.reference]).to_numpy()
@@ -466,7 +552,10 @@ def _factor_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dic
     er = _effective_robustness(table, factors, (table["group"] == settings.reference).to_numpy())
 
     def differences(weights: np.ndarray, labels: np.ndarray) -> list[np.ndarray]:
-        return [weighted_median(v, weights * (labels == 0)) - weighted_median(v, weights * (labels == 1)) for v in er(weights)]
+        return [
+            weighted_median(v, weights * (labels == 0)) - weighted_median(v, weights * (labels == 1))
+            for v in er(weights)
+        ]
 
     def stacked(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return np.vstack(differences(weights, labels)) if factors else np.full((1, len(weights)), np.nan)
@@ -485,18 +574,40 @@ def _factor_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dic
 
     others_text = " + ".join(others)
     rows = [
-        evaluate(Claim("1a", "Zero-shot CLIP is more robust than other ImageNet classifiers on 6 of the 10 ImageNet-X factors",
-                       f"number of factors (of {len(factors)}) where the median effective robustness of zero-shot CLIP exceeds "
-                       f"that of the other classifiers ({others_text}); reference line refitted on {settings.reference} in every resample"
-                       f"; p: the {int(np.ceil(thr['majority_of_factors']))}th smallest Holm-adjusted one-sided "
-                       "permutation p of the per-factor differences",
-                       FIGURE_FACTOR, thr["majority_of_factors"], "at_least", (0.0, float(len(factors)))),
-                 design, count_better, settings, salt=1, components=stacked,
-                 need=int(np.ceil(thr["majority_of_factors"]))),
-        evaluate(Claim("1b", "... and less robust on pose",
-                       f"median effective robustness on pose: zero-shot CLIP minus the other classifiers ({others_text}) (fraction)",
-                       FIGURE_FACTOR, 0.0, "below"),
-                 design, pose, settings, salt=2),
+        evaluate(
+            Claim(
+                "1a",
+                "Zero-shot CLIP is more robust than other ImageNet classifiers on 6 of the 10 ImageNet-X factors",
+                f"number of factors (of {len(factors)}) where the median effective robustness of zero-shot CLIP exceeds "
+                f"that of the other classifiers ({others_text}); reference line refitted on {settings.reference} in every resample"
+                f"; p: the {int(np.ceil(thr['majority_of_factors']))}th smallest Holm-adjusted one-sided "
+                "permutation p of the per-factor differences",
+                FIGURE_FACTOR,
+                thr["majority_of_factors"],
+                "at_least",
+                (0.0, float(len(factors))),
+            ),
+            design,
+            count_better,
+            settings,
+            salt=1,
+            components=stacked,
+            need=int(np.ceil(thr["majority_of_factors"])),
+        ),
+        evaluate(
+            Claim(
+                "1b",
+                "... and less robust on pose",
+                f"median effective robustness on pose: zero-shot CLIP minus the other classifiers ({others_text}) (fraction)",
+                FIGURE_FACTOR,
+                0.0,
+                "below",
+            ),
+            design,
+            pose,
+            settings,
+            salt=2,
+        ),
     ]
 
     # claim 2: zero-shot CLIP grouped by training source (eligible sources), reference models only refit the line
@@ -505,44 +616,103 @@ def _factor_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dic
     sources = _eligible(table.loc[zs_rows, "source_family"], settings.min_models)
     keep = (zs_rows & table["source_family"].isin(sources)) | (table["group"] == settings.reference)
     part = table[keep]
-    codes = pd.Series(np.where(part["group"] == zs, part["source_family"].map({s: i for i, s in enumerate(sources)}).fillna(-1), -1)
-                      .astype(int), index=part.index)
-    too_few = "" if len(sources) >= 2 else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
+    codes = pd.Series(
+        np.where(
+            part["group"] == zs, part["source_family"].map({s: i for i, s in enumerate(sources)}).fillna(-1), -1
+        ).astype(int),
+        index=part.index,
+    )
+    too_few = (
+        ""
+        if len(sources) >= 2
+        else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
+    )
     shown = part["source_family"].where(part["group"] == zs, f"reference {settings.reference}")
-    rows.append(_group_effect_over(
-        Claim("2", "Training source changes factor robustness",
-              "zero-shot CLIP, per factor: omega squared of effective robustness by training source; median over factors "
-              "(share of variance explained)", FIGURE_FACTOR_SOURCE, thr["variance_explained"], "above"),
-        part, codes, part["group"].where(part["group"] != zs, part["source_family"]), _permute(), too_few, note, shown,
-        lambda w: _effective_robustness(part, factors, (part["group"] == settings.reference).to_numpy())(w),
-        len(sources), settings, salt=3))
+    rows.append(
+        _group_effect_over(
+            Claim(
+                "2",
+                "Training source changes factor robustness",
+                "zero-shot CLIP, per factor: omega squared of effective robustness by training source; median over factors "
+                "(share of variance explained)",
+                FIGURE_FACTOR_SOURCE,
+                thr["variance_explained"],
+                "above",
+            ),
+            part,
+            codes,
+            part["group"].where(part["group"] != zs, part["source_family"]),
+            _permute(),
+            too_few,
+            note,
+            shown,
+            lambda w: _effective_robustness(part, factors, (part["group"] == settings.reference).to_numpy())(w),
+            len(sources),
+            settings,
+            salt=3,
+        )
+    )
 
     # claim 9: CLIP-FT routes within a pretraining source
     table, _, note = _factor_frame(models, [settings.fine_tuned], settings)
-    rows.append(_route_effect(
-        Claim("9", "The fine-tuning route changes factor robustness",
-              "CLIP-FT, per factor: effective robustness centred within each pretraining source, omega squared by "
-              "fine-tuning route; median over factors", FIGURE_FACTOR_ROUTE, thr["variance_explained"], "above"),
-        table, lambda part: _effective_robustness(part, factors, (part["group"] == settings.reference).to_numpy()),
-        note, settings, salt=9, keep_reference=True))
+    rows.append(
+        _route_effect(
+            Claim(
+                "9",
+                "The fine-tuning route changes factor robustness",
+                "CLIP-FT, per factor: effective robustness centred within each pretraining source, omega squared by "
+                "fine-tuning route; median over factors",
+                FIGURE_FACTOR_ROUTE,
+                thr["variance_explained"],
+                "above",
+            ),
+            table,
+            lambda part: _effective_robustness(part, factors, (part["group"] == settings.reference).to_numpy()),
+            note,
+            settings,
+            salt=9,
+            keep_reference=True,
+        )
+    )
     return rows
 
 
-def _group_effect_over(claim: Claim, part: pd.DataFrame, codes: pd.Series, strata: pd.Series, null, too_few: str, notes: str,
-                       shown: pd.Series, values: Callable[[np.ndarray], list[np.ndarray]], n_labels: int,
-                       settings: FindingsSettings, salt: int) -> dict[str, Any]:
+def _group_effect_over(
+    claim: Claim,
+    part: pd.DataFrame,
+    codes: pd.Series,
+    strata: pd.Series,
+    null,
+    too_few: str,
+    notes: str,
+    shown: pd.Series,
+    values: Callable[[np.ndarray], list[np.ndarray]],
+    n_labels: int,
+    settings: FindingsSettings,
+    salt: int,
+) -> dict[str, Any]:
     """A group-effect row: omega squared of each of ``values(weights)`` by ``codes``, median over them."""
     design = _design(part, codes, strata, PERMUTATION, null, too_few, notes, shown)
 
     def effect(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return nan_median_rows([omega_squared(v, weights, labels, max(n_labels, 1)) for v in values(weights)] or [np.full(len(weights), np.nan)])
+        return nan_median_rows(
+            [omega_squared(v, weights, labels, max(n_labels, 1)) for v in values(weights)]
+            or [np.full(len(weights), np.nan)]
+        )
 
     return evaluate(claim, design, effect, settings, salt)
 
 
-def _route_effect(claim: Claim, table: pd.DataFrame, values_of: Callable[[pd.DataFrame], Callable[[np.ndarray], list[np.ndarray]]],
-                  notes: str, settings: FindingsSettings, salt: int, keep_reference: bool = False,
-                  unscorable: str = "") -> dict[str, Any]:
+def _route_effect(
+    claim: Claim,
+    table: pd.DataFrame,
+    values_of: Callable[[pd.DataFrame], Callable[[np.ndarray], list[np.ndarray]]],
+    notes: str,
+    settings: FindingsSettings,
+    salt: int,
+    keep_reference: bool = False,
+    unscorable: str = "",
+) -> dict[str, Any]:
     """Claims 4b and 9: CLIP-FT models, values centred within each pretraining source, omega squared by route;
     routes permuted among clusters within each source. Only sources with >= 2 routes take part."""
     ft_rows = table["group"] == settings.fine_tuned
@@ -557,9 +727,14 @@ def _route_effect(claim: Claim, table: pd.DataFrame, values_of: Callable[[pd.Dat
     route_code = part["finetune_route"].map({r: i for i, r in enumerate(routes)}).fillna(-1).astype(int)
     codes = pd.Series(np.where(is_ft, route_code, -1), index=part.index)
     source_code = pd.factorize(part["source_family"].where(is_ft, "reference"))[0]
-    too_few = unscorable or ("" if len(routes) >= 2 else (
-        f"fewer than 2 fine-tuning routes with >= {settings.min_models} {settings.fine_tuned} models within "
-        "pretraining sources that have both"))
+    too_few = unscorable or (
+        ""
+        if len(routes) >= 2
+        else (
+            f"fewer than 2 fine-tuning routes with >= {settings.min_models} {settings.fine_tuned} models within "
+            "pretraining sources that have both"
+        )
+    )
     shown = (part["finetune_route"] + " / " + part["source_family"]).where(is_ft, f"reference {settings.reference}")
     strata = (part["finetune_route"] + "|" + part["source_family"]).where(is_ft, part["group"])
     design = _design(part, codes, strata, PERMUTATION, _permute(source_code), too_few, notes, shown)
@@ -588,7 +763,9 @@ def _scored(models: pd.DataFrame, sets: Sequence[str], settings: FindingsSetting
     is_zs = (models["group"] == settings.zero_shot).to_numpy()
     for d in sets:
         if settings.ood_score == PAPER_OOD_SCORE:
-            out[d] = np.where(is_zs, _column(models, _auroc_key(d, "mcm", metric)), _column(models, _auroc_key(d, "msp", metric)))
+            out[d] = np.where(
+                is_zs, _column(models, _auroc_key(d, "mcm", metric)), _column(models, _auroc_key(d, "msp", metric))
+            )
         else:
             out[d] = _column(models, _auroc_key(d, settings.ood_score, metric))
     return out
@@ -603,7 +780,9 @@ def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, s
     sets = [d for d in settings.ood_sets if any(c.startswith(f"{metric}|{d}|") for c in models.columns)]
     scored = _scored(models, sets, settings, metric)
     accuracy = _column(models, _key("top1", settings.in_distribution))
-    has = np.isfinite(accuracy) & (np.isfinite(scored.to_numpy()).any(axis=1) if sets else np.zeros(len(models), dtype=bool))
+    has = np.isfinite(accuracy) & (
+        np.isfinite(scored.to_numpy()).any(axis=1) if sets else np.zeros(len(models), dtype=bool)
+    )
     what = f"{metric} under {_score_text(settings)}"
     missing = _missing(models, [settings.zero_shot, settings.fine_tuned], has, what)
     unscorable = {g: _unscorable(models, g, has, what) for g in (settings.zero_shot, settings.fine_tuned)}
@@ -618,19 +797,32 @@ def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, s
     zs = table[table["group"] == settings.zero_shot]
     sources = _eligible(zs["source_family"], settings.min_models)
     zs = zs[zs["source_family"].isin(sources)]
-    too_few = "" if sources and sets else f"no training source with >= {settings.min_models} zero-shot CLIP models and {name} rows"
+    too_few = (
+        ""
+        if sources and sets
+        else f"no training source with >= {settings.min_models} zero-shot CLIP models and {name} rows"
+    )
     block = pd.factorize(zs["source_family"])[0]
     masks = [block == b for b in np.unique(block)]
     x = zs["accuracy"].to_numpy(dtype=float)
     ys = [zs[d].to_numpy(dtype=float) for d in sets]
-    design = _design(zs, pd.Series(np.arange(len(zs)), index=zs.index), zs["source_family"], WITHIN_SHUFFLE,
-                     lambda codes, clusters: (lambda samples, rng: within_block_shuffles(block, samples, rng)),
-                     unscorable[settings.zero_shot] or too_few, missing, zs["source_family"])
+    design = _design(
+        zs,
+        pd.Series(np.arange(len(zs)), index=zs.index),
+        zs["source_family"],
+        WITHIN_SHUFFLE,
+        lambda codes, clusters: lambda samples, rng: within_block_shuffles(block, samples, rng),
+        unscorable[settings.zero_shot] or too_few,
+        missing,
+        zs["source_family"],
+    )
 
     def pooled_r(weights: np.ndarray, index: np.ndarray) -> np.ndarray:
         # sources with fewer than min_models distinct models in this resample take no part (a 2-model r is +-1)
         enough = [distinct_models(weights, mask) >= settings.min_models for mask in masks]
-        used = sum((weights * mask) * ok[:, None] for mask, ok in zip(masks, enough)) if masks else np.zeros_like(weights)
+        used = (
+            sum((weights * mask) * ok[:, None] for mask, ok in zip(masks, enough)) if masks else np.zeros_like(weights)
+        )
         x_c = np.broadcast_to(x, weights.shape).copy()
         for mask in masks:
             x_c[:, mask] -= weighted_mean(x, weights * mask)[:, None]
@@ -642,17 +834,33 @@ def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, s
             rs.append(sign * weighted_pearson(x_c, y_c, used))
         return nan_median_rows(rs or [np.full(len(weights), np.nan)])
 
-    rows.append(evaluate(
-        Claim(f"3{suffix}", f"Within a training source, zero-shot CLIP's ImageNet accuracy is strongly correlated with OOD detection ({name})",
-              f"pooled within-source Pearson r of ImageNet accuracy vs {name} ({_score_text(settings)}): both centred on "
-              f"each training source's mean, sources with >= {settings.min_models} distinct models in the resample; "
-              f"{'sign flipped (lower FPR is better); ' if sign < 0 else ''}median over OOD sets",
-              FIGURE_OOD, strong, "above", (-1.0, 1.0)),
-        design, pooled_r, settings, salt=30 + len(suffix)))
+    rows.append(
+        evaluate(
+            Claim(
+                f"3{suffix}",
+                f"Within a training source, zero-shot CLIP's ImageNet accuracy is strongly correlated with OOD detection ({name})",
+                f"pooled within-source Pearson r of ImageNet accuracy vs {name} ({_score_text(settings)}): both centred on "
+                f"each training source's mean, sources with >= {settings.min_models} distinct models in the resample; "
+                f"{'sign flipped (lower FPR is better); ' if sign < 0 else ''}median over OOD sets",
+                FIGURE_OOD,
+                strong,
+                "above",
+                (-1.0, 1.0),
+            ),
+            design,
+            pooled_r,
+            settings,
+            salt=30 + len(suffix),
+        )
+    )
 
     # claim 4a: zero-shot CLIP by training source, residual from one line of the metric on accuracy (refit per resample)
     codes = pd.Series(zs["source_family"].map({s: i for i, s in enumerate(sources)}).astype(int), index=zs.index)
-    too_few4 = "" if len(sources) >= 2 and sets else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
+    too_few4 = (
+        ""
+        if len(sources) >= 2 and sets
+        else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
+    )
 
     def residuals_of(part: pd.DataFrame, mask: np.ndarray | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
         xp = part["accuracy"].to_numpy(dtype=float)
@@ -668,28 +876,62 @@ def _ood_claims(models: pd.DataFrame, settings: FindingsSettings, metric: str, s
 
         return residuals
 
-    rows.append(_group_effect_over(
-        Claim(f"4a{suffix}", f"Training source strongly affects OOD detection ({name})",
-              f"zero-shot CLIP: {name} residual from one line of {name} on ImageNet accuracy (refitted per resample), per OOD "
-              "set; omega squared by training source; median over OOD sets", FIGURE_OOD, thr["variance_explained"], "above"),
-        zs, codes, zs["source_family"], _permute(), unscorable[settings.zero_shot] or too_few4, missing,
-        zs["source_family"], residuals_of(zs), len(sources), settings, salt=40 + len(suffix)))
+    rows.append(
+        _group_effect_over(
+            Claim(
+                f"4a{suffix}",
+                f"Training source strongly affects OOD detection ({name})",
+                f"zero-shot CLIP: {name} residual from one line of {name} on ImageNet accuracy (refitted per resample), per OOD "
+                "set; omega squared by training source; median over OOD sets",
+                FIGURE_OOD,
+                thr["variance_explained"],
+                "above",
+            ),
+            zs,
+            codes,
+            zs["source_family"],
+            _permute(),
+            unscorable[settings.zero_shot] or too_few4,
+            missing,
+            zs["source_family"],
+            residuals_of(zs),
+            len(sources),
+            settings,
+            salt=40 + len(suffix),
+        )
+    )
 
     ft_table = table[table["group"] == settings.fine_tuned]
-    rows.append(_route_effect(
-        Claim(f"4b{suffix}", f"Fine-tuning procedure strongly affects OOD detection ({name})",
-              f"CLIP-FT: {name} residual from one line on ImageNet accuracy over CLIP-FT (refitted per resample), centred "
-              "within each pretraining source; omega squared by fine-tuning route; median over OOD sets",
-              FIGURE_OOD_FT, thr["variance_explained"], "above"),
-        ft_table, lambda part: residuals_of(part), missing, settings, salt=50 + len(suffix),
-        unscorable=unscorable[settings.fine_tuned]))
+    rows.append(
+        _route_effect(
+            Claim(
+                f"4b{suffix}",
+                f"Fine-tuning procedure strongly affects OOD detection ({name})",
+                f"CLIP-FT: {name} residual from one line on ImageNet accuracy over CLIP-FT (refitted per resample), centred "
+                "within each pretraining source; omega squared by fine-tuning route; median over OOD sets",
+                FIGURE_OOD_FT,
+                thr["variance_explained"],
+                "above",
+            ),
+            ft_table,
+            lambda part: residuals_of(part),
+            missing,
+            settings,
+            salt=50 + len(suffix),
+            unscorable=unscorable[settings.fine_tuned],
+        )
+    )
     return rows
 
 
 def _unscorable(models: pd.DataFrame, group: str, has: np.ndarray, what: str) -> str:
     """A reason naming ``group`` when it has models but none of them has ``what`` (the group cannot be scored)."""
     mask = (models["group"] == group).to_numpy()
-    return f"group {group} cannot be scored: none of its {int(mask.sum())} models has {what}" if mask.any() and not (mask & has).any() else ""
+    return (
+        f"group {group} cannot be scored: none of its {int(mask.sum())} models has {what}"
+        if mask.any() and not (mask & has).any()
+        else ""
+    )
 
 
 def _calibration_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:
@@ -704,7 +946,9 @@ def _calibration_claims(models: pd.DataFrame, settings: FindingsSettings) -> lis
         has = np.isfinite(values)
         part, lab, sh = pair[has], label[has], shown[has]
         v = values[has]
-        design = _design(part, lab, part["group"], BOOTSTRAP_TEST, None, _too_few(sh, [zs, "others"], settings.min_models), "", sh)
+        design = _design(
+            part, lab, part["group"], BOOTSTRAP_TEST, None, _too_few(sh, [zs, "others"], settings.min_models), "", sh
+        )
 
         def share(weights: np.ndarray, labels: np.ndarray, v=v) -> np.ndarray:
             clip_median = weighted_median(v, weights * (labels == 0))
@@ -712,11 +956,24 @@ def _calibration_claims(models: pd.DataFrame, settings: FindingsSettings) -> lis
             with np.errstate(invalid="ignore", divide="ignore"):
                 return (others_w * (v < clip_median[:, None])).sum(axis=1) / others_w.sum(axis=1)
 
-        rows.append(evaluate(
-            Claim(f"5{suffix}", f"CLIP models are not consistently better calibrated than other ImageNet classifiers ({unit})",
-                  f"pre-TS {unit} on {id_test}: share of the other classifiers ({' + '.join(others)}) with {unit} below the "
-                  "median zero-shot CLIP's", FIGURE_CALIBRATION, thr["share_better_calibrated"], "above", (0.0, 1.0)),
-            design, share, settings, salt=60 + len(suffix)))
+        rows.append(
+            evaluate(
+                Claim(
+                    f"5{suffix}",
+                    f"CLIP models are not consistently better calibrated than other ImageNet classifiers ({unit})",
+                    f"pre-TS {unit} on {id_test}: share of the other classifiers ({' + '.join(others)}) with {unit} below the "
+                    "median zero-shot CLIP's",
+                    FIGURE_CALIBRATION,
+                    thr["share_better_calibrated"],
+                    "above",
+                    (0.0, 1.0),
+                ),
+                design,
+                share,
+                settings,
+                salt=60 + len(suffix),
+            )
+        )
 
     rows += _trend_claims(pair, label, shown, id_test, settings)
     rows += _shift_claims(models, settings)
@@ -724,7 +981,9 @@ def _calibration_claims(models: pd.DataFrame, settings: FindingsSettings) -> lis
     return rows
 
 
-def _trend_claims(pair: pd.DataFrame, label: pd.Series, shown: pd.Series, id_test: str, settings: FindingsSettings) -> list[dict[str, Any]]:
+def _trend_claims(
+    pair: pd.DataFrame, label: pd.Series, shown: pd.Series, id_test: str, settings: FindingsSettings
+) -> list[dict[str, Any]]:
     zs, thr = settings.zero_shot, settings.thresholds
     x_all, y_all = _column(pair, _key("top1", id_test)), _column(pair, _key("ece_ts", id_test))
     has = np.isfinite(x_all) & np.isfinite(y_all)
@@ -734,15 +993,22 @@ def _trend_claims(pair: pd.DataFrame, label: pd.Series, shown: pd.Series, id_tes
         lo = max(x_all[has & is_zs].min(), x_all[has & ~is_zs].min())
         hi = min(x_all[has & is_zs].max(), x_all[has & ~is_zs].max())
         keep = has & (x_all >= lo) & (x_all <= hi)
-        note = (f"overlapping accuracy range [{lo:.3f}, {hi:.3f}]; {int((has & ~keep).sum())} of {int(has.sum())} models "
-                "outside it left out") if hi > lo else "the two groups' accuracy ranges do not overlap"
+        note = (
+            (
+                f"overlapping accuracy range [{lo:.3f}, {hi:.3f}]; {int((has & ~keep).sum())} of {int(has.sum())} models "
+                "outside it left out"
+            )
+            if hi > lo
+            else "the two groups' accuracy ranges do not overlap"
+        )
     else:
         lo = hi = float("nan")
     part, lab, sh = pair[keep], label[keep], shown[keep]
     x, y = x_all[keep], y_all[keep]
     overlap = bool(hi > lo)  # NaN bounds (a group without values) compare False
-    too_few = ((_too_few(sh, [zs, "others"], settings.min_models) if overlap else "")
-               or ("" if overlap else f"no overlapping accuracy range of {zs} and the other classifiers on {id_test}"))
+    too_few = (_too_few(sh, [zs, "others"], settings.min_models) if overlap else "") or (
+        "" if overlap else f"no overlapping accuracy range of {zs} and the other classifiers on {id_test}"
+    )
     design = _design(part, lab, part["group"], PERMUTATION, _permute(), too_few, note, sh)
     grid = np.linspace(lo, hi, GAP_GRID_POINTS) if overlap else np.zeros(GAP_GRID_POINTS)
 
@@ -760,21 +1026,43 @@ def _trend_claims(pair: pd.DataFrame, label: pd.Series, shown: pd.Series, id_tes
             w = weights * (labels == g)
             resid = y - (slope[:, None] * x + intercept[:, None])
             with np.errstate(invalid="ignore", divide="ignore"):
-                sds.append(np.sqrt((w * resid ** 2).sum(axis=1) / (w.sum(axis=1) - 2)))
+                sds.append(np.sqrt((w * resid**2).sum(axis=1) / (w.sum(axis=1) - 2)))
         with np.errstate(invalid="ignore", divide="ignore"):
             return sds[0] / sds[1]
 
     return [
-        evaluate(Claim("6a", "After temperature scaling, CLIP models follow a trend separate from the other models",
-                       f"post-TS ECE vs accuracy on {id_test}, one least-squares line per side (zero-shot CLIP; others), both "
-                       "fitted over the overlapping accuracy range (refitted per resample): mean |gap| between the lines "
-                       "over that range (ECE points; intercept and slope together)", FIGURE_CALIBRATION,
-                       thr["trend_gap_ece"], "above", (0.0, np.inf)),
-                 design, mean_gap, settings, salt=70),
-        evaluate(Claim("6b", "... and a consistent one: CLIP sits tightly on its own post-TS trend",
-                       "residual SD of zero-shot CLIP around its own post-TS ECE line / residual SD of the others around theirs",
-                       FIGURE_CALIBRATION, thr["spread_ratio"], "below", (0.0, np.inf)),
-                 design, spread_ratio, settings, salt=71),
+        evaluate(
+            Claim(
+                "6a",
+                "After temperature scaling, CLIP models follow a trend separate from the other models",
+                f"post-TS ECE vs accuracy on {id_test}, one least-squares line per side (zero-shot CLIP; others), both "
+                "fitted over the overlapping accuracy range (refitted per resample): mean |gap| between the lines "
+                "over that range (ECE points; intercept and slope together)",
+                FIGURE_CALIBRATION,
+                thr["trend_gap_ece"],
+                "above",
+                (0.0, np.inf),
+            ),
+            design,
+            mean_gap,
+            settings,
+            salt=70,
+        ),
+        evaluate(
+            Claim(
+                "6b",
+                "... and a consistent one: CLIP sits tightly on its own post-TS trend",
+                "residual SD of zero-shot CLIP around its own post-TS ECE line / residual SD of the others around theirs",
+                FIGURE_CALIBRATION,
+                thr["spread_ratio"],
+                "below",
+                (0.0, np.inf),
+            ),
+            design,
+            spread_ratio,
+            settings,
+            salt=71,
+        ),
     ]
 
 
@@ -786,41 +1074,85 @@ def _shift_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict
     for metric, suffix, unit in (("ece", "", "ECE points"), ("nll", "-nll", "nats")):
         changes = {c: _column(zs, _key(f"{metric}_ts", c)) - _column(zs, _key(metric, c)) for c in conditions}
         present = [c for c in conditions if np.isfinite(changes[c]).any()]
-        has = np.isfinite(np.vstack([changes[c] for c in present])).all(axis=0) if present else np.zeros(len(zs), dtype=bool)
+        has = (
+            np.isfinite(np.vstack([changes[c] for c in present])).all(axis=0)
+            if present
+            else np.zeros(len(zs), dtype=bool)
+        )
         part = zs[has]
         too_few = _too_few(part["group"], [settings.zero_shot], settings.min_models) or (
-            "" if present else f"no {metric} / {metric}_ts rows of a test condition")
-        design = _design(part, pd.Series(np.ones(len(part)), index=part.index), part["group"], SIGN_FLIP,
-                         lambda codes, clusters: (lambda samples, rng: cluster_sign_flips(clusters, samples, rng)),
-                         too_few, "", part["group"], identity=np.ones(len(part)))
+            "" if present else f"no {metric} / {metric}_ts rows of a test condition"
+        )
+        design = _design(
+            part,
+            pd.Series(np.ones(len(part)), index=part.index),
+            part["group"],
+            SIGN_FLIP,
+            lambda codes, clusters: lambda samples, rng: cluster_sign_flips(clusters, samples, rng),
+            too_few,
+            "",
+            part["group"],
+            identity=np.ones(len(part)),
+        )
         deltas = [changes[c][has] for c in present]
 
         def median_change(weights: np.ndarray, signs: np.ndarray, deltas=deltas) -> np.ndarray:
-            return nan_median_rows([weighted_mean(signs * d, weights) for d in deltas] or [np.full(len(weights), np.nan)])
+            return nan_median_rows(
+                [weighted_mean(signs * d, weights) for d in deltas] or [np.full(len(weights), np.nan)]
+            )
 
         name = metric.upper()
-        rows.append(evaluate(
-            Claim(f"7{suffix}", f"A temperature fitted on ImageNet keeps zero-shot CLIP's uncertainty reasonable under shift ({name})",
-                  f"per test condition ({', '.join(present) or 'none'}; {IMAGENET_C_DATASET} = mean over corruptions and "
-                  f"severities): mean over zero-shot CLIP of {name} after ID temperature scaling minus before ({unit}); "
-                  "median over conditions", FIGURE_SHIFT, 0.0, "below"),
-            design, median_change, settings, salt=80 + len(suffix)))
+        rows.append(
+            evaluate(
+                Claim(
+                    f"7{suffix}",
+                    f"A temperature fitted on ImageNet keeps zero-shot CLIP's uncertainty reasonable under shift ({name})",
+                    f"per test condition ({', '.join(present) or 'none'}; {IMAGENET_C_DATASET} = mean over corruptions and "
+                    f"severities): mean over zero-shot CLIP of {name} after ID temperature scaling minus before ({unit}); "
+                    "median over conditions",
+                    FIGURE_SHIFT,
+                    0.0,
+                    "below",
+                ),
+                design,
+                median_change,
+                settings,
+                salt=80 + len(suffix),
+            )
+        )
         if metric != "ece":
             continue
         per = []
         for i, c in enumerate(present):
+
             def one(weights: np.ndarray, signs: np.ndarray, d=deltas[i]) -> np.ndarray:
                 return weighted_mean(signs * d, weights)
 
-            per.append(evaluate(
-                Claim(f"7:{c}", f"... under {c} (ECE)", f"mean over zero-shot CLIP of post-TS minus pre-TS ECE on {c} "
-                      "(ECE points); p Holm-adjusted over the conditions", FIGURE_SHIFT, 0.0, "below"),
-                design, one, settings, salt=90 + i))
+            per.append(
+                evaluate(
+                    Claim(
+                        f"7:{c}",
+                        f"... under {c} (ECE)",
+                        f"mean over zero-shot CLIP of post-TS minus pre-TS ECE on {c} "
+                        "(ECE points); p Holm-adjusted over the conditions",
+                        FIGURE_SHIFT,
+                        0.0,
+                        "below",
+                    ),
+                    design,
+                    one,
+                    settings,
+                    salt=90 + i,
+                )
+            )
         adjusted = holm([r["p_value"] for r in per])
         for r, p in zip(per, adjusted):
             r["p_value"] = float(p)
             if r["verdict"] == SUPPORTED and not p < settings.alpha:
-                r["verdict"], r["reason"] = UNDETERMINED, f"Holm-adjusted p = {p:.3g} is not below alpha = {settings.alpha:g}"
+                r["verdict"], r["reason"] = (
+                    UNDETERMINED,
+                    f"Holm-adjusted p = {p:.3g} is not below alpha = {settings.alpha:g}",
+                )
         rows += per
     return rows
 
@@ -833,32 +1165,69 @@ def _clip_calibration_claims(models: pd.DataFrame, id_test: str, settings: Findi
     part = zs[zs["source_family"].isin(sources)]
     codes = pd.Series(part["source_family"].map({s: i for i, s in enumerate(sources)}).astype(int), index=part.index)
     ece = _column(part, _key("ece", id_test))
-    too_few = "" if len(sources) >= 2 else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
-    rows = [_group_effect_over(
-        Claim("8a", "Training source changes zero-shot CLIP's calibration",
-              f"zero-shot CLIP: omega squared of pre-TS ECE on {id_test} by training source (share of variance explained)",
-              FIGURE_CALIBRATION, settings.thresholds["variance_explained"], "above"),
-        part, codes, part["source_family"], _permute(), too_few, "", part["source_family"], lambda w: [ece],
-        len(sources), settings, salt=100)]
+    too_few = (
+        ""
+        if len(sources) >= 2
+        else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
+    )
+    rows = [
+        _group_effect_over(
+            Claim(
+                "8a",
+                "Training source changes zero-shot CLIP's calibration",
+                f"zero-shot CLIP: omega squared of pre-TS ECE on {id_test} by training source (share of variance explained)",
+                FIGURE_CALIBRATION,
+                settings.thresholds["variance_explained"],
+                "above",
+            ),
+            part,
+            codes,
+            part["source_family"],
+            _permute(),
+            too_few,
+            "",
+            part["source_family"],
+            lambda w: [ece],
+            len(sources),
+            settings,
+            salt=100,
+        )
+    ]
 
     sized = zs[np.isfinite(zs["training_size"].to_numpy(dtype=float)) & (zs["training_size"].to_numpy(dtype=float) > 0)]
     log_size = np.log10(sized["training_size"].to_numpy(dtype=float))
     ece_s = _column(sized, _key("ece", id_test))
     n_sizes = len(np.unique(log_size))
     too_few = _too_few(sized["group"], [settings.zero_shot], settings.min_models) or (
-        "" if n_sizes >= 3 else f"fewer than 3 distinct training-set sizes ({n_sizes})")
+        "" if n_sizes >= 3 else f"fewer than 3 distinct training-set sizes ({n_sizes})"
+    )
     size_code = pd.Series(pd.factorize(log_size)[0], index=sized.index)
     design = _design(sized, size_code, sized["group"], PERMUTATION, _permute(), too_few, "", sized["group"])
-    sizes_by_code = pd.Series(log_size).groupby(size_code.to_numpy()).first().sort_index().to_numpy() if len(sized) else np.zeros(0)
+    sizes_by_code = (
+        pd.Series(log_size).groupby(size_code.to_numpy()).first().sort_index().to_numpy() if len(sized) else np.zeros(0)
+    )
 
     def size_r(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return weighted_pearson(sizes_by_code[labels] if len(sizes_by_code) else labels, ece_s, weights)
 
-    rows.append(evaluate(
-        Claim("8b", "Training-set size drives zero-shot CLIP's calibration",
-              f"zero-shot CLIP: Pearson r of log10 training-set size vs pre-TS ECE on {id_test} (either sign; sizes "
-              "permuted among clusters)", FIGURE_CALIBRATION, 0.0, "outside", (-1.0, 1.0)),
-        design, size_r, settings, salt=101))
+    rows.append(
+        evaluate(
+            Claim(
+                "8b",
+                "Training-set size drives zero-shot CLIP's calibration",
+                f"zero-shot CLIP: Pearson r of log10 training-set size vs pre-TS ECE on {id_test} (either sign; sizes "
+                "permuted among clusters)",
+                FIGURE_CALIBRATION,
+                0.0,
+                "outside",
+                (-1.0, 1.0),
+            ),
+            design,
+            size_r,
+            settings,
+            salt=101,
+        )
+    )
     return rows
 
 
@@ -878,18 +1247,44 @@ def findings_table(metrics: pd.DataFrame, registry: pd.DataFrame, settings: Find
     ]
     table = pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
     order = {c: i for i, c in enumerate(CLAIM_ORDER)}
-    table = table.iloc[sorted(range(len(table)), key=lambda i: (order.get(table["claim_id"].iat[i].split(":")[0], 99), i))]
+    table = table.iloc[
+        sorted(range(len(table)), key=lambda i: (order.get(table["claim_id"].iat[i].split(":")[0], 99), i))
+    ]
     table = table.reset_index(drop=True)
     for row in table.itertuples():
-        log.info("finding %s: %s (value %.4g, p %.3g, %s) [%s]", row.claim_id, row.verdict, row.value, row.p_value,
-                 row.n_models, row.reason)
+        log.info(
+            "finding %s: %s (value %.4g, p %.3g, %s) [%s]",
+            row.claim_id,
+            row.verdict,
+            row.value,
+            row.p_value,
+            row.n_models,
+            row.reason,
+        )
     return table
 
 
 #: Order of the rows (claim ids; per-condition rows follow their claim).
 CLAIM_ORDER: tuple[str, ...] = (
-    "1a", "1b", "2", "9", "3", "3-fpr95", "4a", "4a-fpr95", "4b", "4b-fpr95", "5", "5-nll", "6a", "6b", "7", "7-nll",
-    "8a", "8b", "10",
+    "1a",
+    "1b",
+    "2",
+    "9",
+    "3",
+    "3-fpr95",
+    "4a",
+    "4a-fpr95",
+    "4b",
+    "4b-fpr95",
+    "5",
+    "5-nll",
+    "6a",
+    "6b",
+    "7",
+    "7-nll",
+    "8a",
+    "8b",
+    "10",
 )
 
 
@@ -911,18 +1306,36 @@ def _shape_bias_claims(models: pd.DataFrame, settings: FindingsSettings) -> list
         part, v = pair[has], values[has]
         shown = part["group"].where(part["group"] == zs, "others")
         label = pd.Series(np.where(part["group"] == zs, 0, 1), index=part.index)
-        design = _design(part, label, part["group"], PERMUTATION, _permute(),
-                         _too_few(shown, [zs, "others"], settings.min_models),
-                         _missing(pair, [zs, *others], has, f"shape bias on {dataset}"), shown)
+        design = _design(
+            part,
+            label,
+            part["group"],
+            PERMUTATION,
+            _permute(),
+            _too_few(shown, [zs, "others"], settings.min_models),
+            _missing(pair, [zs, *others], has, f"shape bias on {dataset}"),
+            shown,
+        )
 
         def difference(weights: np.ndarray, labels: np.ndarray, v=v) -> np.ndarray:
             return weighted_mean(v, weights * (labels == 0)) - weighted_mean(v, weights * (labels == 1))
 
-        rows.append(evaluate(
-            Claim("10" if k == 0 else f"10:{dataset}",
-                  "Zero-shot CLIP models are more shape-biased than other ImageNet classifiers (journal extension)",
-                  f"mean shape bias on {dataset} (16-category decision; images whose shape and texture agree left out): "
-                  f"zero-shot CLIP minus the other classifiers ({' + '.join(others)})",
-                  FIGURE_SHAPE_BIAS, 0.0, "above", (-1.0, 1.0)),
-            design, difference, settings, salt=110 + k))
+        rows.append(
+            evaluate(
+                Claim(
+                    "10" if k == 0 else f"10:{dataset}",
+                    "Zero-shot CLIP models are more shape-biased than other ImageNet classifiers (journal extension)",
+                    f"mean shape bias on {dataset} (16-category decision; images whose shape and texture agree left out): "
+                    f"zero-shot CLIP minus the other classifiers ({' + '.join(others)})",
+                    FIGURE_SHAPE_BIAS,
+                    0.0,
+                    "above",
+                    (-1.0, 1.0),
+                ),
+                design,
+                difference,
+                settings,
+                salt=110 + k,
+            )
+        )
     return rows

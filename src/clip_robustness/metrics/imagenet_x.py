@@ -72,7 +72,9 @@ def factor_accuracies(
     """
     missing = [f for f in factors if f not in annotations.columns]
     if missing:
-        raise ValueError(f"ImageNet-X annotations have no factor column(s) {missing}; known: {list(annotations.columns)}")
+        raise ValueError(
+            f"ImageNet-X annotations have no factor column(s) {missing}; known: {list(annotations.columns)}"
+        )
     joined = _join(file_names, predicted_classes, annotations, "predicted_class")
     correct = (joined["predicted_class"].to_numpy() == joined["class"].to_numpy()).astype(np.float64)
     rows = {}
@@ -98,7 +100,9 @@ def error_ratios(accuracies: pd.Series) -> pd.Series:
     1 means the factor is as hard as the annotated set overall; NaN (or inf) when ``acc_all`` is 1.
     """
     if ALL_ANNOTATED not in accuracies.index:
-        raise ValueError(f"error_ratios: accuracies need the {ALL_ANNOTATED!r} entry (accuracy over all annotated images)")
+        raise ValueError(
+            f"error_ratios: accuracies need the {ALL_ANNOTATED!r} entry (accuracy over all annotated images)"
+        )
     factor_acc = accuracies.drop(ALL_ANNOTATED).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (1.0 - factor_acc) / (1.0 - float(accuracies[ALL_ANNOTATED]))

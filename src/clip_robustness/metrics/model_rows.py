@@ -159,7 +159,9 @@ def imagenet_x_rows(
         log.warning(
             "%s: %d of %d annotated images have a manifest label different from ImageNet-X's class; "
             "ImageNet-X rows score against ImageNet-X's class (as imagenet_x does)",
-            model, disagreements, n_all,
+            model,
+            disagreements,
+            n_all,
         )
     ratios = error_ratios(accuracies["accuracy"])
     rows = [tidy_row(model, IMAGENET_X_DATASET, "top1", accuracies.loc[ALL_ANNOTATED, "accuracy"])]
@@ -167,12 +169,16 @@ def imagenet_x_rows(
         if accuracies.loc[factor, "n_images"] == 0:
             log.warning("%s: no annotated image has ImageNet-X factor %r: no rows for it", model, factor)
             continue
-        rows.append(tidy_row(model, IMAGENET_X_DATASET, "factor_accuracy", accuracies.loc[factor, "accuracy"], factor=factor))
+        rows.append(
+            tidy_row(model, IMAGENET_X_DATASET, "factor_accuracy", accuracies.loc[factor, "accuracy"], factor=factor)
+        )
         rows.append(tidy_row(model, IMAGENET_X_DATASET, "error_ratio", ratios[factor], factor=factor))
     return rows
 
 
-def ood_rows(model: str, dataset: str, id_scores: Mapping[str, np.ndarray], ood: Mapping[str, np.ndarray], tpr: float) -> list[dict]:
+def ood_rows(
+    model: str, dataset: str, id_scores: Mapping[str, np.ndarray], ood: Mapping[str, np.ndarray], tpr: float
+) -> list[dict]:
     """Rows ``auroc`` and ``fpr95`` per score present in both ``id_scores`` and ``ood`` (ID positive)."""
     rows = []
     for score in OOD_SCORES:
@@ -221,11 +227,25 @@ def model_metrics_table(
     rows.append(tidy_row(model, idd.dataset, "top1", full.accuracy))
 
     is_calibration = calibration_split(idd.file_names, settings.calibration_split_seed)
-    temperature = fit_temperature(idd.logits[is_calibration], idd.labels[is_calibration], settings.temperature_range, id_space)
-    log.info("%s: temperature %.4f fitted on %d calibration images of %s", model, temperature, int(is_calibration.sum()), idd.dataset)
+    temperature = fit_temperature(
+        idd.logits[is_calibration], idd.labels[is_calibration], settings.temperature_range, id_space
+    )
+    log.info(
+        "%s: temperature %.4f fitted on %d calibration images of %s",
+        model,
+        temperature,
+        int(is_calibration.sum()),
+        idd.dataset,
+    )
     is_test = ~is_calibration
     rows += calibration_rows(
-        model, id_test_dataset(idd.dataset), idd.logits[is_test], idd.labels[is_test], id_space, temperature, settings.ece_bins
+        model,
+        id_test_dataset(idd.dataset),
+        idd.logits[is_test],
+        idd.labels[is_test],
+        id_space,
+        temperature,
+        settings.ece_bins,
     )
 
     if annotations is not None:
@@ -237,8 +257,16 @@ def model_metrics_table(
 
     for data in test_conditions:
         try:
-            rows += calibration_rows(model, data.dataset, data.logits, data.labels, data.label_space, temperature,
-                                     settings.ece_bins, settings.objectnet_pooling)
+            rows += calibration_rows(
+                model,
+                data.dataset,
+                data.logits,
+                data.labels,
+                data.label_space,
+                temperature,
+                settings.ece_bins,
+                settings.objectnet_pooling,
+            )
         except ValueError as exc:
             raise MetricsInputError(f"model {model!r}, dataset {data.dataset!r}: {exc}") from exc
         log.info("%s: scored test condition %s (%d images)", model, data.dataset, len(data.labels))
@@ -292,17 +320,28 @@ def model_metrics_from_files(
     )
     if not cue_conflict:
         return table
-    rows = [row for d in cue_conflict for row in shape_bias_rows_from_files(
-        model, d, logits_paths[d], manifest_paths[d], registry_row, prompt_set)]
+    rows = [
+        row
+        for d in cue_conflict
+        for row in shape_bias_rows_from_files(model, d, logits_paths[d], manifest_paths[d], registry_row, prompt_set)
+    ]
     return tidy_frame([*table.to_dict("records"), *rows])
 
 
-def shape_bias_rows_from_files(model: str, dataset: str, logits_path: str | os.PathLike, manifest_path: str | os.PathLike,
-                               registry_row: Mapping[str, Any] | None = None, prompt_set: str | None = None) -> list[dict]:
+def shape_bias_rows_from_files(
+    model: str,
+    dataset: str,
+    logits_path: str | os.PathLike,
+    manifest_path: str | os.PathLike,
+    registry_row: Mapping[str, Any] | None = None,
+    prompt_set: str | None = None,
+) -> list[dict]:
     """:func:`~clip_robustness.metrics.shape_bias.shape_bias_rows` from a logits cache and its manifest (whose metadata ``categories`` holds the mapping)."""
     categories = read_manifest(manifest_path).metadata.get("categories")
     if not categories:
-        raise MetricsInputError(f"manifest {manifest_path} of {dataset!r} has no 'categories' (not layout cue_conflict?)")
+        raise MetricsInputError(
+            f"manifest {manifest_path} of {dataset!r} has no 'categories' (not layout cue_conflict?)"
+        )
     data = load_dataset_logits(dataset, logits_path, manifest_path, registry_row, prompt_set)
     mapping = CategoryMapping.from_json_dict(categories, f"manifest {manifest_path}")
     return shape_bias_rows(model, dataset, data.logits, list(data.file_names), data.labels, mapping)

@@ -67,7 +67,9 @@ def mcm_score(logits: np.ndarray, logit_scale: float) -> np.ndarray:
     return max_softmax_probability(logits, temperature=logit_scale)
 
 
-def ood_scores(logits: np.ndarray, logit_scale: float | None = None, msp: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def ood_scores(
+    logits: np.ndarray, logit_scale: float | None = None, msp: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Every applicable OOD score per image: ``msp``, ``max_logit`` and, given ``logit_scale``, ``mcm``.
 
     ``msp``: the MSP over the 1000 classes if already computed (e.g. the confidence of

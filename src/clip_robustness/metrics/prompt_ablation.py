@@ -56,15 +56,22 @@ def derived_dataset_logits(
     from clip_robustness.logits.embeddings import logits_from_embeddings, read_embeddings
 
     manifest = read_manifest(manifest_path)
-    cached = read_embeddings(embeddings_path, expect={**dict(expect or {}), "dataset": dataset,
-                                                      "manifest_hash": manifest.metadata.get("manifest_hash")})
+    cached = read_embeddings(
+        embeddings_path,
+        expect={**dict(expect or {}), "dataset": dataset, "manifest_hash": manifest.metadata.get("manifest_hash")},
+    )
     index = cached.index.astype(np.int64)
     labels = cached.labels.astype(np.int64)
     n_manifest = len(manifest.table)
-    if len(index) and (index.min() < 0 or index.max() >= n_manifest
-                       or not np.array_equal(manifest.table["label"].to_numpy().astype(np.int64)[index], labels)):
-        raise MetricsInputError(f"{embeddings_path}: rows or labels disagree with manifest {manifest_path}; the cache "
-                                "is stale: delete it and rerun snakemake")
+    if len(index) and (
+        index.min() < 0
+        or index.max() >= n_manifest
+        or not np.array_equal(manifest.table["label"].to_numpy().astype(np.int64)[index], labels)
+    ):
+        raise MetricsInputError(
+            f"{embeddings_path}: rows or labels disagree with manifest {manifest_path}; the cache "
+            "is stale: delete it and rerun snakemake"
+        )
     return DatasetLogits(
         dataset=dataset,
         logits=logits_from_embeddings(cached.embeddings, weights, logit_scale),
@@ -95,11 +102,19 @@ def prompt_set_model_metrics(
             raise MetricsInputError(f"model {model!r}: no embeddings or manifest file given for dataset {dataset!r}")
 
     def load(dataset: str) -> DatasetLogits:
-        return derived_dataset_logits(dataset, embeddings_paths[dataset], manifest_paths[dataset], weights,
-                                      logit_scale, expect)
+        return derived_dataset_logits(
+            dataset, embeddings_paths[dataset], manifest_paths[dataset], weights, logit_scale, expect
+        )
 
-    return model_metrics_table(model, load(roles["in_distribution"]), (load(d) for d in roles["test_conditions"]),
-                               (load(d) for d in roles["ood"]), settings, zero_shot=True, annotations=annotations)
+    return model_metrics_table(
+        model,
+        load(roles["in_distribution"]),
+        (load(d) for d in roles["test_conditions"]),
+        (load(d) for d in roles["ood"]),
+        settings,
+        zero_shot=True,
+        annotations=annotations,
+    )
 
 
 def prompt_set_table(
@@ -128,8 +143,9 @@ def prompt_set_table(
     return pd.concat(frames, ignore_index=True)
 
 
-def prompt_set_properties(table: pd.DataFrame, in_distribution: str, test_conditions: Sequence[str],
-                          ood_sets: Sequence[str]) -> pd.DataFrame:
+def prompt_set_properties(
+    table: pd.DataFrame, in_distribution: str, test_conditions: Sequence[str], ood_sets: Sequence[str]
+) -> pd.DataFrame:
     """Columns ``model, prompt_set, property, value``: each property of :data:`PROPERTIES` a model has rows for.
 
     ``shift_accuracy`` averages top-1 over the test conditions (ImageNet-C as its one condition),
@@ -141,7 +157,8 @@ def prompt_set_properties(table: pd.DataFrame, in_distribution: str, test_condit
         "shift_accuracy": plain & (table["metric"] == "top1") & table["dataset"].isin(shifts),
         "effective_robustness": (table["metric"] == "effective_robustness") & (table["dataset"] == IMAGENET_X_DATASET),
         "ece": plain & (table["metric"] == "ece") & (table["dataset"] == id_test_dataset(in_distribution)),
-        "ood_auroc": (table["metric"] == "auroc") & (table["score"] == ABLATION_OOD_SCORE)
+        "ood_auroc": (table["metric"] == "auroc")
+        & (table["score"] == ABLATION_OOD_SCORE)
         & table["dataset"].isin(list(ood_sets)),
     }
     frames = []
@@ -184,8 +201,9 @@ def prompt_set_range(values: np.ndarray):
     return statistic
 
 
-def prompt_set_findings(properties: pd.DataFrame, registry: pd.DataFrame, settings: Any,
-                        figure: str = figure_path("prompt_sets")) -> pd.DataFrame:
+def prompt_set_findings(
+    properties: pd.DataFrame, registry: pd.DataFrame, settings: Any, figure: str = figure_path("prompt_sets")
+) -> pd.DataFrame:
     """Findings rows (columns :data:`~clip_robustness.metrics.findings.FINDINGS_COLUMNS`), one per property: how much
     the prompt set moves the zero-shot group's mean property (:func:`prompt_set_range`), with the cluster-bootstrap
     interval over models, the within-model permutation p-value and the verdict of the findings table
@@ -212,13 +230,22 @@ def prompt_set_findings(properties: pd.DataFrame, registry: pd.DataFrame, settin
         if len(complete) < len(wide):
             notes += f"; {len(wide) - len(complete)} model(s) lack it under some prompt set, left out"
         models = meta.loc[complete.index.astype(str)]
-        table = pd.DataFrame({
-            "group": models["group"].astype(str).to_numpy(),
-            "training_source": models["training_source"].astype(str).to_numpy(),
-            "finetune_route": (models["finetune_route"] if "finetune_route" in models.columns
-                               else pd.Series("none", index=models.index)).fillna("none").astype(str).to_numpy(),
-            "architecture": models["architecture"].astype(str).to_numpy(),
-        }, index=complete.index)
+        table = pd.DataFrame(
+            {
+                "group": models["group"].astype(str).to_numpy(),
+                "training_source": models["training_source"].astype(str).to_numpy(),
+                "finetune_route": (
+                    models["finetune_route"]
+                    if "finetune_route" in models.columns
+                    else pd.Series("none", index=models.index)
+                )
+                .fillna("none")
+                .astype(str)
+                .to_numpy(),
+                "architecture": models["architecture"].astype(str).to_numpy(),
+            },
+            index=complete.index,
+        )
         n = len(table)
         clusters = cluster_ids(table) if n else np.zeros(0, dtype=np.int64)
         n_orderings = len(orderings(len(sets))) if sets else 1
@@ -228,15 +255,23 @@ def prompt_set_findings(properties: pd.DataFrame, registry: pd.DataFrame, settin
         elif len(sets) < 2:
             too_few = "fewer than 2 prompt sets"
         design = Design(
-            models=table, strata=np.zeros(n, dtype=object).astype(str), clusters=clusters,
+            models=table,
+            strata=np.zeros(n, dtype=object).astype(str),
+            clusters=clusters,
             identity=np.zeros(n, dtype=np.int64),
             null=lambda samples, rng, n=n, m=n_orderings: rng.integers(0, m, size=(samples, n)),
-            test="within-model prompt-set permutation", n_models=f"{n} models ({len(np.unique(clusters))} clusters)",
-            too_few=too_few, notes=notes,
+            test="within-model prompt-set permutation",
+            n_models=f"{n} models ({len(np.unique(clusters))} clusters)",
+            too_few=too_few,
+            notes=notes,
         )
         claim = Claim(
-            f"prompt-{name}", f"the prompt set moves zero-shot CLIP's {name.replace('_', ' ')}",
-            f"max - min over prompt sets of the mean {name} over zero-shot models", figure, 0.0, "above",
+            f"prompt-{name}",
+            f"the prompt set moves zero-shot CLIP's {name.replace('_', ' ')}",
+            f"max - min over prompt sets of the mean {name} over zero-shot models",
+            figure,
+            0.0,
+            "above",
             (0.0, np.inf),
         )
         values = complete.to_numpy(dtype=float) if n else np.zeros((0, max(len(sets), 1)))

@@ -37,12 +37,21 @@ def cluster_ids(models: pd.DataFrame) -> np.ndarray:
     (:func:`architecture_stem`). Checkpoints of one network at several resolutions, epochs or tags of one source
     are thus resampled and permuted together, never as independent models.
     """
-    key = (models["group"].astype(str) + "|" + models["training_source"].astype(str) + "|"
-           + models["finetune_route"].astype(str) + "|" + models["architecture"].map(architecture_stem))
+    key = (
+        models["group"].astype(str)
+        + "|"
+        + models["training_source"].astype(str)
+        + "|"
+        + models["finetune_route"].astype(str)
+        + "|"
+        + models["architecture"].map(architecture_stem)
+    )
     return pd.factorize(key, sort=True)[0].astype(np.int64)
 
 
-def cluster_bootstrap_weights(strata: np.ndarray, clusters: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+def cluster_bootstrap_weights(
+    strata: np.ndarray, clusters: np.ndarray, samples: int, rng: np.random.Generator
+) -> np.ndarray:
     """``(samples, n)`` weights of a cluster bootstrap: within each stratum, its ``K`` clusters are drawn ``K`` times
     with replacement (a multinomial count per cluster) and every model of a drawn cluster gets that count.
 
@@ -59,8 +68,9 @@ def cluster_bootstrap_weights(strata: np.ndarray, clusters: np.ndarray, samples:
     return weights
 
 
-def cluster_permutations(labels: np.ndarray, clusters: np.ndarray, blocks: np.ndarray, samples: int,
-                         rng: np.random.Generator) -> np.ndarray:
+def cluster_permutations(
+    labels: np.ndarray, clusters: np.ndarray, blocks: np.ndarray, samples: int, rng: np.random.Generator
+) -> np.ndarray:
     """``(samples, n)`` labels with the clusters' labels shuffled among the clusters of each block.
 
     ``labels``: one integer per model, constant within a cluster; a negative label (a reference model that is
@@ -114,8 +124,8 @@ def bca_interval(estimate: float, boot: np.ndarray, jackknife: np.ndarray, level
     quantiles = np.array([tail, 1.0 - tail])
     if np.isfinite(z0):
         spread = jack.mean() - jack if len(jack) >= 3 else np.zeros(1)
-        denominator = 6.0 * np.sum(spread ** 2) ** 1.5
-        a = float(np.sum(spread ** 3) / denominator) if denominator > 0 else 0.0
+        denominator = 6.0 * np.sum(spread**2) ** 1.5
+        a = float(np.sum(spread**3) / denominator) if denominator > 0 else 0.0
         z = stats.norm.ppf(quantiles)
         quantiles = stats.norm.cdf(z0 + (z0 + z) / (1.0 - a * (z0 + z)))
     low, high = np.quantile(boot, np.clip(quantiles, 0.0, 1.0))
@@ -224,7 +234,7 @@ def omega_squared(values: np.ndarray, weights: np.ndarray, labels: np.ndarray, n
     present = n_g > 0
     k = present.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        group_part = np.where(present, s_g ** 2 / np.where(present, n_g, 1.0), 0.0).sum(axis=1)
+        group_part = np.where(present, s_g**2 / np.where(present, n_g, 1.0), 0.0).sum(axis=1)
         ssb = group_part - s * s / n
         ssw = q - group_part
         sst = q - s * s / n

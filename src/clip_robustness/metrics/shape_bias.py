@@ -76,14 +76,20 @@ def shape_bias(decisions: np.ndarray, shape: np.ndarray, texture: np.ndarray) ->
     images whose shape and texture agree are left out."""
     decisions, shape, texture = (np.asarray(a) for a in (decisions, shape, texture))
     if not decisions.shape == shape.shape == texture.shape or decisions.ndim != 1:
-        raise ValueError(f"decisions, shape and texture must be 1-d of one length: {decisions.shape}, {shape.shape}, "
-                         f"{texture.shape}")
+        raise ValueError(
+            f"decisions, shape and texture must be 1-d of one length: {decisions.shape}, {shape.shape}, {texture.shape}"
+        )
     conflict = shape != texture
-    return ShapeBias(int(conflict.sum()), int((conflict & (decisions == shape)).sum()),
-                     int((conflict & (decisions == texture)).sum()))
+    return ShapeBias(
+        int(conflict.sum()),
+        int((conflict & (decisions == shape)).sum()),
+        int((conflict & (decisions == texture)).sum()),
+    )
 
 
-def cue_conflict_categories(paths: Sequence[str], labels: np.ndarray, mapping: CategoryMapping) -> tuple[np.ndarray, np.ndarray]:
+def cue_conflict_categories(
+    paths: Sequence[str], labels: np.ndarray, mapping: CategoryMapping
+) -> tuple[np.ndarray, np.ndarray]:
     """(shape, texture) category positions of each manifest row: the shape from its label (a category's ImageNet
     index), the texture from its file name (:func:`~clip_robustness.datasets.cue_conflict.texture_category`)."""
     position_of_index = {i: k for k, idx in enumerate(mapping.indices) for i in idx}
@@ -96,8 +102,9 @@ def cue_conflict_categories(paths: Sequence[str], labels: np.ndarray, mapping: C
     return shape, texture
 
 
-def shape_bias_rows(model: str, dataset: str, logits: np.ndarray, paths: Sequence[str], labels: np.ndarray,
-                    mapping: CategoryMapping) -> list[dict]:
+def shape_bias_rows(
+    model: str, dataset: str, logits: np.ndarray, paths: Sequence[str], labels: np.ndarray, mapping: CategoryMapping
+) -> list[dict]:
     """Tidy rows :data:`SHAPE_BIAS_METRICS` of one model on one cue-conflict dataset."""
     shape, texture = cue_conflict_categories(paths, labels, mapping)
     result = shape_bias(category_decisions(softmax(logits), mapping.indices), shape, texture)

@@ -53,18 +53,51 @@ CUE_CONFLICT: tuple[str, ...] = ("cue_conflict",)
 #: Effect parameters, one per claim (units in :data:`EFFECT_UNITS`). Null: the claim is false (at its boundary
 #: where the claim has a non-zero threshold: r = 0.7, share = 0.25, gap = 0.5 ECE points, SD ratio = 1).
 NULL_EFFECTS: dict[str, float] = {
-    "1": 0.0, "2": 0.0, "3": 0.7, "4a": 0.0, "4b": 0.0, "5": 0.25, "6a": 0.5, "6b": 1.0, "7": 0.0, "8a": 0.0,
-    "8b": 0.0, "9": 0.0, "10": 0.0,
+    "1": 0.0,
+    "2": 0.0,
+    "3": 0.7,
+    "4a": 0.0,
+    "4b": 0.0,
+    "5": 0.25,
+    "6a": 0.5,
+    "6b": 1.0,
+    "7": 0.0,
+    "8a": 0.0,
+    "8b": 0.0,
+    "9": 0.0,
+    "10": 0.0,
 }
 #: A realistic effect per claim: the size we expect in a real study, stated before simulating (docs/findings-validation.md).
 REALISTIC_EFFECTS: dict[str, float] = {
-    "1": 0.15, "2": 0.15, "3": 0.9, "4a": 0.02, "4b": 0.015, "5": 0.5, "6a": 1.5, "6b": 0.6, "7": 1.5, "8a": 1.5,
-    "8b": 1.0, "9": 0.1, "10": 0.1,
+    "1": 0.15,
+    "2": 0.15,
+    "3": 0.9,
+    "4a": 0.02,
+    "4b": 0.015,
+    "5": 0.5,
+    "6a": 1.5,
+    "6b": 0.6,
+    "7": 1.5,
+    "8a": 1.5,
+    "8b": 1.0,
+    "9": 0.1,
+    "10": 0.1,
 }
 #: A clearly planted effect per claim (the tests): well above the realistic one.
 CLEAR_EFFECTS: dict[str, float] = {
-    "1": 0.5, "2": 0.5, "3": 0.97, "4a": 0.06, "4b": 0.05, "5": 0.6, "6a": 3.0, "6b": 0.4, "7": 4.0, "8a": 4.0,
-    "8b": 3.0, "9": 0.4, "10": 0.3,
+    "1": 0.5,
+    "2": 0.5,
+    "3": 0.97,
+    "4a": 0.06,
+    "4b": 0.05,
+    "5": 0.6,
+    "6a": 3.0,
+    "6b": 0.4,
+    "7": 4.0,
+    "8a": 4.0,
+    "8b": 3.0,
+    "9": 0.4,
+    "10": 0.3,
 }
 EFFECT_UNITS: dict[str, str] = {
     "1": "logit shift of zero-shot CLIP's factor accuracies (pose: the same shift down)",
@@ -83,9 +116,19 @@ EFFECT_UNITS: dict[str, str] = {
 }
 #: Rows of the findings table that each planted effect makes true (the primary row first).
 CLAIM_ROWS: dict[str, tuple[str, ...]] = {
-    "1": ("1a", "1b"), "2": ("2",), "3": ("3", "3-fpr95"), "4a": ("4a", "4a-fpr95"), "4b": ("4b", "4b-fpr95"),
-    "5": ("5", "5-nll"), "6a": ("6a",), "6b": ("6b",), "7": ("7", "7-nll", *(f"7:{c}" for c in TEST_CONDITIONS)),
-    "8a": ("8a",), "8b": ("8b",), "9": ("9",), "10": ("10",),
+    "1": ("1a", "1b"),
+    "2": ("2",),
+    "3": ("3", "3-fpr95"),
+    "4a": ("4a", "4a-fpr95"),
+    "4b": ("4b", "4b-fpr95"),
+    "5": ("5", "5-nll"),
+    "6a": ("6a",),
+    "6b": ("6b",),
+    "7": ("7", "7-nll", *(f"7:{c}" for c in TEST_CONDITIONS)),
+    "8a": ("8a",),
+    "8b": ("8b",),
+    "9": ("9",),
+    "10": ("10",),
 }
 #: Noise of the generative model (SDs): a cluster-shared part and a per-model part of each quantity.
 CLUSTER_SD, MODEL_SD = 0.7, 0.7
@@ -100,7 +143,9 @@ SHIFT_SD = 2.0
 SHAPE_BIAS_BASE, SHAPE_BIAS_SD = 0.3, 0.08
 #: Accuracy range of each group on ImageNet (uniform over clusters).
 ACCURACY_RANGE: dict[str, tuple[float, float]] = {
-    ZERO_SHOT_GROUP: (0.45, 0.82), FINE_TUNED_GROUP: (0.80, 0.88), STANDARD_GROUP: (0.62, 0.86),
+    ZERO_SHOT_GROUP: (0.45, 0.82),
+    FINE_TUNED_GROUP: (0.80, 0.88),
+    STANDARD_GROUP: (0.62, 0.86),
     MORE_DATA_GROUP: (0.75, 0.89),
 }
 
@@ -113,17 +158,31 @@ class SimulatedStudy:
     registry: pd.DataFrame
 
 
-def simulation_settings(bootstrap_samples: int = 1000, permutations: int = 1000, seed: int = 0, min_models: int = 4,
-                        alpha: float = 0.05) -> FindingsSettings:
+def simulation_settings(
+    bootstrap_samples: int = 1000, permutations: int = 1000, seed: int = 0, min_models: int = 4, alpha: float = 0.05
+) -> FindingsSettings:
     """Findings settings for a simulated study (its dataset ids, the config's default groups and thresholds)."""
-    return FindingsSettings(IN_DISTRIBUTION, TEST_CONDITIONS, OOD_SETS, "paper", bootstrap_samples, seed, min_models,
-                            permutations=permutations, alpha=alpha, cue_conflict=CUE_CONFLICT)
+    return FindingsSettings(
+        IN_DISTRIBUTION,
+        TEST_CONDITIONS,
+        OOD_SETS,
+        "paper",
+        bootstrap_samples,
+        seed,
+        min_models,
+        permutations=permutations,
+        alpha=alpha,
+        cue_conflict=CUE_CONFLICT,
+    )
 
 
 def effects_at(scale: float, claims: Sequence[str] | None = None) -> dict[str, float]:
     """Effects ``scale`` of the way from the null (0) to the realistic effect (1), for ``claims`` (others null)."""
     chosen = set(REALISTIC_EFFECTS if claims is None else claims)
-    return {c: NULL_EFFECTS[c] + (scale * (REALISTIC_EFFECTS[c] - NULL_EFFECTS[c]) if c in chosen else 0.0) for c in NULL_EFFECTS}
+    return {
+        c: NULL_EFFECTS[c] + (scale * (REALISTIC_EFFECTS[c] - NULL_EFFECTS[c]) if c in chosen else 0.0)
+        for c in NULL_EFFECTS
+    }
 
 
 def _pattern(labels: np.ndarray) -> np.ndarray:
@@ -148,8 +207,14 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     group = reg["group"].astype(str).to_numpy()
     family = reg["training_source"].map(source_family).astype(str).to_numpy()
     route = reg["finetune_route"].fillna("none").astype(str).to_numpy()
-    frame = pd.DataFrame({"group": group, "training_source": reg["training_source"].astype(str),
-                          "finetune_route": route, "architecture": reg["architecture"].astype(str)})
+    frame = pd.DataFrame(
+        {
+            "group": group,
+            "training_source": reg["training_source"].astype(str),
+            "finetune_route": route,
+            "architecture": reg["architecture"].astype(str),
+        }
+    )
     cluster = cluster_ids(frame)
     n_clusters = cluster.max() + 1
     zs, ft = group == DEFAULT_GROUPS["zero_shot"], group == DEFAULT_GROUPS["fine_tuned"]
@@ -168,8 +233,14 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     acc = lo + (hi - lo) * u
     rows: list[tuple] = []
 
-    def add(dataset: str, metric: str, values: np.ndarray, mask: np.ndarray | None = None, factor: str | None = None,
-            score: str | None = None) -> None:
+    def add(
+        dataset: str,
+        metric: str,
+        values: np.ndarray,
+        mask: np.ndarray | None = None,
+        factor: str | None = None,
+        score: str | None = None,
+    ) -> None:
         keep = np.ones(n, dtype=bool) if mask is None else mask
         rows.extend((m, dataset, metric, float(v), factor, score) for m, v in zip(models[keep], values[keep]))
 
@@ -184,7 +255,9 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     route_sign = np.where(ft, np.where(route == "in12k->in1k", 0.5, -0.5), 0.0)
     for i, factor in enumerate(IMAGENET_X_FACTORS):
         offset = -0.6 + 0.1 * i
-        shift = np.where(zs, -e["1"] if factor == "pose" else e["1"], 0.0) + e["2"] * source_pattern + e["9"] * route_sign
+        shift = (
+            np.where(zs, -e["1"] if factor == "pose" else e["1"], 0.0) + e["2"] * source_pattern + e["9"] * route_sign
+        )
         fa = _sigmoid(offset + 1.1 * _logit(acc_x) + shift + noise(FACTOR_LOGIT_SD))
         add(IMAGENET_X_DATASET, "factor_accuracy", fa, factor=factor)
 
@@ -195,7 +268,7 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     for d, ood in enumerate(OOD_SETS):
         base = 0.72 + 0.25 * (acc - 0.7) + 0.01 * d
         # per-model noise: a cluster-shared part would shrink the noise among near-duplicates and raise r above rho
-        clip_noise = OOD_SLOPE * within_sd * np.sqrt(1 - rho ** 2) / rho * rng.standard_normal(n)
+        clip_noise = OOD_SLOPE * within_sd * np.sqrt(1 - rho**2) / rho * rng.standard_normal(n)
         clip_part = np.where(zs, 0.8 + OOD_SLOPE * (acc - 0.65) + e["4a"] * source_pattern + clip_noise, 0.0)
         msp = np.clip(np.where(zs, clip_part - 0.03, base + e["4b"] * route_sign * 2 + noise(OOD_SD)), 0.01, 0.999)
         mcm = np.clip(clip_part, 0.01, 0.999)
@@ -209,8 +282,16 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
     size_z = np.where(zs, _standardise(log_size, zs), 0.0)
     # the source pattern of claim 8a, made orthogonal to log size among zero-shot CLIP (a size effect is claim 8b's)
     size_norm = float(size_z[zs] @ size_z[zs])
-    calib_pattern = _standardise(source_pattern - size_z * float(source_pattern[zs] @ size_z[zs]) / size_norm, zs) if size_norm > 0 else source_pattern
-    ece = ECE_BASE + ECE_SD * noise() + np.where(zs, stats.norm.ppf(q) * ECE_SD + e["8a"] * calib_pattern + e["8b"] * size_z, 0.0)
+    calib_pattern = (
+        _standardise(source_pattern - size_z * float(source_pattern[zs] @ size_z[zs]) / size_norm, zs)
+        if size_norm > 0
+        else source_pattern
+    )
+    ece = (
+        ECE_BASE
+        + ECE_SD * noise()
+        + np.where(zs, stats.norm.ppf(q) * ECE_SD + e["8a"] * calib_pattern + e["8b"] * size_z, 0.0)
+    )
     ece = np.abs(ece)
     add(id_test, "ece", ece)
     add(id_test, "nll", 0.8 + 0.05 * ece + 0.02 * rng.standard_normal(n))
@@ -232,7 +313,11 @@ def simulate_study(registry: pd.DataFrame, effects: Mapping[str, float], seed: i
 
     # shape bias on the cue-conflict stimuli (claim 10: zero-shot CLIP's shift); drawn last, so the tables above are
     # the same as before claim 10 was added
-    add(CUE_CONFLICT[0], "shape_bias", np.clip(SHAPE_BIAS_BASE + np.where(zs, e["10"], 0.0) + noise(SHAPE_BIAS_SD), 0.0, 1.0))
+    add(
+        CUE_CONFLICT[0],
+        "shape_bias",
+        np.clip(SHAPE_BIAS_BASE + np.where(zs, e["10"], 0.0) + noise(SHAPE_BIAS_SD), 0.0, 1.0),
+    )
 
     metrics = pd.DataFrame(rows, columns=["model", "dataset", "metric", "value", "factor", "score"])
     return SimulatedStudy(metrics=metrics, registry=reg)

@@ -53,9 +53,18 @@ class MetricsInputError(ValueError):
     """An input of the metric stage cannot be used; the message names the file, model or key."""
 
 
-def tidy_row(model: str, dataset: str, metric: str, value: float, factor: str | None = None, score: str | None = None) -> dict:
+def tidy_row(
+    model: str, dataset: str, metric: str, value: float, factor: str | None = None, score: str | None = None
+) -> dict:
     """One tidy row (:data:`METRIC_COLUMNS`)."""
-    return {"model": model, "dataset": dataset, "metric": metric, "value": float(value), "factor": factor, "score": score}
+    return {
+        "model": model,
+        "dataset": dataset,
+        "metric": metric,
+        "value": float(value),
+        "factor": factor,
+        "score": score,
+    }
 
 
 def tidy_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -71,7 +80,9 @@ def write_metrics_table(frame: pd.DataFrame, path: str | os.PathLike, metadata: 
     """Write a tidy frame as parquet atomically (temp file, then rename), with JSON ``metadata``."""
     path = Path(path)
     table = pa.Table.from_pandas(tidy_frame(frame.to_dict("records")), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY.encode(): json.dumps(dict(metadata), sort_keys=True).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), METADATA_KEY.encode(): json.dumps(dict(metadata), sort_keys=True).encode()}
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path
@@ -127,7 +138,9 @@ class MetricSettings:
         if missing:
             raise MetricsInputError(f"config metrics: missing key(s) {missing}")
         if metrics_config["ood_score"] not in OOD_SCORES:
-            raise MetricsInputError(f"config metrics.ood_score: {metrics_config['ood_score']!r} is not one of {list(OOD_SCORES)}")
+            raise MetricsInputError(
+                f"config metrics.ood_score: {metrics_config['ood_score']!r} is not one of {list(OOD_SCORES)}"
+            )
         low, high = metrics_config["temperature_range"]
         pooling = str(metrics_config.get("objectnet_pooling", cls.objectnet_pooling))
         if pooling not in POOLINGS:
@@ -160,7 +173,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def settings_record(settings: MetricSettings, in_distribution: str, n_imagenet_x_annotated: int | None = None) -> dict[str, Any]:
+def settings_record(
+    settings: MetricSettings, in_distribution: str, n_imagenet_x_annotated: int | None = None
+) -> dict[str, Any]:
     """What ``settings.json`` records: the settings, dataset naming, units and library versions."""
     return {
         "settings": settings.to_dict(),
@@ -174,7 +189,7 @@ def settings_record(settings: MetricSettings, in_distribution: str, n_imagenet_x
             "primary_ood_score": settings.ood_score,
             "label_spaces": "top1/ece/nll use the dataset's label space from its manifest; OOD scores use all 1000 classes",
             "objectnet_pooling": f"grouped label spaces (ObjectNet) pool the 1000-way output onto their groups by "
-                                 f"{settings.objectnet_pooling}, for top1 and calibration alike",
+            f"{settings.objectnet_pooling}, for top1 and calibration alike",
         },
         "datasets": {
             in_distribution: "whole in-distribution set: top1; ID side of OOD metrics",
@@ -184,10 +199,20 @@ def settings_record(settings: MetricSettings, in_distribution: str, n_imagenet_x
         },
         "n_imagenet_x_annotated": n_imagenet_x_annotated,
         "units": {
-            "top1": "fraction", "factor_accuracy": "fraction", "effective_robustness": "fraction",
-            "auroc": "fraction", "fpr95": "fraction", "ece": "percent", "ece_ts": "percent",
-            "nll": "nats", "nll_ts": "nats", "temperature": "divisor of the logits", "error_ratio": "ratio",
-            "shape_bias": "fraction", "shape_fraction": "fraction", "texture_fraction": "fraction",
+            "top1": "fraction",
+            "factor_accuracy": "fraction",
+            "effective_robustness": "fraction",
+            "auroc": "fraction",
+            "fpr95": "fraction",
+            "ece": "percent",
+            "ece_ts": "percent",
+            "nll": "nats",
+            "nll_ts": "nats",
+            "temperature": "divisor of the logits",
+            "error_ratio": "ratio",
+            "shape_bias": "fraction",
+            "shape_fraction": "fraction",
+            "texture_fraction": "fraction",
             "n_cue_conflict": "images",
         },
         "library_versions": library_versions(),

@@ -72,8 +72,11 @@ def model_usage() -> str:
 
 def _hub_spec(text: str, repo_id: str) -> ModelSpec:
     """The checkpoint of hub repo ``repo_id`` among every adapter's, the lowest ``hub_rank`` first (then table order)."""
-    found = [(adapter.hub_rank(architecture), ModelSpec(name, architecture, tag))
-             for name, adapter in ADAPTERS.items() for architecture, tag in adapter.hub_checkpoints(repo_id)]
+    found = [
+        (adapter.hub_rank(architecture), ModelSpec(name, architecture, tag))
+        for name, adapter in ADAPTERS.items()
+        for architecture, tag in adapter.hub_checkpoints(repo_id)
+    ]
     if not found:
         raise AddModelError(
             f"MODEL {text!r}: the hub repo {repo_id!r} is not a pretrained checkpoint of the pinned libraries "
@@ -121,8 +124,10 @@ def build_row(
         raise AddModelError("--training-source: empty; name the (pre)training data, or 'unknown'")
     if training_size is None:
         if training_source != UNKNOWN:
-            raise AddModelError(f"--training-size: required for --training-source {training_source!r} "
-                                "(number of training images, the nominal published size)")
+            raise AddModelError(
+                f"--training-size: required for --training-source {training_source!r} "
+                "(number of training images, the nominal published size)"
+            )
         training_size = 0
     if training_size < 0 or (training_size == 0 and training_source != UNKNOWN):
         raise AddModelError(f"--training-size {training_size}: must be a positive integer")
@@ -130,9 +135,11 @@ def build_row(
     if weights:
         pretrained = tag or pretrained or re.sub(r"[^A-Za-z0-9._+-]", "_", Path(weights).name.split(".")[0])
     elif not spec.tag:
-        raise AddModelError(f"MODEL {spec.library}:{spec.architecture}: no pretrained tag; give one "
-                            f"({spec.library}:ARCH{adapter_for(spec.library).cli_separator}TAG) or a local weights "
-                            "file with --weights")
+        raise AddModelError(
+            f"MODEL {spec.library}:{spec.architecture}: no pretrained tag; give one "
+            f"({spec.library}:ARCH{adapter_for(spec.library).cli_separator}TAG) or a local weights "
+            "file with --weights"
+        )
     if not _TAG.match(pretrained):
         raise AddModelError(f"--tag {pretrained!r}: letters, digits, '.', '_', '+', '-' only")
     row = {
@@ -226,19 +233,26 @@ def _configured_registry(config: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.add_model",
-                                     description="Append a validated row for your own model to the model registry.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_robustness.models.add_model",
+        description="Append a validated row for your own model to the model registry.",
+    )
     parser.add_argument("model", help=model_usage())
     parser.add_argument("--group", required=True, help=f"one of {', '.join(GROUPS)}")
     parser.add_argument("--training-source", required=True, help="(pre)training data, e.g. ImageNet-1k, LAION-2B")
     parser.add_argument("--training-size", type=int, help="training images (nominal published size)")
     parser.add_argument("--finetune-route", default="none", help="none, in1k, in12k->in1k, in22k->in1k (default none)")
-    parser.add_argument("--architecture-family", help="ResNet, ViT, ConvNeXt, ... (default: from the registry's "
-                                                      "rows of the same architecture)")
+    parser.add_argument(
+        "--architecture-family",
+        help="ResNet, ViT, ConvNeXt, ... (default: from the registry's rows of the same architecture)",
+    )
     parser.add_argument("--weights", default="", help="a local weights file of the architecture")
     parser.add_argument("--tag", default="", help="the pretrained label of a local weights file (default: its name)")
-    parser.add_argument("--model-id", default="", help="default: " + " / ".join(
-        ADAPTERS[name].model_id("ARCH", "TAG") for name in _cli_adapters()))
+    parser.add_argument(
+        "--model-id",
+        default="",
+        help="default: " + " / ".join(ADAPTERS[name].model_id("ARCH", "TAG") for name in _cli_adapters()),
+    )
     parser.add_argument("--registry", type=Path, help="registry TSV to append to (default: model_registry of --config)")
     parser.add_argument("--config", type=Path, default=Path("config.yaml"))
     args = parser.parse_args(argv)
@@ -248,15 +262,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.group not in GROUPS:
             raise AddModelError(f"--group {args.group!r}: expected one of {', '.join(GROUPS)}")
         family = args.architecture_family or _family_from(registry, spec)
-        row = build_row(spec, group=args.group, training_source=args.training_source, training_size=args.training_size,
-                        finetune_route=args.finetune_route, architecture_family=family, weights=args.weights,
-                        tag=args.tag, model_id=args.model_id)
+        row = build_row(
+            spec,
+            group=args.group,
+            training_source=args.training_source,
+            training_size=args.training_size,
+            finetune_route=args.finetune_route,
+            architecture_family=family,
+            weights=args.weights,
+            tag=args.tag,
+            model_id=args.model_id,
+        )
         add_model(registry, row)
     except AddModelError as error:
         print(f"add_model: refused: {error}", file=sys.stderr)
         return 2
-    print(f"{registry}: added {row['model_id']} ({row['library']} {row['architecture']}, {row['pretrained']}, "
-          f"group {row['group']}, study own)")
+    print(
+        f"{registry}: added {row['model_id']} ({row['library']} {row['architecture']}, {row['pretrained']}, "
+        f"group {row['group']}, study own)"
+    )
     return 0
 
 
@@ -267,7 +291,10 @@ def _family_from(registry: Path, spec: ModelSpec) -> str:
     except RegistryError as error:
         raise AddModelError(str(error)) from error
     key = adapter_for(spec.library).family_key(spec.architecture)
-    keys = [adapter_for(library).family_key(architecture) for library, architecture in zip(table["library"], table["architecture"])]
+    keys = [
+        adapter_for(library).family_key(architecture)
+        for library, architecture in zip(table["library"], table["architecture"])
+    ]
     same = table.loc[[k == key for k in keys], "architecture_family"]
     if same.empty:
         raise AddModelError(f"--architecture-family: required ({spec.architecture!r} is not in {registry})")

@@ -28,7 +28,12 @@ from clip_robustness.models.adapters.rows import row_text
 
 #: The errors are the adapters'; callers that build models catch them from here.
 __all__ = [
-    "MissingWeightsError", "ModelBuildError", "build_model", "library_version", "resolve_weights", "select_device",
+    "MissingWeightsError",
+    "ModelBuildError",
+    "build_model",
+    "library_version",
+    "resolve_weights",
+    "select_device",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,13 @@ def build_model(row: Mapping[str, Any], device: str | torch.device) -> tuple[tor
     """
     weights = resolve_weights(row)
     device = torch.device(device)
-    log.info("building %s (%s %s, pretrained=%r, weights=%r) on %s", row_text(row, "model_id"), row_text(row, "library"),
-             row_text(row, "architecture"), row_text(row, "pretrained"), weights, device)
+    log.info(
+        "building %s (%s %s, pretrained=%r, weights=%r) on %s",
+        row_text(row, "model_id"),
+        row_text(row, "library"),
+        row_text(row, "architecture"),
+        row_text(row, "pretrained"),
+        weights,
+        device,
+    )
     return row_adapter(row).build(row, device, weights)

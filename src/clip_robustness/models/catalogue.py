@@ -62,8 +62,13 @@ def build_catalogue(paper: pd.DataFrame) -> pd.DataFrame:
     """The all-checkpoints registry table: ``paper`` rows (``study`` paper), then every other checkpoint."""
     paper = paper.copy()
     paper["study"] = PAPER_STUDY
-    base = pd.Series([adapter_for(library).family_key(architecture)
-                      for library, architecture in zip(paper["library"], paper["architecture"])], index=paper.index)
+    base = pd.Series(
+        [
+            adapter_for(library).family_key(architecture)
+            for library, architecture in zip(paper["library"], paper["architecture"])
+        ],
+        index=paper.index,
+    )
     families = _unique_by(paper, base, ("architecture_family",))
     by_tag = {library: _unique_by(rows, rows["pretrained"], _BY_TAG) for library, rows in paper.groupby("library")}
     known = set(zip(paper["library"], paper["architecture"], paper["pretrained"]))
@@ -77,23 +82,27 @@ def build_catalogue(paper: pd.DataFrame) -> pd.DataFrame:
         zero_shot = ADAPTERS[library].needs_text_head  # a zero-shot checkpoint: its group, and no fine-tuning
         group = ZERO_SHOT_GROUP if zero_shot else stated.get("group", UNKNOWN)
         source = stated.get("training_source", UNKNOWN)
-        rows.append({
-            "model_id": model_id_for(library, architecture, tag),
-            "library": library,
-            "architecture": architecture,
-            "pretrained": tag,
-            "group": group,
-            "training_source": source,
-            "training_size": int(stated.get("training_size", 0)) if source != UNKNOWN else 0,
-            "finetune_route": stated.get("finetune_route", "none" if zero_shot else UNKNOWN),
-            "architecture_family": families.get(ADAPTERS[library].family_key(architecture), {}).get(
-                "architecture_family", UNKNOWN),
-            "resolution": resolution,
-            "weights_file": "",
-            "study": CATALOGUE_STUDY,
-        })
-    table = pd.concat([paper[list(REGISTRY_COLUMNS)], pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))],
-                      ignore_index=True)
+        rows.append(
+            {
+                "model_id": model_id_for(library, architecture, tag),
+                "library": library,
+                "architecture": architecture,
+                "pretrained": tag,
+                "group": group,
+                "training_source": source,
+                "training_size": int(stated.get("training_size", 0)) if source != UNKNOWN else 0,
+                "finetune_route": stated.get("finetune_route", "none" if zero_shot else UNKNOWN),
+                "architecture_family": families.get(ADAPTERS[library].family_key(architecture), {}).get(
+                    "architecture_family", UNKNOWN
+                ),
+                "resolution": resolution,
+                "weights_file": "",
+                "study": CATALOGUE_STUDY,
+            }
+        )
+    table = pd.concat(
+        [paper[list(REGISTRY_COLUMNS)], pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))], ignore_index=True
+    )
     return table.astype({"training_size": "int64", "resolution": "int64"})
 
 
@@ -103,7 +112,9 @@ def write_catalogue(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.catalogue", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_robustness.models.catalogue", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--paper", type=Path, default=Path("config/models.tsv"))
     parser.add_argument("--out", type=Path, default=Path("config/models-all-checkpoints.tsv"))
     args = parser.parse_args(argv)

@@ -61,13 +61,17 @@ def prompt_set_name(spec: str | os.PathLike) -> str:
     text = str(spec)
     if not is_prompt_file(text):
         if text not in BUILTIN_PROMPT_SETS:
-            raise PromptSetError(f"zero_shot.ablation_prompt_sets: {text!r} is neither a built-in prompt set "
-                                 f"{list(BUILTIN_PROMPT_SETS)} nor a .yaml prompt file")
+            raise PromptSetError(
+                f"zero_shot.ablation_prompt_sets: {text!r} is neither a built-in prompt set "
+                f"{list(BUILTIN_PROMPT_SETS)} nor a .yaml prompt file"
+            )
         return text
     name = Path(text).stem
     if not _NAME.match(name) or name in BUILTIN_PROMPT_SETS:
-        raise PromptSetError(f"{text}: a prompt file's stem names its prompt set; {name!r} must be letters, digits, "
-                             f"'.', '_' or '-' and not a built-in id {list(BUILTIN_PROMPT_SETS)}")
+        raise PromptSetError(
+            f"{text}: a prompt file's stem names its prompt set; {name!r} must be letters, digits, "
+            f"'.', '_' or '-' and not a built-in id {list(BUILTIN_PROMPT_SETS)}"
+        )
     return name
 
 
@@ -77,8 +81,10 @@ def check_templates(templates: object, where: str) -> tuple[str, ...]:
         raise PromptSetError(f"{where}: 'templates' must be a non-empty list of strings")
     for k, template in enumerate(templates):
         if not isinstance(template, str) or template.count("{}") != 1 or template.count("{") != 1:
-            raise PromptSetError(f"{where}: templates[{k}] = {template!r} must be a string holding '{{}}' exactly "
-                                 "once (where the class name goes) and no other brace")
+            raise PromptSetError(
+                f"{where}: templates[{k}] = {template!r} must be a string holding '{{}}' exactly "
+                "once (where the class name goes) and no other brace"
+            )
     return tuple(templates)
 
 
@@ -86,8 +92,9 @@ def check_classnames(classnames: object, where: str) -> tuple[str, ...]:
     """``classnames`` as a tuple, after checking it holds :data:`NUM_CLASSES` non-empty strings."""
     if not isinstance(classnames, list) or len(classnames) != NUM_CLASSES:
         n = len(classnames) if isinstance(classnames, list) else type(classnames).__name__
-        raise PromptSetError(f"{where}: 'classnames' must list exactly {NUM_CLASSES} class names in ImageNet-1k "
-                             f"index order, found {n}")
+        raise PromptSetError(
+            f"{where}: 'classnames' must list exactly {NUM_CLASSES} class names in ImageNet-1k index order, found {n}"
+        )
     for k, name in enumerate(classnames):
         if not isinstance(name, str) or not name.strip():
             raise PromptSetError(f"{where}: classnames[{k}] = {name!r} must be a non-empty string")

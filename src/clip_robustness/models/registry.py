@@ -56,8 +56,17 @@ from clip_robustness.names import GROUPS, UNKNOWN_GROUP, ZERO_SHOT_GROUP
 
 #: The columns that define a model (what :meth:`ModelRegistry.row` returns).
 MODEL_COLUMNS: tuple[str, ...] = (
-    "model_id", "library", "architecture", "pretrained", "group", "training_source", "training_size",
-    "finetune_route", "architecture_family", "resolution", "weights_file",
+    "model_id",
+    "library",
+    "architecture",
+    "pretrained",
+    "group",
+    "training_source",
+    "training_size",
+    "finetune_route",
+    "architecture_family",
+    "resolution",
+    "weights_file",
 )
 #: Every column, in file order: the model's definition, then which study it belongs to.
 REGISTRY_COLUMNS: tuple[str, ...] = (*MODEL_COLUMNS, "study")
@@ -189,11 +198,15 @@ class ModelRegistry:
         return selected
 
 
-def _checked_row(path: Path, header: list[str], line: int, fields: list[str], first_line: dict[str, int]) -> dict[str, str]:
+def _checked_row(
+    path: Path, header: list[str], line: int, fields: list[str], first_line: dict[str, int]
+) -> dict[str, str]:
     """One registry line as a row, validated (:class:`RegistryError` naming the file, line and column otherwise);
     records its id's line in ``first_line`` (to name a duplicate)."""
     if len(fields) > len(header):
-        raise RegistryError(f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}")
+        raise RegistryError(
+            f"model registry {path}, line {line}: {len(fields)} fields but the header has {len(header)}"
+        )
     row = {name: (fields[i].strip() if i < len(fields) else "") for i, name in enumerate(header)}
     row = {**{name: "" for name in OPTIONAL_COLUMNS}, **row}
     row["study"] = row["study"] or STUDIES[0]
@@ -203,8 +216,10 @@ def _checked_row(path: Path, header: list[str], line: int, fields: list[str], fi
             raise RegistryError(f"{label}: column {name!r} is empty")
     model_id = row["model_id"]
     if not _SAFE_ID.match(model_id):
-        raise RegistryError(f"{label}: model_id must be filesystem-safe (letters, digits, '.', '_', '+', '-', "
-                            f"not starting with '.' or '-')")
+        raise RegistryError(
+            f"{label}: model_id must be filesystem-safe (letters, digits, '.', '_', '+', '-', "
+            f"not starting with '.' or '-')"
+        )
     if model_id in first_line:
         raise RegistryError(f"{label}: duplicate model_id, first defined on line {first_line[model_id]}")
     first_line[model_id] = line
@@ -214,8 +229,10 @@ def _checked_row(path: Path, header: list[str], line: int, fields: list[str], fi
         raise RegistryError(f"{label}: unknown group {row['group']!r}; expected one of {', '.join(GROUPS)}")
     if (row["group"] == ZERO_SHOT_GROUP) != is_zero_shot(row):
         needs = "needs a" if is_zero_shot(row) else "has no"
-        raise RegistryError(f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
-                            f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}")
+        raise RegistryError(
+            f"{label}: group {row['group']!r} but a {row['library']} model {needs} zero-shot text "
+            f"head; zero-shot models, and only they, are group {ZERO_SHOT_GROUP!r}"
+        )
     if row["study"] not in STUDIES:
         raise RegistryError(f"{label}: unknown study {row['study']!r}; expected one of {', '.join(STUDIES)}")
     for name in INTEGER_COLUMNS:
@@ -242,12 +259,16 @@ def load_model_registry(path: str | Path) -> ModelRegistry:
     except OSError as error:
         raise RegistryError(f"model registry {path}: cannot read it ({error.strerror or error})") from error
     if header is None:
-        raise RegistryError(f"model registry {path}: the file is empty; expected a header with {', '.join(REGISTRY_COLUMNS)}")
+        raise RegistryError(
+            f"model registry {path}: the file is empty; expected a header with {', '.join(REGISTRY_COLUMNS)}"
+        )
     header = [name.strip() for name in header]
     missing = [name for name in REGISTRY_COLUMNS if name not in header and name not in OPTIONAL_COLUMNS]
     if missing:
-        raise RegistryError(f"model registry {path}: missing column(s) {', '.join(missing)} "
-                            f"(expected tab-separated columns {', '.join(REGISTRY_COLUMNS)})")
+        raise RegistryError(
+            f"model registry {path}: missing column(s) {', '.join(missing)} "
+            f"(expected tab-separated columns {', '.join(REGISTRY_COLUMNS)})"
+        )
 
     rows: list[dict[str, str]] = []
     first_line: dict[str, int] = {}
@@ -279,8 +300,9 @@ def check_registry_against_libraries(registry: ModelRegistry) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``check PATH`` validates a registry against the installed libraries; exit status 1 on problems."""
-    parser = argparse.ArgumentParser(prog="python -m clip_robustness.models.registry",
-                                     description="Model registry tools.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_robustness.models.registry", description="Model registry tools."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate a registry TSV against the installed model libraries")
     check.add_argument("path", type=Path)

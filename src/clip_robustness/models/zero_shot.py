@@ -36,9 +36,7 @@ def save_head(head: ZeroShotHead, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_head(
-    path: str | os.PathLike, model_id: str | None = None, prompt_set: str | None = None
-) -> ZeroShotHead:
+def load_head(path: str | os.PathLike, model_id: str | None = None, prompt_set: str | None = None) -> ZeroShotHead:
     """Load a head saved by :func:`save_head`; :class:`HeadMismatchError` if it is not ``model_id``'s / ``prompt_set``'s."""
     data = torch.load(Path(path), map_location="cpu", weights_only=True)
     head = ZeroShotHead(

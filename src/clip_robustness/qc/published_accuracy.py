@@ -32,15 +32,30 @@ from clip_robustness.models.adapters.published import ReferenceTableError
 
 #: The datasets the QC compares (ids of the dataset registry), in report order; each adapter maps them to its tables.
 QC_DATASET_IDS: tuple[str, ...] = (
-    "imagenet_val", "imagenet_v2_matched_frequency", "imagenet_sketch", "imagenet_r", "imagenet_a", "objectnet",
+    "imagenet_val",
+    "imagenet_v2_matched_frequency",
+    "imagenet_sketch",
+    "imagenet_r",
+    "imagenet_a",
+    "objectnet",
 )
 QC_COLUMNS = ("model", "dataset", "ours_pct", "published_pct", "diff_pp", "flagged", "source")
 PUBLISHED_COLUMNS = ("model", "dataset", "published_pct", "source")
 
 __all__ = [
-    "PUBLISHED_COLUMNS", "QC_COLUMNS", "QC_DATASET_IDS", "MetricsTableError", "ReferenceTableError", "ReferenceTables",
-    "compare_with_published", "load_reference_tables", "our_top1", "published_accuracy_qc", "published_top1",
-    "qc_summary", "reference_table_files",
+    "PUBLISHED_COLUMNS",
+    "QC_COLUMNS",
+    "QC_DATASET_IDS",
+    "MetricsTableError",
+    "ReferenceTableError",
+    "ReferenceTables",
+    "compare_with_published",
+    "load_reference_tables",
+    "our_top1",
+    "published_accuracy_qc",
+    "published_top1",
+    "qc_summary",
+    "reference_table_files",
 ]
 
 
@@ -64,8 +79,11 @@ def reference_table_files(directory: str | Path) -> list[Path]:
 def load_reference_tables(directory: str | Path) -> ReferenceTables:
     """Read the shipped published tables from ``directory`` (``config/reference``), each library's by its adapter."""
     directory = Path(directory)
-    tables = {library: adapter.load_qc_references(directory) for library, adapter in ADAPTERS.items()
-              if adapter.qc_reference_files()}
+    tables = {
+        library: adapter.load_qc_references(directory)
+        for library, adapter in ADAPTERS.items()
+        if adapter.qc_reference_files()
+    }
     return ReferenceTables(tables=tables, directory=directory)
 
 
@@ -81,7 +99,9 @@ def published_top1(registry_table: pd.DataFrame, references: ReferenceTables) ->
     for model in registry_table.to_dict("records"):
         adapter = adapter_for(model["library"], model["model_id"])
         found = adapter.published_top1(model, references.tables.get(model["library"]), QC_DATASET_IDS)
-        records += [(model["model_id"], dataset, value, source) for dataset, (value, source) in zip(QC_DATASET_IDS, found)]
+        records += [
+            (model["model_id"], dataset, value, source) for dataset, (value, source) in zip(QC_DATASET_IDS, found)
+        ]
     return pd.DataFrame.from_records(records, columns=list(PUBLISHED_COLUMNS))
 
 
@@ -101,8 +121,10 @@ def our_top1(metrics: pd.DataFrame) -> pd.DataFrame:
     duplicated = top1[top1.duplicated(["model", "dataset"], keep=False)]
     if len(duplicated):
         first = duplicated.iloc[0]
-        raise MetricsTableError(f"metrics table: {len(duplicated)} duplicate top1 rows, e.g. model "
-                                f"{first['model']!r} on {first['dataset']!r}")
+        raise MetricsTableError(
+            f"metrics table: {len(duplicated)} duplicate top1 rows, e.g. model "
+            f"{first['model']!r} on {first['dataset']!r}"
+        )
     out = top1[["model", "dataset"]].copy()
     out["ours_pct"] = 100.0 * top1["value"].astype("float64")
     return out.reset_index(drop=True)
@@ -128,8 +150,9 @@ def compare_with_published(ours: pd.DataFrame, published: pd.DataFrame, toleranc
     return table[list(QC_COLUMNS)].reset_index(drop=True)
 
 
-def published_accuracy_qc(metrics: pd.DataFrame, registry_table: pd.DataFrame, references: ReferenceTables,
-                          tolerance_pp: float) -> pd.DataFrame:
+def published_accuracy_qc(
+    metrics: pd.DataFrame, registry_table: pd.DataFrame, references: ReferenceTables, tolerance_pp: float
+) -> pd.DataFrame:
     """The whole QC: our top-1 rows of ``metrics`` against the published rows of the registry's models."""
     return compare_with_published(our_top1(metrics), published_top1(registry_table, references), tolerance_pp)
 
@@ -138,9 +161,13 @@ def qc_summary(table: pd.DataFrame, tolerance_pp: float) -> list[str]:
     """Human-readable lines about a QC table: counts, then one line per flagged row (for the job log)."""
     flagged = table[table["flagged"]]
     missing = int(table["published_pct"].isna().sum())
-    lines = [f"{len(table)} (model, dataset) top-1 values compared; {len(flagged)} deviate by more than "
-             f"{tolerance_pp} pp from the published number; {missing} have no published number"]
+    lines = [
+        f"{len(table)} (model, dataset) top-1 values compared; {len(flagged)} deviate by more than "
+        f"{tolerance_pp} pp from the published number; {missing} have no published number"
+    ]
     for row in flagged.itertuples(index=False):
-        lines.append(f"FLAGGED {row.model} on {row.dataset}: ours {row.ours_pct:.2f}% vs published "
-                     f"{row.published_pct:.2f}% ({row.diff_pp:+.2f} pp; {row.source})")
+        lines.append(
+            f"FLAGGED {row.model} on {row.dataset}: ours {row.ours_pct:.2f}% vs published "
+            f"{row.published_pct:.2f}% ({row.diff_pp:+.2f} pp; {row.source})"
+        )
     return lines

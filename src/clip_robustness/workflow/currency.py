@@ -63,8 +63,12 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
-def bring_forward(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike],
-                  script: str | os.PathLike | None = None, workdir: str | os.PathLike = ".") -> list[Path]:
+def bring_forward(
+    outputs: Iterable[str | os.PathLike],
+    inputs: Iterable[str | os.PathLike],
+    script: str | os.PathLike | None = None,
+    workdir: str | os.PathLike = ".",
+) -> list[Path]:
     """Make every existing file of ``outputs`` (a job's outputs and benchmark file) at least as new as every existing
     file of ``inputs`` and newer than its rule's ``script``, Snakemake's two timestamp rules; return the files whose
     modification time was changed. Files already in that order (a study moved with ``tar``: whole seconds, ties
@@ -91,20 +95,25 @@ def bring_forward(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | o
 # ----------------------------------------------------------------------------- what a dropped file outdates
 
 
-def outdate_results(model_tables: Iterable[str | os.PathLike], results: Iterable[str | os.PathLike],
-                    workdir: str | os.PathLike = ".") -> list[str]:
+def outdate_results(
+    model_tables: Iterable[str | os.PathLike], results: Iterable[str | os.PathLike], workdir: str | os.PathLike = "."
+) -> list[str]:
     """Call it when a manifest or logits file was dropped: remove each existing per-model metric table of
     ``model_tables`` (those of the models whose tables read the dropped file) and each existing file of ``results``
     (everything computed from the per-model tables: the metrics table over models, figures, tables, findings, QC,
     report cards); return the warnings. Snakemake replans a missing file only for a job that runs anyway, so only
     files that are missing make every target, not only the default one, replan the chain back to the dropped file."""
-    messages = [f"{table}: computed from a dropped manifest or logits file; this run computes it again"
-                for table in drop_files(model_tables, workdir)]
+    messages = [
+        f"{table}: computed from a dropped manifest or logits file; this run computes it again"
+        for table in drop_files(model_tables, workdir)
+    ]
     removed = drop_files(results, workdir)
     if removed:
         shown = ", ".join(removed[:4]) + (f" and {len(removed) - 4} more" if len(removed) > 4 else "")
-        messages.append(f"{len(removed)} file(s) computed from those metric tables removed ({shown}); any target "
-                        "that reads them computes them again")
+        messages.append(
+            f"{len(removed)} file(s) computed from those metric tables removed ({shown}); any target "
+            "that reads them computes them again"
+        )
     return messages
 
 
@@ -156,16 +165,25 @@ def head_identity(path: str | os.PathLike) -> dict[str, str] | None:
         with zipfile.ZipFile(path) as archive:
             name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
             data = _HeadUnpickler(archive.open(name)).load()
-    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, AttributeError,
-            TypeError, ValueError):
+    except (
+        OSError,
+        StopIteration,
+        zipfile.BadZipFile,
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        TypeError,
+        ValueError,
+    ):
         return None
     if not isinstance(data, Mapping) or "model_id" not in data or "prompt_set" not in data:
         return None
     return {"model_id": str(data["model_id"]), "prompt_set": str(data["prompt_set"])}
 
 
-def drop_stale_heads(heads: Mapping[str, str | os.PathLike], prompt_set: str,
-                     workdir: str | os.PathLike = ".") -> list[str]:
+def drop_stale_heads(
+    heads: Mapping[str, str | os.PathLike], prompt_set: str, workdir: str | os.PathLike = "."
+) -> list[str]:
     """Remove each existing zero-shot head (``heads``: model id -> path) that records another model or prompt set
     (config ``zero_shot.prompt_set``), or cannot be read; return the warnings. The run then rebuilds it, and with it
     that model's logits."""
@@ -178,18 +196,25 @@ def drop_stale_heads(heads: Mapping[str, str | os.PathLike], prompt_set: str,
         expected = {"model_id": model, "prompt_set": prompt_set}
         if identity == expected:
             continue
-        found = "unreadable" if identity is None else f"model {identity['model_id']!r}, prompt set {identity['prompt_set']!r}"
+        found = (
+            "unreadable"
+            if identity is None
+            else f"model {identity['model_id']!r}, prompt set {identity['prompt_set']!r}"
+        )
         path.unlink()
-        messages.append(f"{head}: zero-shot head of {found}, the study needs model {model!r} with prompt set "
-                        f"{prompt_set!r} (config zero_shot.prompt_set); this run builds it again, and that model's logits")
+        messages.append(
+            f"{head}: zero-shot head of {found}, the study needs model {model!r} with prompt set "
+            f"{prompt_set!r} (config zero_shot.prompt_set); this run builds it again, and that model's logits"
+        )
     return messages
 
 
 # ----------------------------------------------------------------------------- decoded arrays
 
 
-def drop_stale_decoded(arrays: Iterable[tuple[str, str, str]], manifest_hashes: Mapping[str, str | None],
-                       workdir: str | os.PathLike = ".") -> list[str]:
+def drop_stale_decoded(
+    arrays: Iterable[tuple[str, str, str]], manifest_hashes: Mapping[str, str | None], workdir: str | os.PathLike = "."
+) -> list[str]:
     """Remove each existing decoded array (``arrays``: (dataset, geometry key, path of the ``.npy``)) whose JSON sidecar
     is missing, unreadable, or records another geometry, dataset or manifest hash than the current manifest's
     (``manifest_hashes``: dataset -> hash, ``None`` when the manifest is missing: then nothing is judged); return the
@@ -207,21 +232,29 @@ def drop_stale_decoded(arrays: Iterable[tuple[str, str, str]], manifest_hashes: 
             record = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             record = None
-        if (isinstance(record, dict) and npy_path.exists() and record.get("key") == key
-                and record.get("dataset") == dataset and record.get("manifest_hash") == expected_hash):
+        if (
+            isinstance(record, dict)
+            and npy_path.exists()
+            and record.get("key") == key
+            and record.get("dataset") == dataset
+            and record.get("manifest_hash") == expected_hash
+        ):
             continue
         for path in (npy_path, sidecar):
             path.unlink(missing_ok=True)
-        messages.append(f"{npy}: decoded for another manifest or geometry than data/manifests/{dataset}.parquet "
-                        f"(or its sidecar is missing); this run decodes it again")
+        messages.append(
+            f"{npy}: decoded for another manifest or geometry than data/manifests/{dataset}.parquet "
+            f"(or its sidecar is missing); this run decodes it again"
+        )
     return messages
 
 
 # ----------------------------------------------------------------------------- weights records
 
 
-def weights_record_is_current(record: str | os.PathLike, weights_files: Iterable[str | os.PathLike],
-                              workdir: str | os.PathLike = ".") -> bool:
+def weights_record_is_current(
+    record: str | os.PathLike, weights_files: Iterable[str | os.PathLike], workdir: str | os.PathLike = "."
+) -> bool:
     """True when the weights record (``data/weights/{model}.json``) describes the local weights files as they are:
     one not newer than the record is taken as recorded (Snakemake's own rule), a newer one of the recorded size is
     hashed once and must have the recorded sha256. False when the record is missing or unreadable."""
@@ -244,8 +277,9 @@ def weights_record_is_current(record: str | os.PathLike, weights_files: Iterable
     return True
 
 
-def older_than(outputs: Iterable[str | os.PathLike], sources: Iterable[str | os.PathLike],
-               workdir: str | os.PathLike = ".") -> list[Path]:
+def older_than(
+    outputs: Iterable[str | os.PathLike], sources: Iterable[str | os.PathLike], workdir: str | os.PathLike = "."
+) -> list[Path]:
     """The existing files of ``outputs`` not newer than the newest existing file of ``sources``."""
     workdir = Path(workdir)
     newest = max((t for t in (_mtime_ns(workdir / s) for s in sources) if t is not None), default=None)

@@ -49,15 +49,26 @@ UNPACKED_DIR = Path("results") / SHARED_DIR
 SUMS = "SHA256SUMS"
 #: The rules ``figures-from-cache`` may run besides one ``plot_{figure}`` rule per figure (:func:`from_cache_rules`, ``--allowed-rules``):
 #: they read only the cache (metrics, figures, tables, findings, QC).
-FROM_CACHE_RULES = ("compute_model_metrics", "aggregate_metrics", "figures", "tabulate_findings", "make_tables",
-                    "qc_published_accuracy", "prompt_set_metrics", "aggregate_prompt_sets", "plot_prompt_sets",
-                    "from_cache")
+FROM_CACHE_RULES = (
+    "compute_model_metrics",
+    "aggregate_metrics",
+    "figures",
+    "tabulate_findings",
+    "make_tables",
+    "qc_published_accuracy",
+    "prompt_set_metrics",
+    "aggregate_prompt_sets",
+    "plot_prompt_sets",
+    "from_cache",
+)
 
 
 def from_cache_rules(figure_names: Iterable[str]) -> list[str]:
     """Every rule ``figures-from-cache`` may run: :data:`FROM_CACHE_RULES` and the rule of each figure
     (``clip_robustness.figures.FIGURE_NAMES``; passed in: this package imports no stage)."""
     return [*FROM_CACHE_RULES, *(f"plot_{name}" for name in figure_names)]
+
+
 #: Distributions whose versions every shared cache records; the model libraries' own are passed in by the caller
 #: (their adapters' ``distribution``: this package imports no stage).
 CORE_DISTRIBUTIONS = ("clip-robustness", "numpy", "pandas", "pyarrow", "torch", "snakemake")
@@ -78,8 +89,9 @@ def _versions(distributions: Iterable[str] = ()) -> dict[str, str | None]:
     return found
 
 
-def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str | os.PathLike = ".",
-                  ablation_files: Iterable[str] = ()) -> list[str]:
+def cache_members(
+    models: Iterable[str], datasets: Iterable[str], workdir: str | os.PathLike = ".", ablation_files: Iterable[str] = ()
+) -> list[str]:
     """The study's files a shared cache holds (relative paths); :class:`SharedCacheError` names the missing logits
     files, manifests and ``ablation_files`` (the prompt-set ablation's embeddings, heads and prompt files; run the
     pipeline first), and an ablation file outside the checkout (it could not be put back in the same place)."""
@@ -87,23 +99,34 @@ def cache_members(models: Iterable[str], datasets: Iterable[str], workdir: str |
     models, datasets, ablation_files = list(models), list(datasets), [str(path) for path in ablation_files]
     outside = [path for path in ablation_files if Path(path).is_absolute() or ".." in Path(path).parts]
     if outside:
-        raise SharedCacheError(f"cannot pack a shared cache: {', '.join(outside)} lie(s) outside the checkout; put "
-                               "the prompt files of zero_shot.ablation_prompt_sets inside it (e.g. config/).")
+        raise SharedCacheError(
+            f"cannot pack a shared cache: {', '.join(outside)} lie(s) outside the checkout; put "
+            "the prompt files of zero_shot.ablation_prompt_sets inside it (e.g. config/)."
+        )
     needed = [f"results/logits/{m}/{d}.parquet" for m in models for d in datasets]
     needed += [f"data/manifests/{d}.parquet" for d in datasets] + ablation_files
     missing = [path for path in needed if not (workdir / path).is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise SharedCacheError(f"cannot pack a shared cache: {len(missing)} file(s) of the study are missing ({shown}). "
-                               "Run the pipeline first (make demo, or snakemake with your config), then pack again.")
+        raise SharedCacheError(
+            f"cannot pack a shared cache: {len(missing)} file(s) of the study are missing ({shown}). "
+            "Run the pipeline first (make demo, or snakemake with your config), then pack again."
+        )
     optional = [f"data/manifests/{d}.skipped.csv" for d in datasets]
     optional += [f"results/heads/{m}.pt" for m in models] + [f"data/weights/{m}.json" for m in models]
     return needed + [path for path in optional if (workdir / path).is_file()]
 
 
-def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[str], out: str | os.PathLike,
-         workdir: str | os.PathLike = ".", spec_table: str | os.PathLike | None = None,
-         distributions: Iterable[str] = (), ablation_files: Iterable[str] = ()) -> Path:
+def pack(
+    config: Mapping[str, Any],
+    models: Iterable[str],
+    datasets: Iterable[str],
+    out: str | os.PathLike,
+    workdir: str | os.PathLike = ".",
+    spec_table: str | os.PathLike | None = None,
+    distributions: Iterable[str] = (),
+    ablation_files: Iterable[str] = (),
+) -> Path:
     """Write the shared cache of the study (``config``: the run's resolved config) to ``out`` atomically; its
     ``cache.json`` records the versions of the core distributions and of ``distributions`` (the model libraries').
     ``ablation_files``: the prompt-set ablation's embeddings, heads and prompt files (empty: the study runs no
@@ -125,10 +148,17 @@ def pack(config: Mapping[str, Any], models: Iterable[str], datasets: Iterable[st
         shared_config.setdefault("zero_shot", {})["ablation_prompt_sets"] = []
     extra = {
         f"{SHARED_DIR}/config.yaml": yaml.safe_dump(shared_config, sort_keys=False).encode(),
-        f"{SHARED_DIR}/cache.json": json.dumps({
-            "format": 1, "versions": _versions(distributions), "models": models, "datasets": datasets,
-            "packed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_files": len(members),
-        }, indent=1).encode(),
+        f"{SHARED_DIR}/cache.json": json.dumps(
+            {
+                "format": 1,
+                "versions": _versions(distributions),
+                "models": models,
+                "datasets": datasets,
+                "packed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "n_files": len(members),
+            },
+            indent=1,
+        ).encode(),
     }
     for name, path in registries.items():
         extra[f"{SHARED_DIR}/{name}"] = (workdir / path).read_bytes()
@@ -163,34 +193,52 @@ def unpack(cache: str | os.PathLike, workdir: str | os.PathLike = ".") -> Path:
     member is missing, unlisted, unsafe or changed; an existing file with other bytes is never overwritten."""
     cache, workdir = Path(cache), Path(workdir)
     if not cache.is_file():
-        raise SharedCacheError(f"shared cache {cache} does not exist (make share-cache writes results/shared_cache.tar)")
+        raise SharedCacheError(
+            f"shared cache {cache} does not exist (make share-cache writes results/shared_cache.tar)"
+        )
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".shared_cache-") as tmp:
         staging = Path(tmp)
         try:
             with tarfile.open(cache) as tar:
                 tar.extractall(staging, filter="data")
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise SharedCacheError(f"shared cache {cache} cannot be read ({type(err).__name__}: {err}); it is truncated, "
-                                   "corrupt or unsafe: ask for it again") from None
+            raise SharedCacheError(
+                f"shared cache {cache} cannot be read ({type(err).__name__}: {err}); it is truncated, "
+                "corrupt or unsafe: ask for it again"
+            ) from None
         sums_path = staging / SHARED_DIR / SUMS
         if not sums_path.is_file():
             raise SharedCacheError(f"{cache} is not a shared cache: it has no {SHARED_DIR}/{SUMS}")
         sums = _read_sums(sums_path.read_text(), cache)
-        present = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {f"{SHARED_DIR}/{SUMS}"}
+        present = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()} - {
+            f"{SHARED_DIR}/{SUMS}"
+        }
         problems = [f"{name}: listed but missing" for name in sorted(set(sums) - present)]
         problems += [f"{name}: not in the checksum list" for name in sorted(present - set(sums))]
-        problems += [f"{name}: sha256 {sha256_file(staging / name)[:16]}..., the list says {digest[:16]}..."
-                     for name, digest in sorted(sums.items()) if name in present and sha256_file(staging / name) != digest]
+        problems += [
+            f"{name}: sha256 {sha256_file(staging / name)[:16]}..., the list says {digest[:16]}..."
+            for name, digest in sorted(sums.items())
+            if name in present and sha256_file(staging / name) != digest
+        ]
         if problems:
-            raise SharedCacheError(f"shared cache {cache} failed its checksums, nothing was written: " + "; ".join(problems[:20]))
-        targets = {name: workdir / (UNPACKED_DIR / name[len(SHARED_DIR) + 1:] if name.startswith(f"{SHARED_DIR}/")
-                                    else name) for name in [*sums, f"{SHARED_DIR}/{SUMS}"]}
-        clashes = [str(target.relative_to(workdir)) for name, target in targets.items()
-                   if target.is_file() and sha256_file(target) != sha256_file(staging / name)]
+            raise SharedCacheError(
+                f"shared cache {cache} failed its checksums, nothing was written: " + "; ".join(problems[:20])
+            )
+        targets = {
+            name: workdir / (UNPACKED_DIR / name[len(SHARED_DIR) + 1 :] if name.startswith(f"{SHARED_DIR}/") else name)
+            for name in [*sums, f"{SHARED_DIR}/{SUMS}"]
+        }
+        clashes = [
+            str(target.relative_to(workdir))
+            for name, target in targets.items()
+            if target.is_file() and sha256_file(target) != sha256_file(staging / name)
+        ]
         if clashes:
-            raise SharedCacheError(f"this directory already has other versions of {len(clashes)} file(s) of the cache "
-                                   f"({', '.join(clashes[:10])}); nothing was written. Use a fresh clone, or move "
-                                   "those files away first.")
+            raise SharedCacheError(
+                f"this directory already has other versions of {len(clashes)} file(s) of the cache "
+                f"({', '.join(clashes[:10])}); nothing was written. Use a fresh clone, or move "
+                "those files away first."
+            )
         for name, target in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(staging / name, target)  # the packed mtimes: the workflow orders them before planning
@@ -198,7 +246,9 @@ def unpack(cache: str | os.PathLike, workdir: str | os.PathLike = ".") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_robustness.workflow.share", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_robustness.workflow.share", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     unpack_cmd = sub.add_parser("unpack", help="verify a shared cache and put its files in place")
     unpack_cmd.add_argument("cache")

@@ -49,12 +49,17 @@ class LimitHit:
         rules = ", ".join(self.rules)
         where = f"rule {self.name}" if self.kind == "rule" else f"group job {self.name} (rules {rules})"
         profile = " / ".join(f"`set-resources: {rule}: {resource}:`" for rule in self.rules)
-        extra = (" A group job asks SLURM for the sum of its members' runtimes, so raise the member that runs longest."
-                 if self.kind == "group" and resource == "runtime" else "")
-        return (f"clip_robustness: {where}: SLURM job {self.job_id} {what} ({self.state}): raise its {resource} "
-                f"({unit}), in the rule's `resources: {resource}` or the profile's {profile} (profiles/slurm/config.yaml, "
-                f"or `--set-resources {self.rules[0]}:{resource}=...` on the command line); `make plan` predicts "
-                f"what the study's jobs need. Then run the same command again: finished outputs are kept.{extra}")
+        extra = (
+            " A group job asks SLURM for the sum of its members' runtimes, so raise the member that runs longest."
+            if self.kind == "group" and resource == "runtime"
+            else ""
+        )
+        return (
+            f"clip_robustness: {where}: SLURM job {self.job_id} {what} ({self.state}): raise its {resource} "
+            f"({unit}), in the rule's `resources: {resource}` or the profile's {profile} (profiles/slurm/config.yaml, "
+            f"or `--set-resources {self.rules[0]}:{resource}=...` on the command line); `make plan` predicts "
+            f"what the study's jobs need. Then run the same command again: finished outputs are kept.{extra}"
+        )
 
 
 def limit_hits(log_text: str) -> list[LimitHit]:
@@ -63,7 +68,7 @@ def limit_hits(log_text: str) -> list[LimitHit]:
     starts = list(_BLOCK.finditer(log_text))
     for index, start in enumerate(starts):
         end = starts[index + 1].start() if index + 1 < len(starts) else len(log_text)
-        block = log_text[start.end():end]
+        block = log_text[start.end() : end]
         failed = _FAILED.search(block)
         if failed is None or failed.group(2) not in LIMITS:
             continue

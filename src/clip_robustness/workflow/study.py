@@ -72,7 +72,9 @@ class Study:
     @property
     def dataset_ids(self) -> list[str]:
         """Every dataset the run needs, in role order, without repeats."""
-        return list(dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets, *self.cue_conflict]))
+        return list(
+            dict.fromkeys([self.in_distribution, *self.test_conditions, *self.ood_datasets, *self.cue_conflict])
+        )
 
     def _check_datasets(self, dataset_registry: _DatasetRegistry) -> None:
         duplicates = sorted({d for d in self.test_conditions if self.test_conditions.count(d) > 1})
@@ -84,11 +86,15 @@ class Study:
         for dataset_id in self.dataset_ids:
             entry = dataset_registry.resolve(dataset_id)  # raises UnknownDatasetError naming the id
             if (dataset_id in self.cue_conflict) != (getattr(entry, "layout", None) == "cue_conflict"):
-                raise ConfigError(f"config datasets: {dataset_id!r} goes in datasets.cue_conflict exactly when its "
-                                  f"registry layout is cue_conflict (it is {getattr(entry, 'layout', None)!r})")
+                raise ConfigError(
+                    f"config datasets: {dataset_id!r} goes in datasets.cue_conflict exactly when its "
+                    f"registry layout is cue_conflict (it is {getattr(entry, 'layout', None)!r})"
+                )
             is_ood = bool(getattr(entry, "is_ood", False))
             if dataset_id in self.ood_datasets and not is_ood:
-                raise ConfigError(f"config datasets.ood lists {dataset_id!r}, whose registry entry has labels (not OOD)")
+                raise ConfigError(
+                    f"config datasets.ood lists {dataset_id!r}, whose registry entry has labels (not OOD)"
+                )
             if dataset_id not in self.ood_datasets and is_ood:
                 raise ConfigError(
                     f"config datasets lists {dataset_id!r} as a labelled set, but its registry entry is OOD: "

@@ -209,8 +209,15 @@ class ModelAdapter(ABC):
         """The text tokenizer of a zero-shot model (only adapters with :attr:`needs_text_head`)."""
         raise ValueError(f"model {row_text(row, 'model_id')!r} is a {self.name} classifier: it has no zero-shot head")
 
-    def build_text_head(self, model: "torch.nn.Module", row: Mapping[str, Any], prompt_set: str, device: Any,
-                        progress: bool = False, prompts: Any = None) -> Any:
+    def build_text_head(
+        self,
+        model: "torch.nn.Module",
+        row: Mapping[str, Any],
+        prompt_set: str,
+        device: Any,
+        progress: bool = False,
+        prompts: Any = None,
+    ) -> Any:
         """The zero-shot head (:class:`~clip_robustness.models.adapters.text_head.ZeroShotHead`) of ``row``'s built
         ``model`` with ``prompt_set``'s prompts (only adapters with :attr:`needs_text_head`); ``prompts``: a
         :class:`~clip_robustness.models.prompt_sets.PromptSet` of the prompt-set ablation instead."""

@@ -29,9 +29,14 @@ from clip_robustness.models.adapters.sources import WeightsLocation, hub_cache_d
 #: fractions, keyed by (``name``, ``pretrained``), and the column of each dataset of the QC.
 OPEN_CLIP_FILE = "openclip_results.csv"
 OPEN_CLIP_KEY = ("name", "pretrained")
-OPEN_CLIP_COLUMNS = {"imagenet_val": "ImageNet 1k", "imagenet_v2_matched_frequency": "ImageNet v2",
-                     "imagenet_sketch": "ImageNet Sketch", "imagenet_r": "ImageNet-R", "imagenet_a": "ImageNet-A",
-                     "objectnet": "ObjectNet"}
+OPEN_CLIP_COLUMNS = {
+    "imagenet_val": "ImageNet 1k",
+    "imagenet_v2_matched_frequency": "ImageNet v2",
+    "imagenet_sketch": "ImageNet Sketch",
+    "imagenet_r": "ImageNet-R",
+    "imagenet_a": "ImageNet-A",
+    "objectnet": "ObjectNet",
+}
 
 #: Folder of the tiny open_clip model configs shipped with the package (``{name}.json``).
 OPEN_CLIP_CONFIG_DIR = Path(str(files("clip_robustness") / "resources" / "open_clip_configs"))
@@ -116,8 +121,11 @@ class OpenClipAdapter(ModelAdapter):
 
     def hub_checkpoints(self, repo_id: str) -> list[tuple[str, str]]:
         open_clip = _open_clip()
-        return [(architecture, tag) for architecture, tag in open_clip.list_pretrained()
-                if (open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub") or "").strip("/") == repo_id]
+        return [
+            (architecture, tag)
+            for architecture, tag in open_clip.list_pretrained()
+            if (open_clip.get_pretrained_cfg(architecture, tag).get("hf_hub") or "").strip("/") == repo_id
+        ]
 
     def hub_rank(self, architecture: str) -> int:
         # open_clip lists OpenAI weights under a config and its -quickgelu twin: the twin is the registry's convention
@@ -207,7 +215,9 @@ class OpenClipAdapter(ModelAdapter):
                 kwargs["force_preprocess_cfg"] = overrides
         else:
             pretrained = tag or None
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device, **kwargs)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=pretrained, device=device, **kwargs
+        )
         cfg = dict(model.visual.preprocess_cfg)
         size = cfg["size"]
         size = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
@@ -236,21 +246,34 @@ class OpenClipAdapter(ModelAdapter):
     def tokenizer(self, row: Mapping[str, Any]) -> Callable:
         return _open_clip().get_tokenizer(row_text(row, "architecture"))
 
-    def build_text_head(self, model: Any, row: Mapping[str, Any], prompt_set: str, device: Any,
-                        progress: bool = False, prompts: Any = None) -> Any:
+    def build_text_head(
+        self,
+        model: Any,
+        row: Mapping[str, Any],
+        prompt_set: str,
+        device: Any,
+        progress: bool = False,
+        prompts: Any = None,
+    ) -> Any:
         from clip_robustness.models.adapters.open_clip_head import build_zero_shot_head, build_zero_shot_head_from
 
         if prompts is not None:  # a prompt set of the ablation (clip_robustness.models.prompt_sets)
-            return build_zero_shot_head_from(model, self.tokenizer(row), row_text(row, "model_id"), prompts,
-                                             device=device, progress=progress)
-        return build_zero_shot_head(model, self.tokenizer(row), row_text(row, "model_id"), prompt_set, device=device,
-                                    progress=progress)
+            return build_zero_shot_head_from(
+                model, self.tokenizer(row), row_text(row, "model_id"), prompts, device=device, progress=progress
+            )
+        return build_zero_shot_head(
+            model, self.tokenizer(row), row_text(row, "model_id"), prompt_set, device=device, progress=progress
+        )
 
     def decode_recipe(self, row: Mapping[str, Any]) -> dict:
         from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
         open_clip = _open_clip()
-        arch, tag, weights_file = row_text(row, "architecture"), row_text(row, "pretrained"), row_text(row, "weights_file")
+        arch, tag, weights_file = (
+            row_text(row, "architecture"),
+            row_text(row, "pretrained"),
+            row_text(row, "weights_file"),
+        )
         # Mirrors open_clip.create_model_and_transforms as build() calls it: defaults, then the tag's config (when
         # the tag itself is loaded), the visual tower's image size, then build's overrides for a local file.
         tag_cfg = _tag_cfg(arch, tag)
@@ -287,7 +310,13 @@ class OpenClipAdapter(ModelAdapter):
             rows = references[(references["name"] == name) & (references["pretrained"] == tag)]
             if len(rows):
                 found = rows.iloc[0]
-                return [(100.0 * float(found[OPEN_CLIP_COLUMNS[d]]), f"{OPEN_CLIP_FILE}: ({found['name']}, {tag}) "
-                         f"[{OPEN_CLIP_COLUMNS[d]}]") if d in OPEN_CLIP_COLUMNS
-                        else (float("nan"), f"missing: open_clip publishes no {d} results") for d in datasets]
+                return [
+                    (
+                        100.0 * float(found[OPEN_CLIP_COLUMNS[d]]),
+                        f"{OPEN_CLIP_FILE}: ({found['name']}, {tag}) [{OPEN_CLIP_COLUMNS[d]}]",
+                    )
+                    if d in OPEN_CLIP_COLUMNS
+                    else (float("nan"), f"missing: open_clip publishes no {d} results")
+                    for d in datasets
+                ]
         return [(float("nan"), f"missing: no ({names[0]}, {tag}) row in {OPEN_CLIP_FILE}")] * len(datasets)

@@ -92,7 +92,12 @@ def build_zero_shot_head_from(
     classnames = open_clip.IMAGENET_CLASSNAMES if prompts.classnames is None else list(prompts.classnames)
     with torch.no_grad():
         weights = open_clip.build_zero_shot_classifier(
-            model, tokenizer, classnames, templates, num_classes_per_batch=num_classes_per_batch, device=device,
+            model,
+            tokenizer,
+            classnames,
+            templates,
+            num_classes_per_batch=num_classes_per_batch,
+            device=device,
             use_tqdm=progress,
         )
     return ZeroShotHead(

@@ -101,7 +101,9 @@ class PythonAdapter(ModelAdapter):
             try:
                 model.load_state_dict(load_state_dict(weights), strict=True)
             except RuntimeError as exc:
-                raise ModelBuildError(f"model {model_id!r}: {weights} does not fit {architecture}'s model: {exc}") from exc
+                raise ModelBuildError(
+                    f"model {model_id!r}: {weights} does not fit {architecture}'s model: {exc}"
+                ) from exc
         info = {"library": self.name, "factory": architecture, "transform": repr(transform)}
         return model.to(device).eval(), transform, info
 

@@ -42,7 +42,9 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def missing_weights(model_id: str, where: str, cause: BaseException | None = None, local: bool = False) -> MissingWeightsError:
+def missing_weights(
+    model_id: str, where: str, cause: BaseException | None = None, local: bool = False
+) -> MissingWeightsError:
     """The :class:`MissingWeightsError` naming ``model_id``, the expected location and what to do."""
     offline = "" if local or not hub_offline() else " (HF_HUB_OFFLINE is set: nothing is downloaded)"
     hint = (
@@ -63,7 +65,9 @@ def local_weights(row: Mapping[str, Any]) -> str | None:
     path = Path(weights_file).expanduser()
     if not path.is_file():
         raise missing_weights(
-            row_text(row, "model_id"), f"at the local weights_file {str(path)!r} named in the model registry", local=True
+            row_text(row, "model_id"),
+            f"at the local weights_file {str(path)!r} named in the model registry",
+            local=True,
         )
     return str(path)
 

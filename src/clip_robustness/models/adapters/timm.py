@@ -29,10 +29,13 @@ from clip_robustness.models.adapters.sources import (
 #: timm's published results (``results/results-*.csv``, shipped in ``config/reference/``): top-1 in percent, keyed by
 #: ``model`` = ``arch.tag`` and ``img_size``, one file per dataset of the QC (ImageNet-A/-R on their 200-class subsets,
 #: as our metric is; no ObjectNet).
-TIMM_FILES = {"imagenet_val": "timm-results-imagenet.csv",
-              "imagenet_v2_matched_frequency": "timm-results-imagenetv2-matched-frequency.csv",
-              "imagenet_sketch": "timm-results-sketch.csv", "imagenet_r": "timm-results-imagenet-r.csv",
-              "imagenet_a": "timm-results-imagenet-a.csv"}
+TIMM_FILES = {
+    "imagenet_val": "timm-results-imagenet.csv",
+    "imagenet_v2_matched_frequency": "timm-results-imagenetv2-matched-frequency.csv",
+    "imagenet_sketch": "timm-results-sketch.csv",
+    "imagenet_r": "timm-results-imagenet-r.csv",
+    "imagenet_a": "timm-results-imagenet-a.csv",
+}
 TIMM_COLUMNS = ("model", "img_size", "top1")
 
 
@@ -87,8 +90,11 @@ class TimmAdapter(ModelAdapter):
     def hub_checkpoints(self, repo_id: str) -> list[tuple[str, str]]:
         import timm
 
-        return [tuple(name.partition(".")[::2]) for name in timm.list_pretrained()  # type: ignore[misc]
-                if timm.models.get_pretrained_cfg(name).hf_hub_id == repo_id]
+        return [
+            tuple(name.partition(".")[::2])
+            for name in timm.list_pretrained()  # type: ignore[misc]
+            if timm.models.get_pretrained_cfg(name).hf_hub_id == repo_id
+        ]
 
     def catalogue_checkpoints(self) -> list[tuple[str, str, int]]:
         """Every pretrained checkpoint with an ImageNet-1k head: a 1000-class config whose tag names ImageNet-1k
@@ -164,7 +170,8 @@ class TimmAdapter(ModelAdapter):
             return str(_hub_file(location.where, location.filenames[0], custom_load))
         except Exception as exc:
             raise missing_weights(
-                model_id, f"timm hf hub repo {location.where!r} ({location.filenames[0]}) in the cache {hub_cache_dir()!r}",
+                model_id,
+                f"timm hf hub repo {location.where!r} ({location.filenames[0]}) in the cache {hub_cache_dir()!r}",
                 exc,
             ) from exc
 
@@ -177,7 +184,9 @@ class TimmAdapter(ModelAdapter):
 
         name = timm_name(row_text(row, "architecture"), row_text(row, "pretrained"))
         if row_text(row, "weights_file"):
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": weights}, num_classes=N_CLASSES)
+            model = timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": weights}, num_classes=N_CLASSES
+            )
         else:
             model = timm.create_model(name, pretrained=bool(row_text(row, "pretrained")), num_classes=N_CLASSES)
         data_config = timm.data.resolve_model_data_config(model)

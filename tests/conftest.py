@@ -64,3 +64,12 @@ def make_demo_workdir(dest: Path, upstream: Path) -> Path:
     (dest / "data/demo").mkdir(parents=True)
     (dest / "data/demo/upstream").symlink_to(upstream, target_is_directory=True)
     return dest
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` runs the SLURM test files as one work unit, first (tests/scheduling.py)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from scheduling import ClusterFirstFileScheduling
+
+    return ClusterFirstFileScheduling(config, log)

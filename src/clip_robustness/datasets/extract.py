@@ -180,6 +180,18 @@ def extract_archive(
     tmp = dest_dir.parent / f".{dest_dir.name}.partial-{os.getpid()}"
     tmp.mkdir()
     log.info("extracting %s into %s", archive, tmp)
+    n_files = _extract_all_or_nothing(archive, fmt, tmp, password)
+    if dest_dir.exists():
+        log.info("replacing the incomplete extraction %s", dest_dir)
+        shutil.rmtree(dest_dir)
+    os.rename(tmp, dest_dir)
+    _write_marker(marker, archive, dest_dir, n_files, archive_sha256)
+    log.info("extracted %d files of %s into %s", n_files, archive.name, dest_dir)
+    return dest_dir
+
+
+def _extract_all_or_nothing(archive: Path, fmt: str, tmp: Path, password: str | None) -> int:
+    """Extract ``archive`` into ``tmp`` and return its number of files; on any failure remove ``tmp`` and raise."""
     try:
         n_files = _extract_tar(archive, tmp) if fmt == "tar" else _extract_zip(archive, tmp, password)
     except ExtractionError:
@@ -201,10 +213,11 @@ def extract_archive(
             f"archive {archive}: only {on_disk} of its {n_files} files were extracted; "
             "nothing was kept and no marker was written."
         )
-    if dest_dir.exists():
-        log.info("replacing the incomplete extraction %s", dest_dir)
-        shutil.rmtree(dest_dir)
-    os.rename(tmp, dest_dir)
+    return n_files
+
+
+def _write_marker(marker: Path, archive: Path, dest_dir: Path, n_files: int, archive_sha256: str | None) -> None:
+    """Write the completion ``marker`` (atomically) recording the archive's size, mtime and sha256."""
     tmp_marker = marker.with_name(marker.name + ".tmp")
     stat = archive.stat()
     record = {
@@ -217,8 +230,6 @@ def extract_archive(
     }
     tmp_marker.write_text(json.dumps(record) + "\n")
     os.replace(tmp_marker, marker)
-    log.info("extracted %d files of %s into %s", n_files, archive.name, dest_dir)
-    return dest_dir
 
 
 def extract_verified_archive(

@@ -185,6 +185,16 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
         )
     folder_to_label = json.loads((mappings_dir / "folder_to_objectnet_label.json").read_text())
     objectnet_to_names = json.loads((mappings_dir / "objectnet_to_imagenet_1k.json").read_text())
+    name_to_indices = _imagenet_name_to_indices(mappings_dir)
+    label_to_folder = {label: folder for folder, label in folder_to_label.items()}
+    folder_to_indices = _objectnet_folder_to_indices(mappings_dir, objectnet_to_names, label_to_folder, name_to_indices)
+    _check_no_imagenet_class_shared(mappings_dir, folder_to_indices)
+    groups = {folder: g for g, folder in enumerate(sorted(folder_to_indices))}
+    return ObjectNetMapping(folder_to_indices, {f: folder_to_label[f] for f in folder_to_indices}, groups)
+
+
+def _imagenet_name_to_indices(mappings_dir: Path) -> dict[str, list[int]]:
+    """ImageNet class name (a line of ``imagenet_to_label_2012_v2``) -> the class indices (0..999) it names."""
     names_2012 = [line.rstrip("\n") for line in (mappings_dir / "imagenet_to_label_2012_v2").read_text().splitlines()]
     index_to_2012 = {
         int(k): int(v) for k, v in json.loads((mappings_dir / "pytorch_to_imagenet_2012_id.json").read_text()).items()
@@ -199,8 +209,16 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
     name_to_indices: dict[str, list[int]] = {}
     for line_number, name in enumerate(names_2012):
         name_to_indices.setdefault(name.strip(), []).append(index_of_2012[line_number])
-    label_to_folder = {label: folder for folder, label in folder_to_label.items()}
+    return name_to_indices
 
+
+def _objectnet_folder_to_indices(
+    mappings_dir: Path,
+    objectnet_to_names: dict[str, str],
+    label_to_folder: dict[str, str],
+    name_to_indices: dict[str, list[int]],
+) -> dict[str, tuple[int, ...]]:
+    """ObjectNet folder -> the sorted ImageNet class indices its ``"; "``-separated class names map to."""
     folder_to_indices: dict[str, tuple[int, ...]] = {}
     for label, names in objectnet_to_names.items():
         if label not in label_to_folder:
@@ -220,6 +238,11 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
                 )
             indices.append(found[0])
         folder_to_indices[label_to_folder[label]] = tuple(sorted(indices))
+    return folder_to_indices
+
+
+def _check_no_imagenet_class_shared(mappings_dir: Path, folder_to_indices: dict[str, tuple[int, ...]]) -> None:
+    """Raise :class:`ManifestError` when one ImageNet class is mapped from two ObjectNet folders."""
     seen: dict[int, str] = {}
     for folder, indices in folder_to_indices.items():
         for index in indices:
@@ -228,8 +251,6 @@ def objectnet_mapping(mappings_dir: str | Path) -> ObjectNetMapping:
                     f"ObjectNet mapping {mappings_dir}: ImageNet class {index} is mapped from both {seen[index]!r} and {folder!r}"
                 )
             seen[index] = folder
-    groups = {folder: g for g, folder in enumerate(sorted(folder_to_indices))}
-    return ObjectNetMapping(folder_to_indices, {f: folder_to_label[f] for f in folder_to_indices}, groups)
 
 
 def label_space_named(name: str, dataset_root: str | Path | None = None) -> LabelSpace:

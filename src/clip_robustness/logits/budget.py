@@ -129,24 +129,30 @@ def reserve(
             "(`make plan` prints it), or set inference.decoded_cache: false"
         )
     path = root / BUDGET_DIR / f"{socket.gethostname()}-{os.getpid()}.json"
+    before = _reserve_when_room(root, path, n_bytes, budget_bytes, job, poll_s=poll_s, max_wait_s=max_wait_s)
+    log.info(
+        "%s: reserved %.3f GB of decoded-array budget (%.3f GB alive before, budget %.3f GB)",
+        job,
+        n_bytes / BYTES_PER_GB,
+        before / BYTES_PER_GB,
+        budget_bytes / BYTES_PER_GB,
+    )
+    try:
+        yield path
+    finally:
+        with _locked(root):
+            path.unlink(missing_ok=True)
+
+
+def _reserve_when_room(
+    root: Path, path: Path, n_bytes: int, budget_bytes: int, job: str, *, poll_s: float, max_wait_s: float
+) -> int:
+    """Poll until ``n_bytes`` fit the budget, then write the reservation ``path``; return the bytes alive before."""
     start = last_log = time.monotonic()
     while True:
-        with _locked(root):
-            before = alive_bytes(root)
-            if before + n_bytes <= budget_bytes:
-                record = {
-                    "job": job,
-                    "bytes": int(n_bytes),
-                    "alive_before": int(before),
-                    "budget": int(budget_bytes),
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "time": time.time(),
-                }
-                path.write_text(json.dumps(record))
-                with open(root / BUDGET_DIR / "ledger.jsonl", "a") as ledger:
-                    ledger.write(json.dumps(record) + "\n")
-                break
+        reserved, before = _try_reserve(root, path, n_bytes, budget_bytes, job)
+        if reserved:
+            return before
         waited = time.monotonic() - start
         if waited > max_wait_s:
             raise DecodedBudgetError(
@@ -165,18 +171,27 @@ def reserve(
             )
             last_log = time.monotonic()
         time.sleep(poll_s)
-    log.info(
-        "%s: reserved %.3f GB of decoded-array budget (%.3f GB alive before, budget %.3f GB)",
-        job,
-        n_bytes / BYTES_PER_GB,
-        before / BYTES_PER_GB,
-        budget_bytes / BYTES_PER_GB,
-    )
-    try:
-        yield path
-    finally:
-        with _locked(root):
-            path.unlink(missing_ok=True)
+
+
+def _try_reserve(root: Path, path: Path, n_bytes: int, budget_bytes: int, job: str) -> tuple[bool, int]:
+    """Under the lock, reserve ``n_bytes`` (reservation file and ledger line) if they fit; (reserved, alive before)."""
+    with _locked(root):
+        before = alive_bytes(root)
+        if before + n_bytes > budget_bytes:
+            return False, before
+        record = {
+            "job": job,
+            "bytes": int(n_bytes),
+            "alive_before": int(before),
+            "budget": int(budget_bytes),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "time": time.time(),
+        }
+        path.write_text(json.dumps(record))
+        with open(root / BUDGET_DIR / "ledger.jsonl", "a") as ledger:
+            ledger.write(json.dumps(record) + "\n")
+        return True, before
 
 
 def refresh(reservation: Path | None) -> None:

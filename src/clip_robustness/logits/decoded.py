@@ -140,6 +140,27 @@ def decode_dataset(
     it. A failure leaves neither file behind.
     """
     output, metadata_output = Path(output), Path(metadata_output)
+    dataset = _geometry_images(manifest, spec, output)
+    n = len(dataset)
+    h, w = spec.input_size
+    metadata_output.unlink(missing_ok=True)
+    with atomic_path(output) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+        _reserve_disk_blocks(tmp, output, n, (h, w))
+        _fill_decoded(array, dataset, spec.key, batch_size=batch_size, num_workers=num_workers)
+        array.flush()
+        del array
+    try:
+        _atomic_json(metadata_output, decoded_metadata(spec, manifest.metadata, n))
+    except BaseException:
+        output.unlink(missing_ok=True)
+        raise
+    log.info("decoded %d images to %s (%.2f GiB)", n, output, output.stat().st_size / 2**30)
+    return output
+
+
+def _geometry_images(manifest: Any, spec: DecodeSpec, output: Path) -> GeometryImages:
+    """The manifest's images through ``spec``'s geometry; raises when the recipe's geometry is not ``spec.key``."""
     geometry = geometry_from_recipe(spec.library, spec.recipe)
     if geometry_key(geometry) != spec.key:
         raise StaleDecodedCacheError(
@@ -153,40 +174,36 @@ def decode_dataset(
         spec.input_size,
         int(manifest.metadata.get("border_crop_px", 0)),
     )
-    n = len(dataset)
-    if n == 0:
+    if len(dataset) == 0:
         raise ValueError(f"{output}: the manifest of {manifest.metadata.get('dataset')!r} has no images")
-    h, w = spec.input_size
-    metadata_output.unlink(missing_ok=True)
-    with atomic_path(output) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
-        n_bytes = tmp.stat().st_size
-        with open(tmp, "r+b") as stream:  # reserve the blocks: a full disk must fail here, not as SIGBUS mid-write
-            try:
-                os.posix_fallocate(stream.fileno(), 0, n_bytes)
-            except OSError as exc:
-                raise OSError(
-                    exc.errno,
-                    f"{output}: cannot reserve {n_bytes / 2**30:.2f} GiB for {n} decoded "
-                    f"{h}x{w} images ({exc.strerror}); free disk space or set "
-                    "inference.decoded_cache: false",
-                ) from exc
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_stack)
-        start = 0
-        with tqdm(total=n, desc=f"decode {spec.key}", unit="img", mininterval=10.0) as bar:
-            for batch in loader:
-                array[start : start + len(batch)] = batch
-                start += len(batch)
-                bar.update(len(batch))
-        array.flush()
-        del array
-    try:
-        _atomic_json(metadata_output, decoded_metadata(spec, manifest.metadata, n))
-    except BaseException:
-        output.unlink(missing_ok=True)
-        raise
-    log.info("decoded %d images to %s (%.2f GiB)", n, output, output.stat().st_size / 2**30)
-    return output
+    return dataset
+
+
+def _reserve_disk_blocks(tmp: Path, output: Path, n: int, input_size: tuple[int, int]) -> None:
+    """Reserve ``tmp``'s disk blocks so that a full disk fails here, naming ``output`` and the bytes needed."""
+    h, w = input_size
+    n_bytes = tmp.stat().st_size
+    with open(tmp, "r+b") as stream:  # reserve the blocks: a full disk must fail here, not as SIGBUS mid-write
+        try:
+            os.posix_fallocate(stream.fileno(), 0, n_bytes)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"{output}: cannot reserve {n_bytes / 2**30:.2f} GiB for {n} decoded "
+                f"{h}x{w} images ({exc.strerror}); free disk space or set "
+                "inference.decoded_cache: false",
+            ) from exc
+
+
+def _fill_decoded(array: np.ndarray, dataset: GeometryImages, key: str, *, batch_size: int, num_workers: int) -> None:
+    """Decode ``dataset`` batch by batch into the rows of ``array``, in order, with a progress bar."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_stack)
+    start = 0
+    with tqdm(total=len(dataset), desc=f"decode {key}", unit="img", mininterval=10.0) as bar:
+        for batch in loader:
+            array[start : start + len(batch)] = batch
+            start += len(batch)
+            bar.update(len(batch))
 
 
 def decoded_size_bytes(n_images: int, input_size: tuple[int, int]) -> int:

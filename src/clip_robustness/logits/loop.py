@@ -430,19 +430,12 @@ def cache_dataset_logits(
     """
     from clip_robustness.models.adapters import row_adapter
     from clip_robustness.models.build import build_model, library_version, select_device
-    from clip_robustness.models.zero_shot import load_head
 
     model_id = str(row["model_id"])
     adapter = row_adapter(row)
     device = device or select_device()
     precision = resolve_precision(precision_name, allow_tf32, device, cpu_autocast)
-    head = None
-    if adapter.needs_text_head:  # cheap checks first: the head must be this model's, for this prompt set
-        if head_path is None:
-            raise ValueError(f"model {model_id!r} is zero-shot CLIP: its zero-shot head file is required")
-        head = load_head(head_path, model_id=model_id, prompt_set=prompt_set)
-    else:
-        prompt_set = None
+    head, prompt_set = _checked_head(adapter.needs_text_head, model_id, head_path, prompt_set)
     decoded_metadata = None
     if decoded is not None:  # cheap checks first: the array must be this manifest's
         from clip_robustness.logits.decoded import checked_decoded_metadata
@@ -456,6 +449,19 @@ def cache_dataset_logits(
     run = RunOptions(precision, device, batch_size, num_workers, channels_last)
     path, _ = logits_for_manifest(built, manifest, output, decoded=decoded, decoded_metadata=decoded_metadata, run=run)
     return path
+
+
+def _checked_head(
+    needs_text_head: bool, model_id: str, head_path: str | os.PathLike | None, prompt_set: str | None
+) -> tuple[Any, str | None]:
+    """The zero-shot head and its prompt set, checked as this model's (``(None, None)`` for a classifier)."""
+    if not needs_text_head:
+        return None, None
+    from clip_robustness.models.zero_shot import load_head
+
+    if head_path is None:  # cheap checks first: the head must be this model's, for this prompt set
+        raise ValueError(f"model {model_id!r} is zero-shot CLIP: its zero-shot head file is required")
+    return load_head(head_path, model_id=model_id, prompt_set=prompt_set), prompt_set
 
 
 @dataclass(frozen=True)
@@ -532,47 +538,16 @@ def prepare_manifest(
     decoded path). Leaves the model untouched, so a group job runs it for the next dataset while the current one
     computes. ``embeddings_output``: also write the L2-normalised image embeddings there (a zero-shot model's final
     layer returns them beside the logits: ``with_embeddings``; :mod:`clip_robustness.logits.embeddings`)."""
-    from clip_robustness.logits.cache import cache_metadata
-    from clip_robustness.models.adapters.final_layer import HEAD_PRECISION
-    from clip_robustness.models.build import library_version
-
     precision, device, batch_size, num_workers = run.precision, run.device, run.batch_size, run.num_workers
     model_id = str(built.row["model_id"])
-    table = manifest.table
     dataset_id = str(manifest.metadata["dataset"])
-    model_fn, collate_fn, use_channels_last = _final_layer(built, embeddings_output), None, False
-    if decoded_metadata is None:
-        dataset: Dataset = ManifestImageDataset(
-            manifest.root, table["path"].tolist(), built.preprocess, int(manifest.metadata.get("border_crop_px", 0))
-        )
-        pipeline: dict[str, Any] = {"path": "reference"}
-    else:
-        model_fn, dataset, pipeline = _decoded_input(
-            model_id,
-            model_fn,
-            built.preprocess,
-            Path(decoded),
-            decoded_metadata,
-            device,
-            run.channels_last,
-        )
-        collate_fn, use_channels_last = _stack_uint8, pipeline["channels_last"]
-    metadata = cache_metadata(
-        row=built.row,
-        library_version=built.library_version or library_version(built.row),
-        preprocessing=built.preprocessing,
-        logit_scale=None if built.head is None else built.head.logit_scale,
-        prompt_set=built.prompt_set,
-        amp_dtype=precision.amp_dtype_name,
-        allow_tf32=precision.allow_tf32,
-        gpu_name=device_name(device),
-        dataset=dataset_id,
-        manifest_hash=str(manifest.metadata["manifest_hash"]),
-        n_images=len(dataset),
+    model_fn, dataset, pipeline = _input_path(
+        built, manifest, _final_layer(built, embeddings_output), decoded, decoded_metadata, run
     )
-    metadata["input_pipeline"] = pipeline
-    metadata["head_precision"] = HEAD_PRECISION
-    metadata["manifest_subset"] = manifest.metadata.get("subset")
+    collate_fn, use_channels_last = (
+        (None, False) if decoded_metadata is None else (_stack_uint8, pipeline["channels_last"])
+    )
+    metadata = _prepared_metadata(built, manifest, len(dataset), pipeline, run)
     source = batch_source(dataset, num_workers, device, collate_fn)
     if prime and decoded_metadata is not None:  # the reference path's loader workers are started by the loop
         source.prime(batch_size)
@@ -596,6 +571,62 @@ def prepare_manifest(
         use_channels_last,
         None if embeddings_output is None else Path(embeddings_output),
     )
+
+
+def _input_path(
+    built: BuiltModel,
+    manifest: Any,
+    model_fn: Callable[[torch.Tensor], torch.Tensor],
+    decoded: str | os.PathLike | None,
+    decoded_metadata: Mapping[str, Any] | None,
+    run: RunOptions,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Dataset, dict[str, Any]]:
+    """The model function, dataset and ``input_pipeline`` record of the reference path, or of the decoded path."""
+    if decoded_metadata is None:
+        dataset: Dataset = ManifestImageDataset(
+            manifest.root,
+            manifest.table["path"].tolist(),
+            built.preprocess,
+            int(manifest.metadata.get("border_crop_px", 0)),
+        )
+        pipeline: dict[str, Any] = {"path": "reference"}
+        return model_fn, dataset, pipeline
+    return _decoded_input(
+        str(built.row["model_id"]),
+        model_fn,
+        built.preprocess,
+        Path(decoded),
+        decoded_metadata,
+        run.device,
+        run.channels_last,
+    )
+
+
+def _prepared_metadata(
+    built: BuiltModel, manifest: Any, n_images: int, pipeline: Mapping[str, Any], run: RunOptions
+) -> dict:
+    """The cache metadata of the built model on ``manifest`` (its input pipeline and head precision included)."""
+    from clip_robustness.logits.cache import cache_metadata
+    from clip_robustness.models.adapters.final_layer import HEAD_PRECISION
+    from clip_robustness.models.build import library_version
+
+    metadata = cache_metadata(
+        row=built.row,
+        library_version=built.library_version or library_version(built.row),
+        preprocessing=built.preprocessing,
+        logit_scale=None if built.head is None else built.head.logit_scale,
+        prompt_set=built.prompt_set,
+        amp_dtype=run.precision.amp_dtype_name,
+        allow_tf32=run.precision.allow_tf32,
+        gpu_name=device_name(run.device),
+        dataset=str(manifest.metadata["dataset"]),
+        manifest_hash=str(manifest.metadata["manifest_hash"]),
+        n_images=n_images,
+    )
+    metadata["input_pipeline"] = pipeline
+    metadata["head_precision"] = HEAD_PRECISION
+    metadata["manifest_subset"] = manifest.metadata.get("subset")
+    return metadata
 
 
 def compute_prepared(built: BuiltModel, prepared: PreparedDataset, run: RunOptions) -> tuple[np.ndarray, float]:

@@ -322,26 +322,55 @@ def evaluate(
             UNDETERMINED,
             f"{len(boot) - len(finite)} of {len(boot)} bootstrap resamples give no value",
         )
+    ci = _clipped_bca_interval(claim, design, statistic, value, boot, settings)
+    p = _p_value(claim, design, statistic, value, finite, settings, rng, components, need)
+    judged, reason = _judged(claim, ci, p, settings)
+    return _row(claim, value, design, ci, p, judged, reason)
+
+
+def _clipped_bca_interval(
+    claim: Claim, design: Design, statistic: Statistic, value: float, boot: np.ndarray, settings: FindingsSettings
+) -> tuple[float, float]:
+    """The BCa interval from the bootstrap values and the cluster jackknife, clipped to the claim's bounds."""
     jackknife = jackknife_weights(design.clusters)
     low, high = bca_interval(
         value, boot, statistic(jackknife, np.broadcast_to(design.identity, jackknife.shape)), settings.confidence
     )
-    ci = (float(np.clip(low, *claim.bounds)), float(np.clip(high, *claim.bounds)))
+    return (float(np.clip(low, *claim.bounds)), float(np.clip(high, *claim.bounds)))
+
+
+def _p_value(
+    claim: Claim,
+    design: Design,
+    statistic: Statistic,
+    value: float,
+    finite: np.ndarray,
+    settings: FindingsSettings,
+    rng: np.random.Generator,
+    components: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    need: int,
+) -> float:
+    """The claim's p-value: Holm over components, the design's null draws, or the bootstrap test of the threshold."""
+    n = len(design.models)
     if design.null is not None and components is not None:
         draws = design.null(settings.permutations, rng)
         observed = components(np.ones((1, n)), design.identity[None, :])[:, 0]
         null = components(np.ones(draws.shape), draws)
         adjusted = np.sort(holm([_one_sided_p(null[i], observed[i], "above") for i in range(len(observed))]))
-        p = float(adjusted[need - 1]) if 0 < need <= len(adjusted) else float("nan")
-    elif design.null is not None:
+        return float(adjusted[need - 1]) if 0 < need <= len(adjusted) else float("nan")
+    if design.null is not None:
         draws = design.null(settings.permutations, rng)
-        p = _one_sided_p(statistic(np.ones(draws.shape), draws), value, claim.side)
-    else:  # the bootstrap test of the threshold: share of resamples on the other side
-        p = _one_sided_p(
-            finite,
-            claim.threshold,
-            {"above": "below", "at_least": "below", "below": "above"}.get(claim.side, claim.side),
-        )
+        return _one_sided_p(statistic(np.ones(draws.shape), draws), value, claim.side)
+    # the bootstrap test of the threshold: share of resamples on the other side
+    return _one_sided_p(
+        finite,
+        claim.threshold,
+        {"above": "below", "at_least": "below", "below": "above"}.get(claim.side, claim.side),
+    )
+
+
+def _judged(claim: Claim, ci: tuple[float, float], p: float, settings: FindingsSettings) -> tuple[str, str]:
+    """The verdict of the interval and p-value, and the reason when it is undetermined."""
     judged = verdict(ci[0], ci[1], claim.threshold, claim.side, p, settings.alpha)
     reason = ""
     if judged == UNDETERMINED:
@@ -351,7 +380,7 @@ def evaluate(
             if on_side
             else "the interval straddles the threshold"
         )
-    return _row(claim, value, design, ci, p, judged, reason)
+    return judged, reason
 
 
 # ---------------------------------------------------------------------------------------------- the per-model table
@@ -986,23 +1015,7 @@ def _trend_claims(
 ) -> list[dict[str, Any]]:
     zs, thr = settings.zero_shot, settings.thresholds
     x_all, y_all = _column(pair, _key("top1", id_test)), _column(pair, _key("ece_ts", id_test))
-    has = np.isfinite(x_all) & np.isfinite(y_all)
-    is_zs = (label == 0).to_numpy()
-    note, keep = "", has
-    if (has & is_zs).any() and (has & ~is_zs).any():
-        lo = max(x_all[has & is_zs].min(), x_all[has & ~is_zs].min())
-        hi = min(x_all[has & is_zs].max(), x_all[has & ~is_zs].max())
-        keep = has & (x_all >= lo) & (x_all <= hi)
-        note = (
-            (
-                f"overlapping accuracy range [{lo:.3f}, {hi:.3f}]; {int((has & ~keep).sum())} of {int(has.sum())} models "
-                "outside it left out"
-            )
-            if hi > lo
-            else "the two groups' accuracy ranges do not overlap"
-        )
-    else:
-        lo = hi = float("nan")
+    keep, lo, hi, note = _overlapping_range(x_all, y_all, (label == 0).to_numpy())
     part, lab, sh = pair[keep], label[keep], shown[keep]
     x, y = x_all[keep], y_all[keep]
     overlap = bool(hi > lo)  # NaN bounds (a group without values) compare False
@@ -1011,25 +1024,7 @@ def _trend_claims(
     )
     design = _design(part, lab, part["group"], PERMUTATION, _permute(), too_few, note, sh)
     grid = np.linspace(lo, hi, GAP_GRID_POINTS) if overlap else np.zeros(GAP_GRID_POINTS)
-
-    def lines(weights: np.ndarray, labels: np.ndarray):
-        return [weighted_line(x, y, weights * (labels == g)) for g in (0, 1)]
-
-    def mean_gap(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        (s0, i0), (s1, i1) = lines(weights, labels)
-        gap = (i0 - i1)[:, None] + (s0 - s1)[:, None] * grid[None, :]
-        return np.abs(gap).mean(axis=1)
-
-    def spread_ratio(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        sds = []
-        for g, (slope, intercept) in zip((0, 1), lines(weights, labels)):
-            w = weights * (labels == g)
-            resid = y - (slope[:, None] * x + intercept[:, None])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sds.append(np.sqrt((w * resid**2).sum(axis=1) / (w.sum(axis=1) - 2)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return sds[0] / sds[1]
-
+    mean_gap, spread_ratio = _trend_statistics(x, y, grid)
     return [
         evaluate(
             Claim(
@@ -1066,35 +1061,59 @@ def _trend_claims(
     ]
 
 
+def _overlapping_range(x_all: np.ndarray, y_all: np.ndarray, is_zs: np.ndarray) -> tuple[np.ndarray, float, float, str]:
+    """Models with both values inside the two groups' overlapping accuracy range, its bounds (NaN: a group lacks
+    values) and the note saying how many were left out."""
+    has = np.isfinite(x_all) & np.isfinite(y_all)
+    note, keep = "", has
+    if (has & is_zs).any() and (has & ~is_zs).any():
+        lo = max(x_all[has & is_zs].min(), x_all[has & ~is_zs].min())
+        hi = min(x_all[has & is_zs].max(), x_all[has & ~is_zs].max())
+        keep = has & (x_all >= lo) & (x_all <= hi)
+        note = (
+            (
+                f"overlapping accuracy range [{lo:.3f}, {hi:.3f}]; {int((has & ~keep).sum())} of {int(has.sum())} models "
+                "outside it left out"
+            )
+            if hi > lo
+            else "the two groups' accuracy ranges do not overlap"
+        )
+    else:
+        lo = hi = float("nan")
+    return keep, lo, hi, note
+
+
+def _trend_statistics(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> tuple[Statistic, Statistic]:
+    """Claims 6a/6b's statistics: the mean |gap| between the two groups' lines over ``grid``, the residual SD ratio."""
+
+    def lines(weights: np.ndarray, labels: np.ndarray):
+        return [weighted_line(x, y, weights * (labels == g)) for g in (0, 1)]
+
+    def mean_gap(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        (s0, i0), (s1, i1) = lines(weights, labels)
+        gap = (i0 - i1)[:, None] + (s0 - s1)[:, None] * grid[None, :]
+        return np.abs(gap).mean(axis=1)
+
+    def spread_ratio(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        sds = []
+        for g, (slope, intercept) in zip((0, 1), lines(weights, labels)):
+            w = weights * (labels == g)
+            resid = y - (slope[:, None] * x + intercept[:, None])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sds.append(np.sqrt((w * resid**2).sum(axis=1) / (w.sum(axis=1) - 2)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sds[0] / sds[1]
+
+    return mean_gap, spread_ratio
+
+
 def _shift_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict[str, Any]]:
     """Claim 7: the change of ECE (and NLL) that the ID temperature brings under each shift, zero-shot CLIP."""
     conditions = list(dict.fromkeys(fold_imagenet_c(settings.test_conditions)))
     zs = models[models["group"] == settings.zero_shot]
     rows = []
     for metric, suffix, unit in (("ece", "", "ECE points"), ("nll", "-nll", "nats")):
-        changes = {c: _column(zs, _key(f"{metric}_ts", c)) - _column(zs, _key(metric, c)) for c in conditions}
-        present = [c for c in conditions if np.isfinite(changes[c]).any()]
-        has = (
-            np.isfinite(np.vstack([changes[c] for c in present])).all(axis=0)
-            if present
-            else np.zeros(len(zs), dtype=bool)
-        )
-        part = zs[has]
-        too_few = _too_few(part["group"], [settings.zero_shot], settings.min_models) or (
-            "" if present else f"no {metric} / {metric}_ts rows of a test condition"
-        )
-        design = _design(
-            part,
-            pd.Series(np.ones(len(part)), index=part.index),
-            part["group"],
-            SIGN_FLIP,
-            lambda codes, clusters: lambda samples, rng: cluster_sign_flips(clusters, samples, rng),
-            too_few,
-            "",
-            part["group"],
-            identity=np.ones(len(part)),
-        )
-        deltas = [changes[c][has] for c in present]
+        design, present, deltas = _shift_design(zs, conditions, metric, settings)
 
         def median_change(weights: np.ndarray, signs: np.ndarray, deltas=deltas) -> np.ndarray:
             return nan_median_rows(
@@ -1120,47 +1139,86 @@ def _shift_claims(models: pd.DataFrame, settings: FindingsSettings) -> list[dict
                 salt=80 + len(suffix),
             )
         )
-        if metric != "ece":
-            continue
-        per = []
-        for i, c in enumerate(present):
-
-            def one(weights: np.ndarray, signs: np.ndarray, d=deltas[i]) -> np.ndarray:
-                return weighted_mean(signs * d, weights)
-
-            per.append(
-                evaluate(
-                    Claim(
-                        f"7:{c}",
-                        f"... under {c} (ECE)",
-                        f"mean over zero-shot CLIP of post-TS minus pre-TS ECE on {c} "
-                        "(ECE points); p Holm-adjusted over the conditions",
-                        FIGURE_SHIFT,
-                        0.0,
-                        "below",
-                    ),
-                    design,
-                    one,
-                    settings,
-                    salt=90 + i,
-                )
-            )
-        adjusted = holm([r["p_value"] for r in per])
-        for r, p in zip(per, adjusted):
-            r["p_value"] = float(p)
-            if r["verdict"] == SUPPORTED and not p < settings.alpha:
-                r["verdict"], r["reason"] = (
-                    UNDETERMINED,
-                    f"Holm-adjusted p = {p:.3g} is not below alpha = {settings.alpha:g}",
-                )
-        rows += per
+        if metric == "ece":
+            rows += _per_condition_shift_claims(design, present, deltas, settings)
     return rows
+
+
+def _shift_design(
+    zs: pd.DataFrame, conditions: Sequence[str], metric: str, settings: FindingsSettings
+) -> tuple[Design, list[str], list[np.ndarray]]:
+    """The sign-flip design of zero-shot CLIP models with ``metric`` before and after TS on every present condition,
+    the present conditions, and each one's per-model change (after minus before)."""
+    changes = {c: _column(zs, _key(f"{metric}_ts", c)) - _column(zs, _key(metric, c)) for c in conditions}
+    present = [c for c in conditions if np.isfinite(changes[c]).any()]
+    has = (
+        np.isfinite(np.vstack([changes[c] for c in present])).all(axis=0) if present else np.zeros(len(zs), dtype=bool)
+    )
+    part = zs[has]
+    too_few = _too_few(part["group"], [settings.zero_shot], settings.min_models) or (
+        "" if present else f"no {metric} / {metric}_ts rows of a test condition"
+    )
+    design = _design(
+        part,
+        pd.Series(np.ones(len(part)), index=part.index),
+        part["group"],
+        SIGN_FLIP,
+        lambda codes, clusters: lambda samples, rng: cluster_sign_flips(clusters, samples, rng),
+        too_few,
+        "",
+        part["group"],
+        identity=np.ones(len(part)),
+    )
+    return design, present, [changes[c][has] for c in present]
+
+
+def _per_condition_shift_claims(
+    design: Design, present: Sequence[str], deltas: Sequence[np.ndarray], settings: FindingsSettings
+) -> list[dict[str, Any]]:
+    """Claims 7:{condition}: the mean ECE change under each condition, p Holm-adjusted over the conditions."""
+    per = []
+    for i, c in enumerate(present):
+
+        def one(weights: np.ndarray, signs: np.ndarray, d=deltas[i]) -> np.ndarray:
+            return weighted_mean(signs * d, weights)
+
+        per.append(
+            evaluate(
+                Claim(
+                    f"7:{c}",
+                    f"... under {c} (ECE)",
+                    f"mean over zero-shot CLIP of post-TS minus pre-TS ECE on {c} "
+                    "(ECE points); p Holm-adjusted over the conditions",
+                    FIGURE_SHIFT,
+                    0.0,
+                    "below",
+                ),
+                design,
+                one,
+                settings,
+                salt=90 + i,
+            )
+        )
+    adjusted = holm([r["p_value"] for r in per])
+    for r, p in zip(per, adjusted):
+        r["p_value"] = float(p)
+        if r["verdict"] == SUPPORTED and not p < settings.alpha:
+            r["verdict"], r["reason"] = (
+                UNDETERMINED,
+                f"Holm-adjusted p = {p:.3g} is not below alpha = {settings.alpha:g}",
+            )
+    return per
 
 
 def _clip_calibration_claims(models: pd.DataFrame, id_test: str, settings: FindingsSettings) -> list[dict[str, Any]]:
     """Claims 8a/8b: training source and training-set size drive zero-shot CLIP's calibration (pre-TS ECE, ID test)."""
     zs = models[models["group"] == settings.zero_shot]
     zs = zs[np.isfinite(_column(zs, _key("ece", id_test)))]
+    return [_source_calibration_claim(zs, id_test, settings), _size_calibration_claim(zs, id_test, settings)]
+
+
+def _source_calibration_claim(zs: pd.DataFrame, id_test: str, settings: FindingsSettings) -> dict[str, Any]:
+    """Claim 8a: omega squared of zero-shot CLIP's pre-TS ECE by training source."""
     sources = _eligible(zs["source_family"], settings.min_models)
     part = zs[zs["source_family"].isin(sources)]
     codes = pd.Series(part["source_family"].map({s: i for i, s in enumerate(sources)}).astype(int), index=part.index)
@@ -1170,30 +1228,31 @@ def _clip_calibration_claims(models: pd.DataFrame, id_test: str, settings: Findi
         if len(sources) >= 2
         else f"fewer than 2 training sources with >= {settings.min_models} zero-shot CLIP models"
     )
-    rows = [
-        _group_effect_over(
-            Claim(
-                "8a",
-                "Training source changes zero-shot CLIP's calibration",
-                f"zero-shot CLIP: omega squared of pre-TS ECE on {id_test} by training source (share of variance explained)",
-                FIGURE_CALIBRATION,
-                settings.thresholds["variance_explained"],
-                "above",
-            ),
-            part,
-            codes,
-            part["source_family"],
-            _permute(),
-            too_few,
-            "",
-            part["source_family"],
-            lambda w: [ece],
-            len(sources),
-            settings,
-            salt=100,
-        )
-    ]
+    return _group_effect_over(
+        Claim(
+            "8a",
+            "Training source changes zero-shot CLIP's calibration",
+            f"zero-shot CLIP: omega squared of pre-TS ECE on {id_test} by training source (share of variance explained)",
+            FIGURE_CALIBRATION,
+            settings.thresholds["variance_explained"],
+            "above",
+        ),
+        part,
+        codes,
+        part["source_family"],
+        _permute(),
+        too_few,
+        "",
+        part["source_family"],
+        lambda w: [ece],
+        len(sources),
+        settings,
+        salt=100,
+    )
 
+
+def _size_calibration_claim(zs: pd.DataFrame, id_test: str, settings: FindingsSettings) -> dict[str, Any]:
+    """Claim 8b: Pearson r of log10 training-set size vs zero-shot CLIP's pre-TS ECE (sizes permuted among clusters)."""
     sized = zs[np.isfinite(zs["training_size"].to_numpy(dtype=float)) & (zs["training_size"].to_numpy(dtype=float) > 0)]
     log_size = np.log10(sized["training_size"].to_numpy(dtype=float))
     ece_s = _column(sized, _key("ece", id_test))
@@ -1210,25 +1269,22 @@ def _clip_calibration_claims(models: pd.DataFrame, id_test: str, settings: Findi
     def size_r(weights: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return weighted_pearson(sizes_by_code[labels] if len(sizes_by_code) else labels, ece_s, weights)
 
-    rows.append(
-        evaluate(
-            Claim(
-                "8b",
-                "Training-set size drives zero-shot CLIP's calibration",
-                f"zero-shot CLIP: Pearson r of log10 training-set size vs pre-TS ECE on {id_test} (either sign; sizes "
-                "permuted among clusters)",
-                FIGURE_CALIBRATION,
-                0.0,
-                "outside",
-                (-1.0, 1.0),
-            ),
-            design,
-            size_r,
-            settings,
-            salt=101,
-        )
+    return evaluate(
+        Claim(
+            "8b",
+            "Training-set size drives zero-shot CLIP's calibration",
+            f"zero-shot CLIP: Pearson r of log10 training-set size vs pre-TS ECE on {id_test} (either sign; sizes "
+            "permuted among clusters)",
+            FIGURE_CALIBRATION,
+            0.0,
+            "outside",
+            (-1.0, 1.0),
+        ),
+        design,
+        size_r,
+        settings,
+        salt=101,
     )
-    return rows
 
 
 def findings_table(metrics: pd.DataFrame, registry: pd.DataFrame, settings: FindingsSettings) -> pd.DataFrame:

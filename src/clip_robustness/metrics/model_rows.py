@@ -216,27 +216,14 @@ def model_metrics_table(
     """
     rows: list[dict] = []
     idd = in_distribution
-    check_logits_and_labels(idd.logits, idd.labels, f"model {model!r}, dataset {idd.dataset!r}")
-    if idd.file_names is None:
-        raise MetricsInputError(f"model {model!r}: the in-distribution set {idd.dataset!r} needs file names")
-    if np.any(idd.labels < 0):
-        raise MetricsInputError(f"model {model!r}: in-distribution set {idd.dataset!r} has unlabelled (-1) images")
+    _check_in_distribution(model, idd)
     id_space = idd.label_space or LabelSpace.imagenet_1k()
 
     full = predict(idd.logits, idd.labels, id_space)
     rows.append(tidy_row(model, idd.dataset, "top1", full.accuracy))
 
     is_calibration = calibration_split(idd.file_names, settings.calibration_split_seed)
-    temperature = fit_temperature(
-        idd.logits[is_calibration], idd.labels[is_calibration], settings.temperature_range, id_space
-    )
-    log.info(
-        "%s: temperature %.4f fitted on %d calibration images of %s",
-        model,
-        temperature,
-        int(is_calibration.sum()),
-        idd.dataset,
-    )
+    temperature = _fitted_temperature(model, idd, is_calibration, id_space, settings)
     is_test = ~is_calibration
     rows += calibration_rows(
         model,
@@ -255,6 +242,42 @@ def model_metrics_table(
     id_msp = full.confidence if id_space.is_full else None
     id_scores = ood_scores(idd.logits, _mcm_scale(model, idd, zero_shot), msp=id_msp)
 
+    rows += _test_condition_rows(model, test_conditions, temperature, settings)
+    rows += _ood_set_rows(model, ood_sets, id_scores, zero_shot, settings)
+    return tidy_frame(rows)
+
+
+def _check_in_distribution(model: str, idd: DatasetLogits) -> None:
+    """Raise :class:`MetricsInputError` unless the in-distribution set has valid logits, file names and labels."""
+    check_logits_and_labels(idd.logits, idd.labels, f"model {model!r}, dataset {idd.dataset!r}")
+    if idd.file_names is None:
+        raise MetricsInputError(f"model {model!r}: the in-distribution set {idd.dataset!r} needs file names")
+    if np.any(idd.labels < 0):
+        raise MetricsInputError(f"model {model!r}: in-distribution set {idd.dataset!r} has unlabelled (-1) images")
+
+
+def _fitted_temperature(
+    model: str, idd: DatasetLogits, is_calibration: np.ndarray, id_space: LabelSpace, settings: MetricSettings
+) -> float:
+    """The temperature fitted on the in-distribution set's calibration split (logged)."""
+    temperature = fit_temperature(
+        idd.logits[is_calibration], idd.labels[is_calibration], settings.temperature_range, id_space
+    )
+    log.info(
+        "%s: temperature %.4f fitted on %d calibration images of %s",
+        model,
+        temperature,
+        int(is_calibration.sum()),
+        idd.dataset,
+    )
+    return temperature
+
+
+def _test_condition_rows(
+    model: str, test_conditions: Iterable[DatasetLogits], temperature: float, settings: MetricSettings
+) -> list[dict]:
+    """Calibration rows of each test condition at the ID temperature (each dataset loaded and dropped in turn)."""
+    rows: list[dict] = []
     for data in test_conditions:
         try:
             rows += calibration_rows(
@@ -270,7 +293,18 @@ def model_metrics_table(
         except ValueError as exc:
             raise MetricsInputError(f"model {model!r}, dataset {data.dataset!r}: {exc}") from exc
         log.info("%s: scored test condition %s (%d images)", model, data.dataset, len(data.labels))
+    return rows
 
+
+def _ood_set_rows(
+    model: str,
+    ood_sets: Iterable[DatasetLogits],
+    id_scores: Mapping[str, np.ndarray],
+    zero_shot: bool,
+    settings: MetricSettings,
+) -> list[dict]:
+    """OOD detection rows of each OOD set against the in-distribution scores (each set loaded and dropped in turn)."""
+    rows: list[dict] = []
     for data in ood_sets:
         try:
             scores = ood_scores(data.logits, _mcm_scale(model, data, zero_shot))
@@ -278,7 +312,7 @@ def model_metrics_table(
         except ValueError as exc:
             raise MetricsInputError(f"model {model!r}, OOD set {data.dataset!r}: {exc}") from exc
         log.info("%s: scored OOD set %s (%d images)", model, data.dataset, len(data.logits))
-    return tidy_frame(rows)
+    return rows
 
 
 def model_metrics_from_files(

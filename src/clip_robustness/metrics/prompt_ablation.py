@@ -19,7 +19,7 @@ import itertools
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ import pandas as pd
 from clip_robustness.metrics.model_rows import DatasetLogits
 from clip_robustness.metrics.tidy import IMAGENET_X_DATASET, MetricsInputError, tidy_frame
 from clip_robustness.names import IMAGENET_C_DATASET, IMAGENET_C_PATTERN, REFERENCE_GROUP, figure_path, id_test_dataset
+
+if TYPE_CHECKING:
+    from clip_robustness.metrics.findings import Design
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +213,7 @@ def prompt_set_findings(
     (:func:`~clip_robustness.metrics.findings.evaluate`: supported = the interval above 0 and p < alpha). Models
     lacking the property under some prompt set are left out (said in ``notes``); fewer than ``settings.min_models``:
     undetermined."""
-    from clip_robustness.metrics.findings import FINDINGS_COLUMNS, Claim, Design, evaluate
-    from clip_robustness.metrics.resampling import cluster_ids
+    from clip_robustness.metrics.findings import FINDINGS_COLUMNS, Claim, evaluate
     from clip_robustness.models.registry import paper_rows
 
     paper = paper_rows(registry)
@@ -221,50 +223,10 @@ def prompt_set_findings(
         part = properties[properties["property"] == name]
         if part.empty:
             continue
-        wide = part.pivot_table(index="model", columns=PROMPT_SET_COLUMN, values="value", aggfunc="first")
-        sets = [str(s) for s in pd.unique(part[PROMPT_SET_COLUMN])]
-        wide = wide.reindex(columns=sets)
-        wide = wide[wide.index.isin(meta.index)]
-        complete = wide.dropna()
-        notes = f"prompt sets: {', '.join(sets)}"
-        if len(complete) < len(wide):
-            notes += f"; {len(wide) - len(complete)} model(s) lack it under some prompt set, left out"
-        models = meta.loc[complete.index.astype(str)]
-        table = pd.DataFrame(
-            {
-                "group": models["group"].astype(str).to_numpy(),
-                "training_source": models["training_source"].astype(str).to_numpy(),
-                "finetune_route": (
-                    models["finetune_route"]
-                    if "finetune_route" in models.columns
-                    else pd.Series("none", index=models.index)
-                )
-                .fillna("none")
-                .astype(str)
-                .to_numpy(),
-                "architecture": models["architecture"].astype(str).to_numpy(),
-            },
-            index=complete.index,
-        )
+        complete, sets, notes = _complete_models(part, meta)
+        table = _models_table(meta.loc[complete.index.astype(str)], complete.index)
         n = len(table)
-        clusters = cluster_ids(table) if n else np.zeros(0, dtype=np.int64)
-        n_orderings = len(orderings(len(sets))) if sets else 1
-        too_few = ""
-        if n < settings.min_models:
-            too_few = f"fewer than {settings.min_models} models with {name} under every prompt set ({n})"
-        elif len(sets) < 2:
-            too_few = "fewer than 2 prompt sets"
-        design = Design(
-            models=table,
-            strata=np.zeros(n, dtype=object).astype(str),
-            clusters=clusters,
-            identity=np.zeros(n, dtype=np.int64),
-            null=lambda samples, rng, n=n, m=n_orderings: rng.integers(0, m, size=(samples, n)),
-            test="within-model prompt-set permutation",
-            n_models=f"{n} models ({len(np.unique(clusters))} clusters)",
-            too_few=too_few,
-            notes=notes,
-        )
+        design = _prompt_set_design(table, name, sets, notes, settings)
         claim = Claim(
             f"prompt-{name}",
             f"the prompt set moves zero-shot CLIP's {name.replace('_', ' ')}",
@@ -278,3 +240,62 @@ def prompt_set_findings(
         statistic = prompt_set_range(values) if n else (lambda w, d: np.full(w.shape[0], np.nan))
         rows.append(evaluate(claim, design, statistic, settings, salt=900 + k))
     return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
+
+
+def _complete_models(part: pd.DataFrame, meta: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str]:
+    """One property's paper models x prompt sets with a value under every set, the sets, and the notes on left-outs."""
+    wide = part.pivot_table(index="model", columns=PROMPT_SET_COLUMN, values="value", aggfunc="first")
+    sets = [str(s) for s in pd.unique(part[PROMPT_SET_COLUMN])]
+    wide = wide.reindex(columns=sets)
+    wide = wide[wide.index.isin(meta.index)]
+    complete = wide.dropna()
+    notes = f"prompt sets: {', '.join(sets)}"
+    if len(complete) < len(wide):
+        notes += f"; {len(wide) - len(complete)} model(s) lack it under some prompt set, left out"
+    return complete, sets, notes
+
+
+def _models_table(models: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """The registry columns the resampling clusters on (group, source, fine-tuning route, architecture), on ``index``."""
+    return pd.DataFrame(
+        {
+            "group": models["group"].astype(str).to_numpy(),
+            "training_source": models["training_source"].astype(str).to_numpy(),
+            "finetune_route": (
+                models["finetune_route"]
+                if "finetune_route" in models.columns
+                else pd.Series("none", index=models.index)
+            )
+            .fillna("none")
+            .astype(str)
+            .to_numpy(),
+            "architecture": models["architecture"].astype(str).to_numpy(),
+        },
+        index=index,
+    )
+
+
+def _prompt_set_design(table: pd.DataFrame, name: str, sets: Sequence[str], notes: str, settings: Any) -> Design:
+    """The findings design of one property: cluster bootstrap over models, null = each model's prompt sets reordered."""
+    from clip_robustness.metrics.findings import Design
+    from clip_robustness.metrics.resampling import cluster_ids
+
+    n = len(table)
+    clusters = cluster_ids(table) if n else np.zeros(0, dtype=np.int64)
+    n_orderings = len(orderings(len(sets))) if sets else 1
+    too_few = ""
+    if n < settings.min_models:
+        too_few = f"fewer than {settings.min_models} models with {name} under every prompt set ({n})"
+    elif len(sets) < 2:
+        too_few = "fewer than 2 prompt sets"
+    return Design(
+        models=table,
+        strata=np.zeros(n, dtype=object).astype(str),
+        clusters=clusters,
+        identity=np.zeros(n, dtype=np.int64),
+        null=lambda samples, rng, n=n, m=n_orderings: rng.integers(0, m, size=(samples, n)),
+        test="within-model prompt-set permutation",
+        n_models=f"{n} models ({len(np.unique(clusters))} clusters)",
+        too_few=too_few,
+        notes=notes,
+    )

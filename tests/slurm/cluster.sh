@@ -97,6 +97,8 @@ SlurmctldHost=localhost
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it may start again (120 by default): 30 keeps the requeue test short.
+AuthInfo=cred_expire=30
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

@@ -121,7 +121,7 @@ class StartUp:
         registry, downloads = study.dataset_registry, study.config["downloads"]
         markers = study.extraction_markers()
         datasets_workflow.bring_archives_forward(markers, self.script("download_archive"))
-        for marker in datasets_workflow.drop_outdated_markers(study.extraction_markers()):  # hashes once
+        for marker in datasets_workflow.drop_outdated_markers(markers):  # hashes once
             self.warn(f"{marker}: its archive is gone or changed since extraction; this run extracts it again")
         for marker in markers:
             archive = archive_path(marker_archive(marker))

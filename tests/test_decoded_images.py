@@ -21,6 +21,7 @@ import timm
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from test_inference import cache_on_cpu
 
 from clip_robustness.datasets.label_spaces import LabelSpace
 from clip_robustness.datasets.manifest import manifest_hash, read_manifest
@@ -309,19 +310,7 @@ def test_decoded_array_of_another_manifest_is_refused_before_any_model_runs(tmp_
     with pytest.raises(
         StaleDecodedCacheError, match=f"{npy}: stale decoded images.*manifest_hash: expected '{other.manifest_hash}'"
     ):
-        cache_dataset_logits(
-            row,
-            other,
-            tmp_path / "out.parquet",
-            head_path=None,
-            prompt_set=None,
-            batch_size=4,
-            num_workers=0,
-            precision_name="fp32",
-            allow_tf32=False,
-            device="cpu",
-            decoded=npy,
-        )
+        cache_on_cpu(row, other, tmp_path / "out.parquet", batch_size=4, precision_name="fp32", decoded=npy)
     assert not (tmp_path / "out.parquet").exists()
 
 
@@ -337,19 +326,7 @@ def test_decoded_array_of_another_geometry_is_refused_naming_model_and_both_keys
     row = timm_row(tmp_path, "test_resnet", seed=0)
     resnet_key = decode_spec_for_row(row).key
     with pytest.raises(StaleDecodedCacheError, match=f"model 'timm__test_resnet.local'.*{resnet_key}.*{npy.stem}"):
-        cache_dataset_logits(
-            row,
-            manifest,
-            tmp_path / "out.parquet",
-            head_path=None,
-            prompt_set=None,
-            batch_size=4,
-            num_workers=0,
-            precision_name="fp32",
-            allow_tf32=False,
-            device="cpu",
-            decoded=npy,
-        )
+        cache_on_cpu(row, manifest, tmp_path / "out.parquet", batch_size=4, precision_name="fp32", decoded=npy)
 
 
 def test_geometry_key_names_size_and_interpolation():
@@ -395,19 +372,7 @@ def test_python_fast_path_logits_match_the_reference_path(tmp_path, manifest):
     npy = decode_for(row, manifest, tmp_path / "decoded")
     fast, reference = tmp_path / "fast.parquet", tmp_path / "reference.parquet"
     for output, decoded in ((fast, npy), (reference, None)):
-        cache_dataset_logits(
-            row,
-            manifest,
-            output,
-            head_path=None,
-            prompt_set=None,
-            batch_size=4,
-            num_workers=0,
-            precision_name="fp32",
-            allow_tf32=False,
-            device="cpu",
-            decoded=decoded,
-        )
+        cache_on_cpu(row, manifest, output, batch_size=4, precision_name="fp32", decoded=decoded)
     assert_same_predictions(read_logits(fast).logits, read_logits(reference).logits, atol=1e-4)
 
 

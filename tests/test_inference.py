@@ -59,6 +59,13 @@ def write_images(folder: Path, labels: list[int], seed: int = 0) -> list[str]:
     return paths
 
 
+def cache_on_cpu(row: dict, manifest: Manifest, output: Path, **options) -> Path:
+    """``cache_dataset_logits`` on the CPU with the tests' usual options (no head, one process, no TF32);
+    ``options`` override them or add the others."""
+    defaults = {"head_path": None, "prompt_set": None, "num_workers": 0, "allow_tf32": False, "device": "cpu"}
+    return cache_dataset_logits(row, manifest, output, **{**defaults, **options})
+
+
 def make_manifest(root: Path, labels: list[int], dataset: str = "imagenet_r", border_crop_px: int = 0) -> Manifest:
     """Write random images and their manifest parquet (the contract of docs/architecture.md); read it back."""
     paths = write_images(root, labels)
@@ -424,17 +431,15 @@ def test_tiny_open_clip_cache_job_end_to_end(tmp_path):
     head_path = save_head(head, tmp_path / "heads" / "m.pt")
     output = tmp_path / "logits" / "m" / "imagenet_r.parquet"
 
-    cache_dataset_logits(
+    cache_on_cpu(
         row,
         manifest,
         output,
         head_path=head_path,
         prompt_set="simple",
         batch_size=4,
-        num_workers=0,
         precision_name="bf16",
         allow_tf32=True,
-        device="cpu",
     )
 
     expect = expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "simple")
@@ -469,18 +474,7 @@ def test_timm_test_model_cache_job_end_to_end_with_local_weights(tmp_path):
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1, -1], dataset="textures")
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(
-        row,
-        manifest,
-        output,
-        head_path=None,
-        prompt_set="openai",
-        batch_size=4,
-        num_workers=0,
-        precision_name="bf16",
-        allow_tf32=True,
-        device="cpu",
-    )
+    cache_on_cpu(row, manifest, output, prompt_set="openai", batch_size=4, precision_name="bf16", allow_tf32=True)
 
     cached = read_logits(
         output, expect=expected_metadata(row, "textures", manifest.metadata["manifest_hash"], "openai")
@@ -598,19 +592,7 @@ def test_timm_logits_under_bf16_autocast_come_from_a_float32_head_on_the_feature
     manifest = make_manifest(tmp_path / "images", [0, 1, 2, 3, 4, 5, -1, -1])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(
-        row,
-        manifest,
-        output,
-        head_path=None,
-        prompt_set=None,
-        batch_size=8,
-        num_workers=0,
-        precision_name="bf16",
-        allow_tf32=False,
-        device="cpu",
-        cpu_autocast=True,
-    )
+    cache_on_cpu(row, manifest, output, batch_size=8, precision_name="bf16", cpu_autocast=True)
 
     cached = read_logits(output)
     assert cached.metadata["precision"]["amp_dtype"] == "bfloat16" and cached.metadata["head_precision"] == "float32"
@@ -654,17 +636,14 @@ def test_zero_shot_logits_under_bf16_autocast_come_from_a_float32_head(tmp_path)
     head_path = save_head(build_head_for_row(row, "simple", "cpu", progress=False), tmp_path / "head.pt")
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(
+    cache_on_cpu(
         row,
         manifest,
         output,
         head_path=head_path,
         prompt_set="simple",
         batch_size=8,
-        num_workers=0,
         precision_name="bf16",
-        allow_tf32=False,
-        device="cpu",
         cpu_autocast=True,
     )
 
@@ -699,18 +678,7 @@ def test_python_adapter_cache_job_gives_the_factory_models_logits_with_its_weigh
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(
-        row,
-        manifest,
-        output,
-        head_path=None,
-        prompt_set="openai",
-        batch_size=2,
-        num_workers=0,
-        precision_name="fp32",
-        allow_tf32=False,
-        device="cpu",
-    )
+    cache_on_cpu(row, manifest, output, prompt_set="openai", batch_size=2, precision_name="fp32")
 
     cached = read_logits(
         output, expect=expected_metadata(row, "imagenet_r", manifest.metadata["manifest_hash"], "openai")
@@ -730,19 +698,7 @@ def test_python_adapter_logits_under_bf16_autocast_come_from_a_float32_head(tmp_
     manifest = make_manifest(tmp_path / "images", [3, 2, 1, 0, -1, 7])
     output = tmp_path / "logits.parquet"
 
-    cache_dataset_logits(
-        row,
-        manifest,
-        output,
-        head_path=None,
-        prompt_set=None,
-        batch_size=8,
-        num_workers=0,
-        precision_name="bf16",
-        allow_tf32=False,
-        device="cpu",
-        cpu_autocast=True,
-    )
+    cache_on_cpu(row, manifest, output, batch_size=8, precision_name="bf16", cpu_autocast=True)
 
     assert bf16_representable(read_logits(output).logits).mean() < 0.1
 

@@ -14,13 +14,12 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from test_inference import make_manifest
+from test_inference import cache_on_cpu, make_manifest
 
 from clip_robustness.logits.cache import expected_metadata, read_logits, read_metadata
 from clip_robustness.logits.check import check_logits_files, current_metadata_of
 from clip_robustness.logits.cutting import LogitsGroups
 from clip_robustness.logits.job import DatasetTask, cache_group_logits, reuse_reason
-from clip_robustness.logits.loop import cache_dataset_logits
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +72,8 @@ def test_group_job_writes_each_dataset_the_file_a_one_dataset_job_writes(tmp_pat
     for task in tasks:
         manifest = built[task.dataset]
         single = tmp_path / "single" / f"{task.dataset}.parquet"
-        cache_dataset_logits(
-            resnet_row,
-            manifest,
-            single,
-            head_path=None,
-            prompt_set="openai",
-            batch_size=4,
-            num_workers=0,
-            precision_name="bf16",
-            allow_tf32=True,
-            device="cpu",
+        cache_on_cpu(
+            resnet_row, manifest, single, prompt_set="openai", batch_size=4, precision_name="bf16", allow_tf32=True
         )
         grouped = read_logits(
             task.output, expect=expected_metadata(resnet_row, task.dataset, manifest.manifest_hash, None)
@@ -369,17 +359,14 @@ def test_decoded_group_job_writes_each_dataset_the_one_dataset_jobs_logits_bit_f
     assert [t["dataset"] for t in timings] == list(built)
     for task in tasks:
         single = tmp_path / "single" / f"{task.dataset}.parquet"
-        cache_dataset_logits(
+        cache_on_cpu(
             resnet_row,
             built[task.dataset],
             single,
-            head_path=None,
             prompt_set="openai",
             batch_size=4,
-            num_workers=0,
             precision_name="bf16",
             allow_tf32=True,
-            device="cpu",
             decoded=task.decoded,
         )
         grouped = read_logits(task.output)

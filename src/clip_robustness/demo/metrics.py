@@ -15,6 +15,7 @@ from clip_robustness.figures.data import FACTORS, ID_TEST_HALF, IMAGENET_VAL, IM
 from clip_robustness.metrics.aggregate import imagenet_c_mean_rows
 from clip_robustness.models.adapters.open_clip import OpenClipAdapter
 from clip_robustness.models.adapters.timm import TimmAdapter
+from clip_robustness.models.registry import MODEL_COLUMNS
 from clip_robustness.names import imagenet_c_dataset_ids
 
 #: The study's group sizes (docs/methods.md, "The study"): 51 zero-shot CLIP, 32 CLIP-FT, 127 ImageNet classifiers.
@@ -58,19 +59,6 @@ CORRUPTIONS: tuple[str, ...] = (
 CLIP_ARCHITECTURES: tuple[str, ...] = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50")
 TIMM_ARCHITECTURES: tuple[str, ...] = ("resnet50", "vit_base_patch16_224", "convnext_tiny")
 OOD_SETS: tuple[str, ...] = ("inaturalist", "sun", "places", "textures", "imagenet_o")
-REGISTRY_COLUMNS: tuple[str, ...] = (
-    "model_id",
-    "library",
-    "architecture",
-    "pretrained",
-    "group",
-    "training_source",
-    "training_size",
-    "finetune_route",
-    "architecture_family",
-    "resolution",
-    "weights_file",
-)
 
 
 def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -> pd.DataFrame:
@@ -109,7 +97,7 @@ def synthetic_registry(counts: dict[str, int] | None = None, *, seed: int = 0) -
                     "weights_file": "",
                 }
             )
-    return pd.DataFrame(rows, columns=list(REGISTRY_COLUMNS))
+    return pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
 
 
 # Longer than 60 lines: one synthetic row family per metric of the tidy table, drawn side by side so one seed fixes all.

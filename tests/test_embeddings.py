@@ -93,18 +93,9 @@ def test_group_job_writes_embeddings_that_reproduce_its_logits(tmp_path, clip_ro
         tmp_path / "logits.parquet",
         embeddings=tmp_path / "embeddings.parquet",
     )
-    written = cache_group_logits(
-        clip_row,
-        [task],
-        head_path=head_path,
-        weights_path=clip_row["weights_file"],
-        prompt_set="simple",
-        batch_size=4,
-        num_workers=0,
-        precision_name="fp32",
-        allow_tf32=False,
-        device="cpu",
-    )
+    options = {"head_path": head_path, "weights_path": clip_row["weights_file"], "prompt_set": "simple"}
+    options |= {"batch_size": 4, "num_workers": 0, "precision_name": "fp32", "allow_tf32": False, "device": "cpu"}
+    written = cache_group_logits(clip_row, [task], **options)
     assert written == [task.output]
     expect = expected_metadata(clip_row, "imagenet_r", manifest.metadata["manifest_hash"], "simple")
     logits = read_logits(task.output, expect=expect)
@@ -120,34 +111,9 @@ def test_group_job_writes_embeddings_that_reproduce_its_logits(tmp_path, clip_ro
     assert np.max(np.abs(derived - logits.logits)) < 1e-3 * head.logit_scale
     assert np.array_equal(derived.argmax(1), logits.logits.argmax(1))
     # both current: the next group job keeps them; a missing embeddings file recomputes the pair
-    assert (
-        cache_group_logits(
-            clip_row,
-            [task],
-            head_path=head_path,
-            weights_path=clip_row["weights_file"],
-            prompt_set="simple",
-            batch_size=4,
-            num_workers=0,
-            precision_name="fp32",
-            allow_tf32=False,
-            device="cpu",
-        )
-        == []
-    )
+    assert cache_group_logits(clip_row, [task], **options) == []
     task.embeddings.unlink()
-    assert cache_group_logits(
-        clip_row,
-        [task],
-        head_path=head_path,
-        weights_path=clip_row["weights_file"],
-        prompt_set="simple",
-        batch_size=4,
-        num_workers=0,
-        precision_name="fp32",
-        allow_tf32=False,
-        device="cpu",
-    ) == [task.output]
+    assert cache_group_logits(clip_row, [task], **options) == [task.output]
     assert task.embeddings.exists()
 
 

@@ -53,23 +53,9 @@ def build_zero_shot_head(
     """
     import open_clip
 
-    templates = templates_for(prompt_set)
-    with torch.no_grad():
-        weights = open_clip.build_zero_shot_classifier(
-            model,
-            tokenizer,
-            open_clip.IMAGENET_CLASSNAMES,
-            templates,
-            num_classes_per_batch=num_classes_per_batch,
-            device=device,
-            use_tqdm=progress,
-        )
-    return ZeroShotHead(
-        weights=weights.detach().float().cpu().contiguous(),
-        logit_scale=model_logit_scale(model),
-        prompt_set=prompt_set,
-        n_templates=len(templates),
-        model_id=model_id,
+    options = {"device": device, "num_classes_per_batch": num_classes_per_batch, "progress": progress}
+    return _head(
+        model, tokenizer, model_id, prompt_set, open_clip.IMAGENET_CLASSNAMES, templates_for(prompt_set), **options
     )
 
 
@@ -90,6 +76,26 @@ def build_zero_shot_head_from(
 
     templates = templates_for(prompts.builtin) if prompts.templates is None else [t.format for t in prompts.templates]
     classnames = open_clip.IMAGENET_CLASSNAMES if prompts.classnames is None else list(prompts.classnames)
+    options = {"device": device, "num_classes_per_batch": num_classes_per_batch, "progress": progress}
+    return _head(model, tokenizer, model_id, prompts.name, classnames, templates, **options)
+
+
+def _head(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    model_id: str,
+    name: str,
+    classnames: Sequence[str],
+    templates: Sequence[Callable[[str], str]],
+    *,
+    device: str | torch.device,
+    num_classes_per_batch: int,
+    progress: bool,
+) -> ZeroShotHead:
+    """``open_clip.build_zero_shot_classifier`` over ``classnames`` x ``templates`` (float32, no_grad), as a head
+    named ``name``."""
+    import open_clip
+
     with torch.no_grad():
         weights = open_clip.build_zero_shot_classifier(
             model,
@@ -103,7 +109,7 @@ def build_zero_shot_head_from(
     return ZeroShotHead(
         weights=weights.detach().float().cpu().contiguous(),
         logit_scale=model_logit_scale(model),
-        prompt_set=prompts.name,
+        prompt_set=name,
         n_templates=len(templates),
         model_id=model_id,
     )

@@ -23,12 +23,12 @@ from clip_robustness.datasets.devkit import (
     imagenet_val_labels_from_devkit,
     parse_meta_mat,
 )
-from clip_robustness.datasets.download import obtain_archive
+from clip_robustness.datasets.download import obtain_archive_for_rule
 from clip_robustness.datasets.errors import ManifestError, MissingUserArchiveError, RegistryError
 from clip_robustness.datasets.extract import extract_archive
 from clip_robustness.datasets.label_spaces import imagenet_synsets, package_file
 from clip_robustness.datasets.manifest import build_manifest, read_manifest, write_manifest
-from clip_robustness.datasets.registry import ArchiveEntry, DatasetEntry, load_dataset_registry
+from clip_robustness.datasets.registry import DatasetEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import (
     check_user_supplied_archives,
     download_params,
@@ -178,19 +178,8 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
     inputs = manifest_inputs(registry, dataset, downloads)
     for marker in [*inputs.get("extracted", []), *inputs.get("labels", [])]:
         archive = Path(marker).name.removesuffix(".complete")
-        p = download_params(registry, archive, downloads)
-        obtain_archive(
-            ArchiveEntry.from_dict(p["archive"]),
-            f"data/archives/{archive}",
-            pinned_path=p["pinned_path"],
-            rejected_dir=p["rejected_dir"],
-            local_path=p["local_path"],
-            user_dir=p["user_dir"],
-            retries=p["retries"],
-            timeout_s=p["timeout_s"],
-            retry_delay_s=0.01,
-            datasets=p["datasets"],
-        )
+        params = download_params(registry, archive, downloads)
+        obtain_archive_for_rule(params, f"data/archives/{archive}", retry_delay_s=0.01)
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)

@@ -12,11 +12,11 @@ import pytest
 from datasets_support import serve_folder
 from PIL import Image
 
-from clip_robustness.datasets.download import obtain_archive
+from clip_robustness.datasets.download import obtain_archive_for_rule
 from clip_robustness.datasets.extract import extract_archive
 from clip_robustness.datasets.label_spaces import imagenet_a_indices, imagenet_r_indices, imagenet_synsets, package_file
 from clip_robustness.datasets.manifest import build_manifest, read_manifest, write_manifest
-from clip_robustness.datasets.registry import ArchiveEntry, DatasetEntry, load_dataset_registry
+from clip_robustness.datasets.registry import DatasetEntry, load_dataset_registry
 from clip_robustness.datasets.workflow import download_params, extract_params, manifest_inputs, manifest_params
 from clip_robustness.demo import archives as synthetic
 
@@ -36,19 +36,8 @@ def run_stage(registry, dataset: str, downloads=DOWNLOADS):
     """What the three rules do for one dataset, in the current (workflow) directory."""
     for marker in manifest_inputs(registry, dataset, downloads).get("extracted", []):
         archive = Path(marker).name.removesuffix(".complete")
-        p = download_params(registry, archive, downloads)
-        obtain_archive(
-            ArchiveEntry.from_dict(p["archive"]),
-            f"data/archives/{archive}",
-            pinned_path=p["pinned_path"],
-            rejected_dir=p["rejected_dir"],
-            local_path=p["local_path"],
-            user_dir=p["user_dir"],
-            retries=p["retries"],
-            timeout_s=p["timeout_s"],
-            retry_delay_s=0.01,
-            datasets=p["datasets"],
-        )
+        params = download_params(registry, archive, downloads)
+        obtain_archive_for_rule(params, f"data/archives/{archive}", retry_delay_s=0.01)
         e = extract_params(registry, archive)
         extract_archive(f"data/archives/{archive}", e["dest"], marker, password=e["password"])
     m = manifest_params(registry, dataset, downloads)

@@ -27,9 +27,10 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clip_robustness import __version__
 from clip_robustness.datasets.errors import ChecksumMismatchError, DownloadError, MissingUserArchiveError
@@ -382,3 +383,14 @@ def obtain_archive(
         + f".{kept} Set downloads.url_overrides[{entry.name!r}] to a mirror, or download the file yourself and "
         f"set downloads.local_archives[{entry.name!r}] to its path."
     )
+
+
+#: The keyword arguments of :func:`obtain_archive` that the ``download_archive`` rule's params carry.
+RULE_OPTIONS = ("pinned_path", "rejected_dir", "local_path", "user_dir", "retries", "timeout_s", "datasets")
+
+
+def obtain_archive_for_rule(params: Mapping[str, Any], dest: str | Path, **overrides: Any) -> Path:
+    """:func:`obtain_archive` with the ``download_archive`` rule's params
+    (:func:`clip_robustness.datasets.workflow.download_params`); ``overrides`` replace or add keyword arguments."""
+    options = {name: params[name] for name in RULE_OPTIONS}
+    return obtain_archive(ArchiveEntry.from_dict(params["archive"]), dest, **{**options, **overrides})

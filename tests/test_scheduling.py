@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from scheduling import SLURM_SCOPE, ClusterFirstFileScheduling
+import re
+from pathlib import Path
+
+from scheduling import SLURM_FILES, SLURM_SCOPE, ClusterFirstFileScheduling
 
 COLLECTION = [
     "tests/test_a.py::test_one",
@@ -41,3 +44,11 @@ def test_the_cluster_files_are_one_unit_and_go_to_the_first_worker_whatever_the_
     assert first.sent == [[2, 3, 5]]  # test_slurm_demo, _faults, _toy, back to back on one worker
     assert second.sent == [[0, 1]]
     assert SLURM_SCOPE not in scheduler.workqueue
+
+
+def test_every_test_file_marked_slurm_is_in_the_cluster_unit():
+    """A new SLURM test file must join SLURM_FILES, or it would run beside the others and find the node taken."""
+    tests = Path(__file__).parent
+    marker = re.compile(r"^pytestmark = pytest\.mark\.slurm$", re.M)
+    marked = {p.name for p in tests.glob("test_*.py") if marker.search(p.read_text())}
+    assert marked == set(SLURM_FILES)

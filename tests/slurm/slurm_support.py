@@ -1,8 +1,8 @@
 """Support for the SLURM tests: the test profile derived from the shipped one, SLURM's own records.
 
-The SLURM tests (tests/test_slurm_demo.py, tests/test_slurm_toy.py, tests/test_slurm_faults.py: three files of similar
-duration, so that ``make test``, pytest ``--dist loadfile``, runs them side by side) run the pipeline's SLURM path for
-real on the single-node test cluster. Start it first: ``bash tests/slurm/cluster.sh up`` (and ``down`` afterwards).
+The SLURM tests (tests/test_slurm_demo.py, tests/test_slurm_toy.py, tests/test_slurm_faults.py: three files by
+subject; ``make test`` runs them one after the other on one xdist worker, tests/scheduling.py) run the pipeline's SLURM
+path for real on the single-node test cluster. Start it first: ``bash tests/slurm/cluster.sh up`` (and ``down`` afterwards).
 Every test runs Snakemake with a profile derived from the shipped ``profiles/slurm/config.yaml`` (site settings
 replaced, requests capped to the node) and checks what happened from SLURM's own records: the controller's
 job-completion file (one line per finished job, with its state and exit code) and ``scontrol show job``. Without
@@ -203,7 +203,8 @@ def derive_test_profile(shipped_dir: Path, dest_dir: Path, node: NodeCapacity) -
 
 
 #: One SLURM test file at a time: the test cluster is one node, and every file's runs assume they have it to
-#: themselves (the files run side by side under ``pytest -n 2 --dist loadfile``). Shared by the xdist workers.
+#: themselves. ``make test`` already gives the files to one worker (tests/scheduling.py); the lock keeps any other
+#: split of them across xdist workers (``--dist load``, a plain ``-n 2``) in turn.
 CLUSTER_LOCK = Path(tempfile.gettempdir()) / "clip-robustness-slurm-tests.lock"
 #: How long a test file waits for the node to be idle (jobs of the file before it finishing).
 IDLE_WAIT_S = 120
